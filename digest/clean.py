@@ -1,0 +1,254 @@
+"""Stage 2b · clean: untrusted ``RawEntry`` → ``Entry`` that is safe to put in an email.
+
+* titles and summaries become plain text: tags stripped, entities decoded (twice when
+  the feed escaped them twice), whitespace collapsed, mojibake repaired;
+* bodies are sanitized with an allow-list (nh3): no script, style, iframe, form,
+  event-handler attributes, ``javascript:`` or ``data:`` URLs; relative links and
+  images made absolute against xml:base or the feed URL; tracking pixels dropped;
+* the summary is the feed's own when it has one, else an excerpt of the body, cut at a
+  word boundary, never longer than ``summary_length``;
+* an entry link that is not http(s) is dropped; every entry gets a UTC date
+  (published, else updated, else first seen), and a date in the future is clamped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from datetime import datetime
+
+import nh3
+
+from .links import absolute, canonical, http_only
+from .model import Entry, FeedSource, RawEntry
+from .mojibake import repair
+
+#: Tags a digest keeps from a feed's body; everything else is stripped (text kept).
+ALLOWED_TAGS = frozenset(
+    {
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "caption",
+        "cite",
+        "code",
+        "dd",
+        "del",
+        "dl",
+        "dt",
+        "em",
+        "figcaption",
+        "figure",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "ins",
+        "kbd",
+        "li",
+        "mark",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "time",
+        "tr",
+        "u",
+        "ul",
+    }
+)
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start"},
+    "time": {"datetime"},
+    "abbr": {"title"},
+}
+#: Tags removed together with everything inside them.
+DROPPED_WITH_CONTENT = frozenset(
+    {
+        "script",
+        "style",
+        "iframe",
+        "object",
+        "embed",
+        "form",
+        "noscript",
+        "template",
+        "svg",
+        "math",
+        "select",
+        "textarea",
+        "button",
+        "audio",
+        "video",
+        "canvas",
+        "head",
+        "title",
+    }
+)
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+#: How much of a body the summary and sanitizer look at: a 200 KB post costs no more.
+MAX_SOURCE_CHARS = 100_000
+MAX_TITLE_CHARS = 300
+
+_BLOCK = re.compile(
+    r"<(/?(?:p|div|br|li|ul|ol|h[1-6]|tr|td|th|blockquote|section|article|table|figure|"
+    r"figcaption|pre|hr|dd|dt)\b)",
+    re.IGNORECASE,
+)
+_ENTITY = re.compile(r"&(?:#\d{1,7}|#x[0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
+_SPACE = re.compile(r"\s+")
+#: What blog engines append to excerpts: "[…]", "[...]", "Continue reading →".
+_READ_MORE = re.compile(
+    r"\s*(?:\[(?:…|\.\.\.|&hellip;)\]|(?:continue reading|read more)\W*)\s*$", re.IGNORECASE
+)
+_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ATTR = re.compile(r'\b(src|width|height)="([^"]*)"')
+
+
+def clean(
+    raw: RawEntry,
+    source: FeedSource,
+    source_title: str,
+    first_seen: datetime,
+    summary_length: int = 300,
+) -> Entry:
+    """Make one entry safe and tidy. ``first_seen`` stands in for a missing date."""
+    base = raw.base or source.url
+    link = http_only(absolute(raw.link, base))
+    body = sanitize(raw.content or raw.summary or "", base)
+    summary = plain_text(raw.summary) if raw.summary else ""
+    if not summary:
+        summary = plain_text(body)
+    trimmed = _READ_MORE.sub("", summary)
+    if trimmed != summary:  # say "there is more" once, our way
+        summary = trimmed if trimmed.endswith((".", "!", "?")) else trimmed.rstrip(" ,;:") + "…"
+    title = truncate(plain_text(raw.title), MAX_TITLE_CHARS)
+    if not title:
+        title = truncate(summary, 80) or "(untitled)"
+    published = raw.published or raw.updated
+    dated = published is not None
+    if published is None or published > first_seen:
+        published = first_seen
+    thumbnail = http_only(absolute(raw.thumbnail, base)) or first_image(body)
+    return Entry(
+        source=source,
+        source_title=source_title,
+        identity=identity(raw, body),
+        title=title,
+        link=link,
+        canonical_link=canonical(link),
+        summary=truncate(summary, summary_length),
+        content_html=body,
+        published=published,
+        dated=dated,
+        author=truncate(plain_text(raw.author), 200) if raw.author else None,
+        thumbnail=thumbnail,
+        categories=tuple(t for t in (plain_text(c) for c in raw.categories) if t),
+    )
+
+
+def identity(raw: RawEntry, body: str = "") -> str:
+    """The entry's stable key within its feed: guid, else link, else a content hash."""
+    if raw.guid and raw.guid.strip():
+        key = "g:" + raw.guid.strip()
+    elif raw.link and raw.link.strip():
+        key = "l:" + raw.link.strip()
+    else:
+        key = "h:" + "\x1f".join((raw.title, raw.content or raw.summary or body))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def plain_text(value: str | None) -> str:
+    """Markup → one line of plain text: tags stripped, entities decoded, mojibake repaired."""
+    if not value:
+        return ""
+    value = value[:MAX_SOURCE_CHARS]
+    if "<" in value:
+        value = nh3.clean(_BLOCK.sub(r" <\1", value), tags=set())
+    text = html.unescape(value)
+    if _ENTITY.search(text):  # escaped twice by the feed: common, and never meant
+        text = html.unescape(text)
+    text = "".join(c for c in text if c.isprintable() or c.isspace())
+    return _SPACE.sub(" ", repair(text)).strip()
+
+
+def sanitize(fragment: str, base: str) -> str:
+    """Allow-listed HTML with absolute links, no active content, no tracking pixels."""
+    if not fragment:
+        return ""
+    cleaned = nh3.clean(
+        repair(fragment[:MAX_SOURCE_CHARS]),
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags=set(DROPPED_WITH_CONTENT),
+        attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        url_relative=("rewrite_with_base", base) if _is_url(base) else "deny",
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )
+    return _IMG.sub(_drop_pixel, cleaned) if "<img" in cleaned else cleaned
+
+
+def _is_url(base: str) -> bool:
+    return base.startswith(("http://", "https://", "file://"))
+
+
+def _drop_pixel(match: re.Match[str]) -> str:
+    attrs = dict(_ATTR.findall(match.group(0)))
+    if "src" not in attrs:
+        return ""
+    if _tiny(attrs.get("width")) or _tiny(attrs.get("height")):  # 1×1 (or 1-px) trackers
+        return ""
+    return match.group(0)
+
+
+def _tiny(size: str | None) -> bool:
+    if size is None:
+        return False
+    digits = size.strip().removesuffix("px")
+    return digits.isdigit() and int(digits) <= 1
+
+
+def first_image(body: str) -> str | None:
+    """The first image of a sanitized body, for a thumbnail."""
+    for tag in _IMG.findall(body):
+        src = dict(_ATTR.findall(tag)).get("src")
+        url = http_only(html.unescape(src)) if src else None
+        if url:
+            return url
+    return None
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut at a word boundary so the result, with its ellipsis, fits in ``limit`` chars."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-–—") + "…"

@@ -1,0 +1,391 @@
+"""The ``digest`` command: a thin shell over the pipeline.
+
+Exit codes: 0 fine (delivered, or nothing to send); 1 something was not delivered or
+a command failed; 2 the config or the command line is wrong; 3 another run holds the
+lease. Errors digest expects print one clear message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, console, db, health, pipeline, subscribers
+from .config import Config, load_config, warnings_for
+from .errors import ConfigError, DigestError, LeaseError, RenderError, UsageError
+from .render import personalize
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class State:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def engine(self) -> Any:
+        return db.connect(self.config.storage_url)
+
+
+def handled(func: F) -> F:
+    """Turn digest's own errors into a message and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            sys.exit(EXIT_USAGE)
+        except UsageError as exc:
+            console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            sys.exit(EXIT_USAGE)
+        except LeaseError as exc:
+            console.err.print(f"[yellow]busy:[/yellow] {exc}", markup=True)
+            sys.exit(EXIT_BUSY)
+        except DigestError as exc:
+            console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    metavar="PATH",
+    envvar="DIGEST_CONFIG",
+    help="Config file (default ./config.toml, or $DIGEST_CONFIG).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
+@click.version_option(__version__, prog_name="digest")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """digest: feeds in, one clean e-mail digest out, to every subscriber, exactly once."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    ctx.obj = State(config_path)
+
+
+# -- run / preview / check ----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Fetch and render; send and record nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: README).")
+@click.pass_obj
+@handled
+def run(state: State, dry_run: bool, as_json: bool) -> None:
+    """Make and deliver one edition now (after finishing one a crash left unfinished)."""
+    services = pipeline.build(state.config, readonly=dry_run)
+    bars = console.Bars() if not as_json and sys.stderr.isatty() else None
+    try:
+        report = pipeline.dry_run(services, bars) if dry_run else pipeline.run(services, bars)
+    finally:
+        if bars is not None:
+            bars.done()
+    if as_json:
+        console.print_json(console.run_json(report))
+    else:
+        console.run_summary(report)
+        if not dry_run and any(e.recipients_delivered for e in report.editions):
+            _where_to_look(state.config)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def _where_to_look(config: Config) -> None:
+    if config.delivery.backend == "outbox":
+        folder = config.resolve(config.delivery.outbox.dir)
+        console.out.print(
+            f"The messages are in {folder}/ (open an .eml file with any mail "
+            "client), and `digest preview` renders the next edition as HTML."
+        )
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the HTML (default ./preview.html).",
+)
+@click.option("--text", "as_text", is_flag=True, help="Print the plain-text part instead.")
+@click.pass_obj
+@handled
+def preview(state: State, out_path: Path | None, as_text: bool) -> None:
+    """Render the next edition without sending or recording anything."""
+    config = state.config
+    services = pipeline.build(config, readonly=True)
+    composed, gathered = pipeline.preview(services)
+    html_part, text_part = personalize(composed, pipeline.sample_values(config))
+    for report in gathered.reports:
+        if report.error:
+            console.err.print(
+                f"[yellow]warning:[/yellow] {report.name}: {report.error}", markup=True
+            )
+    if as_text:
+        sys.stdout.write(f"Subject: {composed.subject}\n\n{text_part}")
+        return
+    target = out_path or Path("preview.html")
+    target.write_text(html_part, encoding="utf-8")
+    count = len(gathered.selection.entries)
+    console.out.print(
+        f"Preview of edition {composed.edition_id} ({count} new entries), "
+        f"subject {composed.subject!r}:"
+    )
+    console.out.print(f"{target.resolve()}")
+
+
+@main.command()
+@click.option("--online", is_flag=True, help="Also fetch every feed and test the delivery login.")
+@click.pass_obj
+@handled
+def check(state: State, online: bool) -> None:
+    """Validate the config (and the templates); exit 0 when valid, 2 when not."""
+    config = state.config
+    for warning in warnings_for(config):
+        console.err.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
+    services = pipeline.build(config, readonly=True)
+    from .model import Selection
+
+    try:
+        services.renderer.compose(0, Selection((), (), ()), _now())
+    except RenderError as exc:
+        console.err.print(f"[red]error:[/red] templates: {exc}", markup=True)
+        sys.exit(EXIT_USAGE)
+    if online:
+        _check_online(services)
+    console.out.print(
+        f"{config.path}: valid ({len(config.feeds)} feeds, delivery via {config.delivery.backend})."
+    )
+
+
+def _check_online(services: pipeline.Services) -> None:
+    gathered = pipeline.gather(services, pipeline.NoProgress(), dry_run=True)
+    bad = [r for r in gathered.reports if r.error]
+    for r in gathered.reports:
+        mark = "[red]✗[/red]" if r.error else "[green]✓[/green]"
+        console.out.print(f"  {mark} {r.name}: {r.error or f'{r.entries} entries'}", markup=True)
+    if bad:
+        sys.exit(EXIT_FAILED)
+
+
+# -- subscribers --------------------------------------------------------------------------
+
+
+@main.group(name="subscribers")
+def subscribers_group() -> None:
+    """Manage the subscriber list."""
+
+
+@subscribers_group.command("add")
+@click.argument("email")
+@click.option("--name", help="Their name, for the To header.")
+@click.option("--resubscribe", is_flag=True, help="Re-add an address that unsubscribed.")
+@click.pass_obj
+@handled
+def subscribers_add(state: State, email: str, name: str | None, resubscribe: bool) -> None:
+    """Add a subscriber (confirmed at once)."""
+    with state.engine().begin() as conn:
+        result = subscribers.add(conn, email, name, "cli", _now(), resubscribe=resubscribe)
+    s = result.subscriber
+    if result.outcome == "refused":
+        raise UsageError(
+            f"{s.email} unsubscribed on {s.unsubscribed_at:%Y-%m-%d}; add "
+            "--resubscribe only if they asked to come back"
+        )
+    console.out.print(f"{s.email}: {result.outcome}.")
+
+
+@subscribers_group.command("remove")
+@click.argument("email")
+@click.option("--forget", is_flag=True, help="Erase the record instead of marking it removed.")
+@click.pass_obj
+@handled
+def subscribers_remove(state: State, email: str, forget: bool) -> None:
+    """Take a subscriber off the list."""
+    with state.engine().begin() as conn:
+        found = subscribers.remove(conn, email, _now(), forget=forget)
+    if not found:
+        raise UsageError(f"{email} is not on the list")
+    console.out.print(f"{email}: {'erased' if forget else 'removed'}.")
+
+
+@subscribers_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--status", type=click.Choice(["active", "pending", "unsubscribed", "suppressed", "removed"])
+)
+@click.pass_obj
+@handled
+def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
+    """List subscribers."""
+    with state.engine().connect() as conn:
+        rows = list(subscribers.all_subscribers(conn, status))
+    if as_json:
+        console.print_json([s.as_json() for s in rows])
+        return
+    for s in rows:
+        name = f" ({s.name})" if s.name else ""
+        console.out.print(f"{s.email}{name}  {s.status}")
+    console.out.print(f"[dim]{len(rows)} subscribers[/dim]")
+
+
+@subscribers_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--resubscribe", is_flag=True, help="Also re-add addresses that unsubscribed.")
+@click.pass_obj
+@handled
+def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
+    """Import subscribers from a CSV file with an email,name header."""
+    text = subscribers.read_file(file)
+    with state.engine().begin() as conn:
+        report = subscribers.import_csv(conn, text, _now(), resubscribe=resubscribe)
+    for line, why in report.rejected:
+        console.err.print(f"{file}:{line}: rejected: {why}")
+    for line, why in report.refused:
+        console.err.print(f"{file}:{line}: skipped: {why}")
+    console.out.print(
+        f"{report.added} added, {report.updated} updated, "
+        f"{report.unchanged} already there, {len(report.refused)} unsubscribed "
+        f"(skipped), {len(report.rejected)} rejected."
+    )
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@subscribers_group.command("export")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to a file instead of stdout.",
+)
+@click.option(
+    "--status", type=click.Choice(["active", "pending", "unsubscribed", "suppressed", "removed"])
+)
+@click.pass_obj
+@handled
+def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
+    """Export subscribers as CSV."""
+    with state.engine().connect() as conn:
+        if out_path is None:
+            subscribers.export_csv(conn, sys.stdout, status)
+            return
+        with out_path.open("w", encoding="utf-8", newline="") as f:
+            n = subscribers.export_csv(conn, f, status)
+    console.err.print(f"{n} subscribers written to {out_path}")
+
+
+# -- feeds and the database ---------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--resume",
+    "resume_urls",
+    multiple=True,
+    metavar="URL",
+    help="Read a paused feed again (repeatable); 'all' for every paused feed.",
+)
+@click.pass_obj
+@handled
+def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
+    """Feed health: one line per feed of the config."""
+    config = state.config
+    sources = config.sources()
+    engine = state.engine()
+    with engine.begin() as conn:
+        if resume_urls:
+            wanted = None if "all" in resume_urls else _resolve_urls(config, resume_urls)
+            count = health.resume(conn, wanted)
+            console.err.print(f"{count} feed(s) resumed")
+        states = health.states(conn, [s.url for s in sources], create=False)
+    rows = []
+    for source in sources:
+        s = states.get(source.url)
+        status = (
+            "never read"
+            if s is None or s.last_fetched_at is None
+            else "paused"
+            if s.paused
+            else "failing"
+            if s.consecutive_failures
+            else "ok"
+        )
+        rows.append(
+            {
+                "url": source.url,
+                "name": source.name or (s.title if s else None) or source.url,
+                "status": status,
+                "moved_to": s.validators.moved_to if s else None,
+                "last_success_at": s.last_success_at.isoformat()
+                if s and s.last_success_at
+                else None,
+                "last_error_at": s.last_error_at.isoformat() if s and s.last_error_at else None,
+                "last_error": s.last_error if s else None,
+                "consecutive_failures": s.consecutive_failures if s else 0,
+                "paused": bool(s and s.paused),
+                "pause_reason": s.pause_reason if s else None,
+            }
+        )
+    if as_json:
+        console.print_json(rows)
+    else:
+        console.feeds_table(rows)
+
+
+def _resolve_urls(config: Config, urls: tuple[str, ...]) -> list[str]:
+    from .config import feed_url
+
+    return [feed_url(u, config.base_dir) for u in urls]
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """The database schema."""
+
+
+@db_group.command("upgrade")
+@click.pass_obj
+@handled
+def db_upgrade(state: State) -> None:
+    """Bring the schema up to date (back the database up first)."""
+    engine = db.connect(state.config.storage_url, auto_upgrade=True)
+    console.out.print(f"schema at {db.current_revision(engine)}")
+
+
+@db_group.command("status")
+@click.pass_obj
+@handled
+def db_status(state: State) -> None:
+    """Show the schema revision and what this version needs."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(state.config.storage_url)
+    console.out.print(
+        f"database: {engine.url!r}\nschema: {db.current_revision(engine) or 'none'}"
+        f"\nneeded: {db.head_revision()}"
+    )

@@ -1,0 +1,449 @@
+"""Read ``config.toml`` into a validated, frozen ``Config``.
+
+Every key is checked at start-up. A problem is reported with the file, the key path
+(``feeds[2].url``), what is wrong and what would be right; unknown keys get a
+"did you mean". Secrets never come from the file: keys ending in ``_env`` name the
+environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Sequence
+from datetime import timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import email_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from .durations import parse_duration
+from .errors import ConfigError
+from .model import FeedSource
+from .render import DEFAULT_SUBJECT
+
+DEFAULT_PATH = "config.toml"
+SECRET_WORDS = ("password", "api_key", "apikey", "secret", "token")
+
+
+# -- value types --------------------------------------------------------------------------
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('write durations as a string with a unit, like "30s", "90m" or "24h"')
+    return parse_duration(value)
+
+
+def _window(value: Any) -> timedelta | str:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    return _duration(value)
+
+
+def _address(value: str) -> str:
+    """A bare e-mail address, syntax only."""
+    try:
+        return email_validator.validate_email(value, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid e-mail address ({exc})") from None
+
+
+def _mailbox(value: str) -> str:
+    """``"Name <addr>"`` or a bare address."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be on one line")
+    name, addr = parseaddr(value)
+    if not addr or "@" not in addr:
+        raise ValueError(f'{value!r} is not an address: write "Name <name@example.org>"')
+    addr = _address(addr)
+    return f"{name} <{addr}>" if name else addr
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f'{value!r} is not an http(s) URL: write "https://digest.example.org"')
+    return value.rstrip("/")
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f'{value!r} is not an IANA time zone: write one like "Europe/Berlin", '
+            '"America/Chicago" or "UTC"'
+        ) from None
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not value or not all(c.isalnum() or c == "_" for c in value) or value[0].isdigit():
+        raise ValueError(
+            f"{value!r} is not an environment variable name: "
+            'name the variable that holds the secret, like "SMTP_PASSWORD"'
+        )
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+#: How far back entries count as new on a feed's first run: a duration, or "all".
+Window = Annotated[timedelta | Literal["all"], BeforeValidator(_window)]
+Address = Annotated[str, AfterValidator(_address)]
+Mailbox = Annotated[str, AfterValidator(_mailbox)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+class DigestSection(Section):
+    title: Text = "Digest"
+    from_: Mailbox = Field(alias="from")
+    reply_to: Mailbox | None = None
+    base_url: HttpUrl
+    postal_address: Text
+    max_items: int = Field(20, ge=1, le=500)
+    max_items_per_feed: int = Field(5, ge=1, le=500)
+    skip_if_empty: bool = True
+    first_run_window: Window = timedelta(hours=24)
+    summary_length: int = Field(300, ge=40, le=5000)
+    subject: Text = DEFAULT_SUBJECT
+
+    @model_validator(mode="after")
+    def _subject_compiles(self) -> DigestSection:
+        import jinja2
+
+        try:
+            jinja2.Environment().parse(self.subject)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"subject: not a valid template: {exc.message}") from None
+        return self
+
+
+class ScheduleSection(Section):
+    cron: Text = "0 7 * * *"
+    timezone: TimeZone = "UTC"
+
+    @model_validator(mode="after")
+    def _cron_parses(self) -> ScheduleSection:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        except ValueError as exc:
+            raise ValueError(
+                f"cron: {self.cron!r} is not a cron expression ({exc}): write five fields, "
+                'minute hour day month weekday, like "0 7 * * *" (07:00 every day)'
+            ) from None
+        return self
+
+
+class StorageSection(Section):
+    url: Text = "sqlite:///digest.db"
+
+
+class FetchSection(Section):
+    timeout: Duration = timedelta(seconds=30)
+    connect_timeout: Duration = timedelta(seconds=10)
+    max_bytes: int = Field(10_000_000, ge=1_000)
+    max_redirects: int = Field(5, ge=0, le=30)
+    concurrency: int = Field(20, ge=1, le=1000)
+    per_host: int = Field(4, ge=1, le=100)
+    user_agent: str | None = None
+    max_retry_wait: Duration = timedelta(seconds=10)
+    pause_after: int = Field(10, ge=1)
+    workers: int = Field(0, ge=0, le=64)
+
+
+class OutboxSection(Section):
+    dir: Text = "outbox"
+
+
+class SmtpSection(Section):
+    host: Text = "localhost"
+    port: int | None = Field(None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: EnvName = "DIGEST_SMTP_PASSWORD"
+    timeout: Duration = timedelta(seconds=30)
+    ca_file: str | None = None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"tls": 465, "starttls": 587, "none": 25}[self.security]
+
+
+class SendgridSection(Section):
+    api_key_env: EnvName = "SENDGRID_API_KEY"
+    api_url: HttpUrl = "https://api.sendgrid.com"
+    batch_size: int = Field(1000, ge=1, le=1000)
+
+
+class DeliverySection(Section):
+    backend: Literal["outbox", "smtp", "sendgrid"] = "outbox"
+    retries: int = Field(3, ge=0, le=20)
+    retry_backoff: Duration = timedelta(seconds=2)
+    outbox: OutboxSection = OutboxSection()
+    smtp: SmtpSection = SmtpSection()
+    sendgrid: SendgridSection = SendgridSection()
+
+
+class FeedEntry(Section):
+    url: Text
+    name: str | None = None
+    category: str | None = None
+    first_run_window: Window | None = None  # None: the [digest] value
+
+
+class SubscriberEntry(Section):
+    email: Address
+    name: str | None = None
+
+
+class Config(Section):
+    digest: DigestSection
+    schedule: ScheduleSection = ScheduleSection()
+    storage: StorageSection = StorageSection()
+    fetch: FetchSection = FetchSection()
+    delivery: DeliverySection = DeliverySection()
+    feeds: list[FeedEntry] = Field(min_length=1)
+    subscribers: list[SubscriberEntry] = []
+
+    #: The file this came from, and the folder relative paths are read against.
+    path: Path = Field(default=Path(DEFAULT_PATH), exclude=True)
+
+    @model_validator(mode="after")
+    def _feeds_unique(self) -> Config:
+        seen: dict[str, int] = {}
+        for i, feed in enumerate(self.feeds):
+            url = feed_url(feed.url, self.base_dir)
+            if url in seen:
+                raise ValueError(
+                    f"feeds[{i}].url: the same feed as feeds[{seen[url]}]: list each feed once"
+                )
+            seen[url] = i
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, made absolute against the config file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def storage_url(self) -> str:
+        """The database URL, with a relative SQLite path made relative to the config."""
+        url = self.storage.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+    def sources(self) -> list[FeedSource]:
+        return [self._source(f) for f in self.feeds]
+
+    def _source(self, feed: FeedEntry) -> FeedSource:
+        window = feed.first_run_window
+        if window is None:
+            window = self.digest.first_run_window
+        return FeedSource(
+            url=feed_url(feed.url, self.base_dir),
+            name=feed.name,
+            category=feed.category,
+            first_run_window=None if window == "all" else window,
+        )
+
+    def secret_from_env(self, name: str) -> str | None:
+        value = os.environ.get(name)
+        return value if value else None
+
+
+def feed_url(url: str, base_dir: Path) -> str:
+    """http(s) and file URLs stay as they are; a path becomes a file:// URL."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https", "file"):
+        return url
+    path = Path(url).expanduser()
+    if not path.is_absolute():
+        path = (base_dir / path).resolve()
+    return path.as_uri()
+
+
+# -- loading and error messages ----------------------------------------------------------
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to read: the argument, else ``$DIGEST_CONFIG``, else ./config.toml."""
+    return Path(path or os.environ.get("DIGEST_CONFIG") or DEFAULT_PATH)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every problem."""
+    file = config_path(path)
+    shown = str(file)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            shown,
+            [
+                "file not found: pass --config PATH, set DIGEST_CONFIG, or copy the example "
+                "config.toml from the project into this folder"
+            ],
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(shown, [f"cannot read the file: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(shown, [f"not valid TOML: {exc}"]) from None
+    return parse_config(raw, file.resolve(), shown=shown)
+
+
+def parse_config(raw: dict[str, Any], path: Path, shown: str | None = None) -> Config:
+    """Validate an already-parsed TOML document (tests build configs this way)."""
+    try:
+        return Config.model_validate({**raw, "path": path})
+    except ValidationError as exc:
+        problems = [_describe(err, raw) for err in exc.errors()]
+        raise ConfigError(shown or str(path), problems) from None
+
+
+def _key_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model class that holds the last key of ``loc``."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = (model.model_fields if is_model else {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    names = []
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        names.append(info.alias or name)
+    return names
+
+
+def _describe(err: Any, raw: dict[str, Any]) -> str:
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    # pydantic adds the union member name to the location of a union error; drop it.
+    loc = [p for p in loc if p not in ("str", "timedelta", "none", "literal", "dict")]
+    key = _key_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        model = _model_at(loc)
+        known = _known_keys(model) if model else []
+        hint = ""
+        if any(word in name.lower() for word in SECRET_WORDS):
+            hint = (
+                "; secrets never go in the config file: put the secret in an environment "
+                "variable and name that variable in the matching *_env key"
+            )
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close:
+            hint = f"; did you mean {close[0]!r}?" + hint
+        elif known and not hint:
+            hint = f"; known keys here: {', '.join(known)}"
+        return f"{key}: unknown key{hint}"
+    if kind == "missing":
+        return f"{key}: is required but missing{_example(loc)}"
+    message = str(err.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    for own in ("cron", "subject"):  # raised by a section's own validator, key first
+        if message.startswith(own + ": "):
+            return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
+    if message.startswith("feeds["):  # raised by Config's own validator, key included
+        return message
+    if kind == "literal_error":
+        message = f"{err.get('input')!r} is not one of the choices: {message.split(': ', 1)[-1]}"
+    elif kind in ("int_parsing", "int_type", "bool_type", "bool_parsing", "string_type"):
+        message = f"{message} (got {err.get('input')!r})"
+    return f"{key}: {message}"
+
+
+_EXAMPLES = {
+    "url": ' (write url = "https://example.org/feed.xml" or a path to a local file)',
+    "from": ' (write from = "Digest <digest@example.org>")',
+    "base_url": ' (write base_url = "https://digest.example.org": links in mails point there)',
+    "postal_address": " (the law in many countries asks for a postal address in every mail)",
+    "email": ' (write email = "someone@example.org")',
+    "digest": " (add a [digest] section with from, base_url and postal_address)",
+    "feeds": ' (add at least one [[feeds]] section with url = "...")',
+}
+
+
+def _example(loc: Sequence[int | str]) -> str:
+    last = str(loc[-1]) if loc else ""
+    return _EXAMPLES.get(last, "")
+
+
+def warnings_for(config: Config) -> list[str]:
+    """Things that work but that an operator should know about (``digest check``)."""
+    out = []
+    if not config.digest.base_url.startswith("https://"):
+        out.append(
+            f"digest.base_url: {config.digest.base_url!r} is not https: fine for local "
+            "testing, but mail providers expect one-click unsubscribe links over HTTPS"
+        )
+    for i, feed in enumerate(config.feeds):
+        url = feed_url(feed.url, config.base_dir)
+        if url.startswith("file:"):
+            from urllib.request import url2pathname
+
+            local = Path(url2pathname(urlsplit(url).path))
+            if not local.exists():
+                out.append(f"feeds[{i}].url: {local} does not exist")
+    return out

@@ -1,0 +1,143 @@
+"""What the CLI shows people: progress bars, run summaries, tables; and JSON for scripts.
+
+Progress bars go to stderr, only when it is a terminal and the output is not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from .model import EditionReport, FeedReport, RunReport
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def run_json(report: RunReport) -> dict[str, Any]:
+    """The ``digest run --json`` object (its keys are documented in the README)."""
+    return {
+        "ok": report.ok,
+        "dry_run": report.dry_run,
+        "editions": [_edition_json(e) for e in report.editions],
+        "feeds": [_feed_json(f) for f in report.feeds],
+        "skipped": report.skipped is not None,
+        "reason": report.skipped,
+        "seconds": report.seconds,
+    }
+
+
+def _edition_json(e: EditionReport) -> dict[str, Any]:
+    data = asdict(e)
+    data["status"] = str(e.status)
+    data["problems"] = list(e.problems)
+    return data
+
+
+def _feed_json(f: FeedReport) -> dict[str, Any]:
+    data = asdict(f)
+    data["status"] = str(f.status)
+    return data
+
+
+def run_summary(report: RunReport) -> None:
+    """A readable end-of-run summary."""
+    failed = [f for f in report.feeds if f.status == "failed"]
+    skipped = [f for f in report.feeds if f.status == "skipped"]
+    ok = len(report.feeds) - len(failed) - len(skipped)
+    line = f"Feeds: {ok} read"
+    if failed:
+        line += f", [red]{len(failed)} failed[/red]"
+    if skipped:
+        line += f", [yellow]{len(skipped)} skipped[/yellow]"
+    out.print(line)
+    for f in failed + skipped:
+        colour = "red" if f.status == "failed" else "yellow"
+        out.print(f"  [{colour}]✗[/{colour}] {f.name}: {f.error}", markup=True)
+    for f in report.feeds:
+        if f.moved_to:
+            out.print(f"  [yellow]→[/yellow] {f.name} moved to {f.moved_to}: update the config")
+    for e in report.editions:
+        verb = (
+            "Resumed edition"
+            if e.resumed
+            else ("Would send edition" if report.dry_run else "Edition")
+        )
+        out.print(
+            f"{verb} {e.id}: {e.entries} entries to {e.recipients} recipients"
+            + (
+                ""
+                if report.dry_run
+                else f" — [green]{e.recipients_delivered} delivered[/green]"
+                + (f", [red]{e.recipients_failed} failed[/red]" if e.recipients_failed else "")
+                + (
+                    f", [yellow]{e.recipients_unknown} unknown[/yellow]"
+                    if e.recipients_unknown
+                    else ""
+                )
+            )
+        )
+        for problem in e.problems:
+            out.print(f"  • {problem}")
+    if report.skipped:
+        out.print(f"Nothing sent: {report.skipped}.")
+    out.print(f"[dim]Done in {report.seconds:.1f}s.[/dim]")
+
+
+def feeds_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in ("feed", "status", "last success", "failures", "last error"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["status"],
+            (r["last_success_at"] or "never")[:16],
+            str(r["consecutive_failures"]),
+            (r["last_error"] or "")[:80],
+        )
+    out.print(table)
+
+
+class Bars:
+    """A ``pipeline.Progress`` that draws rich progress bars on stderr."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            transient=True,
+        )
+        self.task: TaskID | None = None
+        self.progress.start()
+
+    def fetching(self, total: int) -> None:
+        self.task = self.progress.add_task("Fetching feeds", total=total)
+
+    def fetched(self, name: str) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+    def sending(self, edition_id: int, total: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"Sending edition {edition_id}", total=total)
+
+    def sent(self, recipients: int) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, recipients)
+
+    def done(self) -> None:
+        self.progress.stop()

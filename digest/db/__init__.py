@@ -1,0 +1,90 @@
+"""The database: connecting, and keeping the schema at the version this code needs.
+
+SQLite (the default) is upgraded in place at start-up. On any other database the
+operator runs ``digest db upgrade`` on purpose, and digest refuses to run against a
+schema that is behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from ..errors import StoreError
+from . import schema
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+__all__ = ["connect", "current_revision", "head_revision", "schema", "upgrade"]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def connect(url: str, *, auto_upgrade: bool | None = None) -> sa.Engine:
+    """An engine for ``url`` with the schema at head.
+
+    ``auto_upgrade`` defaults to True for SQLite and False elsewhere.
+    """
+    try:
+        engine = sa.create_engine(url, future=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise StoreError(f"storage.url: cannot use {url!r}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        database = engine.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if auto_upgrade is None:
+        auto_upgrade = engine.dialect.name == "sqlite"
+    try:
+        if auto_upgrade:
+            upgrade(engine)
+        else:
+            current, head = current_revision(engine), head_revision()
+            if current != head:
+                raise StoreError(
+                    f"the database schema is at {current or 'nothing'}, this digest needs "
+                    f"{head}: run `digest db upgrade` (back the database up first)"
+                )
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open the database {engine.url!r}: {exc.orig}") from exc
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def alembic_config(connection: sa.Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -1,0 +1,72 @@
+"""What every delivery backend shares: the interface, the letterhead, personal values.
+
+A backend sends *batches*: one SMTP message or outbox file per batch, up to 1,000
+recipients per SendGrid request. ``open`` is called once per worker and edition, so a
+sender can keep a connection (SMTP) or a client (SendGrid) for the whole edition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..model import Batch, Composed, Recipient
+from ..tokens import Signer
+
+
+@dataclass(frozen=True, slots=True)
+class Letterhead:
+    """The operator's side of every message."""
+
+    sender: str  # "Name <addr>"
+    reply_to: str | None
+    list_id: str  # for the List-Id header: "Title <id.domain>"
+    base_url: str
+
+    @property
+    def domain(self) -> str:
+        return self.sender.rsplit("@", 1)[-1].rstrip(">").strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A batch that went out. ``rejected`` names recipients left out of it, and why."""
+
+    provider_id: str | None = None
+    rejected: Mapping[int, str] = field(default_factory=dict)
+
+
+class Sender(Protocol):
+    def send(self, batch: Batch) -> Sent:
+        """Send one batch; raise TransientDeliveryError or PermanentDeliveryError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+    #: Recipients per batch: 1 for a backend that sends one message at a time.
+    batch_size: int
+
+    def open(self, composed: Composed) -> Sender:
+        """A sender for one worker, for the whole edition."""
+        ...
+
+
+class Personalizer:
+    """The personal values of one recipient: their signed links, address and name."""
+
+    def __init__(self, signer: Signer, base_url: str) -> None:
+        self.signer = signer
+        self.base_url = base_url
+
+    def values(self, recipient: Recipient) -> dict[str, str]:
+        token = self.signer.token(recipient.subscriber_id, recipient.email)
+        return {
+            "unsubscribe_url": f"{self.base_url}/unsubscribe/{token}",
+            "preferences_url": f"{self.base_url}/preferences/{token}",
+            "email": recipient.email,
+            "name": recipient.name or "",
+        }

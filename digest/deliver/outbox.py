@@ -1,0 +1,96 @@
+"""The ``outbox`` backend: one ``.eml`` file per recipient and edition, written atomically.
+
+Each file is written to a hidden temporary name, flushed to disk, then renamed into
+place, so a reader (or a crash) never sees half a message. The embedded default:
+it needs no network and no keys, and any mail client opens the files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ..errors import PermanentDeliveryError, TransientDeliveryError
+from ..model import Batch, Composed
+from .base import Letterhead, Personalizer, Sent
+from .message import build
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+_TEMP_PREFIX = ".digest-"
+
+
+def file_name(edition_id: int, subscriber_id: int, email: str) -> str:
+    return f"{edition_id:05d}-{subscriber_id:06d}-{_UNSAFE.sub('_', email)[:100]}.eml"
+
+
+class OutboxBackend:
+    name = "outbox"
+    batch_size = 1
+
+    def __init__(self, folder: Path, letterhead: Letterhead, personalizer: Personalizer) -> None:
+        self.folder = folder
+        self.letterhead = letterhead
+        self.personalizer = personalizer
+
+    def open(self, composed: Composed) -> OutboxSender:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermanentDeliveryError(
+                f"cannot create the outbox folder {self.folder}: {exc.strerror}", fatal=True
+            ) from exc
+        for stale in self.folder.glob(_TEMP_PREFIX + "*"):  # left by a crash mid-write
+            stale.unlink(missing_ok=True)
+        return OutboxSender(self, composed)
+
+
+class OutboxSender:
+    def __init__(self, backend: OutboxBackend, composed: Composed) -> None:
+        self.backend = backend
+        self.composed = composed
+
+    def send(self, batch: Batch) -> Sent:
+        names = []
+        for recipient in batch.recipients:
+            values = self.backend.personalizer.values(recipient)
+            message = build(self.composed, recipient, values, self.backend.letterhead)
+            name = file_name(batch.edition_id, recipient.subscriber_id, recipient.email)
+            write_atomically(self.backend.folder / name, message.as_bytes())
+            names.append(name)
+        return Sent(provider_id=",".join(names))
+
+    def close(self) -> None:
+        pass
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent or complete."""
+    try:
+        fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise TransientDeliveryError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

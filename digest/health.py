@@ -1,0 +1,143 @@
+"""Feed state kept between runs: conditional-GET validators, moves, and health.
+
+A feed's row remembers its ETag / Last-Modified and the hash of its last body, a
+permanent redirect (used from then on), when it was first read (the first-run rule),
+and its health: last success, last error, consecutive failures. After
+``pause_after`` failures in a row, or a 410 Gone, the feed is paused: skipped by runs,
+reported by ``digest feeds``, until ``digest feeds --resume``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .db import schema
+from .model import Fetched, FetchStatus, Validators
+
+F = schema.feeds
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    id: int
+    url: str
+    validators: Validators
+    title: str | None
+    first_read_at: datetime | None
+    last_fetched_at: datetime | None
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    paused_at: datetime | None
+    pause_reason: str | None
+    retry_after: datetime | None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+
+def _state(row: sa.Row[tuple[object, ...]]) -> FeedState:
+    m = row._mapping
+    return FeedState(
+        id=m["id"],
+        url=m["url"],
+        validators=Validators(m["etag"], m["last_modified"], m["body_hash"], m["moved_to"]),
+        title=m["title"],
+        first_read_at=m["first_read_at"],
+        last_fetched_at=m["last_fetched_at"],
+        last_success_at=m["last_success_at"],
+        last_error_at=m["last_error_at"],
+        last_error=m["last_error"],
+        consecutive_failures=m["consecutive_failures"],
+        paused_at=m["paused_at"],
+        pause_reason=m["pause_reason"],
+        retry_after=m["retry_after"],
+    )
+
+
+def states(conn: sa.Connection, urls: Sequence[str], create: bool = True) -> dict[str, FeedState]:
+    """The state of each feed; rows for feeds seen for the first time are created
+    (unless ``create`` is False: then those feeds are simply absent)."""
+    if create:
+        existing = {r.url for r in conn.execute(sa.select(F.c.url).where(F.c.url.in_(urls)))}
+        missing = [u for u in dict.fromkeys(urls) if u not in existing]
+        if missing:
+            conn.execute(sa.insert(F), [{"url": u, "consecutive_failures": 0} for u in missing])
+    rows = conn.execute(sa.select(F).where(F.c.url.in_(urls)))
+    return {r.url: _state(r) for r in rows}
+
+
+def all_states(conn: sa.Connection) -> list[FeedState]:
+    return [_state(r) for r in conn.execute(sa.select(F).order_by(F.c.id))]
+
+
+def record_fetch(
+    conn: sa.Connection,
+    fetched: Fetched,
+    now: datetime,
+    pause_after: int,
+    title: str | None = None,
+    parse_error: str | None = None,
+) -> str | None:
+    """Update a feed's row after a fetch (and parse). Returns a warning for the operator."""
+    url = fetched.source.url
+    row = conn.execute(sa.select(F).where(F.c.url == url)).one()
+    state = _state(row)
+    values: dict[str, object] = {"last_fetched_at": now}
+    warning = None
+    if fetched.moved_to and fetched.moved_to != state.validators.moved_to:
+        values["moved_to"] = fetched.moved_to
+        warning = (
+            f"{url} moved permanently to {fetched.moved_to}: digest reads the new address "
+            "from now on; update the config"
+        )
+    error = fetched.error.message if fetched.error else parse_error
+    if fetched.status is FetchStatus.FAILED or parse_error:
+        failures = state.consecutive_failures + 1
+        values.update(last_error_at=now, last_error=error, consecutive_failures=failures)
+        if fetched.retry_after:
+            values["retry_after"] = fetched.retry_after
+        if fetched.gone:
+            values.update(paused_at=now, pause_reason="410 Gone: the site removed this feed")
+            warning = f"{url} is gone (HTTP 410): paused; remove it from the config"
+        elif failures >= pause_after and state.paused_at is None:
+            values.update(
+                paused_at=now,
+                pause_reason=f"{failures} failures in a row; last: {error}",
+            )
+            warning = (
+                f"{url} failed {failures} times in a row and is paused: fix it, then "
+                f"`digest feeds --resume {url}`"
+            )
+    else:
+        values.update(consecutive_failures=0, last_success_at=now, retry_after=None)
+        if state.first_read_at is None:
+            values["first_read_at"] = now
+        if fetched.status is FetchStatus.OK:
+            v = fetched.validators
+            values.update(etag=v.etag, last_modified=v.last_modified, body_hash=v.body_hash)
+        if title:
+            values["title"] = title[:500]
+    conn.execute(sa.update(F).where(F.c.id == state.id).values(values))
+    return warning
+
+
+def resume(conn: sa.Connection, urls: Iterable[str] | None = None) -> int:
+    """Unpause feeds (all paused ones when ``urls`` is None). Returns how many."""
+    query = sa.update(F).where(F.c.paused_at.is_not(None))
+    if urls is not None:
+        query = query.where(F.c.url.in_(list(urls)))
+    result = conn.execute(
+        query.values(paused_at=None, pause_reason=None, consecutive_failures=0, retry_after=None)
+    )
+    return int(result.rowcount)
+
+
+def ids(states_by_url: Mapping[str, FeedState]) -> dict[str, int]:
+    return {url: s.id for url, s in states_by_url.items()}

@@ -1,0 +1,86 @@
+"""Stage 3 · pick: decide what the next edition holds. Pure: no I/O, no clock, no config.
+
+An entry is **new** when the ledger does not know it: not by ``(feed, identity)``
+(identity is the guid, else the link, else a content hash) and not by its canonical
+link (the same story sent before under another feed or guid). Among new entries:
+
+* **first run of a feed** (never read before): only entries dated within the feed's
+  ``first_run_window`` count as new; the rest (and undated ones, which cannot be
+  placed in time) are the back catalogue, remembered as *baseline* so they never
+  count as new later, never sent;
+* **later runs**: an entry dated more than the window before the feed was first read
+  is back catalogue that surfaced late (a feed re-ordering its archive): baseline too;
+* the same story twice in one run (same canonical link) is kept once, from the feed
+  listed first in the config;
+* at most ``max_items_per_feed`` of one feed and ``max_items`` in all are shown in
+  full, newest first; every other new entry is listed as a headline (``more``), never
+  dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from .model import Entry, FeedEntries, Known, Selection
+
+
+def pick(
+    feeds: Sequence[FeedEntries],
+    known: Known,
+    now: datetime,
+    max_items: int,
+    max_items_per_feed: int,
+) -> Selection:
+    fresh: list[list[Entry]] = []
+    baseline: list[Entry] = []
+    links_this_run: set[str] = set()
+    duplicates = 0
+    for feed in feeds:
+        window = feed.source.first_run_window
+        ids_this_feed: set[str] = set()
+        new: list[Entry] = []
+        for entry in feed.entries:
+            if entry.identity in ids_this_feed:
+                continue  # the same guid twice in one feed counts once
+            ids_this_feed.add(entry.identity)
+            if (entry.source.url, entry.identity) in known.identities:
+                continue
+            link = entry.canonical_link
+            if link is not None and (link in known.canonical_links or link in links_this_run):
+                duplicates += 1
+                baseline.append(entry)
+                continue
+            if window is not None and _back_catalogue(entry, feed, window, now):
+                baseline.append(entry)
+                continue
+            if link is not None:
+                links_this_run.add(link)
+            new.append(entry)
+        fresh.append(sorted(new, key=_newest_first))
+
+    shown: list[Entry] = []
+    overflow: list[Entry] = []
+    for entries in fresh:
+        shown.extend(entries[:max_items_per_feed])
+        overflow.extend(entries[max_items_per_feed:])
+    shown.sort(key=_newest_first)
+    overflow.extend(shown[max_items:])
+    return Selection(
+        items=tuple(shown[:max_items]),
+        more=tuple(sorted(overflow, key=_newest_first)),
+        baseline=tuple(baseline),
+        duplicates=duplicates,
+    )
+
+
+def _back_catalogue(entry: Entry, feed: FeedEntries, window: timedelta, now: datetime) -> bool:
+    if feed.first_run:
+        return not entry.dated or entry.published < now - window
+    if feed.first_read is None or not entry.dated:
+        return False
+    return entry.published < feed.first_read - window
+
+
+def _newest_first(entry: Entry) -> tuple[float, str]:
+    return (-entry.published.timestamp(), entry.title)

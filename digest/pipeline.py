@@ -1,0 +1,485 @@
+"""One run of digest: finish what a crash left, then make and deliver the next edition.
+
+::
+
+    lease.held                                   never two runs at once
+    | resume each unfinished edition             same content, same recipients
+    | ingest: fetch → parse → clean              per feed; failures are values
+    | record.known | pick                        pure decision: items, more, baseline
+    | one transaction: edition + render + entries + recipients frozen + feed state
+    | dispatch batches                           sending committed before each request
+    | settle                                     done / abandoned; the report
+
+``build`` is the one place that turns a ``Config`` into working parts; everything
+after it takes plain values, so tests can put any part together by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from . import __version__, db, faults, health, lease, record, subscribers
+from .config import Config
+from .deliver.base import Backend, Letterhead, Personalizer
+from .deliver.dispatch import DispatchSettings, dispatch
+from .errors import ConfigError
+from .fetch import FetchSettings
+from .ingest import Digested, display_name, ingest
+from .model import (
+    Composed,
+    EditionReport,
+    EditionStatus,
+    FeedEntries,
+    FeedReport,
+    FetchStatus,
+    RunReport,
+    Selection,
+)
+from .pick import pick
+from .render import Renderer, RenderSettings
+from .tokens import Signer, load_key
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Progress(Protocol):
+    """What a run tells a progress display. The CLI draws bars; tests and cron see none."""
+
+    def fetching(self, total: int) -> None: ...
+    def fetched(self, name: str) -> None: ...
+    def sending(self, edition_id: int, total: int) -> None: ...
+    def sent(self, recipients: int) -> None: ...
+    def done(self) -> None: ...
+
+
+class NoProgress:
+    def fetching(self, total: int) -> None:
+        pass
+
+    def fetched(self, name: str) -> None:
+        pass
+
+    def sending(self, edition_id: int, total: int) -> None:
+        pass
+
+    def sent(self, recipients: int) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a run needs, built once from the config."""
+
+    config: Config
+    engine: sa.Engine
+    backend: Backend
+    renderer: Renderer
+    fetch: FetchSettings
+    dispatch: DispatchSettings
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+
+def letterhead(config: Config) -> Letterhead:
+    domain = config.digest.from_.rsplit("@", 1)[-1].rstrip(">").strip().lower()
+    slug = "".join(c if c.isalnum() else "-" for c in config.digest.title.lower()).strip("-")
+    return Letterhead(
+        sender=config.digest.from_,
+        reply_to=config.digest.reply_to,
+        list_id=f"{config.digest.title} <{slug or 'digest'}.{domain}>",
+        base_url=config.digest.base_url,
+    )
+
+
+def render_settings(config: Config) -> RenderSettings:
+    d = config.digest
+    return RenderSettings(
+        title=d.title,
+        base_url=d.base_url,
+        postal_address=d.postal_address,
+        timezone=config.schedule.timezone,
+        subject=d.subject,
+    )
+
+
+def fetch_settings(config: Config) -> FetchSettings:
+    f = config.fetch
+    return FetchSettings(
+        timeout=f.timeout.total_seconds(),
+        connect_timeout=f.connect_timeout.total_seconds(),
+        max_bytes=f.max_bytes,
+        max_redirects=f.max_redirects,
+        concurrency=f.concurrency,
+        per_host=f.per_host,
+        user_agent=f.user_agent or f"digest/{__version__} (+{config.digest.base_url})",
+        max_retry_wait=f.max_retry_wait.total_seconds(),
+    )
+
+
+def make_backend(config: Config, signer: Signer) -> Backend:
+    """The configured delivery backend. Secrets are read from the environment here."""
+    head = letterhead(config)
+    personalizer = Personalizer(signer, config.digest.base_url)
+    kind = config.delivery.backend
+    if kind == "outbox":
+        from .deliver.outbox import OutboxBackend
+
+        return OutboxBackend(config.resolve(config.delivery.outbox.dir), head, personalizer)
+    if kind == "smtp":
+        from .deliver.smtp import SmtpBackend, SmtpSettings
+
+        s = config.delivery.smtp
+        password = config.secret_from_env(s.password_env)
+        if s.username and password is None:
+            raise ConfigError(
+                str(config.path),
+                [
+                    f"delivery.smtp.password_env: the environment variable {s.password_env} is not "
+                    f"set: export {s.password_env}=... with the SMTP password for {s.username!r}"
+                ],
+            )
+        return SmtpBackend(
+            SmtpSettings(
+                host=s.host,
+                port=s.effective_port,
+                security=s.security,
+                username=s.username,
+                password=password,
+                timeout=s.timeout.total_seconds(),
+                ca_file=config.resolve(s.ca_file) if s.ca_file else None,
+            ),
+            head,
+            personalizer,
+        )
+    raise ConfigError(
+        str(config.path), [f"delivery.backend: {kind!r} is not available in this version"]
+    )
+
+
+def build(
+    config: Config,
+    *,
+    engine: sa.Engine | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+    should_stop: Callable[[], bool] = lambda: False,
+    readonly: bool = False,
+) -> Services:
+    """Turn the config into working parts. ``readonly`` (previews, dry runs) signs links
+    with a throwaway key instead of creating the real one."""
+    engine = engine or db.connect(config.storage_url)
+    signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
+    d = config.delivery
+    return Services(
+        config=config,
+        engine=engine,
+        backend=make_backend(config, signer),
+        renderer=Renderer(render_settings(config)),
+        fetch=fetch_settings(config),
+        dispatch=DispatchSettings(
+            workers=1,
+            retries=d.retries,
+            backoff=d.retry_backoff.total_seconds(),
+            sleep=sleep,
+            clock=clock,
+            should_stop=should_stop,
+        ),
+        clock=clock,
+    )
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def run(services: Services, progress: Progress | None = None) -> RunReport:
+    """Resume unfinished editions, then make and deliver a new one if anything is new."""
+    progress = progress or NoProgress()
+    started = time.perf_counter()
+    engine, config = services.engine, services.config
+    with lease.held(engine, clock=services.clock):
+        now = services.clock()
+        with engine.begin() as conn:
+            for warning in subscribers.sync_config(
+                conn, [(s.email, s.name) for s in config.subscribers], now
+            ):
+                log.warning("%s", warning)
+        with engine.connect() as conn:
+            unfinished = record.unfinished(conn)
+        editions = [
+            deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
+        ]
+        gathered = gather(services, progress)
+        selection, feed_reports = gathered.selection, gathered.reports
+        skipped: str | None = None
+        with engine.begin() as conn:
+            active = subscribers.count(conn)
+        if selection.empty and config.digest.skip_if_empty:
+            skipped = "nothing new since the last edition"
+            commit_feeds(services, gathered, None)
+        elif active == 0:
+            # Nobody to send to: what is new now stays new, so record only failures.
+            skipped = "no active subscribers: add some with `digest subscribers add`"
+            commit_feeds(services, gathered, None, failures_only=True)
+        else:
+            composed = commit_edition(services, gathered)
+            faults.point("recipients-frozen")
+            editions.append(deliver(services, composed.edition_id, progress, resumed=False))
+    progress.done()
+    return RunReport(
+        editions=tuple(editions),
+        feeds=feed_reports,
+        skipped=skipped,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """What ingest and pick produced: not yet written anywhere."""
+
+    digested: list[Digested]
+    selection: Selection
+    reports: tuple[FeedReport, ...]
+    feed_ids: dict[str, int]
+    skipped_feeds: tuple[FeedReport, ...] = ()
+
+
+def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gathered:
+    """Fetch, parse and clean every feed, then decide what is new. Writes nothing but
+    the rows of feeds seen for the first time (none on a dry run)."""
+    config, now = services.config, services.clock()
+    sources = config.sources()
+    with services.engine.begin() as conn:
+        states = health.states(conn, [s.url for s in sources], create=not dry_run)
+    reports: dict[str, FeedReport] = {}
+    active = []
+    for source in sources:
+        state = states.get(source.url)
+        if state is not None and state.paused:
+            reports[source.url] = FeedReport(
+                source.url,
+                display_name(source, state.title),
+                FetchStatus.SKIPPED,
+                error=f"paused: {state.pause_reason} (`digest feeds --resume` to read it again)",
+            )
+        elif state is not None and state.retry_after and state.retry_after > now:
+            reports[source.url] = FeedReport(
+                source.url,
+                display_name(source, state.title),
+                FetchStatus.SKIPPED,
+                error=f"the server asked us to wait until {state.retry_after:%Y-%m-%d %H:%M} UTC",
+            )
+        else:
+            active.append(source)
+    progress.fetching(len(active))
+    digested = ingest(
+        active,
+        {url: s.validators for url, s in states.items()},
+        services.fetch,
+        now,
+        config.digest.summary_length,
+        workers=config.fetch.workers,
+        on_fetched=lambda f: progress.fetched(f.source.name or f.source.url),
+    )
+    feed_ids = health.ids(states)
+    feeds = [
+        FeedEntries(
+            source=d.source,
+            entries=d.entries,
+            first_run=(
+                states.get(d.source.url) is None or states[d.source.url].first_read_at is None
+            ),
+            first_read=states[d.source.url].first_read_at if d.source.url in states else None,
+        )
+        for d in digested
+    ]
+    every_entry = [e for d in digested for e in d.entries]
+    with services.engine.connect() as conn:
+        known = record.known(conn, every_entry, feed_ids)
+    selection = pick(feeds, known, now, config.digest.max_items, config.digest.max_items_per_feed)
+    new = Counter(e.source.url for e in selection.entries)
+    for d in digested:
+        state = states.get(d.source.url)
+        reports[d.source.url] = FeedReport(
+            url=d.source.url,
+            name=display_name(d.source, d.title or (state.title if state else None)),
+            status=d.status,
+            error=d.error.message if d.error else None,
+            entries=len(d.entries),
+            new=new[d.source.url],
+            moved_to=d.fetched.moved_to,
+            seconds=round(d.fetched.seconds, 3),
+        )
+    ordered = tuple(reports[s.url] for s in sources)
+    return Gathered(digested, selection, ordered, feed_ids)
+
+
+def commit_feeds(
+    services: Services,
+    gathered: Gathered,
+    edition_id: int | None,
+    conn: sa.Connection | None = None,
+    failures_only: bool = False,
+) -> None:
+    """Record feed state and the entries now known, with or without an edition.
+
+    Validators (ETag, body hash) are only stored together with the entries they cover:
+    a feed never answers "not modified" about entries digest did not record.
+    """
+    if conn is None:
+        with services.engine.begin() as own:
+            commit_feeds(services, gathered, edition_id, own, failures_only)
+        return
+    now = services.clock()
+    if not failures_only:
+        record.remember(conn, gathered.selection.baseline, gathered.feed_ids, None, now)
+    if edition_id is not None:
+        record.remember(conn, gathered.selection.entries, gathered.feed_ids, edition_id, now)
+    for d in gathered.digested:
+        if failures_only and d.status is not FetchStatus.FAILED:
+            continue
+        warning = health.record_fetch(
+            conn,
+            d.fetched,
+            now,
+            services.config.fetch.pause_after,
+            d.title,
+            parse_error=d.error.message if d.error and d.fetched.error is None else None,
+        )
+        if warning:
+            log.warning("%s", warning)
+
+
+def commit_edition(services: Services, gathered: Gathered) -> Composed:
+    """One transaction: the edition, rendered; its entries; its recipients; feed state."""
+    now = services.clock()
+    nonce = secrets.token_hex(8)
+    selection = gathered.selection
+    with services.engine.begin() as conn:
+        edition_id = record.begin_edition(conn, now, nonce)
+        composed = services.renderer.compose(edition_id, selection, now, nonce)
+        record.save_content(conn, composed, len(selection.items), len(selection.more))
+        commit_feeds(services, gathered, edition_id, conn)
+        count = record.freeze_recipients(conn, edition_id, services.backend.batch_size, now)
+    log.info("edition %s: %s entries for %s recipients", edition_id, len(selection.entries), count)
+    return composed
+
+
+def deliver(
+    services: Services, edition_id: int, progress: Progress, resumed: bool
+) -> EditionReport:
+    """Send an edition's pending batches and settle it."""
+    engine = services.engine
+    with engine.begin() as conn:
+        if resumed:
+            unknown = record.recover(conn, edition_id, services.clock())
+            if unknown:
+                log.warning(
+                    "edition %s: %s recipients in batches interrupted mid-send are "
+                    "marked unknown, not re-sent",
+                    edition_id,
+                    unknown,
+                )
+        composed = record.load_composed(conn, edition_id)
+        before = record.tally(conn, edition_id)
+    progress.sending(edition_id, before.pending)
+    settings = replace(services.dispatch, on_progress=progress.sent)
+    outcome = dispatch(engine, services.backend, composed, settings)
+    with engine.begin() as conn:
+        tally = record.settle(conn, edition_id, services.clock())
+        problems = record.problems(conn, edition_id)
+        entries = record.edition_entry_count(conn, edition_id)
+    if outcome.stopped:
+        problems.insert(0, outcome.stopped)
+    return EditionReport(
+        id=edition_id,
+        resumed=resumed,
+        entries=entries,
+        recipients=tally.recipients,
+        recipients_delivered=tally.delivered,
+        recipients_failed=tally.failed + tally.pending,
+        recipients_unknown=tally.unknown,
+        status=tally.status,
+        problems=tuple(problems),
+    )
+
+
+def preview(services: Services, progress: Progress | None = None) -> tuple[Composed, Gathered]:
+    """Fetch and render the next edition without sending or recording anything."""
+    gathered = gather(services, progress or NoProgress(), dry_run=True)
+    with services.engine.connect() as conn:
+        edition_id = record.next_edition_id(conn)
+    composed = services.renderer.compose(edition_id, gathered.selection, services.clock())
+    return composed, gathered
+
+
+def dry_run(services: Services, progress: Progress | None = None) -> RunReport:
+    """``digest run --dry-run``: what a run would send now; nothing is sent or recorded."""
+    started = time.perf_counter()
+    composed, gathered = preview(services, progress)
+    selection = gathered.selection
+    with services.engine.connect() as conn:
+        active = subscribers.count(conn)
+    listed = {s.email.lower() for s in services.config.subscribers}
+    with services.engine.connect() as conn:
+        known = {s.email.lower() for s in subscribers.all_subscribers(conn)}
+    recipients = active + len(listed - known)
+    skipped = None
+    if selection.empty and services.config.digest.skip_if_empty:
+        skipped = "nothing new since the last edition"
+    elif recipients == 0:
+        skipped = "no active subscribers: add some with `digest subscribers add`"
+    editions = (
+        ()
+        if skipped
+        else (
+            EditionReport(
+                id=composed.edition_id,
+                resumed=False,
+                entries=len(selection.entries),
+                recipients=recipients,
+                recipients_delivered=0,
+                recipients_failed=0,
+                recipients_unknown=0,
+                status=EditionStatus.SENDING,
+                problems=(f"dry run: would send {composed.subject!r}",),
+            ),
+        )
+    )
+    return RunReport(
+        editions=editions,
+        feeds=gathered.reports,
+        skipped=skipped,
+        seconds=round(time.perf_counter() - started, 3),
+        dry_run=True,
+    )
+
+
+def sample_values(config: Config) -> dict[str, str]:
+    """Stand-in personal values for previews: links that go nowhere personal."""
+    base = config.digest.base_url
+    return {
+        "unsubscribe_url": f"{base}/unsubscribe/preview",
+        "preferences_url": f"{base}/preferences/preview",
+        "email": "reader@example.org",
+        "name": "Reader",
+    }
+
+
+def feed_summary(reports: Sequence[FeedReport]) -> Counter[str]:
+    return Counter(str(r.status) for r in reports)

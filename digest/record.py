@@ -1,0 +1,424 @@
+"""Stage 6 · record: the delivery ledger.
+
+The order of writes is what makes delivery exactly-once through crashes:
+
+1. In **one transaction**: the edition (its rendered content), its entries, and its
+   recipients frozen into ``deliveries`` and ``batches`` (all ``pending``).
+2. Per batch: marked ``sending`` and **committed before** the request goes out; then
+   ``sent`` (with the provider's id) or ``failed`` (with the reason) as it settles.
+3. When no batch is pending, the edition is settled: ``done``, or ``abandoned`` when
+   nothing at all went out (its entries are then forgotten, so they count as new again).
+
+After a crash, a batch still ``sending`` may or may not have gone out: it becomes
+``unknown``, is never re-sent automatically (a duplicate digest is worse than a
+missing one) and is reported; ``pending`` batches are sent by the next run before any
+new edition. Entries count as seen once their edition exists; an abandoned edition
+gives them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .db import schema
+from .model import (
+    Batch,
+    BatchStatus,
+    Composed,
+    EditionStatus,
+    Entry,
+    Known,
+    Recipient,
+)
+
+_CHUNK = 500
+E, B, D, N = schema.editions, schema.batches, schema.deliveries, schema.entries
+
+
+def link_key(canonical_link: str) -> str:
+    return hashlib.sha256(canonical_link.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _recipients(conn: sa.Connection, where: sa.ColumnElement[bool]) -> int:
+    """How many recipients the batches matching ``where`` hold."""
+    query = sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)
+    return int(conn.execute(query).scalar_one())
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def insert_ignoring_duplicates(
+    conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert rows, skipping any that would break a unique constraint."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), list(rows))
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))
+    else:  # pragma: no cover - other databases: one at a time
+        for row in rows:
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(table), [row])
+            except sa.exc.IntegrityError:
+                pass
+
+
+# -- what is known ------------------------------------------------------------------------
+
+
+def known(conn: sa.Connection, entries: Sequence[Entry], feed_ids: Mapping[str, int]) -> Known:
+    """Which of these entries the ledger already knows, by identity and by canonical link."""
+    by_feed_id = {v: k for k, v in feed_ids.items()}
+    identities: set[tuple[str, str]] = set()
+    wanted = sorted({e.identity for e in entries})
+    for chunk in _chunks(wanted):
+        rows = conn.execute(sa.select(N.c.feed_id, N.c.identity).where(N.c.identity.in_(chunk)))
+        for feed_id, ident in rows:
+            if feed_id in by_feed_id:
+                identities.add((by_feed_id[feed_id], ident))
+    keys = {link_key(e.canonical_link): e.canonical_link for e in entries if e.canonical_link}
+    links: set[str] = set()
+    for chunk in _chunks(sorted(keys)):
+        for (key,) in conn.execute(sa.select(N.c.link_key).where(N.c.link_key.in_(chunk))):
+            links.add(keys[key])
+    return Known(identities=frozenset(identities), canonical_links=frozenset(links))
+
+
+def remember(
+    conn: sa.Connection,
+    entries: Iterable[Entry],
+    feed_ids: Mapping[str, int],
+    edition_id: int | None,
+    now: datetime,
+) -> None:
+    """Record entries as known: sent in ``edition_id``, or baseline when it is None."""
+    rows = [
+        {
+            "feed_id": feed_ids[e.source.url],
+            "identity": e.identity,
+            "link_key": link_key(e.canonical_link) if e.canonical_link else None,
+            "title": e.title[:1000],
+            "link": e.link[:2048] if e.link else None,
+            "published_at": e.published,
+            "first_seen_at": now,
+            "edition_id": edition_id,
+        }
+        for e in entries
+    ]
+    for chunk in _chunks(rows):
+        insert_ignoring_duplicates(conn, N, chunk)
+
+
+# -- editions -----------------------------------------------------------------------------
+
+
+def begin_edition(conn: sa.Connection, now: datetime, nonce: str) -> int:
+    """Reserve the next edition id (inside the caller's transaction)."""
+    result = conn.execute(
+        sa.insert(E).values(
+            created_at=now,
+            status=EditionStatus.SENDING,
+            subject="",
+            html="",
+            text="",
+            nonce=nonce,
+            item_count=0,
+            more_count=0,
+            recipients=0,
+            delivered=0,
+            failed=0,
+            unknown=0,
+            compacted=False,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def next_edition_id(conn: sa.Connection) -> int:
+    """What the next edition will probably be called (for previews)."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(E.c.id), 0))).scalar_one()) + 1
+
+
+def save_content(conn: sa.Connection, composed: Composed, items: int, more: int) -> None:
+    conn.execute(
+        sa.update(E)
+        .where(E.c.id == composed.edition_id)
+        .values(
+            subject=composed.subject,
+            html=composed.html,
+            text=composed.text,
+            item_count=items,
+            more_count=more,
+        )
+    )
+
+
+def freeze_recipients(conn: sa.Connection, edition_id: int, batch_size: int, now: datetime) -> int:
+    """Copy the active subscribers into the edition's deliveries, in batches. Returns how many.
+
+    One INSERT ... SELECT: the list is never loaded into memory, whatever its size.
+    """
+    S = schema.subscribers
+    number = sa.func.row_number().over(order_by=S.c.id) - 1
+    select = sa.select(
+        sa.literal(edition_id),
+        S.c.id,
+        number // batch_size,
+        S.c.email,
+        S.c.name,
+    ).where(S.c.status == "active")
+    conn.execute(
+        sa.insert(D).from_select(["edition_id", "subscriber_id", "batch", "email", "name"], select)
+    )
+    conn.execute(
+        sa.insert(B).from_select(
+            ["edition_id", "number", "size", "status", "attempts", "updated_at"],
+            sa.select(
+                sa.literal(edition_id),
+                D.c.batch,
+                sa.func.count(),
+                sa.literal("pending"),
+                sa.literal(0),
+                sa.literal(now, schema.UTCDateTime),
+            )
+            .where(D.c.edition_id == edition_id)
+            .group_by(D.c.batch),
+        )
+    )
+    total = int(
+        conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(
+                B.c.edition_id == edition_id
+            )
+        ).scalar_one()
+    )
+    conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=total))
+    return total
+
+
+def unfinished(conn: sa.Connection) -> list[int]:
+    rows = conn.execute(
+        sa.select(E.c.id).where(E.c.status == EditionStatus.SENDING).order_by(E.c.id)
+    )
+    return [int(r[0]) for r in rows]
+
+
+def load_composed(conn: sa.Connection, edition_id: int) -> Composed:
+    row = conn.execute(sa.select(E).where(E.c.id == edition_id)).one()
+    return Composed(
+        edition_id=row.id,
+        subject=row.subject,
+        html=row.html,
+        text=row.text,
+        created=row.created_at,
+        nonce=row.nonce,
+    )
+
+
+def edition_entry_count(conn: sa.Connection, edition_id: int) -> int:
+    row = conn.execute(sa.select(E.c.item_count, E.c.more_count).where(E.c.id == edition_id)).one()
+    return int(row.item_count + row.more_count)
+
+
+# -- batches ------------------------------------------------------------------------------
+
+
+def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
+    """After a crash: batches caught ``sending`` become ``unknown``. Returns recipients."""
+    where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.SENDING)
+    count = int(
+        conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)
+        ).scalar_one()
+    )
+    conn.execute(
+        sa.update(B)
+        .where(where)
+        .values(
+            status=BatchStatus.UNKNOWN,
+            updated_at=now,
+            detail="the run stopped while this batch was being sent: it may or may not have "
+            "gone out, so it is not sent again (check the provider's log)",
+        )
+    )
+    return count
+
+
+def pending_batches(conn: sa.Connection, edition_id: int) -> list[int]:
+    rows = conn.execute(
+        sa.select(B.c.number)
+        .where((B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING))
+        .order_by(B.c.number)
+    )
+    return [int(r[0]) for r in rows]
+
+
+def load_batch(conn: sa.Connection, edition_id: int, number: int) -> Batch:
+    rows = conn.execute(
+        sa.select(D.c.subscriber_id, D.c.email, D.c.name)
+        .where((D.c.edition_id == edition_id) & (D.c.batch == number))
+        .order_by(D.c.subscriber_id)
+    )
+    recipients = tuple(Recipient(r.subscriber_id, r.email, r.name) for r in rows)
+    return Batch(edition_id=edition_id, number=number, recipients=recipients)
+
+
+def mark(
+    conn: sa.Connection,
+    edition_id: int,
+    number: int,
+    status: BatchStatus,
+    now: datetime,
+    *,
+    provider_id: str | None = None,
+    detail: str | None = None,
+    attempts: int | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status, "updated_at": now, "detail": detail}
+    if provider_id is not None:
+        values["provider_id"] = provider_id[:200]
+    if attempts is not None:
+        values["attempts"] = B.c.attempts + attempts
+    conn.execute(
+        sa.update(B).where((B.c.edition_id == edition_id) & (B.c.number == number)).values(values)
+    )
+
+
+def reject(conn: sa.Connection, edition_id: int, rejected: Mapping[int, str]) -> None:
+    """Recipients left out of a batch that otherwise went out (a refused address)."""
+    for subscriber_id, reason in rejected.items():
+        conn.execute(
+            sa.update(D)
+            .where((D.c.edition_id == edition_id) & (D.c.subscriber_id == subscriber_id))
+            .values(error=reason[:2000])
+        )
+
+
+def requeue_failed(conn: sa.Connection, edition_id: int, now: datetime) -> int:
+    """Put failed batches back to pending (``digest resend --failed``). Returns recipients."""
+    where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.FAILED)
+    count = int(
+        conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)
+        ).scalar_one()
+    )
+    conn.execute(sa.update(B).where(where).values(status=BatchStatus.PENDING, updated_at=now))
+    if count:
+        conn.execute(sa.update(E).where(E.c.id == edition_id).values(status=EditionStatus.SENDING))
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    recipients: int
+    delivered: int
+    failed: int
+    unknown: int
+    pending: int
+    status: EditionStatus
+
+
+def tally(conn: sa.Connection, edition_id: int) -> Tally:
+    sizes: dict[str, int] = {
+        str(status): int(size)
+        for status, size in conn.execute(
+            sa.select(B.c.status, sa.func.sum(B.c.size))
+            .where(B.c.edition_id == edition_id)
+            .group_by(B.c.status)
+        )
+    }
+    rejected = int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(D.join(B, (D.c.edition_id == B.c.edition_id) & (D.c.batch == B.c.number)))
+            .where(
+                (D.c.edition_id == edition_id)
+                & D.c.error.is_not(None)
+                & (B.c.status == BatchStatus.SENT)
+            )
+        ).scalar_one()
+    )
+    row = conn.execute(sa.select(E.c.status, E.c.recipients).where(E.c.id == edition_id)).one()
+    return Tally(
+        recipients=int(row.recipients),
+        delivered=sizes.get(BatchStatus.SENT, 0) - rejected,
+        failed=sizes.get(BatchStatus.FAILED, 0) + rejected,
+        unknown=sizes.get(BatchStatus.UNKNOWN, 0),
+        pending=sizes.get(BatchStatus.PENDING, 0) + sizes.get(BatchStatus.SENDING, 0),
+        status=EditionStatus(row.status),
+    )
+
+
+def settle(conn: sa.Connection, edition_id: int, now: datetime) -> Tally:
+    """Close the edition if nothing is pending: done, or abandoned if nothing went out."""
+    t = tally(conn, edition_id)
+    if t.pending:
+        return t
+    status = EditionStatus.DONE if t.delivered + t.unknown > 0 else EditionStatus.ABANDONED
+    conn.execute(
+        sa.update(E)
+        .where(E.c.id == edition_id)
+        .values(
+            status=status,
+            finished_at=now,
+            delivered=t.delivered,
+            failed=t.failed,
+            unknown=t.unknown,
+        )
+    )
+    if status is EditionStatus.ABANDONED:
+        # Its entries count as new again. Their feeds may answer "not modified" next
+        # time, so forget the validators too: the next run reads them in full.
+        feed_ids = sa.select(N.c.feed_id).where(N.c.edition_id == edition_id).distinct()
+        F = schema.feeds
+        conn.execute(
+            sa.update(F)
+            .where(F.c.id.in_(feed_ids))
+            .values(etag=None, last_modified=None, body_hash=None)
+        )
+        conn.execute(sa.delete(N).where(N.c.edition_id == edition_id))
+    return Tally(t.recipients, t.delivered, t.failed, t.unknown, 0, status)
+
+
+def problems(conn: sa.Connection, edition_id: int, limit: int = 20) -> list[str]:
+    """What went wrong in an edition, in words, for the run report."""
+    out = []
+    rows = conn.execute(
+        sa.select(B.c.number, B.c.status, B.c.size, B.c.detail)
+        .where(
+            (B.c.edition_id == edition_id)
+            & B.c.status.in_([BatchStatus.FAILED, BatchStatus.UNKNOWN])
+            & B.c.detail.is_not(None)
+        )
+        .order_by(B.c.number)
+        .limit(limit)
+    )
+    for number, status, size, detail in rows:
+        out.append(
+            f"batch {number} ({size} recipient{'s' if size != 1 else ''}) {status}: {detail}"
+        )
+    rejected = conn.execute(
+        sa.select(D.c.email, D.c.error)
+        .where((D.c.edition_id == edition_id) & D.c.error.is_not(None))
+        .limit(limit)
+    )
+    out.extend(f"{email}: {error}" for email, error in rejected)
+    return out

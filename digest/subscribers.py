@@ -1,0 +1,336 @@
+"""The subscriber list: adding, removing, importing, exporting, and the config's list.
+
+Addresses are checked for syntax (email-validator) and are unique case-insensitively.
+Subscribers the operator adds (config, CLI, import) are confirmed at once. An address
+that unsubscribed (or was suppressed after a bounce or complaint) is never added back
+by ``add``, ``import`` or the config unless the operator says ``resubscribe``.
+
+Statuses: ``active`` (receives editions), ``pending`` (signed up on the web, not
+confirmed yet), ``unsubscribed`` (left), ``suppressed`` (bounced or complained),
+``removed`` (taken off by the operator; re-adding is fine).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+import email_validator
+import sqlalchemy as sa
+
+from .db import schema
+from .errors import UsageError
+from .render import header_safe
+
+S = schema.subscribers
+ACTIVE, PENDING, UNSUBSCRIBED, SUPPRESSED, REMOVED = (
+    "active",
+    "pending",
+    "unsubscribed",
+    "suppressed",
+    "removed",
+)
+LEFT = (UNSUBSCRIBED, SUPPRESSED)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str | None
+    status: str
+    source: str
+    created_at: datetime
+    unsubscribed_at: datetime | None = None
+    reason: str | None = None
+    preferences: dict[str, object] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "status": self.status,
+            "source": self.source,
+            "created_at": self.created_at.isoformat(),
+            "unsubscribed_at": self.unsubscribed_at.isoformat() if self.unsubscribed_at else None,
+            "reason": self.reason,
+        }
+
+
+def _subscriber(row: sa.Row[tuple[object, ...]]) -> Subscriber:
+    m = row._mapping
+    prefs = json.loads(m["preferences"]) if m["preferences"] else {}
+    return Subscriber(
+        id=m["id"],
+        email=m["email"],
+        name=m["name"],
+        status=m["status"],
+        source=m["source"],
+        created_at=m["created_at"],
+        unsubscribed_at=m["unsubscribed_at"],
+        reason=m["reason"],
+        preferences=prefs,
+    )
+
+
+def normalize(email: str) -> str:
+    """The address as email-validator normalizes it; raises UsageError when invalid."""
+    try:
+        return email_validator.validate_email(email.strip(), check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        raise UsageError(f"{email!r} is not a valid e-mail address: {exc}") from None
+
+
+def _clean_name(name: str | None) -> str | None:
+    cleaned = header_safe(name or "", 200)
+    return cleaned or None
+
+
+def get(conn: sa.Connection, email: str) -> Subscriber | None:
+    row = conn.execute(sa.select(S).where(S.c.email_key == email.strip().lower())).first()
+    return _subscriber(row) if row else None
+
+
+def get_by_id(conn: sa.Connection, subscriber_id: int) -> Subscriber | None:
+    row = conn.execute(sa.select(S).where(S.c.id == subscriber_id)).first()
+    return _subscriber(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    subscriber: Subscriber
+    outcome: str  # added | updated | unchanged | refused
+
+
+def add(
+    conn: sa.Connection,
+    email: str,
+    name: str | None,
+    source: str,
+    now: datetime,
+    *,
+    resubscribe: bool = False,
+    status: str = ACTIVE,
+) -> Added:
+    """Add (or re-activate) a subscriber. An unsubscribed address is refused unless
+    ``resubscribe``; the outcome says which happened."""
+    address = normalize(email)
+    name = _clean_name(name)
+    existing = get(conn, address)
+    if existing is None:
+        conn.execute(
+            sa.insert(S).values(
+                email=address,
+                email_key=address.lower(),
+                name=name,
+                status=status,
+                source=source,
+                created_at=now,
+                updated_at=now,
+                confirmed_at=now if status == ACTIVE else None,
+            )
+        )
+        created = get(conn, address)
+        assert created is not None
+        return Added(created, "added")
+    if existing.status in LEFT and not resubscribe:
+        return Added(existing, "refused")
+    values: dict[str, object] = {}
+    if existing.status != ACTIVE and status == ACTIVE:
+        values.update(status=ACTIVE, confirmed_at=now, unsubscribed_at=None, reason=None)
+    if name and name != existing.name:
+        values["name"] = name
+    if not values:
+        return Added(existing, "unchanged")
+    values["updated_at"] = now
+    conn.execute(sa.update(S).where(S.c.id == existing.id).values(values))
+    updated = get_by_id(conn, existing.id)
+    assert updated is not None
+    return Added(updated, "updated")
+
+
+def remove(conn: sa.Connection, email: str, now: datetime, forget: bool = False) -> bool:
+    """Take someone off the list (kept, marked removed), or erase them with ``forget``."""
+    existing = get(conn, email)
+    if existing is None:
+        return False
+    if forget:
+        conn.execute(
+            sa.delete(schema.deliveries).where(schema.deliveries.c.subscriber_id == existing.id)
+        )
+        conn.execute(sa.delete(S).where(S.c.id == existing.id))
+    elif existing.status not in LEFT:
+        conn.execute(
+            sa.update(S)
+            .where(S.c.id == existing.id)
+            .values(status=REMOVED, updated_at=now, reason="removed by the operator")
+        )
+    return True
+
+
+def unsubscribe(
+    conn: sa.Connection, subscriber_id: int, now: datetime, reason: str, status: str = UNSUBSCRIBED
+) -> bool:
+    """The subscriber left (or was suppressed). Returns False if already gone."""
+    result = conn.execute(
+        sa.update(S)
+        .where((S.c.id == subscriber_id) & S.c.status.not_in(LEFT))
+        .values(status=status, unsubscribed_at=now, updated_at=now, reason=reason[:500])
+    )
+    return bool(result.rowcount)
+
+
+def all_subscribers(conn: sa.Connection, status: str | None = None) -> Iterator[Subscriber]:
+    query = sa.select(S).order_by(S.c.id)
+    if status:
+        query = query.where(S.c.status == status)
+    for row in conn.execute(query):
+        yield _subscriber(row)
+
+
+def count(conn: sa.Connection, status: str = ACTIVE) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).select_from(S).where(S.c.status == status)
+        ).scalar_one()
+    )
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+
+def import_csv(
+    conn: sa.Connection, text: TextIO, now: datetime, *, resubscribe: bool = False
+) -> ImportReport:
+    """Import ``email,name`` rows; bad rows are reported by line, good ones imported."""
+    report = ImportReport()
+    reader = csv.reader(text)
+    header = next(reader, None)
+    if header is None:
+        report.rejected.append((1, "the file is empty"))
+        return report
+    columns = [h.strip().lower() for h in header]
+    if "email" not in columns:
+        report.rejected.append(
+            (1, 'the first line must be a header with an "email" column (and optionally "name")')
+        )
+        return report
+    at_email, at_name = columns.index("email"), columns.index("name") if "name" in columns else -1
+    seen: set[str] = set()
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        email = row[at_email].strip() if at_email < len(row) else ""
+        name = row[at_name].strip() if 0 <= at_name < len(row) else None
+        if not email:
+            report.rejected.append((line, "no e-mail address"))
+            continue
+        try:
+            address = normalize(email)
+        except UsageError as exc:
+            report.rejected.append((line, str(exc)))
+            continue
+        if address.lower() in seen:
+            report.rejected.append((line, f"{address} appears twice in the file"))
+            continue
+        seen.add(address.lower())
+        result = add(conn, address, name, "import", now, resubscribe=resubscribe)
+        if result.outcome == "refused":
+            report.refused.append(
+                (
+                    line,
+                    f"{address} unsubscribed on "
+                    f"{_day(result.subscriber.unsubscribed_at)}: not re-added "
+                    "(use --resubscribe if they asked to come back)",
+                )
+            )
+        else:
+            setattr(report, result.outcome, getattr(report, result.outcome) + 1)
+    return report
+
+
+def _day(when: datetime | None) -> str:
+    return f"{when:%Y-%m-%d}" if when else "an earlier date"
+
+
+def export_csv(conn: sa.Connection, out: TextIO, status: str | None = None) -> int:
+    writer = csv.writer(out)
+    writer.writerow(["email", "name", "status", "source", "created_at", "unsubscribed_at"])
+    n = 0
+    for s in all_subscribers(conn, status):
+        writer.writerow(
+            [
+                s.email,
+                s.name or "",
+                s.status,
+                s.source,
+                s.created_at.isoformat(),
+                s.unsubscribed_at.isoformat() if s.unsubscribed_at else "",
+            ]
+        )
+        n += 1
+    return n
+
+
+def sync_config(
+    conn: sa.Connection, listed: Sequence[tuple[str, str | None]], now: datetime
+) -> list[str]:
+    """Make the config's ``[[subscribers]]`` true in the database. Returns warnings.
+
+    Listed addresses are added (never over an unsubscribe); addresses that came from
+    the config and are no longer listed are marked removed.
+    """
+    warnings = []
+    keep: set[str] = set()
+    for email, name in listed:
+        result = add(conn, email, name, "config", now)
+        keep.add(result.subscriber.email.lower())
+        if result.outcome == "refused":
+            warnings.append(
+                f"subscribers: {result.subscriber.email} is in the config but unsubscribed on "
+                f"{_day(result.subscriber.unsubscribed_at)}: not mailed (remove it from the "
+                "config, or `digest subscribers add --resubscribe` if they asked to come back)"
+            )
+    stale = conn.execute(
+        sa.select(S.c.id, S.c.email_key).where((S.c.source == "config") & (S.c.status == ACTIVE))
+    ).all()
+    for subscriber_id, key in stale:
+        if key not in keep:
+            conn.execute(
+                sa.update(S)
+                .where(S.c.id == subscriber_id)
+                .values(status=REMOVED, updated_at=now, reason="no longer listed in the config")
+            )
+    return warnings
+
+
+def read_file(path: Path) -> io.StringIO:
+    """A CSV file's text, with a clear error for a missing or undecodable file."""
+    try:
+        return io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from None
+
+
+def emails(rows: Iterable[Subscriber]) -> list[str]:
+    return [s.email for s in rows]

@@ -1,0 +1,164 @@
+"""Shared fixtures: configs written to temporary folders, a fixed clock, real local servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from digest import db
+from digest.config import Config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "digest" / "samples"
+SHARED = ROOT.parent / "shared"
+NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # feedparser and sgmllib still use APIs newer Pythons deprecate: not our warnings.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:feedparser")
+
+
+@pytest.fixture
+def now() -> datetime:
+    return NOW
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Enough TOML writing for test configs: tables, arrays of tables, scalars."""
+    lines: list[str] = []
+
+    def table(prefix: str, body: dict[str, Any]) -> None:
+        scalars = {
+            k: v
+            for k, v in body.items()
+            if not isinstance(v, dict | list)
+            or (isinstance(v, list) and not (v and isinstance(v[0], dict)))
+        }
+        for k, v in scalars.items():
+            lines.append(f"{k} = {toml_value(v)}")
+        for k, v in body.items():
+            if isinstance(v, dict):
+                lines.append(f"\n[{prefix}{k}]")
+                table(f"{prefix}{k}.", v)
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                for item in v:
+                    lines.append(f"\n[[{prefix}{k}]]")
+                    table(f"{prefix}{k}.", item)
+
+    table("", data)
+    return "\n".join(lines) + "\n"
+
+
+def base_config(tmp: Path) -> dict[str, Any]:
+    return {
+        "digest": {
+            "title": "Test Digest",
+            "from": "Test Digest <digest@example.org>",
+            "base_url": "https://digest.example.org",
+            "postal_address": "1 Test Street, Testville",
+        },
+        "storage": {"url": "sqlite:///state.db"},
+        "delivery": {"backend": "outbox", "outbox": {"dir": "outbox"}, "retry_backoff": "1ms"},
+        "feeds": [],
+        "subscribers": [],
+    }
+
+
+class Project:
+    """A config file and its folder, for tests that run digest for real."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data = base_config(folder)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "config.toml"
+
+    def write(self) -> Path:
+        self.path.write_text(to_toml(self.data), encoding="utf-8")
+        return self.path
+
+    def config(self) -> Config:
+        return parse_config(self.data, self.path)
+
+    def feed(self, url: str, **extra: Any) -> None:
+        self.data["feeds"].append({"url": url, **extra})
+
+    def subscriber(self, email: str, name: str | None = None) -> None:
+        entry = {"email": email}
+        if name:
+            entry["name"] = name
+        self.data["subscribers"].append(entry)
+
+    def engine(self) -> sa.Engine:
+        return db.connect(self.config().storage_url)
+
+    def outbox(self) -> list[Path]:
+        folder = self.folder / "outbox"
+        return sorted(folder.glob("*.eml")) if folder.exists() else []
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    """A writable copy of the sample feeds."""
+    target = tmp_path / "samples"
+    shutil.copytree(SAMPLES, target)
+    return target
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    e = db.connect(f"sqlite:///{tmp_path / 'test.db'}")
+    yield e
+    e.dispose()
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for running ``python -m digest`` in a subprocess from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DIGEST_CONFIG", None)
+    env.pop("DIGEST_FAULT", None)
+    return env
+
+
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def clock() -> Callable[[], datetime]:
+    return lambda: NOW
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    """pytest-httpserver on 127.0.0.1, never "localhost" (which may be ::1)."""
+    return ("127.0.0.1", 0)

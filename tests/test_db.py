@@ -1,0 +1,74 @@
+"""The schema comes from migrations, and the migrations match the models."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from digest import db
+from digest.db.schema import metadata
+from digest.errors import StoreError
+
+POSTGRES = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+
+
+def diff(engine: sa.Engine) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+
+def test_sqlite_upgrade_head_matches_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = db.connect(f"sqlite:///{tmp_path / 'x.db'}")
+    assert db.current_revision(engine) == db.head_revision()
+    assert diff(engine) == []
+
+
+def test_connect_twice_is_idempotent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    db.connect(url).dispose()
+    engine = db.connect(url)
+    assert db.current_revision(engine) == db.head_revision()
+
+
+def test_behind_schema_is_refused_without_auto_upgrade(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(StoreError, match="digest db upgrade"):
+        db.connect(url, auto_upgrade=False)
+
+
+def test_unknown_database_url() -> None:
+    with pytest.raises(StoreError, match="storage.url"):
+        db.connect("nosuchdb://x/y")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    if not POSTGRES:
+        pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
+    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    name = f"digest_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_head_matches_models(postgres_url: str) -> None:
+    with pytest.raises(StoreError, match="digest db upgrade"):
+        db.connect(postgres_url)  # not SQLite: no silent upgrade
+    engine = db.connect(postgres_url, auto_upgrade=True)
+    assert diff(engine) == []
+    engine.dispose()

@@ -1,0 +1,230 @@
+"""fetch against a real HTTP server on 127.0.0.1: every way a feed server misbehaves."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from digest.fetch import FetchSettings, fetch_all
+from digest.model import FeedSource, Fetched, FetchStatus, Validators
+
+from .conftest import SAMPLES
+
+RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
+
+
+def fetch(url: str, known: Validators | None = None, **kw: object) -> Fetched:
+    settings = FetchSettings(**{"timeout": 5.0, **kw})  # type: ignore[arg-type]
+    source = FeedSource(url)
+    return asyncio.run(fetch_all([source], {url: known} if known else {}, settings))[0]
+
+
+def test_ok_with_headers_lowercased(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(
+        RSS, content_type="application/rss+xml; charset=utf-8", headers={"ETag": '"v1"'}
+    )
+    got = fetch(httpserver.url_for("/feed"))
+    assert got.status is FetchStatus.OK and got.body == RSS
+    assert got.headers["content-type"].startswith("application/rss+xml")
+    assert got.headers["content-location"] == httpserver.url_for("/feed")
+    assert got.validators.etag == '"v1"' and got.validators.body_hash
+
+
+def test_user_agent_and_conditional_get(httpserver: HTTPServer) -> None:
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Response(status=304)
+        return Response(
+            RSS, headers={"ETag": '"v1"', "Last-Modified": "Wed, 25 Nov 2026 10:00:00 GMT"}
+        )
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    url = httpserver.url_for("/feed")
+    first = fetch(url, user_agent="digest-test/1")
+    second = fetch(url, first.validators)
+    assert seen[0].headers["User-Agent"] == "digest-test/1"
+    assert "gzip" in seen[0].headers["Accept-Encoding"]
+    assert seen[1].headers["If-Modified-Since"] == "Wed, 25 Nov 2026 10:00:00 GMT"
+    assert second.status is FetchStatus.NOT_MODIFIED and second.body == b""
+
+
+def test_same_body_is_flagged_unchanged(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(RSS)
+    first = fetch(httpserver.url_for("/feed"))
+    assert not first.unchanged
+    assert fetch(httpserver.url_for("/feed"), first.validators).unchanged
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_compressed_bodies(httpserver: HTTPServer, encoding: str) -> None:
+    if encoding == "gzip":
+        body = gzip.compress(RSS)
+    elif encoding == "deflate":
+        body = zlib.compress(RSS)
+    else:
+        c = zlib.compressobj(wbits=-15)
+        body = c.compress(RSS) + c.flush()
+    name = "gzip" if encoding == "gzip" else "deflate"
+    httpserver.expect_request("/feed").respond_with_data(body, headers={"Content-Encoding": name})
+    got = fetch(httpserver.url_for("/feed"))
+    assert got.status is FetchStatus.OK and got.body == RSS
+
+
+def test_gzip_bomb_is_refused_not_inflated(httpserver: HTTPServer) -> None:
+    bomb = gzip.compress(b"\0" * 200_000_000, compresslevel=9)  # 200 MB in ~200 KB
+    assert len(bomb) < 300_000
+    httpserver.expect_request("/bomb").respond_with_data(bomb, headers={"Content-Encoding": "gzip"})
+    got = fetch(httpserver.url_for("/bomb"), max_bytes=1_000_000)
+    assert got.status is FetchStatus.FAILED
+    assert got.error and "larger than 1,000,000 bytes once decompressed" in got.error.message
+
+
+def test_too_large_plain_body(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/big").respond_with_data(b"x" * 3_000_000)
+    got = fetch(httpserver.url_for("/big"), max_bytes=1_000_000)
+    assert got.error and "fetch.max_bytes" in got.error.message
+
+
+def test_slow_drip_is_cut_off(httpserver: HTTPServer) -> None:
+    def drip() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"<"
+            time.sleep(0.05)
+
+    httpserver.expect_request("/drip").respond_with_handler(lambda r: Response(drip()))
+    started = time.perf_counter()
+    got = fetch(httpserver.url_for("/drip"), timeout=0.3)
+    assert got.status is FetchStatus.FAILED
+    assert got.error and "timed out after 0.3s" in got.error.message
+    assert time.perf_counter() - started < 3
+
+
+def test_permanent_redirect_is_reported_and_temporary_is_not(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/old").respond_with_data(
+        "", status=301, headers={"Location": "/moved"}
+    )
+    httpserver.expect_request("/moved").respond_with_data(
+        "", status=302, headers={"Location": "/today"}
+    )
+    httpserver.expect_request("/today").respond_with_data(RSS)
+    got = fetch(httpserver.url_for("/old"))
+    assert got.status is FetchStatus.OK and got.body == RSS
+    assert got.moved_to == httpserver.url_for("/moved")
+    assert got.validators.moved_to == httpserver.url_for("/moved")
+    assert got.url == httpserver.url_for("/today")
+
+
+def test_remembered_move_is_used(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/new").respond_with_data(RSS)
+    got = fetch("http://127.0.0.1:9/old", Validators(moved_to=httpserver.url_for("/new")))
+    assert got.status is FetchStatus.OK
+
+
+def test_redirect_loop_is_bounded(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/loop").respond_with_data(
+        "", status=302, headers={"Location": "/loop"}
+    )
+    got = fetch(httpserver.url_for("/loop"), max_redirects=3)
+    assert got.error and "more than 3 redirects" in got.error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (410, "410 Gone"),
+        (500, "HTTP 500"),
+        (404, "HTTP 404"),
+        (403, "HTTP 403"),
+    ],
+)
+def test_http_errors(httpserver: HTTPServer, status: int, words: str) -> None:
+    httpserver.expect_request("/feed").respond_with_data("no", status=status)
+    got = fetch(httpserver.url_for("/feed"))
+    assert got.status is FetchStatus.FAILED and got.error and words in got.error.message
+    assert got.gone == (status == 410)
+
+
+def test_429_short_retry_after_is_waited_once(httpserver: HTTPServer) -> None:
+    calls: list[int] = []
+
+    def handler(request: Request) -> Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return Response(status=429, headers={"Retry-After": "2"})
+        return Response(RSS)
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    got = fetch(httpserver.url_for("/feed"), sleep=sleep)
+    assert got.status is FetchStatus.OK and slept == [2.0] and len(calls) == 2
+
+
+def test_429_long_retry_after_is_remembered(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(
+        "", status=503, headers={"Retry-After": "3600"}
+    )
+    got = fetch(httpserver.url_for("/feed"))
+    assert got.status is FetchStatus.FAILED and got.retry_after is not None
+    assert got.error and "come back later" in got.error.message
+
+
+def test_connection_refused() -> None:
+    got = fetch("http://127.0.0.1:9/feed")
+    assert got.status is FetchStatus.FAILED and got.error
+    assert "cannot connect to 127.0.0.1:9" in got.error.message
+
+
+def test_local_files(tmp_path: Path) -> None:
+    path = tmp_path / "feed.xml"
+    path.write_bytes(RSS)
+    got = fetch(path.as_uri())
+    assert got.status is FetchStatus.OK and got.body == RSS
+    missing = fetch((tmp_path / "nope.xml").as_uri())
+    assert missing.error and "no such file" in missing.error.message
+    big = fetch(path.as_uri(), max_bytes=1000)
+    assert big.error and "fetch.max_bytes" in big.error.message
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[HTTPServer]:
+    server = HTTPServer(host="127.0.0.1", threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def test_one_slow_feed_does_not_delay_the_rest(threaded_server: HTTPServer) -> None:
+    httpserver = threaded_server
+
+    def slow(request: Request) -> Response:
+        time.sleep(1.5)
+        return Response(RSS)
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    for i in range(5):
+        httpserver.expect_request(f"/fast{i}").respond_with_data(RSS)
+    sources = [FeedSource(httpserver.url_for("/slow"))] + [
+        FeedSource(httpserver.url_for(f"/fast{i}")) for i in range(5)
+    ]
+    order: list[str] = []
+    settings = FetchSettings(timeout=0.5, per_host=2)
+    results = asyncio.run(fetch_all(sources, {}, settings, lambda f: order.append(f.source.url)))
+    assert results[0].status is FetchStatus.FAILED
+    assert all(r.status is FetchStatus.OK for r in results[1:])
+    assert order[-1] == sources[0].url  # the slow one finished (failed) last

@@ -1,0 +1,141 @@
+"""pick is pure: every rule of what counts as new, as small tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from digest.links import canonical
+from digest.model import Entry, FeedEntries, FeedSource, Known
+from digest.pick import pick
+
+NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+A = FeedSource("https://a.example/feed", "A", first_run_window=timedelta(hours=24))
+B = FeedSource("https://b.example/feed", "B", first_run_window=timedelta(hours=24))
+
+
+def entry(
+    source: FeedSource,
+    ident: str,
+    hours_ago: float = 1,
+    link: str | None = None,
+    dated: bool = True,
+) -> Entry:
+    link = link or f"{source.url}/{ident}"
+    return Entry(
+        source=source,
+        source_title=source.name or "",
+        identity=ident,
+        title=f"{ident} title",
+        link=link,
+        canonical_link=canonical(link),
+        summary="",
+        content_html="",
+        published=NOW - timedelta(hours=hours_ago),
+        dated=dated,
+    )
+
+
+def feed(
+    source: FeedSource,
+    *entries: Entry,
+    first_run: bool = False,
+    first_read: datetime | None = NOW - timedelta(days=30),
+) -> FeedEntries:
+    return FeedEntries(
+        source, entries, first_run=first_run, first_read=None if first_run else first_read
+    )
+
+
+def ids(entries: tuple[Entry, ...]) -> list[str]:
+    return [e.identity for e in entries]
+
+
+def test_new_entries_newest_first() -> None:
+    sel = pick([feed(A, entry(A, "old", 5), entry(A, "new", 1))], Known(), NOW, 20, 5)
+    assert ids(sel.items) == ["new", "old"]
+    assert sel.more == () and sel.baseline == ()
+
+
+def test_known_identities_are_not_new() -> None:
+    known = Known(identities=frozenset({(A.url, "seen")}))
+    sel = pick([feed(A, entry(A, "seen"), entry(A, "fresh"))], known, NOW, 20, 5)
+    assert ids(sel.items) == ["fresh"]
+
+
+def test_same_identity_in_another_feed_is_another_entry() -> None:
+    known = Known(identities=frozenset({(A.url, "x")}))
+    sel = pick([feed(B, entry(B, "x", link="https://b.example/other"))], known, NOW, 20, 5)
+    assert ids(sel.items) == ["x"]
+
+
+def test_first_run_window() -> None:
+    f = feed(
+        A,
+        entry(A, "today", 2),
+        entry(A, "last-week", 24 * 7),
+        entry(A, "undated", 0, dated=False),
+        first_run=True,
+    )
+    sel = pick([f], Known(), NOW, 20, 5)
+    assert ids(sel.items) == ["today"]
+    assert sorted(ids(sel.baseline)) == ["last-week", "undated"]
+
+
+def test_first_run_window_all() -> None:
+    source = FeedSource("https://a.example/feed", "A", first_run_window=None)
+    f = feed(source, entry(source, "ancient", 24 * 365), first_run=True)
+    assert ids(pick([f], Known(), NOW, 20, 5).items) == ["ancient"]
+
+
+def test_later_runs_take_entries_from_an_outage_but_not_old_archive() -> None:
+    first_read = NOW - timedelta(days=10)
+    f = feed(
+        A, entry(A, "during-outage", 24 * 3), entry(A, "archive", 24 * 40), first_read=first_read
+    )
+    sel = pick([f], Known(), NOW, 20, 5)
+    assert ids(sel.items) == ["during-outage"]
+    assert ids(sel.baseline) == ["archive"]
+
+
+def test_same_guid_twice_in_one_feed_counts_once() -> None:
+    sel = pick([feed(A, entry(A, "dup", 1), entry(A, "dup", 2))], Known(), NOW, 20, 5)
+    assert ids(sel.items) == ["dup"]
+
+
+def test_same_story_in_two_feeds_appears_once() -> None:
+    story = "https://news.example/story?utm_source=a"
+    same = "https://NEWS.example/story/?fbclid=123#top"
+    sel = pick(
+        [feed(A, entry(A, "a1", link=story)), feed(B, entry(B, "b1", link=same))],
+        Known(),
+        NOW,
+        20,
+        5,
+    )
+    assert ids(sel.items) == ["a1"]
+    assert sel.duplicates == 1
+    assert ids(sel.baseline) == ["b1"]
+
+
+def test_story_sent_before_under_another_guid_is_not_new() -> None:
+    known = Known(canonical_links=frozenset({canonical("https://a.example/feed/post")}))
+    sel = pick(
+        [feed(A, entry(A, "new-guid", link="https://a.example/feed/post"))], known, NOW, 20, 5
+    )
+    assert sel.empty and sel.duplicates == 1
+
+
+def test_caps_move_overflow_to_more_never_dropped() -> None:
+    many_a = [entry(A, f"a{i}", i + 1) for i in range(6)]
+    many_b = [entry(B, f"b{i}", i + 1.5) for i in range(3)]
+    sel = pick(
+        [feed(A, *many_a), feed(B, *many_b)], Known(), NOW, max_items=4, max_items_per_feed=3
+    )
+    assert ids(sel.items) == ["a0", "b0", "a1", "b1"]
+    assert sorted(ids(sel.more)) == sorted(["a2", "b2", "a3", "a4", "a5"])
+    assert len(sel.entries) == 9
+
+
+def test_nothing_new() -> None:
+    known = Known(identities=frozenset({(A.url, "x")}))
+    assert pick([feed(A, entry(A, "x"))], known, NOW, 20, 5).empty

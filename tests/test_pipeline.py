@@ -1,0 +1,236 @@
+"""Whole runs, in-process, on real SQLite, real files and a real local HTTP server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from pytest_httpserver import HTTPServer
+
+from digest import pipeline
+from digest.db import schema
+from digest.model import EditionStatus, FetchStatus
+
+from .conftest import SAMPLES, Project
+
+NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+
+
+def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
+    services = pipeline.build(project.config(), clock=lambda: now, sleep=lambda s: None)
+    try:
+        return pipeline.run(services)
+    finally:
+        services.engine.dispose()
+
+
+def messages(project: Project) -> list[email.message.EmailMessage]:
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+        for p in project.outbox()
+    ]
+
+
+def text_of(msg: email.message.EmailMessage) -> str:
+    return msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def rss(items: list[tuple[str, str, str]]) -> str:
+    body = "".join(
+        f"<item><title>{t}</title><link>https://x.example/{g}</link><guid>{g}</guid>"
+        f"<pubDate>{d}</pubDate><description>About {t}</description></item>"
+        for g, t, d in items
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>X</title>{body}</channel></rss>'
+    )
+
+
+@pytest.fixture
+def sampled(project: Project, samples: Path) -> Project:
+    for name in ("harbour-tech.rss", "field-notes.atom", "allotment-diary.rss"):
+        project.feed(f"samples/{name}", first_run_window="all")
+    project.subscriber("ada@example.org", "Ada")
+    project.subscriber("grace@example.org")
+    return project
+
+
+def test_first_run_then_nothing_then_exactly_the_new_entry(sampled: Project, samples: Path) -> None:
+    report = run(sampled)
+    (edition,) = report.editions
+    assert (edition.id, edition.entries, edition.recipients_delivered) == (1, 10, 2)
+    assert edition.status is EditionStatus.DONE and report.ok and report.skipped is None
+    assert [f.status for f in report.feeds] == [FetchStatus.OK] * 3
+    ada = [m for m in messages(sampled) if "ada@" in m["To"]][0]
+    assert "Why our build went from 9 minutes to 70 seconds" in text_of(ada)
+
+    again = run(sampled, NOW + timedelta(hours=1))
+    assert again.editions == () and again.skipped == "nothing new since the last edition"
+    assert len(sampled.outbox()) == 2
+
+    feed = samples / "harbour-tech.rss"
+    feed.write_text(
+        feed.read_text().replace(
+            "<item>",
+            """<item>
+      <title>A brand new post</title><link>https://harbour-tech.example/new/</link>
+      <guid isPermaLink="false">harbour-tech-new</guid>
+      <pubDate>Sat, 28 Nov 2026 08:00:00 +0000</pubDate>
+      <description>Fresh.</description></item><item>""",
+            1,
+        )
+    )
+    third = run(sampled, NOW + timedelta(hours=2))
+    (edition,) = third.editions
+    assert edition.id == 2 and edition.entries == 1
+    new = [p for p in sampled.outbox() if p.name.startswith("00002-")]
+    assert len(new) == 2
+    body = text_of(email.message_from_bytes(new[0].read_bytes(), policy=email.policy.default))  # type: ignore[arg-type]
+    assert "A brand new post" in body and "Why our build" not in body
+
+
+def test_first_run_window_guards_new_feeds(project: Project, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(
+        rss(
+            [
+                ("today", "Today's news", "Sat, 28 Nov 2026 05:00:00 +0000"),
+                ("lastweek", "Old news", "Sat, 21 Nov 2026 05:00:00 +0000"),
+            ]
+        )
+    )
+    project.feed(httpserver.url_for("/feed"))
+    project.subscriber("ada@example.org")
+    (edition,) = run(project).editions
+    assert edition.entries == 1
+    assert "Today's news" in text_of(messages(project)[0])
+    assert "Old news" not in text_of(messages(project)[0])
+    # the old entry is remembered as back catalogue: never new later either
+    assert run(project, NOW + timedelta(days=1)).skipped
+
+
+def test_a_broken_feed_never_stops_the_digest(
+    project: Project, httpserver: HTTPServer, samples: Path
+) -> None:
+    httpserver.expect_request("/500").respond_with_data("oops", status=500)
+    httpserver.expect_request("/html").respond_with_data(
+        "<!DOCTYPE html><html><body>Home page</body></html>", content_type="text/html"
+    )
+    project.feed(httpserver.url_for("/500"))
+    project.feed(httpserver.url_for("/html"))
+    project.feed("samples/harbour-tech.rss", first_run_window="all")
+    project.feed("samples/missing.rss")
+    project.subscriber("ada@example.org")
+    report = run(project)
+    assert [f.status for f in report.feeds] == [
+        FetchStatus.FAILED,
+        FetchStatus.FAILED,
+        FetchStatus.OK,
+        FetchStatus.FAILED,
+    ]
+    errors = [f.error or "" for f in report.feeds]
+    assert "HTTP 500" in errors[0]
+    assert "HTML page" in errors[1]
+    assert "no such file" in errors[3]
+    assert report.editions[0].entries == 4 and report.ok
+
+
+def test_dry_run_sends_and_records_nothing(sampled: Project) -> None:
+    services = pipeline.build(sampled.config(), clock=lambda: NOW, readonly=True)
+    report = pipeline.dry_run(services)
+    assert report.dry_run and report.editions[0].entries == 10
+    assert report.editions[0].recipients == 2
+    assert sampled.outbox() == []
+    with services.engine.connect() as conn:
+        for table in (
+            schema.editions,
+            schema.entries,
+            schema.feeds,
+            schema.subscribers,
+            schema.meta,
+        ):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+    # and a real run afterwards still sees everything as new
+    assert run(sampled).editions[0].entries == 10
+
+
+def test_skip_if_empty_false_sends_a_nothing_new_edition(sampled: Project) -> None:
+    run(sampled)
+    sampled.data["digest"]["skip_if_empty"] = False
+    report = run(sampled, NOW + timedelta(hours=1))
+    assert report.editions[0].entries == 0 and report.skipped is None
+    latest = [p for p in sampled.outbox() if p.name.startswith("00002-")]
+    assert "Nothing new" in text_of(
+        email.message_from_bytes(latest[0].read_bytes(), policy=email.policy.default)
+    )  # type: ignore[arg-type]
+
+
+def test_no_subscribers_sends_nothing_and_keeps_entries_new(project: Project) -> None:
+    project.feed(str(SAMPLES / "harbour-tech.rss"), first_run_window="all")
+    report = run(project)
+    assert report.editions == () and report.skipped and "no active subscribers" in report.skipped
+    project.subscriber("ada@example.org")
+    assert run(project).editions[0].entries == 4
+
+
+def test_links_in_messages_are_distinct_signed_and_under_base_url(sampled: Project) -> None:
+    run(sampled)
+    links = set()
+    for msg in messages(sampled):
+        link = msg["List-Unsubscribe"].strip().strip("<>")
+        assert re.fullmatch(r"https://digest\.example\.org/unsubscribe/[0-9a-z]+\.[\w-]+", link)
+        assert link in text_of(msg)
+        assert "https://digest.example.org/archive/1" in text_of(msg)
+        links.add(link)
+    assert len(links) == 2
+
+
+def test_moved_feed_is_remembered(project: Project, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/old").respond_with_data(
+        "", status=308, headers={"Location": "/new"}
+    )
+    httpserver.expect_request("/new").respond_with_data(
+        rss([("a", "A post", "Sat, 28 Nov 2026 05:00:00 +0000")])
+    )
+    project.feed(httpserver.url_for("/old"))
+    project.subscriber("ada@example.org")
+    report = run(project)
+    assert report.feeds[0].moved_to == httpserver.url_for("/new")
+    run(project, NOW + timedelta(hours=1))
+    paths = [r.path for r, _ in httpserver.log]
+    assert paths == ["/old", "/new", "/new"]
+
+
+def test_gone_feed_is_paused(project: Project, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/gone").respond_with_data("", status=410)
+    project.feed(httpserver.url_for("/gone"))
+    project.subscriber("ada@example.org")
+    assert "410" in (run(project).feeds[0].error or "")
+    second = run(project, NOW + timedelta(hours=1))
+    assert second.feeds[0].status is FetchStatus.SKIPPED
+    assert "paused" in (second.feeds[0].error or "")
+    assert len(httpserver.log) == 1
+
+
+def test_feed_paused_after_repeated_failures(project: Project, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/bad").respond_with_data("", status=500)
+    project.feed(httpserver.url_for("/bad"))
+    project.data["fetch"] = {"pause_after": 2}
+    project.subscriber("ada@example.org")
+    run(project)
+    run(project, NOW + timedelta(hours=1))
+    assert run(project, NOW + timedelta(hours=2)).feeds[0].status is FetchStatus.SKIPPED
+    assert len(httpserver.log) == 2
+
+
+def test_copies_of_the_samples_work_from_anywhere(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLES, tmp_path / "s")
+    project = Project(tmp_path)
+    project.feed(str(tmp_path / "s" / "field-notes.atom"), first_run_window="all")
+    project.subscriber("ada@example.org")
+    assert run(project).editions[0].entries == 3
