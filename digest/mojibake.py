@@ -204,18 +204,22 @@ class _CodePage:
         return _char_class(c for c, b in self.lead.items() if lo <= b <= hi)
 
     def _run_pattern(self) -> str:
+        """Runs of valid UTF-8 sequences. Each starts with one lead-character class (which
+        lets the regex engine skip ahead fast); a lookbehind then picks the tail's shape."""
         c = self._cont(0x80, 0xBF)
-        seqs = [
-            f"{self._lead(0xC2, 0xDF)}{c}",
-            f"{self._lead(0xE0, 0xE0)}{self._cont(0xA0, 0xBF)}{c}",
-            f"{self._lead(0xE1, 0xEC)}{c}{c}",
-            f"{self._lead(0xED, 0xED)}{self._cont(0x80, 0x9F)}{c}",
-            f"{self._lead(0xEE, 0xEF)}{c}{c}",
-            f"{self._lead(0xF0, 0xF0)}{self._cont(0x90, 0xBF)}{c}{c}",
-            f"{self._lead(0xF1, 0xF3)}{c}{c}{c}",
-            f"{self._lead(0xF4, 0xF4)}{self._cont(0x80, 0x8F)}{c}{c}",
-        ]
-        return "(?:" + "|".join(seqs) + ")+"
+        tails = {
+            (0xC2, 0xDF): c,
+            (0xE0, 0xE0): self._cont(0xA0, 0xBF) + c,
+            (0xE1, 0xEC): c * 2,
+            (0xED, 0xED): self._cont(0x80, 0x9F) + c,
+            (0xEE, 0xEF): c * 2,
+            (0xF0, 0xF0): self._cont(0x90, 0xBF) + c * 2,
+            (0xF1, 0xF3): c * 3,
+            (0xF4, 0xF4): self._cont(0x80, 0x8F) + c * 2,
+        }
+        alternatives = "|".join(f"(?<={self._lead(*lead)}){tail}" for lead, tail in tails.items())
+        seq = f"{self._lead(0xC2, 0xF4)}(?:{alternatives})"
+        return f"{seq}(?:{seq})*"
 
     def decode(self, run: str) -> tuple[str, list[int]]:
         """UTF-8-decode a matched run; also return the byte length of each code point."""
@@ -283,10 +287,6 @@ def _assess(page: _CodePage, mangled: str, prev: str, nxt: str, legit: bool) -> 
     ``legit`` says the text reads as real text in this code page's script; then script
     mixing is not taken as a sign of damage.
     """
-    # A neighbouring code-page letter (or dangling lead character) outside any run means
-    # the surrounding bytes are not UTF-8: this is real text in that code page.
-    if prev in page.high_letters or prev in page.lead_chars or nxt in page.high_letters:
-        return None
     fixed, lengths = page.decode(mangled)
     before = prev
     common = 0
@@ -332,7 +332,15 @@ Plan = list[tuple[int, int, str, int]]  # start, end, replacement, frequency
 
 def _plan(page: _CodePage, text: str) -> Plan:
     """The runs of ``text`` that should be repaired as mojibake through ``page``."""
-    matches = list(page.run_re.finditer(text))
+    # A neighbouring code-page letter (or dangling lead character) outside any run means
+    # the surrounding bytes are not UTF-8: this is real text in that code page.
+    letters, leads = page.high_letters, page.lead_chars
+    matches = [
+        m
+        for m in page.run_re.finditer(text)
+        if not (m.start() and (text[m.start() - 1] in letters or text[m.start() - 1] in leads))
+        and text[m.end() : m.end() + 1] not in letters
+    ]
     if not matches:
         return []
     covered = sum(ch in page.high_letters for m in matches for ch in m.group())

@@ -162,3 +162,6 @@ def clock() -> Callable[[], datetime]:
 def httpserver_listen_address() -> tuple[str, int]:
     """pytest-httpserver on 127.0.0.1, never "localhost" (which may be ::1)."""
     return ("127.0.0.1", 0)
+
+
+from tests.sendgrid_server import sendgrid_server, sendgrid_server_factory  # noqa: E402, F401
