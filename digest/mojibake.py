@@ -67,7 +67,7 @@ CODEPAGES: tuple[str, ...] = (
     "mac-roman",
     "cp437",
 )
-_MAX_PASSES = 3
+_MAX_ROUNDS = 4  # double mojibake, or segments damaged through different code pages
 
 # Characters that essentially only occur in mojibake, or at least never next to letters.
 _BAD = frozenset("¤¦¨¯¸ˆ˜‰†‡ƒ¬⌐◊\ufffd")
@@ -84,7 +84,7 @@ _COMMON_RANGES: tuple[tuple[int, int], ...] = (
     (0x00A0, 0x033F), (0x0384, 0x03CE), (0x0400, 0x045F), (0x048A, 0x052F),
     (0x0531, 0x058A), (0x05B0, 0x05F4),
     (0x0600, 0x06FF), (0x0900, 0x0FFF), (0x1000, 0x109F), (0x10A0, 0x10FF),
-    (0x1200, 0x139F), (0x13A0, 0x167F), (0x1780, 0x17FF), (0x1E00, 0x1FFE),
+    (0x1200, 0x139F), (0x13A0, 0x167F), (0x1780, 0x17FF), (0x1D00, 0x1DBF), (0x1E00, 0x1FFE),
     (0x2000, 0x27BF), (0x2B00, 0x2BFF), (0x2D30, 0x2D7F), (0x3000, 0x30FF),
     (0x3130, 0x318F), (0x3200, 0x33FF), (0x4E00, 0x9FFF), (0xA720, 0xA7FF), (0xAC00, 0xD7A3),
     (0xFB00, 0xFB06), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFF01, 0xFFEF),
@@ -221,6 +221,20 @@ class _CodePage:
         seq = f"{self._lead(0xC2, 0xF4)}(?:{alternatives})"
         return f"{seq}(?:{seq})*"
 
+    def fix_lost_bytes(self, text: str) -> str:
+        """Replace ``â€`` (in this page's letters) whose third byte was lost: usually ``”``."""
+        return text if self.lost_re is None else self.lost_re.sub(self._lost_byte, text)
+
+    def _lost_byte(self, m: re.Match[str]) -> str:
+        s = m.string
+        prev = s[m.start() - 1] if m.start() else ""
+        nxt = s[m.end()] if m.end() < len(s) else ""
+        if prev in self.high_letters or prev in self.lead_chars or nxt.isalnum():
+            return m.group()
+        if nxt in self.f0 or (prev and unicodedata.category(prev) == "So"):
+            return "\u200d"  # zero-width joiner inside an emoji sequence
+        return "\u201d"
+
     def decode(self, run: str) -> tuple[str, list[int]]:
         """UTF-8-decode a matched run; also return the byte length of each code point."""
         data = bytearray()
@@ -298,8 +312,10 @@ def _assess(page: _CodePage, mangled: str, prev: str, nxt: str, legit: bool) -> 
             common += 1
             long_seq = long_seq or n > 2
         before = ch
-    if not common or len({_script(ch) for ch in fixed if ch.isalpha()}) > 1:
-        return None  # nothing usual, or a script switch inside one run of letters
+    if not common:
+        return None
+    if len({_script(ch) for ch in fixed if ch.isalpha()}) > 1 and not page.run_re.search(fixed):
+        return None  # a script switch inside one run of letters, and not double mojibake
     # One 3-byte sequence spelled only with letters may be a real Thai, Greek or Cyrillic
     # word ("แบบ", "лії"); three accented Latin letters in a row are not.
     word = all(ch.isalpha() for ch in mangled) and "latin" not in map(_script, mangled)
@@ -369,22 +385,7 @@ def _apply(page: _CodePage, text: str, plan: Plan) -> str:
         pieces += [text[pos:start], fixed]
         pos = end
     pieces.append(text[pos:])
-    out = "".join(pieces)
-    if page.lost_re is not None:
-        out = page.lost_re.sub(lambda m: _lost_byte(page, m), out)
-    return out
-
-
-def _lost_byte(page: _CodePage, m: re.Match[str]) -> str:
-    """Replace a windows-1252-style ``â€`` whose third byte was lost (usually ``”``)."""
-    s = m.string
-    prev = s[m.start() - 1] if m.start() else ""
-    nxt = s[m.end()] if m.end() < len(s) else ""
-    if prev in page.high_letters or prev in page.lead_chars or nxt in page.high_letters:
-        return m.group()
-    if nxt in page.f0 or (prev and unicodedata.category(prev) == "So"):
-        return "\u200d"  # zero-width joiner inside an emoji sequence
-    return "\u201d"
+    return "".join(pieces)
 
 
 def _suspect(text: str) -> bool:
@@ -401,20 +402,18 @@ def repair(text: str) -> str:
     """Return text with UTF-8-through-a-single-byte-code-page mojibake undone; anything else unchanged."""  # noqa: E501
     if not _suspect(text):
         return text
-    for _ in range(_MAX_PASSES):
-        before = text
-        pages = [page for page in _PAGES if page.pair_re.search(text)]
-        while pages:  # apply the code page that explains the most damage first
-            plans = [
-                (sum(e - s for s, e, _, _ in plan), sum(f for *_, f in plan), -i, page, plan)
-                for i, page in enumerate(pages)
-                if (plan := _plan(page, text))
-            ]
-            if not plans:
-                break
-            *_, best, plan = max(plans, key=lambda x: x[:3])
-            text = _apply(best, text, plan)
-            pages = [page for *_, page, _ in plans if page is not best]
-        if text == before or not _suspect(text):
+    used: list[_CodePage] = []
+    for _ in range(_MAX_ROUNDS):  # apply the code page that explains the most damage first
+        plans = [
+            (sum(e - s for s, e, _, _ in plan), sum(f for *_, f in plan), -i, page, plan)
+            for i, page in enumerate(_PAGES)
+            if page.pair_re.search(text) and (plan := _plan(page, text))
+        ]
+        if not plans:
             break
+        *_, best, plan = max(plans, key=lambda x: x[:3])
+        text = _apply(best, text, plan)
+        used.append(best)
+    for page in used:  # confirmed damage: also fix "â€" whose third byte was lost
+        text = page.fix_lost_bytes(text)
     return text

@@ -18,7 +18,7 @@ from digest.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "digest" / "samples"
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("DIGEST_SHARED") or ROOT.parent / "shared")
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
