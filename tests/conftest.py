@@ -164,4 +164,5 @@ def httpserver_listen_address() -> tuple[str, int]:
     return ("127.0.0.1", 0)
 
 
+from tests.browser import artifacts, browser  # noqa: E402, F401
 from tests.sendgrid_server import sendgrid_server, sendgrid_server_factory  # noqa: E402, F401
