@@ -135,8 +135,10 @@ def clean(
     source_title: str,
     first_seen: datetime,
     summary_length: int = 300,
+    key: str | None = None,
 ) -> Entry:
-    """Make one entry safe and tidy. ``first_seen`` stands in for a missing date."""
+    """Make one entry safe and tidy. ``first_seen`` stands in for a missing date;
+    ``key`` is the entry's ``identity`` when the caller has computed it already."""
     base = raw.base or source.url
     link = http_only(absolute(raw.link, base))
     body = sanitize(raw.content or raw.summary or "", base)
@@ -157,7 +159,7 @@ def clean(
     return Entry(
         source=source,
         source_title=source_title,
-        identity=identity(raw, body),
+        identity=key or identity(raw),
         title=title,
         link=link,
         canonical_link=canonical(link),
@@ -171,14 +173,15 @@ def clean(
     )
 
 
-def identity(raw: RawEntry, body: str = "") -> str:
-    """The entry's stable key within its feed: guid, else link, else a content hash."""
+def identity(raw: RawEntry) -> str:
+    """The entry's stable key within its feed: guid, else link, else a content hash.
+    Computed from the raw entry, so known entries need no cleaning to be recognised."""
     if raw.guid and raw.guid.strip():
         key = "g:" + raw.guid.strip()
     elif raw.link and raw.link.strip():
         key = "l:" + raw.link.strip()
     else:
-        key = "h:" + "\x1f".join((raw.title, raw.content or raw.summary or body))
+        key = "h:" + "\x1f".join((raw.title, raw.content or raw.summary or ""))
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 

@@ -19,14 +19,16 @@ person understands); nothing here raises for one bad feed. HTTP goes through aio
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
@@ -44,6 +46,7 @@ PERMANENT = {301, 308}
 REDIRECTS = {301, 302, 303, 307, 308}
 CHUNK = 64 * 1024
 
+T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], datetime]
 
@@ -66,6 +69,20 @@ class FetchSettings:
     max_retry_wait: float = 10.0
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
     clock: Clock = field(default=_utcnow, compare=False)
+
+
+def run_sync(coroutine: Coroutine[object, object, T]) -> T:
+    """Run a coroutine to completion from synchronous code.
+
+    Where an event loop already runs in this thread (an asynchronous caller, a web
+    app, a test harness), it runs on a loop of its own in a helper thread instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="digest-fetch") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 class _Limit(Exception):

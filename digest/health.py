@@ -139,5 +139,30 @@ def resume(conn: sa.Connection, urls: Iterable[str] | None = None) -> int:
     return int(result.rowcount)
 
 
+def recent_identities(
+    conn: sa.Connection, feed_ids: Mapping[str, int], since: datetime
+) -> dict[str, frozenset[str]]:
+    """Identities of each feed's entries the ledger learned since ``since``.
+
+    Only a shortcut: entries listed here are not cleaned again. Anything older is
+    cleaned and then recognised by the full check (``record.known``), so the bound
+    keeps this query small on a database that has years of entries without changing
+    what is new.
+    """
+    by_id = {v: k for k, v in feed_ids.items()}
+    found: dict[str, set[str]] = {}
+    ids_ = sorted(by_id)
+    for start in range(0, len(ids_), 500):
+        chunk = ids_[start : start + 500]
+        rows = conn.execute(
+            sa.select(schema.entries.c.feed_id, schema.entries.c.identity).where(
+                schema.entries.c.feed_id.in_(chunk), schema.entries.c.first_seen_at >= since
+            )
+        )
+        for feed_id, identity in rows:
+            found.setdefault(by_id[feed_id], set()).add(identity)
+    return {url: frozenset(v) for url, v in found.items()}
+
+
 def ids(states_by_url: Mapping[str, FeedState]) -> dict[str, int]:
     return {url: s.id for url, s in states_by_url.items()}

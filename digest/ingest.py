@@ -1,24 +1,25 @@
 """Read every feed: fetch (concurrently) → parse → clean, with each feed's outcome a value.
 
 Parsing runs in a process pool over all cores when there are enough feeds to pay for
-it, overlapping with the fetching still under way; with a handful of feeds it runs
-inline. A body identical to the last one (or a 304) is not parsed at all.
+it, overlapping with the fetching still under way: each feed is handed to the pool the
+moment its body has arrived. With a handful of feeds it runs inline. A body identical
+to the last one (or a 304) is not parsed at all, and entries the ledger already knows
+(``known``: identities per feed URL) are not cleaned: only their identity is computed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from .clean import clean
+from .clean import clean, identity
 from .errors import FeedError
-from .fetch import FetchSettings, fetch_all
+from .fetch import FetchSettings, fetch_all, run_sync
 from .model import Entry, FeedSource, Fetched, FetchStatus, Validators
 from .parse import parse
 
@@ -33,9 +34,12 @@ class Digested:
 
     fetched: Fetched
     title: str | None = None
+    #: The entries to consider: every entry of the feed except those already known.
     entries: tuple[Entry, ...] = ()
     error: FeedError | None = None
     warnings: tuple[str, ...] = ()
+    #: How many entries the feed holds, known ones included.
+    total: int = 0
 
     @property
     def source(self) -> FeedSource:
@@ -54,8 +58,14 @@ def display_name(source: FeedSource, title: str | None) -> str:
     return source.name or title or urlsplit(source.url).hostname or source.url
 
 
-def digest_feed(fetched: Fetched, now: datetime, summary_length: int) -> Digested:
-    """Parse and clean one fetched feed. Top-level so a process pool can run it."""
+def digest_feed(
+    fetched: Fetched,
+    now: datetime,
+    summary_length: int,
+    known: Collection[str] = frozenset(),
+) -> Digested:
+    """Parse one fetched feed and clean its entries not in ``known`` (identities).
+    Top-level so a process pool can run it."""
     if fetched.status is not FetchStatus.OK or fetched.unchanged:
         return Digested(fetched, error=fetched.error)
     try:
@@ -63,8 +73,18 @@ def digest_feed(fetched: Fetched, now: datetime, summary_length: int) -> Digeste
     except FeedError as exc:
         return Digested(fetched, error=exc)
     name = display_name(fetched.source, parsed.title)
-    entries = tuple(clean(raw, fetched.source, name, now, summary_length) for raw in parsed.entries)
-    return Digested(fetched, parsed.title, entries, warnings=parsed.warnings)
+    entries = tuple(
+        clean(raw, fetched.source, name, now, summary_length, key)
+        for raw in parsed.entries
+        if (key := identity(raw)) not in known
+    )
+    return Digested(
+        fetched, parsed.title, entries, warnings=parsed.warnings, total=len(parsed.entries)
+    )
+
+
+def _ready() -> None:
+    """Run once per pool worker before fetching starts, so workers are forked early."""
 
 
 def ingest(
@@ -75,27 +95,41 @@ def ingest(
     summary_length: int,
     workers: int = 0,
     on_fetched: Callable[[Fetched], None] | None = None,
+    known: Mapping[str, Collection[str]] | None = None,
 ) -> list[Digested]:
-    """Fetch, parse and clean every source; results in the order of ``sources``."""
+    """Fetch, parse and clean every source; results in the order of ``sources``.
+
+    ``known`` maps a feed URL to identities of its entries the ledger knows: those are
+    not cleaned, and left out of the result (they could not be new anyway).
+    """
     if not sources:
         return []
+    known = known or {}
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
     pool = concurrent.futures.ProcessPoolExecutor(processes) if use_pool else None
     futures: dict[str, concurrent.futures.Future[Digested]] = {}
 
+    def ids(url: str) -> frozenset[str]:
+        return frozenset(known.get(url, ()))
+
     def fetched_one(result: Fetched) -> None:
         if pool is not None and result.status is FetchStatus.OK and not result.unchanged:
-            futures[result.source.url] = pool.submit(digest_feed, result, now, summary_length)
+            url = result.source.url
+            futures[url] = pool.submit(digest_feed, result, now, summary_length, ids(url))
         if on_fetched is not None:
             on_fetched(result)
 
     try:
-        fetched = asyncio.run(fetch_all(sources, validators, settings, fetched_one))
+        if pool is not None:
+            # Start the workers now, before any event loop or thread exists to be forked.
+            for done in [pool.submit(_ready) for _ in range(processes)]:
+                done.result()
+        fetched = run_sync(fetch_all(sources, validators, settings, fetched_one))
         return [
             futures[r.source.url].result()
             if r.source.url in futures
-            else digest_feed(r, now, summary_length)
+            else digest_feed(r, now, summary_length, ids(r.source.url))
             for r in fetched
         ]
     finally:

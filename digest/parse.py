@@ -11,6 +11,7 @@ lower-case keys, the only spelling it reads (``content-type`` for the charset,
 from __future__ import annotations
 
 import calendar
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,12 @@ from .model import ParsedFeed, RawEntry
 
 # bozo exceptions that mean "parsed, with a caveat" rather than "not a feed"
 _SURVIVABLE = ("CharacterEncodingOverride", "NonXMLContentType", "CharacterEncodingUnknown")
+#: Most text all the XML entities a feed declares may expand to, in characters.
+MAX_ENTITY_EXPANSION = 1_000_000
+_DECLARATION = re.compile(
+    r"<!ENTITY\s+(%\s+)?([^\s\"'>]+)\s+(?:\"([^\"]*)\"|'([^']*)'|(SYSTEM|PUBLIC)\b)"
+)
+_REFERENCE = re.compile(r"&([^\s&;#]+);")
 
 
 def parse(body: bytes, url: str, headers: Mapping[str, str] | None = None) -> ParsedFeed:
@@ -32,6 +39,9 @@ def parse(body: bytes, url: str, headers: Mapping[str, str] | None = None) -> Pa
     headers.setdefault("content-location", url)
     if jsonfeed.looks_like_json(body, headers.get("content-type", "")):
         return jsonfeed.parse(body, url)
+    bomb = entity_bomb(body)
+    if bomb:
+        raise ParseError(url, bomb)
     try:
         result = feedparser.parse(
             body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
@@ -62,6 +72,84 @@ def parse(body: bytes, url: str, headers: Mapping[str, str] | None = None) -> Pa
         entries=tuple(entries),
         warnings=tuple(warnings),
     )
+
+
+def entity_bomb(body: bytes) -> str | None:
+    """Why the XML entities this document declares are refused, or None when they are safe.
+
+    expat (behind feedparser's strict parser) stops a "billion laughs" only after 8 MB
+    of expansion, and feedparser's loose parser expands the declarations it deems safe
+    with no limit at all: one 100 KB entity referenced 20,000 times is 2 GB of text.
+    So before any parser sees the document, every internal entity's full expansion is
+    computed and multiplied by how often the document uses it; past
+    ``MAX_ENTITY_EXPANSION`` characters the feed is refused. Parameter entities with an
+    inline value (a way to declare entities indirectly) are refused too. References to
+    external entities are never fetched by either parser, so they are harmless here.
+    """
+    text = _as_text(body)
+    if text is None:
+        return None
+    values: dict[str, str] = {}
+    for m in _DECLARATION.finditer(text):
+        parameter, name, value = m.group(1), m.group(2), m.group(3) or m.group(4)
+        if parameter and value is not None:
+            return "refused: the feed declares XML parameter entities (a way to hide entity bombs)"
+        if not parameter and value is not None:
+            values.setdefault(name, value)
+    if not values:
+        return None
+    sizes: dict[str, int] = {}
+
+    def size(name: str, depth: int = 0) -> int:
+        if name in sizes:
+            return sizes[name]
+        if depth > 20:
+            return MAX_ENTITY_EXPANSION + 1
+        sizes[name] = MAX_ENTITY_EXPANSION + 1  # a cycle counts as too big
+        value = values[name]
+        total = len(_REFERENCE.sub("", value))
+        for ref in _REFERENCE.findall(value):
+            total += size(ref, depth + 1) if ref in values else len(ref) + 2
+            if total > MAX_ENTITY_EXPANSION:
+                break
+        sizes[name] = min(total, MAX_ENTITY_EXPANSION + 1)
+        return sizes[name]
+
+    expansion = 0
+    for name in values:
+        uses = text.count(f"&{name};")
+        if uses:
+            expansion += uses * size(name)
+        if expansion > MAX_ENTITY_EXPANSION:
+            return (
+                "refused: the feed's XML entities would expand to more than "
+                f"{MAX_ENTITY_EXPANSION:,} characters (an entity bomb, "
+                '"billion laughs")'
+            )
+    return None
+
+
+def _as_text(body: bytes) -> str | None:
+    """The document as text for the entity check; None when it declares no entity."""
+    for mark, codec in _WIDE:
+        if body.startswith(mark):
+            text = body.decode(codec, "replace")
+            return text if "<!ENTITY" in text else None
+    # ASCII-compatible encodings: the markup is ASCII, whatever the text around it.
+    return body.decode("latin-1") if b"<!ENTITY" in body else None
+
+
+#: How UTF-16 and UTF-32 documents start (byte-order mark, or "<" with its zero bytes).
+_WIDE = (
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\xfe\xff", "utf-16"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<", "utf-16-be"),
+    (b"<\x00", "utf-16-le"),
+)
 
 
 def _not_a_feed(body: bytes, problem: object) -> str:

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -49,6 +49,8 @@ from .render import Renderer, RenderSettings
 from .tokens import Signer, load_key
 
 log = logging.getLogger(__name__)
+#: Entries the ledger learned this recently are not cleaned again (see ingest).
+KNOWN_WINDOW = timedelta(days=90)
 
 
 def _utcnow() -> datetime:
@@ -298,6 +300,9 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         else:
             active.append(source)
     progress.fetching(len(active))
+    feed_ids = health.ids(states)
+    with services.engine.connect() as conn:
+        recent = health.recent_identities(conn, feed_ids, now - KNOWN_WINDOW)
     digested = ingest(
         active,
         {url: s.validators for url, s in states.items()},
@@ -306,8 +311,8 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         config.digest.summary_length,
         workers=config.fetch.workers,
         on_fetched=lambda f: progress.fetched(f.source.name or f.source.url),
+        known=recent,
     )
-    feed_ids = health.ids(states)
     feeds = [
         FeedEntries(
             source=d.source,
@@ -331,7 +336,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
             name=display_name(d.source, d.title or (state.title if state else None)),
             status=d.status,
             error=d.error.message if d.error else None,
-            entries=len(d.entries),
+            entries=d.total,
             new=new[d.source.url],
             moved_to=d.fetched.moved_to,
             seconds=round(d.fetched.seconds, 3),

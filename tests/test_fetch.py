@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import time
 import zlib
@@ -13,7 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from digest.fetch import FetchSettings, fetch_all
+from digest.fetch import FetchSettings, fetch_all, run_sync
 from digest.model import FeedSource, Fetched, FetchStatus, Validators
 
 from .conftest import SAMPLES
@@ -24,7 +23,7 @@ RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
 def fetch(url: str, known: Validators | None = None, **kw: object) -> Fetched:
     settings = FetchSettings(**{"timeout": 5.0, **kw})  # type: ignore[arg-type]
     source = FeedSource(url)
-    return asyncio.run(fetch_all([source], {url: known} if known else {}, settings))[0]
+    return run_sync(fetch_all([source], {url: known} if known else {}, settings))[0]
 
 
 def test_ok_with_headers_lowercased(httpserver: HTTPServer) -> None:
@@ -224,7 +223,7 @@ def test_one_slow_feed_does_not_delay_the_rest(threaded_server: HTTPServer) -> N
     ]
     order: list[str] = []
     settings = FetchSettings(timeout=0.5, per_host=2)
-    results = asyncio.run(fetch_all(sources, {}, settings, lambda f: order.append(f.source.url)))
+    results = run_sync(fetch_all(sources, {}, settings, lambda f: order.append(f.source.url)))
     assert results[0].status is FetchStatus.FAILED
     assert all(r.status is FetchStatus.OK for r in results[1:])
     assert order[-1] == sources[0].url  # the slow one finished (failed) last
