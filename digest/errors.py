@@ -50,6 +50,10 @@ class FeedError(DigestError):
         self.message = message
         super().__init__(f"{url}: {message}")
 
+    def __reduce__(self) -> tuple[type[FeedError], tuple[str, str]]:
+        # Rebuilt from both arguments, so a feed's error survives a trip to a worker process.
+        return (type(self), (self.url, self.message))
+
 
 class FetchError(FeedError):
     """The feed could not be fetched (network, HTTP status, timeout, size limit)."""

@@ -13,12 +13,13 @@ import concurrent.futures
 import logging
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
 from .clean import clean, identity
-from .errors import FeedError
+from .errors import FeedError, ParseError
 from .fetch import FetchSettings, fetch_all, run_sync
 from .model import Entry, FeedSource, Fetched, FetchStatus, Validators
 from .parse import parse
@@ -108,7 +109,8 @@ def ingest(
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
     pool = concurrent.futures.ProcessPoolExecutor(processes) if use_pool else None
-    futures: dict[str, concurrent.futures.Future[Digested]] = {}
+    #: Feeds handed to the pool; None when the pool had broken before it could take one.
+    futures: dict[str, concurrent.futures.Future[Digested] | None] = {}
 
     def ids(url: str) -> frozenset[str]:
         return frozenset(known.get(url, ()))
@@ -116,9 +118,24 @@ def ingest(
     def fetched_one(result: Fetched) -> None:
         if pool is not None and result.status is FetchStatus.OK and not result.unchanged:
             url = result.source.url
-            futures[url] = pool.submit(digest_feed, result, now, summary_length, ids(url))
+            try:
+                futures[url] = pool.submit(digest_feed, result, now, summary_length, ids(url))
+            except BrokenProcessPool:
+                futures[url] = None
         if on_fetched is not None:
             on_fetched(result)
+
+    def finish(result: Fetched) -> Digested:
+        url = result.source.url
+        if url not in futures:
+            return digest_feed(result, now, summary_length, ids(url))
+        future = futures[url]
+        if future is not None:
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                pass
+        return _isolated(result, now, summary_length, ids(url))
 
     try:
         if pool is not None:
@@ -126,12 +143,25 @@ def ingest(
             for done in [pool.submit(_ready) for _ in range(processes)]:
                 done.result()
         fetched = run_sync(fetch_all(sources, validators, settings, fetched_one))
-        return [
-            futures[r.source.url].result()
-            if r.source.url in futures
-            else digest_feed(r, now, summary_length, ids(r.source.url))
-            for r in fetched
-        ]
+        return [finish(r) for r in fetched]
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+def _isolated(
+    fetched: Fetched, now: datetime, summary_length: int, known: frozenset[str]
+) -> Digested:
+    """Parse one feed in a process of its own, after a worker died (killed for memory,
+    or a library crashed on hostile input): the feed that did it fails alone."""
+    log.warning("a parser process died; reading %s again on its own", fetched.source.url)
+    with concurrent.futures.ProcessPoolExecutor(1) as solo:
+        try:
+            return solo.submit(digest_feed, fetched, now, summary_length, known).result()
+        except BrokenProcessPool:
+            error = ParseError(
+                fetched.url or fetched.source.url,
+                "the parser process died reading this feed (out of memory, or a crash "
+                "in a parsing library): skipped",
+            )
+            return Digested(fetched, error=error)
