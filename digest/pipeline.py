@@ -192,7 +192,7 @@ def build(
         engine=engine,
         backend=make_backend(config, signer),
         renderer=Renderer(render_settings(config)),
-        fetch=fetch_settings(config),
+        fetch=replace(fetch_settings(config), clock=clock),
         dispatch=DispatchSettings(
             workers=1,
             retries=d.retries,

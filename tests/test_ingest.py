@@ -1,0 +1,309 @@
+"""Ingestion as a whole: the pool, known entries, Retry-After across runs, what a person sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from digest import ingest as ingest_module
+from digest import pipeline
+from digest.clean import identity
+from digest.fetch import FetchSettings, run_sync
+from digest.ingest import digest_feed, ingest
+from digest.model import FeedSource, Fetched, FetchStatus, ParsedFeed
+from digest.parse import parse
+
+from .conftest import SAMPLES, Project
+
+NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
+
+
+def fetched(body: bytes, url: str = "https://h.example/feed") -> Fetched:
+    return Fetched(FeedSource(url), FetchStatus.OK, url=url, body=body)
+
+
+def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
+    services = pipeline.build(project.config(), clock=lambda: now, sleep=lambda s: None)
+    try:
+        return pipeline.run(services)
+    finally:
+        services.engine.dispose()
+
+
+# -- known entries are recognised, not cleaned ----------------------------------------------
+
+
+def test_known_entries_are_not_cleaned(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = parse(RSS, "https://h.example/feed").entries
+    known = {identity(r) for r in raw[1:]}
+    cleaned: list[str] = []
+    real = ingest_module.clean
+
+    def counting(*args: object, **kw: object) -> object:
+        cleaned.append(args[0].title)  # type: ignore[attr-defined]
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_module, "clean", counting)
+    got = digest_feed(fetched(RSS), NOW, 300, known)
+    assert cleaned == [raw[0].title]
+    assert [e.identity for e in got.entries] == [identity(raw[0])]
+    assert got.total == len(raw) == 4
+
+
+def test_identity_needs_no_cleaning() -> None:
+    for raw in parse(RSS, "https://h.example/feed").entries:
+        entry = digest_feed(fetched(RSS), NOW, 300).entries
+        assert identity(raw) in {e.identity for e in entry}
+
+
+def test_a_run_cleans_only_what_is_new_and_reports_every_entry(
+    project: Project, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.feed("samples/harbour-tech.rss", first_run_window="all")
+    project.subscriber("ada@example.org")
+    assert run(project).editions[0].entries == 4
+    feed = samples / "harbour-tech.rss"
+    feed.write_text(
+        feed.read_text().replace(
+            "<item>",
+            "<item><title>Fresh</title><guid>fresh-1</guid>"
+            "<pubDate>Sat, 28 Nov 2026 08:00:00 +0000</pubDate></item><item>",
+            1,
+        )
+    )
+    cleaned: list[str] = []
+    real = ingest_module.clean
+
+    def counting(*args: object, **kw: object) -> object:
+        cleaned.append(args[0].title)  # type: ignore[attr-defined]
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_module, "clean", counting)
+    report = run(project, NOW + timedelta(hours=2))
+    assert cleaned == ["Fresh"]
+    assert report.editions[0].entries == 1
+    assert report.feeds[0].entries == 5 and report.feeds[0].new == 1
+
+
+# -- the process pool -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def threaded() -> Iterator[HTTPServer]:
+    s = HTTPServer(host="127.0.0.1", threaded=True)
+    s.start()
+    yield s
+    s.clear()
+    s.stop()
+
+
+def test_parsing_overlaps_fetching(
+    threaded: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feeds that arrived are parsed (in the pool) while a slow one is still coming."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    real = ingest_module.parse
+
+    def noting(body: bytes, url: str, headers: object = None) -> ParsedFeed:
+        result = real(body, url, headers)  # type: ignore[arg-type]
+        (marks / f"parsed-{os.getpid()}-{time.monotonic_ns()}").write_text(url)
+        return result
+
+    monkeypatch.setattr(ingest_module, "parse", noting)  # inherited by the forked workers
+
+    def slow(request: Request) -> Response:
+        time.sleep(1.0)
+        (marks / f"slow-{time.monotonic_ns()}").write_text("")
+        return Response(RSS)
+
+    threaded.expect_request("/slow").respond_with_handler(slow)
+    for i in range(8):
+        threaded.expect_request(f"/fast{i}").respond_with_data(RSS)
+    sources = [FeedSource(threaded.url_for("/slow"))] + [
+        FeedSource(threaded.url_for(f"/fast{i}")) for i in range(8)
+    ]
+    results = ingest(sources, {}, FetchSettings(timeout=10), NOW, 300, workers=2)
+    assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
+    names = sorted(marks.iterdir(), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    pids = {p.name.split("-")[1] for p in names if p.name.startswith("parsed")}
+    assert str(os.getpid()) not in pids  # parsed in the pool, not here
+    slow_at = [p.name for p in names].index(next(p.name for p in names if p.name[:4] == "slow"))
+    assert slow_at >= 8  # all eight fast feeds were parsed before the slow one arrived
+
+
+def test_a_dying_parser_process_fails_only_its_feed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest_module.parse
+
+    def fragile(body: bytes, url: str, headers: object = None) -> ParsedFeed:
+        if b"KILL" in body:
+            os._exit(1)  # what the kernel's OOM killer or a crashing C library looks like
+        return real(body, url, headers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_module, "parse", fragile)  # inherited by the forked workers
+    sources = []
+    for i in range(9):
+        path = tmp_path / f"feed{i}.rss"
+        path.write_bytes(RSS.replace(b"<channel>", b"<channel><!-- KILL -->") if i == 4 else RSS)
+        sources.append(FeedSource(path.as_uri()))
+    results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2)
+    assert [r.status for r in results].count(FetchStatus.OK) == 8
+    bad = results[4]
+    assert bad.status is FetchStatus.FAILED and bad.error
+    assert "the parser process died reading this feed" in bad.error.message
+
+
+def test_ingest_works_inside_a_running_event_loop(tmp_path: Path) -> None:
+    """A caller that is itself asynchronous (a web app, a scheduler) can still ingest."""
+    path = tmp_path / "feed.rss"
+    path.write_bytes(RSS)
+
+    async def caller() -> int:
+        results = ingest([FeedSource(path.as_uri())], {}, FetchSettings(), NOW, 300)
+        return len(results[0].entries)
+
+    assert run_sync(caller()) == 4  # (run_sync: this thread may hold a loop already)
+
+
+# -- across runs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["3600", "date"])
+def test_retry_after_is_honoured_across_runs(
+    project: Project, httpserver: HTTPServer, header: str
+) -> None:
+    value = header if header != "date" else format_datetime(NOW + timedelta(hours=1), usegmt=True)
+    calls: list[int] = []
+
+    def handler(request: Request) -> Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return Response(status=429, headers={"Retry-After": value})
+        return Response(RSS)
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    project.feed(httpserver.url_for("/feed"), first_run_window="all")
+    project.subscriber("ada@example.org")
+    first = run(project).feeds[0]
+    assert first.status is FetchStatus.FAILED and "come back later" in (first.error or "")
+    assert "not asked again before 2026-11-28 08:00 UTC" in (first.error or "")
+    later = run(project, NOW + timedelta(minutes=59)).feeds[0]
+    assert later.status is FetchStatus.SKIPPED and "asked us to wait until" in (later.error or "")
+    assert len(calls) == 1
+    after = run(project, NOW + timedelta(hours=1, minutes=1))
+    assert after.feeds[0].status is FetchStatus.OK and len(calls) == 2
+    assert after.editions[0].entries == 4
+
+
+def rss(items: list[tuple[str | None, str | None, str]]) -> str:
+    """Items of (guid, link, title), all undated."""
+    body = "".join(
+        "<item>"
+        + (f"<guid>{g}</guid>" if g else "")
+        + (f"<link>{link}</link>" if link else "")
+        + f"<title>{t}</title><description>About {t}</description></item>"
+        for g, link, t in items
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>X</title>{body}</channel></rss>'
+    )
+
+
+def test_entries_without_guid_are_never_sent_twice(
+    project: Project, httpserver: HTTPServer
+) -> None:
+    """No guids (links only, or nothing at all), a reorder and days of outage: still once."""
+    state = {"items": [(None, "https://x.example/a", "A"), (None, None, "No link, no guid")]}
+
+    def handler(request: Request) -> Response:
+        if state.get("down"):
+            return Response("down", status=503)
+        return Response(rss(state["items"]))  # type: ignore[arg-type]
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    project.feed(httpserver.url_for("/feed"), first_run_window="all")
+    project.subscriber("ada@example.org")
+    assert run(project).editions[0].entries == 2
+    state["down"] = True
+    for day in range(1, 4):
+        outage = run(project, NOW + timedelta(days=day))
+        assert outage.feeds[0].status is FetchStatus.FAILED and outage.editions == ()
+    state["down"] = False
+    state["items"] = [
+        (None, None, "No link, no guid"),
+        (None, "https://x.example/b", "B"),
+        (None, "https://x.example/a?utm_source=rss", "A"),
+    ]
+    back = run(project, NOW + timedelta(days=4))
+    assert back.editions[0].entries == 1  # only B
+    mail = sorted(project.outbox())[-1].read_text(encoding="utf-8")
+    assert "B" in mail and "About A" not in mail and "No link" not in mail
+
+
+# -- what a person sees -----------------------------------------------------------------------
+
+
+def in_a_terminal(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal (stdout a pipe); returns code, stdout, stderr."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**env, "COLUMNS": "100", "TERM": "xterm"},
+        cwd=cwd,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=60)
+    os.close(leader)
+    return proc.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_bar_only_on_a_terminal_and_never_with_json(
+    project: Project, httpserver: HTTPServer, cli_env: dict[str, str]
+) -> None:
+    for i in range(3):
+        httpserver.expect_request(f"/f{i}").respond_with_data(RSS)
+        project.feed(httpserver.url_for(f"/f{i}"), first_run_window="all")
+    project.subscriber("ada@example.org")
+    project.data["digest"]["skip_if_empty"] = False
+    project.write()
+    args = ["--config", str(project.path), "run", "--dry-run"]
+    code, _, tty_err = in_a_terminal(args, cli_env, project.folder)
+    assert code == 0 and "Fetching feeds" in tty_err
+    code, out, tty_json_err = in_a_terminal([*args, "--json"], cli_env, project.folder)
+    assert code == 0 and "Fetching feeds" not in tty_json_err
+    assert json.loads(out)["dry_run"] is True
+    piped = subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        check=False,
+    )
+    assert piped.returncode == 0 and "Fetching feeds" not in piped.stderr
