@@ -244,7 +244,7 @@ async def _get(
                     raise FetchError(url, f"HTTP {status} {reason}".strip())
                 body = await _read_body(response, settings, url)
                 lowered = {k.lower(): v for k, v in response.headers.items()}
-                lowered["content-location"] = url
+                lowered["content-location"] = _document_url(url, lowered.get("content-location"))
                 lowered.pop("content-encoding", None)
                 return _finished(source, url, body, lowered, known, moved_to)
         except _RetryLater as exc:
@@ -290,6 +290,19 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return (when - now).total_seconds()
+
+
+def _document_url(url: str, declared: str | None) -> str:
+    """What relative links resolve against: the response's Content-Location (feedparser's
+    rule, relative to the URL read) when it is an http(s) URL, else the URL read."""
+    if declared:
+        try:
+            resolved = urljoin(url, declared.strip())
+        except ValueError:
+            return url
+        if urlsplit(resolved).scheme in ("http", "https"):
+            return resolved
+    return url
 
 
 def _why(exc: aiohttp.ClientConnectorError) -> str:
