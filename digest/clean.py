@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from dataclasses import replace
 from datetime import datetime
 
 import nh3
@@ -121,6 +122,7 @@ _BLOCK = re.compile(
 )
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#x[0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
 _SPACE = re.compile(r"\s+")
+_NOT_PLAIN = re.compile(r"[<&]|\s\s")
 #: What blog engines append to excerpts: "[…]", "[...]", "Continue reading →".
 _READ_MORE = re.compile(
     r"\s*(?:\[(?:…|\.\.\.|&hellip;)\]|(?:continue reading|read more)\W*)\s*$", re.IGNORECASE
@@ -138,13 +140,18 @@ def clean(
     key: str | None = None,
 ) -> Entry:
     """Make one entry safe and tidy. ``first_seen`` stands in for a missing date;
-    ``key`` is the entry's ``identity`` when the caller has computed it already."""
+    ``key`` is the entry's ``identity`` when the caller has computed it already.
+
+    The body is not sanitized here: an edition shows at most a few bodies among many
+    entries, so ``finish`` sanitizes those it will show. Until then ``content_html``
+    is empty and the untrusted source waits in ``body_source``.
+    """
     base = raw.base or source.url
     link = http_only(absolute(raw.link, base))
-    body = sanitize(raw.content or raw.summary or "", base)
+    fragment = (raw.content or raw.summary or "")[:MAX_SOURCE_CHARS]
     summary = plain_text(raw.summary) if raw.summary else ""
     if not summary:
-        summary = plain_text(body)
+        summary = plain_text(fragment, drop=DROPPED_WITH_CONTENT)
     trimmed = _READ_MORE.sub("", summary)
     if trimmed != summary:  # say "there is more" once, our way
         summary = trimmed if trimmed.endswith((".", "!", "?")) else trimmed.rstrip(" ,;:") + "…"
@@ -155,7 +162,6 @@ def clean(
     dated = published is not None
     if published is None or published > first_seen:
         published = first_seen
-    thumbnail = http_only(absolute(raw.thumbnail, base)) or first_image(body)
     return Entry(
         source=source,
         source_title=source_title,
@@ -164,12 +170,28 @@ def clean(
         link=link,
         canonical_link=canonical(link),
         summary=truncate(summary, summary_length),
-        content_html=body,
+        content_html="",
         published=published,
         dated=dated,
         author=truncate(plain_text(raw.author), 200) if raw.author else None,
-        thumbnail=thumbnail,
+        thumbnail=http_only(absolute(raw.thumbnail, base)),
         categories=tuple(t for t in (plain_text(c) for c in raw.categories) if t),
+        body_source=fragment,
+        body_base=base,
+    )
+
+
+def finish(entry: Entry) -> Entry:
+    """The entry with its body sanitized (``content_html``), and a thumbnail taken from
+    the body when the feed named none: for entries an edition shows."""
+    if not entry.body_source:
+        return entry
+    body = sanitize(entry.body_source, entry.body_base)
+    return replace(
+        entry,
+        content_html=body,
+        thumbnail=entry.thumbnail or first_image(body),
+        body_source="",
     )
 
 
@@ -185,17 +207,25 @@ def identity(raw: RawEntry) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def plain_text(value: str | None) -> str:
-    """Markup → one line of plain text: tags stripped, entities decoded, mojibake repaired."""
+def plain_text(value: str | None, drop: frozenset[str] = frozenset()) -> str:
+    """Markup → one line of plain text: tags stripped, entities decoded, mojibake repaired.
+    Tags in ``drop`` go with their content (script and style always do)."""
     if not value:
         return ""
+    if value.isascii() and value.isprintable() and not _NOT_PLAIN.search(value):
+        return value.strip()  # already plain: most names, categories and many titles
     value = value[:MAX_SOURCE_CHARS]
     if "<" in value:
-        value = nh3.clean(_BLOCK.sub(r" <\1", value), tags=set())
+        value = nh3.clean(
+            _BLOCK.sub(r" <\1", value),
+            tags=set(),
+            clean_content_tags=set(drop | {"script", "style"}),
+        )
     text = html.unescape(value)
     if _ENTITY.search(text):  # escaped twice by the feed: common, and never meant
         text = html.unescape(text)
-    text = "".join(c for c in text if c.isprintable() or c.isspace())
+    if not _SPACE.sub(" ", text).isprintable():  # the rare text with controls, zero-widths...
+        text = "".join(c for c in text if c.isprintable() or c.isspace())
     return _SPACE.sub(" ", repair(text)).strip()
 
 

@@ -129,12 +129,18 @@ class Entry:
     link: str | None
     canonical_link: str | None
     summary: str
-    content_html: str
+    content_html: str  # sanitized; empty until ``clean.finish`` (see ``body_source``)
     published: datetime  # UTC
     dated: bool  # False when the feed gave no date and ``published`` is when we first saw it
     author: str | None = None
     thumbnail: str | None = None
     categories: tuple[str, ...] = ()
+    #: The body as the feed wrote it: UNTRUSTED, never to be shown. ``clean.finish``
+    #: sanitizes it into ``content_html`` for the entries an edition shows (at most a
+    #: few among many, so the others never pay for it), then drops it.
+    body_source: str = ""
+    #: What relative links in ``body_source`` resolve against.
+    body_base: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from . import __version__, db, faults, health, lease, record, subscribers
+from .clean import finish
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
 from .deliver.dispatch import DispatchSettings, dispatch
@@ -328,6 +329,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
     with services.engine.connect() as conn:
         known = record.known(conn, every_entry, feed_ids)
     selection = pick(feeds, known, now, config.digest.max_items, config.digest.max_items_per_feed)
+    selection = replace(selection, items=tuple(finish(e) for e in selection.items))
     new = Counter(e.source.url for e in selection.entries)
     for d in digested:
         state = states.get(d.source.url)

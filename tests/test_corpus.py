@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import pytest
 
+from digest.clean import finish
 from digest.fetch import FetchSettings
 from digest.ingest import Digested, ingest
 from digest.model import FeedSource
@@ -145,7 +146,7 @@ def dirty(rel: str, body: bytes, result: Digested) -> list[str]:
                 as_text = f"&lt;{name}" in raw or "&amp;lt;" in raw or rel.endswith(".json")
                 if not as_text:
                     found.append(f"{rel}: markup in {text[:80]!r}")
-        active = ACTIVE.search(e.content_html)
+        active = ACTIVE.search(finish(e).content_html)
         if active:
             found.append(f"{rel}: active content in the body: {active.group(0)!r}")
     return found

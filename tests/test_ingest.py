@@ -307,3 +307,21 @@ def test_progress_bar_only_on_a_terminal_and_never_with_json(
         check=False,
     )
     assert piped.returncode == 0 and "Fetching feeds" not in piped.stderr
+
+
+def test_only_the_entries_an_edition_shows_get_their_bodies_sanitized(
+    project: Project, samples: Path
+) -> None:
+    for name in ("harbour-tech.rss", "field-notes.atom", "allotment-diary.rss"):
+        project.feed(f"samples/{name}", first_run_window="all")
+    project.data["digest"]["max_items"] = 3
+    services = pipeline.build(project.config(), clock=lambda: NOW, readonly=True)
+    try:
+        selection = pipeline.gather(services, pipeline.NoProgress(), dry_run=True).selection
+    finally:
+        services.engine.dispose()
+    assert len(selection.items) == 3 and len(selection.more) == 7
+    for e in selection.items:
+        assert e.content_html and not e.body_source
+        assert "<script" not in e.content_html and "onerror" not in e.content_html
+    assert all(not e.content_html for e in selection.more)

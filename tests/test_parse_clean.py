@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from digest.clean import clean, identity, plain_text, sanitize, truncate
+from digest.clean import clean, finish, identity, plain_text, sanitize, truncate
 from digest.errors import ParseError
 from digest.model import FeedSource, RawEntry
 from digest.parse import parse
@@ -55,7 +55,7 @@ def test_relative_links_resolve_against_xml_base_and_content_location() -> None:
     path = SAMPLES / "field-notes.atom"
     entry = parse(path.read_bytes(), "https://mirror.example/atom.xml").entries[0]
     assert entry.link == "https://fieldnotes.example/posts/counting-glaciers"
-    cleaned = clean(entry, SOURCE, "Field Notes", NOW)
+    cleaned = finish(clean(entry, SOURCE, "Field Notes", NOW))
     assert 'src="https://fieldnotes.example/images/glacier-camp.jpg"' in cleaned.content_html
     assert (
         'href="https://fieldnotes.example/posts/counting-glaciers#method"' in cleaned.content_html
@@ -246,3 +246,14 @@ def test_truncate() -> None:
     assert truncate("short", 10) == "short"
     assert truncate("one two three four five", 12) == "one two…"
     assert len(truncate("x" * 50, 10)) == 10
+
+
+def test_bodies_are_sanitized_only_when_finished() -> None:
+    hostile = '<p>Hi <img src="/a.png"></p><script>alert(1)</script><noscript>Turn on JS</noscript>'
+    e = clean(raw(content=hostile), SOURCE, "Blog", NOW)
+    assert e.content_html == "" and e.body_source  # untrusted until finished
+    assert e.summary == "Hi"  # the excerpt never holds what the body drops
+    done = finish(e)
+    assert done.content_html == '<p>Hi <img src="https://blog.example/a.png"></p>'
+    assert done.body_source == "" and done.thumbnail == "https://blog.example/a.png"
+    assert finish(done) == done

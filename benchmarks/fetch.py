@@ -1,0 +1,304 @@
+"""Benchmark: fetching and parsing many feeds, against baselines measured in the same run.
+
+    python benchmarks/fetch.py                 # 1,000 feeds × 20 entries, 100 ms latency
+    python benchmarks/fetch.py --feeds 200     # quicker, while developing
+
+N local WordPress-like feeds (a few KB per entry) on a local server with artificial
+latency, spread over 50 loopback "hosts". It prints, from one run:
+
+* ours: ``digest.ingest`` (fetch → parse → clean), the code a run uses;
+* the rss2email way: one feed at a time with ``feedparser.parse(url)`` (its own
+  fetching, its sanitizer on), timed on a sample of the feeds and scaled up;
+* the latency floor (latency × feeds ÷ concurrency) and the parse floor (feedparser
+  with ``sanitize_html=False`` and ``resolve_relative_uris=False`` over the same
+  bytes, split over the cores in a process pool);
+* the ratios and the targets: ≥ 8× faster than the rss2email way, ≤ 1.5× the larger
+  floor;
+* a second pass where nothing changed (304s, and unchanged bodies from feeds that
+  send no validators), with bytes transferred and time: target < 10% of the first;
+* the rss2email-shaped case: 100 feeds × 50 new entries into one digest through
+  the real ``digest run`` code path (SQLite, outbox), against rss2email's 54.7 s.
+
+The machine is shared: every ratio is between numbers measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import feedparser
+from feedgen import feed_xml
+from feedserver import Server, prepare, serving
+
+from digest import pipeline
+from digest.config import parse_config
+from digest.fetch import FetchSettings
+from digest.ingest import Digested, ingest
+from digest.model import FeedSource, FetchStatus
+
+NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+RSS2EMAIL_SECONDS = 54.7  # rss2email 3.14, 100 local feeds × 50 new entries (the issue)
+
+
+def cpu() -> float:
+    """CPU seconds used so far by this process and its finished children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _floor_chunk(bodies: list[bytes]) -> int:
+    count = 0
+    for body in bodies:
+        result = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
+        count += len(result.entries)
+    return count
+
+
+def parse_floor(bodies: Sequence[bytes], cores: int) -> tuple[float, float, int]:
+    """feedparser without its sanitizer over ``bodies``, in a pool of ``cores`` processes:
+    (wall seconds, CPU seconds, entries)."""
+    chunks = [list(bodies[i :: cores * 4]) for i in range(cores * 4)]
+    before = cpu()
+    with concurrent.futures.ProcessPoolExecutor(cores) as pool:
+        list(pool.map(_floor_chunk, [[] for _ in range(cores)]))  # workers up first
+        started = time.perf_counter()
+        entries = sum(pool.map(_floor_chunk, chunks))
+        wall = time.perf_counter() - started
+    return wall, cpu() - before, entries
+
+
+def rss2email_way(urls: Sequence[str]) -> tuple[float, float, int]:
+    """One feed at a time, fetched and parsed by feedparser itself, sanitizer on:
+    (wall seconds, CPU seconds, entries)."""
+    before = cpu()
+    started = time.perf_counter()
+    entries = 0
+    for url in urls:
+        result = feedparser.parse(url)
+        entries += len(result.entries)
+    return time.perf_counter() - started, cpu() - before, entries
+
+
+def ours(
+    urls: Sequence[str],
+    settings: FetchSettings,
+    validators: dict[str, object] | None = None,
+    known: dict[str, frozenset[str]] | None = None,
+) -> tuple[float, float, float, list[Digested]]:
+    """``ingest`` as a run calls it: (wall seconds, CPU seconds (the pool's included),
+    when the last fetch ended, results)."""
+    sources = [FeedSource(u, first_run_window=None) for u in urls]
+    before = cpu()
+    started = time.perf_counter()
+    last_fetch = [0.0]
+
+    def fetched(_: object) -> None:
+        last_fetch[0] = time.perf_counter() - started
+
+    results = ingest(
+        sources,
+        validators or {},  # type: ignore[arg-type]
+        settings,
+        NOW,
+        300,
+        on_fetched=fetched,
+        known=known,
+    )
+    return time.perf_counter() - started, cpu() - before, last_fetch[0], results
+
+
+def shaped_case(server: Server, feeds: int, entries: int, folder: Path) -> tuple[float, float, int]:
+    """``digest run`` (the real code path) over feeds × entries, all new, one digest."""
+    data = {
+        "digest": {
+            "title": "Benchmark",
+            "from": "Digest <digest@example.org>",
+            "base_url": "https://digest.example.org",
+            "postal_address": "1 Bench Street",
+            "first_run_window": "all",
+        },
+        "storage": {"url": f"sqlite:///{folder / 'state.db'}"},
+        "delivery": {"backend": "outbox", "outbox": {"dir": str(folder / "outbox")}},
+        "feeds": [{"url": server.url(f"/shaped/{i}", i)} for i in range(feeds)],
+        "subscribers": [{"email": "reader@example.org"}],
+    }
+    config = parse_config(data, folder / "config.toml")
+    services = pipeline.build(config)
+    try:
+        started = time.perf_counter()
+        report = pipeline.run(services)
+        first = time.perf_counter() - started
+        sent = report.editions[0].entries if report.editions else 0
+        started = time.perf_counter()
+        again = pipeline.run(services)
+        second = time.perf_counter() - started
+        assert not again.editions, "the second run found something new"
+    finally:
+        services.engine.dispose()
+    return first, second, sent
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def mark(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--feeds", type=int, default=1000)
+    ap.add_argument("--entries", type=int, default=20)
+    ap.add_argument("--latency", type=float, default=0.1, help="seconds per response")
+    ap.add_argument("--concurrency", type=int, default=20, help="fetch.concurrency")
+    ap.add_argument("--per-host", type=int, default=4, help="fetch.per_host")
+    ap.add_argument("--hosts", type=int, default=50, help="loopback addresses to spread over")
+    ap.add_argument(
+        "--rss2email-sample", type=int, default=50, help="feeds timed the rss2email way (0: all)"
+    )
+    ap.add_argument("--shaped-feeds", type=int, default=100)
+    ap.add_argument("--shaped-entries", type=int, default=50)
+    ap.add_argument("--no-shaped", action="store_true", help="skip the rss2email-shaped case")
+    args = ap.parse_args(argv)
+    cores = os.cpu_count() or 1
+    n, per = args.feeds, args.entries
+
+    started = time.perf_counter()
+    bodies = {f"/feed/{i}": feed_xml(i, per) for i in range(n)}
+    shaped = {}
+    if not args.no_shaped:
+        shaped = {f"/shaped/{i}": feed_xml(10_000 + i, args.shaped_entries) for i in range(100)}
+    validated = {p for i, p in enumerate(bodies) if i % 4 != 3} | set(shaped)
+    feeds = prepare(bodies | shaped, validated)
+    size = sum(len(b) for b in bodies.values())
+    zipped = sum(len(feeds[p].gzipped) for p in bodies)
+    print(
+        f"digest fetch benchmark: {n} feeds × {per} entries ({size / n / 1000:.0f} KB per feed, "
+        f"{zipped / n / 1000:.0f} KB gzipped), {args.latency * 1000:.0f} ms latency, "
+        f"{args.hosts} hosts, concurrency {args.concurrency} (per host {args.per_host}), "
+        f"{cores} cores, load average {os.getloadavg()[0]:.1f} "
+        f"(feeds generated in {time.perf_counter() - started:.1f} s)"
+    )
+    settings = FetchSettings(
+        timeout=120, concurrency=args.concurrency, per_host=args.per_host, max_bytes=50_000_000
+    )
+    with serving(feeds, args.latency, args.hosts) as server:
+        urls = [server.url(f"/feed/{i}", i) for i in range(n)]
+
+        server.reset()
+        wall, wall_cpu, fetch_end, results = ours(urls, settings)
+        first_stats = server.stats()
+        failed = [r for r in results if r.status is not FetchStatus.OK]
+        entries = sum(len(r.entries) for r in results)
+        if failed or entries != n * per:
+            print(f"ours: {len(failed)} feeds failed, {entries} entries: {failed[:1]}")
+            return 1
+
+        floor_parse, floor_cpu, floor_entries = parse_floor(list(bodies.values()), cores)
+        assert floor_entries == n * per
+        floor_latency = args.latency * n / args.concurrency
+
+        sample = urls if args.rss2email_sample <= 0 else urls[:: max(1, n // args.rss2email_sample)]
+        sample_time, sample_cpu, sample_entries = rss2email_way(sample)
+        assert sample_entries == len(sample) * per
+        rss2email = sample_time * n / len(sample)
+        rss2email_cpu = sample_cpu * n / len(sample)
+
+        validators = {r.source.url: r.fetched.validators for r in results}
+        known = {r.source.url: frozenset(e.identity for e in r.entries) for r in results}
+        server.reset()
+        wall2, cpu2, _, second = ours(urls, settings, validators, known)  # type: ignore[arg-type]
+        second_stats = server.stats()
+        not_modified = sum(r.fetched.status is FetchStatus.NOT_MODIFIED for r in second)
+        unchanged = sum(r.fetched.unchanged for r in second)
+        assert not_modified + unchanged == n, "the second pass saw changes"
+
+        shaped_result = None
+        if not args.no_shaped:
+            with tempfile.TemporaryDirectory() as tmp:
+                shaped_result = shaped_case(
+                    server, args.shaped_feeds, args.shaped_entries, Path(tmp)
+                )
+            shaped_sample = [server.url(f"/shaped/{i}", i) for i in range(0, args.shaped_feeds, 10)]
+            shaped_r2e, _, _ = rss2email_way(shaped_sample)
+            shaped_r2e *= args.shaped_feeds / len(shaped_sample)
+
+    floor = max(floor_parse, floor_latency)
+    which = "parse" if floor_parse >= floor_latency else "latency"
+    print()
+    print(f"  {'':58}{'seconds':>9}{'entries/s':>11}{'CPU s':>8}")
+    rows = [
+        ("ours: digest.ingest (fetch → parse → clean)", wall, wall_cpu),
+        (
+            f"rss2email way: feedparser.parse(url), one at a time ({len(sample)}-feed sample, "
+            f"× {n / len(sample):g})",
+            rss2email,
+            rss2email_cpu,
+        ),
+        (f"latency floor: {args.latency:g} s × {n} ÷ {args.concurrency}", floor_latency, None),
+        (f"parse floor: feedparser, sanitizer off, over {cores} cores", floor_parse, floor_cpu),
+    ]
+    for label, seconds, cpu_seconds in rows:
+        used = f"{cpu_seconds:8.1f}" if cpu_seconds is not None else ""
+        print(f"  {label:58.58}{seconds:9.2f}{n * per / seconds:11.0f}{used}")
+    print(f"  (ours: the last feed arrived at {fetch_end:.2f} s; parsing ran alongside)")
+    print()
+    speedup = rss2email / wall
+    over_floor = wall / floor
+    share = wall2 / wall
+    print(
+        f"  rss2email way ÷ ours           {speedup:6.1f}×   target ≥ 8×     {mark(speedup >= 8)}"
+    )
+    print(
+        f"  ours ÷ {which} floor (larger)  {over_floor:6.2f}×   target ≤ 1.5×   "
+        f"{mark(over_floor <= 1.5)}"
+    )
+    print(
+        f"  second pass, nothing changed  {wall2:6.2f} s = {share:.1%} of the first, target < 10% "
+        f"{mark(share < 0.10)}"
+    )
+    print(
+        f"    = {wall2 / floor_latency:.2f}× its latency floor ({floor_latency:.2f} s: every feed "
+        f"is still asked, {args.concurrency} at a time); CPU {cpu2:.2f} s"
+    )
+    print(
+        f"    {not_modified} × 304, {unchanged} unchanged bodies (no validators), nothing parsed; "
+        f"bytes transferred {mb(second_stats.get('body_bytes', 0))} "
+        f"(first pass {mb(first_stats.get('body_bytes', 0))})"
+    )
+    if shaped_result is not None:
+        first, again, sent = shaped_result
+        print()
+        print(
+            f"  rss2email-shaped: digest run, {args.shaped_feeds} feeds × {args.shaped_entries} "
+            f"new entries → one digest of {sent} entries: {first:.2f} s "
+            f"({sent / first:.0f} entries/s); unchanged second run {again:.2f} s"
+        )
+        print(
+            f"    rss2email 3.14 (the issue's measurement): {RSS2EMAIL_SECONDS} s → "
+            f"{RSS2EMAIL_SECONDS / first:.1f}× faster, target ≥ 10× "
+            f"{mark(RSS2EMAIL_SECONDS / first >= 10)}"
+        )
+        print(
+            f"    rss2email way in this run (feedparser.parse(url), one at a time, "
+            f"{len(shaped_sample)}-feed sample): {shaped_r2e:.2f} s → "
+            f"{shaped_r2e / first:.1f}× faster"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
