@@ -46,9 +46,12 @@ NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 MARKUP = re.compile(
     r"<\s*/?\s*(script|style|iframe|object|embed|form|img|a|div|p|span|b|i)\b", re.IGNORECASE
 )
+#: What must never reach an e-mail from a feed: code, loaded content, restyling.
 ACTIVE = re.compile(
-    r"<(script|style|iframe|object|embed|form)\b|<[^>]*\son\w+\s*=|"
-    r"(href|src)\s*=\s*[\"']?\s*(javascript|vbscript|data):",
+    r"<\s*(script|style|i?frame|object|embed|applet|form|input|button|textarea|select|meta|"
+    r"link|base|svg|math)\b|<[^>]*\s(on[a-z]+|style)\s*=|"
+    r"(href|src|action|data)\s*=\s*[\"']?\s*(javascript|vbscript|data):|"
+    r"expression\s*\(|-moz-binding",
     re.IGNORECASE,
 )
 #: Failure kinds, by the words of the error (first match wins).
