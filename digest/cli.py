@@ -349,6 +349,7 @@ def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
                 "consecutive_failures": s.consecutive_failures if s else 0,
                 "paused": bool(s and s.paused),
                 "pause_reason": s.pause_reason if s else None,
+                "retry_after": s.retry_after.isoformat() if s and s.retry_after else None,
             }
         )
     if as_json:

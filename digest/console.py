@@ -95,9 +95,16 @@ def run_summary(report: RunReport) -> None:
 
 
 def feeds_table(rows: list[dict[str, Any]]) -> None:
+    """One line per feed, however narrow the terminal: long cells end in an ellipsis."""
     table = Table(box=None, pad_edge=False)
-    for column in ("feed", "status", "last success", "failures", "last error"):
-        table.add_column(column)
+    for column, width in (
+        ("feed", 32),
+        ("status", None),
+        ("last success", None),
+        ("failures", None),
+        ("last error", None),
+    ):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for r in rows:
         table.add_row(
             r["name"],

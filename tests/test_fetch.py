@@ -227,3 +227,18 @@ def test_one_slow_feed_does_not_delay_the_rest(threaded_server: HTTPServer) -> N
     assert results[0].status is FetchStatus.FAILED
     assert all(r.status is FetchStatus.OK for r in results[1:])
     assert order[-1] == sources[0].url  # the slow one finished (failed) last
+
+
+def test_content_location_sets_the_base_for_relative_links(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(
+        RSS, headers={"Content-Location": "/blog/feed.xml"}
+    )
+    httpserver.expect_request("/plain").respond_with_data(
+        RSS, headers={"Content-Location": "javascript:alert(1)"}
+    )
+    assert fetch(httpserver.url_for("/feed")).headers["content-location"] == httpserver.url_for(
+        "/blog/feed.xml"
+    )
+    assert fetch(httpserver.url_for("/plain")).headers["content-location"] == httpserver.url_for(
+        "/plain"
+    )

@@ -325,3 +325,32 @@ def test_only_the_entries_an_edition_shows_get_their_bodies_sanitized(
         assert e.content_html and not e.body_source
         assert "<script" not in e.content_html and "onerror" not in e.content_html
     assert all(not e.content_html for e in selection.more)
+
+
+@pytest.mark.slow
+def test_feeds_shows_one_line_per_feed_however_narrow(
+    project: Project, httpserver: HTTPServer, cli_env: dict[str, str]
+) -> None:
+    long = "/a-feed-whose-address-goes-on-and-on-" + "x" * 80
+    httpserver.expect_request(long).respond_with_data(
+        "", status=429, headers={"Retry-After": "7200"}
+    )
+    httpserver.expect_request("/ok").respond_with_data(RSS)
+    project.feed(httpserver.url_for(long), name="A feed with a rather long name indeed, yes")
+    project.feed(httpserver.url_for("/ok"))
+    project.subscriber("ada@example.org")
+    project.write()
+    env = {**cli_env, "COLUMNS": "50"}
+    base = [sys.executable, "-m", "digest", "--config", str(project.path)]
+    subprocess.run([*base, "run"], env=env, capture_output=True, check=False)
+    table = subprocess.run([*base, "feeds"], env=env, capture_output=True, text=True, check=False)
+    lines = table.stdout.splitlines()
+    assert len(lines) == 3, table.stdout  # a header and one line per feed
+    assert lines[1].startswith("A feed with") and "…" in lines[1]
+    rows = json.loads(
+        subprocess.run(
+            [*base, "feeds", "--json"], env=env, capture_output=True, text=True, check=False
+        ).stdout
+    )
+    assert rows[0]["status"] == "failing" and rows[0]["retry_after"]
+    assert "HTTP 429" in rows[0]["last_error"] and rows[1]["status"] == "ok"
