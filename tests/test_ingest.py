@@ -354,3 +354,18 @@ def test_feeds_shows_one_line_per_feed_however_narrow(
     )
     assert rows[0]["status"] == "failing" and rows[0]["retry_after"]
     assert "HTTP 429" in rows[0]["last_error"] and rows[1]["status"] == "ok"
+
+
+def test_an_updated_entry_is_not_sent_again(project: Project, httpserver: HTTPServer) -> None:
+    state = {"title": "First version"}
+
+    def handler(request: Request) -> Response:
+        return Response(rss([("post-1", "https://x.example/1", state["title"])]))
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    project.feed(httpserver.url_for("/feed"), first_run_window="all")
+    project.subscriber("ada@example.org")
+    assert run(project).editions[0].entries == 1
+    state["title"] = "Second version, with a correction"
+    again = run(project, NOW + timedelta(hours=1))
+    assert again.editions == () and again.feeds[0].status is FetchStatus.OK
