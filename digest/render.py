@@ -58,7 +58,7 @@ PERSONAL_KEYS = ("unsubscribe_url", "preferences_url", "email", "name")
 SUBJECT_LIMIT = 150
 DEFAULT_SUBJECT = (
     "{{ title }}{% if top %}: {{ top }}{% endif %}"
-    "{% if count > 1 %} (+{{ count - 1 }} more){% endif %}"
+    "{% if count > 1 %} ({{ _('+%(num)s more', num=(count - 1) | number) }}){% endif %}"
 )
 #: Gmail clips an HTML part over about 102 KB; the default budget leaves room for the
 #: bytes a provider adds after hand-off (click tracking rewrites every link).
