@@ -3,6 +3,7 @@ light and dark. Screenshots go to test-artifacts/ (docs/screenshots/ holds copie
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -158,6 +159,21 @@ def test_sample_edition_in_chromium(
     assert background == ("rgb(27, 30, 36)" if scheme == "dark" else "rgb(255, 255, 255)")
     low = [(text, ratio) for text, ratio in page.evaluate(CONTRAST) if ratio < 4.5]
     assert low == [], f"text below WCAG AA contrast (4.5:1) in {scheme} mode"
+
+
+def test_layout_fits_a_phone_even_without_the_style_block(
+    browser: Any, opened: list[Opened], email_html: str
+) -> None:
+    """Clients that drop <style> (and with it every @media rule) still get one column
+    that fits: the layout is fluid by its inline styles alone."""
+    bare = re.sub(r"<style>.*?</style>", "", email_html, flags=re.DOTALL)
+    assert "@media" not in bare
+    view = Opened(browser, bare, 375, "light")
+    opened.append(view)
+    assert view.page.evaluate("document.documentElement.scrollWidth") <= 375
+    for title in view.page.locator("h3.item-title").all():
+        box = title.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 375
 
 
 def _titles_of(category: str) -> list[str]:
