@@ -62,7 +62,7 @@ class Formats:
         medium or short)."""
         return format_date(when.astimezone(self.zone), style, locale=self.locale)
 
-    def datetime(self, when: datetime, relative_to: datetime | None = None) -> str:
+    def moment(self, when: datetime, relative_to: datetime | None = None) -> str:
         """An entry's date and time: "28 Nov, 07:05"; the year only when it differs from
         ``relative_to``'s (or always, without it)."""
         local = when.astimezone(self.zone)

@@ -125,7 +125,7 @@ class Renderer:
         for env in (self.html_env, self.text_env):
             env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
             env.filters["localdate"] = self.formats.date
-            env.filters["localtime"] = self.formats.datetime
+            env.filters["localtime"] = self.formats.moment
             env.filters["number"] = self.formats.number
             env.filters["wrap"] = wrap
         self.inliner = css_inline.CSSInliner(
@@ -271,23 +271,21 @@ class Renderer:
         RenderError with its file and line; what works but is wrong comes back as words."""
         nonce = "check"
         chosen = sample.selection(now)
-        entries = chosen.entries
         shapes = [
-            Plan(len(chosen.items), len(chosen.more)),  # the whole sample
-            Plan(2, 3, short=True),  # squeezed: shortened, headlines and a count
-            Plan(0, 0, short=True),  # bare: everything counted
+            (chosen.entries, Plan(len(chosen.items), len(chosen.more))),  # the whole sample
+            (chosen.entries, Plan(2, 3, short=True)),  # squeezed: headlines and a count
+            (chosen.entries, Plan(0, 0, short=True)),  # bare: every entry counted
+            ((), Plan(0, 0)),  # nothing new
         ]
         parts = []
-        for plan in shapes:
+        for entries, plan in shapes:
             context = self._context(0, entries, plan, now, nonce)
             parts.append((self.html(context), self.text(context)))
-        empty = self._context(0, (), Plan(0, 0), now, nonce)
-        self.html(empty), self.text(empty)
         self.subject(chosen, now)
         problems = []
-        whole_html, whole_text = parts[0]
         unsubscribe = Marker(nonce, "unsubscribe_url")
         address = self.settings.postal_address
+        whole_html, whole_text = parts[0]
         for part, body, marker in (
             ("HTML", whole_html, unsubscribe.__html__()),
             ("text", whole_text, str(unsubscribe)),

@@ -155,6 +155,10 @@ def test_send_test_through_the_outbox_records_nothing(sampled: Project) -> None:
     code, _, _ = invoke(sampled, "run")
     assert code == 0 and editions(sampled) == 1
     assert len(sampled.outbox()) == 2
+    # with nothing new, the test says so (and --sample is there for that)
+    code, stdout, _ = invoke(sampled, "send-test", "me@example.org")
+    assert code == 0 and "nothing new in the feeds: --sample sends the sample edition" in stdout
+    assert editions(sampled) == 1
 
 
 def test_send_test_through_smtp(sampled: Project, tmp_path: Path) -> None:
