@@ -24,6 +24,11 @@ NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden files in tests/golden/ from the current output",
+    )
+    parser.addoption(
         "--update-corpus-baseline",
         action="store_true",
         help="rewrite tests/corpus_baseline.json from this run (tests/test_corpus.py)",
