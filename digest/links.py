@@ -5,6 +5,7 @@ Contains no business logic.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 #: Query parameters that only track where a click came from; dropped from canonical links.
@@ -36,6 +37,9 @@ TRACKING_PARAMS = frozenset(
 )
 
 
+_UNSAFE = re.compile(r"[\r\n\t\x00 ]")
+
+
 def absolute(url: str | None, base: str) -> str | None:
     """``url`` resolved against ``base``; None for empty or unparsable input."""
     if not url or not url.strip():
@@ -48,15 +52,13 @@ def absolute(url: str | None, base: str) -> str | None:
 
 def http_only(url: str | None) -> str | None:
     """The URL if it is an absolute http(s) URL with a host, else None."""
-    if not url:
+    if not url or _UNSAFE.search(url):
         return None
     try:
         parts = urlsplit(url)
     except ValueError:
         return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return None
-    if any(c in url for c in "\r\n\t\x00 "):
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or not parts.hostname:
         return None
     return url
 

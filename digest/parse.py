@@ -196,45 +196,50 @@ def _when(parsed: time.struct_time | None) -> datetime | None:
         return None
 
 
-def _entry(raw: Mapping[str, Any], feed_url: str) -> RawEntry:
+#: Plain ``dict.get``: feedparser's own ``get`` maps old key names, and warns (slowly,
+#: through the warnings machinery) each time ``updated_parsed`` is missing.
+_get = dict.get
+
+
+def _entry(raw: dict[str, Any], feed_url: str) -> RawEntry:
     content = None
     base = feed_url
-    contents = raw.get("content") or []
+    contents = _get(raw, "content") or []
     if contents:
-        html = [c for c in contents if "html" in (c.get("type") or "")]
+        html = [c for c in contents if "html" in (_get(c, "type") or "")]
         chosen = (html or contents)[0]
-        content = chosen.get("value")
-        base = chosen.get("base") or base
-    summary = raw.get("summary")
-    detail = raw.get("summary_detail") or {}
-    if base == feed_url and detail.get("base"):
+        content = _get(chosen, "value")
+        base = _get(chosen, "base") or base
+    summary = _get(raw, "summary")
+    detail = _get(raw, "summary_detail") or {}
+    if base == feed_url and _get(detail, "base"):
         base = detail["base"]
     if summary and content and summary.strip() == content.strip():
         summary = None
     return RawEntry(
-        guid=_text(raw.get("id")),
-        link=_text(raw.get("link")),
-        title=raw.get("title") or "",
+        guid=_text(_get(raw, "id")),
+        link=_text(_get(raw, "link")),
+        title=_get(raw, "title") or "",
         summary=_text(summary),
         content=_text(content),
-        author=_text(raw.get("author")),
-        published=_when(raw.get("published_parsed")),
-        updated=_when(raw.get("updated_parsed")),
+        author=_text(_get(raw, "author")),
+        published=_when(_get(raw, "published_parsed")),
+        updated=_when(_get(raw, "updated_parsed")),
         thumbnail=_thumbnail(raw),
-        categories=tuple(t["term"] for t in raw.get("tags") or [] if t.get("term")),
+        categories=tuple(t["term"] for t in _get(raw, "tags") or [] if _get(t, "term")),
         base=base,
     )
 
 
-def _thumbnail(raw: Mapping[str, Any]) -> str | None:
-    for thumb in raw.get("media_thumbnail") or []:
-        if thumb.get("url"):
+def _thumbnail(raw: dict[str, Any]) -> str | None:
+    for thumb in _get(raw, "media_thumbnail") or []:
+        if _get(thumb, "url"):
             return str(thumb["url"])
-    for media in raw.get("media_content") or []:
-        kind = (media.get("medium") or media.get("type") or "").lower()
-        if media.get("url") and kind.startswith("image"):
+    for media in _get(raw, "media_content") or []:
+        kind = (_get(media, "medium") or _get(media, "type") or "").lower()
+        if _get(media, "url") and kind.startswith("image"):
             return str(media["url"])
-    for link in raw.get("links") or []:
-        if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/"):
-            return str(link.get("href")) if link.get("href") else None
+    for link in _get(raw, "links") or []:
+        if _get(link, "rel") == "enclosure" and (_get(link, "type") or "").startswith("image/"):
+            return str(link["href"]) if _get(link, "href") else None
     return None
