@@ -119,7 +119,9 @@ def ours(
     return time.perf_counter() - started, cpu() - before, last_fetch[0], results
 
 
-def shaped_case(server: Server, feeds: int, entries: int, folder: Path) -> tuple[float, float, int]:
+def shaped_case(
+    server: Server, feeds: int, entries: int, folder: Path
+) -> tuple[float, float, float, int]:
     """``digest run`` (the real code path) over feeds × entries, all new, one digest."""
     data = {
         "digest": {
@@ -137,9 +139,11 @@ def shaped_case(server: Server, feeds: int, entries: int, folder: Path) -> tuple
     config = parse_config(data, folder / "config.toml")
     services = pipeline.build(config)
     try:
+        before = cpu()
         started = time.perf_counter()
         report = pipeline.run(services)
         first = time.perf_counter() - started
+        used = cpu() - before
         sent = report.editions[0].entries if report.editions else 0
         started = time.perf_counter()
         again = pipeline.run(services)
@@ -147,7 +151,7 @@ def shaped_case(server: Server, feeds: int, entries: int, folder: Path) -> tuple
         assert not again.editions, "the second run found something new"
     finally:
         services.engine.dispose()
-    return first, second, sent
+    return first, used, second, sent
 
 
 def mb(n: int) -> str:
@@ -280,12 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(first pass {mb(first_stats.get('body_bytes', 0))})"
     )
     if shaped_result is not None:
-        first, again, sent = shaped_result
+        first, used, again, sent = shaped_result
         print()
         print(
             f"  rss2email-shaped: digest run, {args.shaped_feeds} feeds × {args.shaped_entries} "
             f"new entries → one digest of {sent} entries: {first:.2f} s "
-            f"({sent / first:.0f} entries/s); unchanged second run {again:.2f} s"
+            f"({sent / first:.0f} entries/s, CPU {used:.1f} s); unchanged second run {again:.2f} s"
         )
         print(
             f"    rss2email 3.14 (the issue's measurement): {RSS2EMAIL_SECONDS} s → "

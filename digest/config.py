@@ -184,6 +184,7 @@ class FetchSection(Section):
     max_retry_wait: Duration = timedelta(seconds=10)
     pause_after: int = Field(10, ge=1)
     workers: int = Field(0, ge=0, le=64)
+    max_entity_expansion: int = Field(1_000_000, ge=0)
 
 
 class OutboxSection(Section):

@@ -22,7 +22,7 @@ from .clean import clean, identity
 from .errors import FeedError, ParseError
 from .fetch import FetchSettings, fetch_all, run_sync
 from .model import Entry, FeedSource, Fetched, FetchStatus, Validators
-from .parse import parse
+from .parse import MAX_ENTITY_EXPANSION, parse
 
 log = logging.getLogger(__name__)
 #: Below this many feeds to parse, a process pool costs more than it saves.
@@ -64,13 +64,16 @@ def digest_feed(
     now: datetime,
     summary_length: int,
     known: Collection[str] = frozenset(),
+    max_entity_expansion: int = MAX_ENTITY_EXPANSION,
 ) -> Digested:
     """Parse one fetched feed and clean its entries not in ``known`` (identities).
     Top-level so a process pool can run it."""
     if fetched.status is not FetchStatus.OK or fetched.unchanged:
         return Digested(fetched, error=fetched.error)
     try:
-        parsed = parse(fetched.body, fetched.url or fetched.source.url, fetched.headers)
+        parsed = parse(
+            fetched.body, fetched.url or fetched.source.url, fetched.headers, max_entity_expansion
+        )
     except FeedError as exc:
         return Digested(fetched, error=exc)
     name = display_name(fetched.source, parsed.title)
@@ -106,6 +109,7 @@ def ingest(
     if not sources:
         return []
     known = known or {}
+    expansion = settings.max_entity_expansion
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
     pool = concurrent.futures.ProcessPoolExecutor(processes) if use_pool else None
@@ -119,7 +123,9 @@ def ingest(
         if pool is not None and result.status is FetchStatus.OK and not result.unchanged:
             url = result.source.url
             try:
-                futures[url] = pool.submit(digest_feed, result, now, summary_length, ids(url))
+                futures[url] = pool.submit(
+                    digest_feed, result, now, summary_length, ids(url), expansion
+                )
             except BrokenProcessPool:
                 futures[url] = None
         if on_fetched is not None:
@@ -128,14 +134,14 @@ def ingest(
     def finish(result: Fetched) -> Digested:
         url = result.source.url
         if url not in futures:
-            return digest_feed(result, now, summary_length, ids(url))
+            return digest_feed(result, now, summary_length, ids(url), expansion)
         future = futures[url]
         if future is not None:
             try:
                 return future.result()
             except BrokenProcessPool:
                 pass
-        return _isolated(result, now, summary_length, ids(url))
+        return _isolated(result, now, summary_length, ids(url), expansion)
 
     try:
         if pool is not None:
@@ -150,14 +156,14 @@ def ingest(
 
 
 def _isolated(
-    fetched: Fetched, now: datetime, summary_length: int, known: frozenset[str]
+    fetched: Fetched, now: datetime, summary_length: int, known: frozenset[str], expansion: int
 ) -> Digested:
     """Parse one feed in a process of its own, after a worker died (killed for memory,
     or a library crashed on hostile input): the feed that did it fails alone."""
     log.warning("a parser process died; reading %s again on its own", fetched.source.url)
     with concurrent.futures.ProcessPoolExecutor(1) as solo:
         try:
-            return solo.submit(digest_feed, fetched, now, summary_length, known).result()
+            return solo.submit(digest_feed, fetched, now, summary_length, known, expansion).result()
         except BrokenProcessPool:
             error = ParseError(
                 fetched.url or fetched.source.url,

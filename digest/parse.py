@@ -52,13 +52,19 @@ def _remember_joins() -> None:
 _remember_joins()
 
 
-def parse(body: bytes, url: str, headers: Mapping[str, str] | None = None) -> ParsedFeed:
-    """Parse one feed. Raises ParseError when the bytes are not a feed at all."""
+def parse(
+    body: bytes,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    max_entity_expansion: int = MAX_ENTITY_EXPANSION,
+) -> ParsedFeed:
+    """Parse one feed. Raises ParseError when the bytes are not a feed at all, or are
+    an entity bomb (see ``entity_bomb``)."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     headers.setdefault("content-location", url)
     if jsonfeed.looks_like_json(body, headers.get("content-type", "")):
         return jsonfeed.parse(body, url)
-    bomb = entity_bomb(body)
+    bomb = entity_bomb(body, max_entity_expansion)
     if bomb:
         raise ParseError(url, bomb)
     try:
@@ -93,15 +99,15 @@ def parse(body: bytes, url: str, headers: Mapping[str, str] | None = None) -> Pa
     )
 
 
-def entity_bomb(body: bytes) -> str | None:
+def entity_bomb(body: bytes, limit: int = MAX_ENTITY_EXPANSION) -> str | None:
     """Why the XML entities this document declares are refused, or None when they are safe.
 
     expat (behind feedparser's strict parser) stops a "billion laughs" only after 8 MB
     of expansion, and feedparser's loose parser expands the declarations it deems safe
     with no limit at all: one 100 KB entity referenced 20,000 times is 2 GB of text.
     So before any parser sees the document, every internal entity's full expansion is
-    computed and multiplied by how often the document uses it; past
-    ``MAX_ENTITY_EXPANSION`` characters the feed is refused. Parameter entities with an
+    computed and multiplied by how often the document uses it; past ``limit``
+    characters (``fetch.max_entity_expansion``) the feed is refused. Parameter entities with an
     inline value (a way to declare entities indirectly) are refused too. References to
     external entities are never fetched by either parser, so they are harmless here.
     """
@@ -123,15 +129,15 @@ def entity_bomb(body: bytes) -> str | None:
         if name in sizes:
             return sizes[name]
         if depth > 20:
-            return MAX_ENTITY_EXPANSION + 1
-        sizes[name] = MAX_ENTITY_EXPANSION + 1  # a cycle counts as too big
+            return limit + 1
+        sizes[name] = limit + 1  # a cycle counts as too big
         value = values[name]
         total = len(_REFERENCE.sub("", value))
         for ref in _REFERENCE.findall(value):
             total += size(ref, depth + 1) if ref in values else len(ref) + 2
-            if total > MAX_ENTITY_EXPANSION:
+            if total > limit:
                 break
-        sizes[name] = min(total, MAX_ENTITY_EXPANSION + 1)
+        sizes[name] = min(total, limit + 1)
         return sizes[name]
 
     expansion = 0
@@ -139,11 +145,11 @@ def entity_bomb(body: bytes) -> str | None:
         uses = text.count(f"&{name};")
         if uses:
             expansion += uses * size(name)
-        if expansion > MAX_ENTITY_EXPANSION:
+        if expansion > limit:
             return (
                 "refused: the feed's XML entities would expand to more than "
-                f"{MAX_ENTITY_EXPANSION:,} characters (an entity bomb, "
-                '"billion laughs")'
+                f'{limit:,} characters (an entity bomb, "billion laughs"; '
+                "fetch.max_entity_expansion)"
             )
     return None
 

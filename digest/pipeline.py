@@ -143,6 +143,7 @@ def fetch_settings(config: Config) -> FetchSettings:
         per_host=f.per_host,
         user_agent=f.user_agent or f"digest/{__version__} (+{config.digest.base_url})",
         max_retry_wait=f.max_retry_wait.total_seconds(),
+        max_entity_expansion=f.max_entity_expansion,
     )
 
 

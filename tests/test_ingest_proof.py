@@ -335,3 +335,16 @@ def test_the_edition_goes_out_with_the_good_feeds(
     assert "HTTP 500" in rows[urls["broken"]]["last_error"]
     assert rows[urls["old"]]["moved_to"] == server.url_for("/new")
     assert rows[urls["etag"]]["status"] == "ok" and rows[urls["etag"]]["last_success_at"]
+
+
+def test_a_few_harmless_entities_pass_and_the_limit_is_configurable(server: HTTPServer) -> None:
+    doc = (
+        b'<?xml version="1.0"?>\n<!DOCTYPE rss [\n<!ENTITY site "tag:example.com,2026:">\n]>\n'
+        b'<rss version="2.0"><channel><title>t</title><item><title>One</title>'
+        b"<guid>&site;1</guid></item></channel></rss>"
+    )
+    assert parse(doc, "https://x.example/feed").entries[0].guid == "tag:example.com,2026:1"
+    server.expect_request("/feed").respond_with_data(doc, content_type="application/rss+xml")
+    got = read(server.url_for("/feed"), max_entity_expansion=10)
+    assert got.error and "fetch.max_entity_expansion" in got.error.message
+    assert read(server.url_for("/feed")).status is FetchStatus.OK
