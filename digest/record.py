@@ -262,13 +262,40 @@ def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     return count
 
 
-def pending_batches(conn: sa.Connection, edition_id: int) -> list[int]:
-    rows = conn.execute(
+def pending_batches(
+    conn: sa.Connection, edition_id: int, *, after: int = -1, limit: int | None = None
+) -> list[int]:
+    """Numbers of the edition's pending batches above ``after``, in order (``limit`` of
+    them: the dispatcher pages through an edition, whatever its size)."""
+    query = (
         sa.select(B.c.number)
-        .where((B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING))
+        .where(
+            (B.c.edition_id == edition_id)
+            & (B.c.status == BatchStatus.PENDING)
+            & (B.c.number > after)
+        )
         .order_by(B.c.number)
     )
-    return [int(r[0]) for r in rows]
+    if limit is not None:
+        query = query.limit(limit)
+    return [int(r[0]) for r in conn.execute(query)]
+
+
+def load_batches(conn: sa.Connection, edition_id: int, numbers: Sequence[int]) -> list[Batch]:
+    """These batches (ascending numbers) with their recipients, in one query."""
+    if not numbers:
+        return []
+    wanted = set(numbers)
+    rows = conn.execute(
+        sa.select(D.c.batch, D.c.subscriber_id, D.c.email, D.c.name)
+        .where((D.c.edition_id == edition_id) & D.c.batch.between(numbers[0], numbers[-1]))
+        .order_by(D.c.batch, D.c.subscriber_id)
+    )
+    groups: dict[int, list[Recipient]] = {n: [] for n in numbers}
+    for number, subscriber_id, email, name in rows:
+        if number in wanted:
+            groups[number].append(Recipient(subscriber_id, email, name))
+    return [Batch(edition_id, n, tuple(groups[n])) for n in numbers]
 
 
 def load_batch(conn: sa.Connection, edition_id: int, number: int) -> Batch:
@@ -314,7 +341,15 @@ def reject(conn: sa.Connection, edition_id: int, rejected: Mapping[int, str]) ->
 
 def requeue_failed(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     """Put failed batches back to pending (``digest resend --failed``). Returns recipients."""
-    where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.FAILED)
+    return requeue(conn, edition_id, [BatchStatus.FAILED], now)
+
+
+def requeue(
+    conn: sa.Connection, edition_id: int, statuses: Sequence[BatchStatus], now: datetime
+) -> int:
+    """Put batches in these states back to pending, and the edition back to sending.
+    Returns how many recipients they hold. ``digest resend`` does this."""
+    where = (B.c.edition_id == edition_id) & B.c.status.in_(list(statuses))
     count = int(
         conn.execute(
             sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)
