@@ -248,6 +248,7 @@ class DeliverySection(Section):
         if self.workers is not None:
             return self.workers
         return 4 if self.backend == "sendgrid" else 1
+
     outbox: OutboxSection = OutboxSection()
     smtp: SmtpSection = SmtpSection()
     sendgrid: SendgridSection = SendgridSection()
