@@ -53,6 +53,8 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TLD = r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
 _ADDRESS = re.compile(rf"{_LOCAL}@(?:{_LABEL}\.)+{_TLD}")
 _NAME_UNSAFE = re.compile(r"[;,\"\x00-\x1f\x7f]+")
+_NAME_BAD = re.compile(r'[;,"]')
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
 _FATAL = {401, 403, 404, 405, 415}
 
 
@@ -86,7 +88,19 @@ def display_name(name: str | None) -> str:
     """A ``to.name`` SendGrid accepts: one line, no ``;`` or ``,`` (it refuses those)."""
     if not name:
         return ""
+    if (  # the usual case, quickly: printable, no runs of spaces, nothing SendGrid refuses
+        len(name) <= 200
+        and name.isprintable()
+        and name == name.strip()
+        and "  " not in name
+        and _NAME_BAD.search(name) is None
+    ):
+        return name
     return " ".join(_NAME_UNSAFE.sub(" ", header_safe(name, 200)).split())
+
+
+def _escape(value: str) -> str:
+    return html.escape(value) if _HTML_SPECIAL.search(value) else value
 
 
 def message_fields(
@@ -163,25 +177,40 @@ class SendgridSender:
         self.composed = composed
         self.client = SendGridAPIClient(api_key=s.api_key, host=s.api_url)
         self.client.client.timeout = s.timeout  # the default is None: wait forever
-        self.fields = message_fields(composed, backend.letterhead, s)
-        # Only the markers the edition actually uses travel with each recipient.
-        parts = composed.subject + composed.text + composed.html
+        self.signer = backend.personalizer.signer
+        base = backend.personalizer.base_url
+        self.links = {
+            "unsubscribe_url": f"{base}/unsubscribe/",
+            "preferences_url": f"{base}/preferences/",
+        }
+        # Only the markers the edition uses travel with each recipient. A link is a fixed
+        # prefix and a token of URL-safe characters: when escaping the prefix changes
+        # nothing, its HTML spelling is its text spelling, and one substitution serves both.
+        fields = message_fields(composed, backend.letterhead, s)
+        text, html_part = fields["content"][0]["value"], fields["content"][1]["value"]
         self.markers: list[tuple[str, str | None, str | None]] = []
         for key in ("unsubscribe_url", "preferences_url", "email", "name"):
             marker = Marker(composed.nonce, key)
             h, t = marker.__html__(), str(marker)
-            if h in parts or t in parts:
-                self.markers.append((key, h if h in parts else None, t if t in parts else None))
+            if key in self.links and html.escape(self.links[key]) == self.links[key]:
+                html_part = html_part.replace(h, t)
+            uses_h = h in html_part or h in fields["subject"]
+            uses_t = t in html_part or t in text or t in fields["subject"]
+            if uses_h or uses_t:
+                self.markers.append((key, h if uses_h else None, t if uses_t else None))
+        fields["content"][1]["value"] = html_part
+        self.fields = fields
 
     def prepare(self, batch: Batch) -> Prepared:
         """The request body for a batch: pure, no I/O (built before the batch is marked
-        sending, so a crash while building leaves nothing ambiguous)."""
+        sending, so a crash while building leaves nothing ambiguous). A few microseconds
+        per recipient: a million of them go through here per edition."""
         rejected: dict[int, str] = {}
         seen: dict[str, int] = {}
         personalizations = []
-        values_of = self.backend.personalizer.values
+        token = self.signer.token
+        unsubscribe, preferences = self.links["unsubscribe_url"], self.links["preferences_url"]
         markers = self.markers
-        escape = html.escape
         for recipient in batch.recipients:
             email = recipient.email
             problem = address_problem(email)
@@ -195,22 +224,26 @@ class SendgridSender:
                 )
                 continue
             seen[low] = recipient.subscriber_id
-            values = values_of(recipient)
+            secret = token(recipient.subscriber_id, email)
+            link = unsubscribe + secret
+            name = display_name(recipient.name)
+            values = {
+                "unsubscribe_url": link,
+                "preferences_url": preferences + secret,
+                "email": email,
+                "name": name,
+            }
             subs = {}
             for key, h, t in markers:
                 value = values[key]
                 if h is not None:
-                    subs[h] = escape(value)
+                    subs[h] = _escape(value)
                 if t is not None:
                     subs[t] = value
-            to = {"email": email}
-            name = display_name(recipient.name)
-            if name:
-                to["name"] = name
             p: dict[str, Any] = {
-                "to": [to],
+                "to": [{"email": email, "name": name} if name else {"email": email}],
                 "headers": {
-                    "List-Unsubscribe": f"<{values['unsubscribe_url']}>",
+                    "List-Unsubscribe": f"<{link}>",
                     "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 },
             }
