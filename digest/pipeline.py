@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from . import __version__, db, faults, health, lease, record, subscribers
+from . import __version__, db, faults, health, lease, record, retention, subscribers
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
 from .deliver.dispatch import DispatchSettings, dispatch
@@ -296,6 +296,7 @@ def run(services: Services, progress: Progress | None = None) -> RunReport:
             composed = commit_edition(services, gathered)
             faults.point("recipients-frozen")
             editions.append(deliver(services, composed.edition_id, progress, resumed=False))
+        compact_ledger(services)
     progress.done()
     return RunReport(
         editions=tuple(editions),
@@ -474,6 +475,19 @@ def deliver(
         status=tally.status,
         problems=tuple(problems),
     )
+
+
+def compact_ledger(services: Services) -> None:
+    """Per-recipient rows of editions finished before ``delivery.keep_ledger`` → counts."""
+    keep = services.config.delivery.keep_ledger
+    done = retention.compact(services.engine, services.clock() - keep)
+    if done.editions:
+        log.info(
+            "compacted %s edition(s) older than %s: %s delivery rows removed",
+            done.editions,
+            keep,
+            done.deliveries,
+        )
 
 
 def preview(services: Services, progress: Progress | None = None) -> tuple[Composed, Gathered]:

@@ -241,8 +241,29 @@ def edition_entry_count(conn: sa.Connection, edition_id: int) -> int:
 # -- batches ------------------------------------------------------------------------------
 
 
+DEPARTED = "unsubscribed or removed before this edition reached them: not sent"
+
+
 def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
-    """After a crash: batches caught ``sending`` become ``unknown``. Returns recipients."""
+    """Before an unfinished edition goes on (after a crash, a fatal error, or for
+    ``digest resend``): batches caught ``sending`` become ``unknown``; recipients of the
+    batches still to send who are no longer active subscribers are left out. Returns the
+    recipients now unknown."""
+    S = schema.subscribers
+    pending = sa.select(B.c.number).where(
+        (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING)
+    )
+    active = sa.select(S.c.id).where(S.c.status == "active")
+    conn.execute(
+        sa.update(D)
+        .where(
+            (D.c.edition_id == edition_id)
+            & D.c.error.is_(None)
+            & D.c.batch.in_(pending)
+            & D.c.subscriber_id.not_in(active)
+        )
+        .values(error=DEPARTED)
+    )
     where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.SENDING)
     count = int(
         conn.execute(
@@ -287,11 +308,15 @@ def load_batches(conn: sa.Connection, edition_id: int, numbers: Sequence[int]) -
         return []
     rows = conn.execute(
         sa.select(D.c.batch, D.c.subscriber_id, D.c.email, D.c.name)
-        .where((D.c.edition_id == edition_id) & D.c.batch.between(numbers[0], numbers[-1]))
+        .where(
+            (D.c.edition_id == edition_id)
+            & D.c.batch.between(numbers[0], numbers[-1])
+            & D.c.error.is_(None)  # left out on purpose (see ``recover``)
+        )
         .order_by(D.c.batch)  # within a batch, any order will do
     )
     groups: dict[int, list[Recipient]] = {n: [] for n in numbers}
-    for number, subscriber_id, email, name in rows.tuples():
+    for number, subscriber_id, email, name in rows:
         group = groups.get(number)
         if group is not None:  # a batch in the range that is not pending is left out
             group.append(Recipient(subscriber_id, email, name))
