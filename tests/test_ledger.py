@@ -3,6 +3,7 @@ compaction of old editions, and loading an edition page by page."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections import Counter
@@ -22,6 +23,7 @@ from digest.model import EditionStatus
 
 from .conftest import NOW, SAMPLES, Project
 from .sendgrid_server import DEFAULT_API_KEY, Fault, SendGridServer
+from .test_db import postgres_url as postgres_url  # the fixture
 
 
 @pytest.fixture(autouse=True)
@@ -212,3 +214,47 @@ def test_an_edition_is_loaded_a_page_at_a_time(
 def test_resend_is_listed_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "`digest resend --edition ID" in readme
+
+
+@pytest.mark.postgres
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_ledger_on_postgresql(
+    project: Project, sendgrid_server: SendGridServer, postgres_url: str
+) -> None:
+    from digest import db
+
+    db.connect(postgres_url, auto_upgrade=True).dispose()
+    project.data["storage"] = {"url": postgres_url}
+    setup(project, sendgrid_server, n=35)
+    project.data["delivery"]["workers"] = 3
+    project.write()
+    sendgrid_server.script(Fault(), Fault(status=400, message="Bad Request"))
+    code, report, _ = cli(project, "run", "--json")
+    assert code == 1 and report is not None
+    (edition,) = report["editions"]
+    assert (edition["recipients_delivered"], edition["recipients_failed"]) == (25, 10)
+    engine = project.engine()
+    with engine.begin() as conn:  # someone leaves before the re-send
+        failed = conn.execute(
+            sa.select(schema.deliveries.c.email)
+            .join(
+                schema.batches,
+                (schema.batches.c.edition_id == schema.deliveries.c.edition_id)
+                & (schema.batches.c.number == schema.deliveries.c.batch),
+            )
+            .where(schema.batches.c.status == "failed")
+        ).first()
+        assert failed is not None
+        s = subscribers.get(conn, failed.email)
+        assert s is not None
+        subscribers.unsubscribe(conn, s.id, NOW + timedelta(hours=1), "one-click")
+    code, report, _ = cli(project, "resend", "--edition", str(edition["id"]), "--failed", "--json")
+    assert report is not None
+    (again,) = report["editions"]
+    assert (again["recipients_delivered"], again["recipients_failed"]) == (34, 1)
+    got = Counter(sendgrid_server.recipients())
+    assert len(got) == 34 and set(got.values()) == {1} and failed.email not in got
+    done = retention.compact(engine, NOW + timedelta(days=3650))
+    assert (done.editions, done.deliveries) == (1, 35)
+    engine.dispose()
+    gc.collect()  # the CLI's engines (in this process) close their connections here
