@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import sqlalchemy as sa
 
 from . import __version__, console, db, health, pipeline, subscribers
 from .config import Config, load_config, warnings_for
@@ -63,6 +64,14 @@ def handled(func: F) -> F:
             sys.exit(EXIT_BUSY)
         except DigestError as exc:
             console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            sys.exit(EXIT_FAILED)
+        except sa.exc.OperationalError as exc:  # locked, unreachable, disk full...
+            logging.getLogger("digest").debug("database error", exc_info=True)
+            console.err.print(
+                f"[red]error:[/red] the database failed: {exc.orig} (storage.url; -vv shows "
+                "the traceback)",
+                markup=True,
+            )
             sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
@@ -382,8 +391,6 @@ def db_upgrade(state: State) -> None:
 @handled
 def db_status(state: State) -> None:
     """Show the schema revision and what this version needs."""
-    import sqlalchemy as sa
-
     engine = sa.create_engine(state.config.storage_url)
     console.out.print(
         f"database: {engine.url!r}\nschema: {db.current_revision(engine) or 'none'}"

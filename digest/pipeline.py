@@ -280,6 +280,18 @@ def run(services: Services, progress: Progress | None = None) -> RunReport:
         editions = [
             deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
         ]
+        stuck = [e.id for e in editions if e.status is EditionStatus.SENDING]
+        if stuck:
+            # Delivery itself is failing (bad credentials, server down): a new edition
+            # would only pile up behind it. Fix the cause; the next run resumes.
+            progress.done()
+            return RunReport(
+                editions=tuple(editions),
+                feeds=(),
+                skipped=f"edition {stuck[0]} is still unfinished: no new edition until it is "
+                "delivered (see its problems)",
+                seconds=round(time.perf_counter() - started, 3),
+            )
         gathered = gather(services, progress)
         selection, feed_reports = gathered.selection, gathered.reports
         skipped: str | None = None
@@ -314,7 +326,6 @@ class Gathered:
     selection: Selection
     reports: tuple[FeedReport, ...]
     feed_ids: dict[str, int]
-    skipped_feeds: tuple[FeedReport, ...] = ()
 
 
 def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gathered:
