@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -221,15 +222,15 @@ class SendgridSection(Section):
     asm_group_id: int | None = Field(None, ge=1)
     categories: tuple[str, ...] = ("digest",)
 
-    @model_validator(mode="after")
-    def _categories_fit(self) -> SendgridSection:
-        cats = self.categories
+    @field_validator("categories")
+    @classmethod
+    def _categories_fit(cls, cats: tuple[str, ...]) -> tuple[str, ...]:
         if len(cats) > 10 or len(set(cats)) != len(cats):
-            raise ValueError("categories: at most 10, each once (SendGrid's limit)")
+            raise ValueError("at most 10, each once (SendGrid's limit)")
         for c in cats:
-            if not c or len(c) > 255 or any(ord(ch) < 32 for ch in c):
-                raise ValueError(f"categories: {c!r} is not usable: 1 to 255 characters, one line")
-        return self
+            if not c or len(c) > 255 or not c.isprintable():
+                raise ValueError(f"{c!r} is not usable: 1 to 255 characters, one line")
+        return cats
 
 
 class DeliverySection(Section):
@@ -445,7 +446,7 @@ def _describe(err: Any, raw: dict[str, Any]) -> str:
         if message.startswith(prefix):
             message = message[len(prefix) :]
     # raised by a section's own validator, key first
-    for own in ("cron", "subject", "dkim_key_file", "categories"):
+    for own in ("cron", "subject", "dkim_key_file"):
         if message.startswith(own + ": "):
             return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
     if message.startswith("feeds["):  # raised by Config's own validator, key included

@@ -328,3 +328,30 @@ def test_random_kills_never_send_twice_never_lose_silently(
         ambiguous += bool(s.ledger()[0])
     assert kills >= 16
     assert ambiguous, f"no kill landed while a batch was in flight {seed_note.format(moments)}"
+
+
+def test_after_a_crash_run_json_lists_the_resumed_edition_and_the_new_one(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    feed = tmp_path / "feed.atom"
+    feed.write_text((SAMPLES / "field-notes.atom").read_text(encoding="utf-8"), encoding="utf-8")
+    s = Scenario(tmp_path / "p", cli_env, {"backend": "outbox"}, 3)
+    s.project.data["feeds"] = [{"url": str(feed), "first_run_window": "all"}]
+    s.project.write()
+    assert s.run("batch-marked-sending:2") == -9
+    new_entry = """  <entry>
+    <title>A new post after the crash</title>
+    <link href="posts/after" rel="alternate"/>
+    <id>tag:fieldnotes.example,2026:after</id>
+    <published>2026-11-27T08:00:00Z</published>
+    <summary>Fresh.</summary>
+  </entry>
+</feed>"""
+    feed.write_text(feed.read_text(encoding="utf-8").replace("</feed>", new_entry))
+    assert s.run() == 1  # one recipient of the first edition is unknown
+    (report,) = s.reports
+    first, second = report["editions"]
+    assert (first["id"], first["resumed"], first["recipients_unknown"]) == (1, True, 1)
+    assert (first["recipients_delivered"], first["status"]) == (2, "done")
+    assert (second["id"], second["resumed"], second["entries"]) == (2, False, 1)
+    assert second["recipients_delivered"] == 3 and not report["skipped"]

@@ -510,3 +510,28 @@ def test_concurrent_workers_send_each_batch_once(
     tally, _, _ = run(engine, backend(server, batch_size=7), composed, FakeTime(), workers=6)
     assert tally.delivered == 500
     assert Counter(server.recipients()) == Counter(emails)
+
+
+def test_config_errors_name_the_key(project: Project) -> None:
+    project.feed(str(SAMPLES / "field-notes.atom"))
+    project.data["delivery"] = {
+        "backend": "sendgrid",
+        "sendgrid": {"categories": [f"c{i}" for i in range(11)], "batch_size": 1001},
+        "smtp": {"dkim_selector": "s"},
+    }
+    with pytest.raises(ConfigError) as info:
+        project.config()
+    text = str(info.value)
+    assert "delivery.sendgrid.categories: at most 10" in text
+    assert "delivery.sendgrid.batch_size" in text and "1000" in text
+    assert "delivery.smtp.dkim_key_file: set dkim_key_file, dkim_selector and dkim_domain" in text
+
+
+def test_workers_default_by_backend(project: Project) -> None:
+    project.feed(str(SAMPLES / "field-notes.atom"))
+    project.data["delivery"] = {"backend": "sendgrid"}
+    assert project.config().delivery.effective_workers == 4
+    project.data["delivery"] = {"backend": "smtp"}
+    assert project.config().delivery.effective_workers == 1
+    project.data["delivery"] = {"backend": "smtp", "workers": 3}
+    assert project.config().delivery.effective_workers == 3
