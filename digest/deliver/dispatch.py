@@ -230,7 +230,10 @@ def _work(
                 shared.fail(exc)
                 continue
             faults.point("between-batches")
-            shared.settled(result)
+            try:
+                shared.settled(result)  # calls the progress display: never let it kill us
+            except BaseException as exc:
+                shared.fail(exc)
             if result.fatal:
                 log.error("edition %s stopped: %s", batch.edition_id, result.detail)
     finally:
