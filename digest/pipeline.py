@@ -107,13 +107,25 @@ def letterhead(config: Config) -> Letterhead:
 
 
 def render_settings(config: Config) -> RenderSettings:
-    d = config.digest
+    d, e = config.digest, config.email
+    templates = config.resolve(e.templates) if e.templates else None
+    if templates is not None and not templates.is_dir():
+        raise ConfigError(
+            str(config.path),
+            [f"email.templates: {templates} is not a folder: create it, or remove the key"],
+        )
     return RenderSettings(
         title=d.title,
         base_url=d.base_url,
         postal_address=d.postal_address,
-        timezone=config.schedule.timezone,
+        timezone=e.timezone or config.schedule.timezone,
         subject=d.subject,
+        templates=templates,
+        locale=e.locale,
+        group_by=e.group_by,
+        thumbnails=e.thumbnails,
+        contents_from=e.contents_from,
+        max_bytes=e.max_bytes,
     )
 
 

@@ -41,9 +41,12 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A Playwright Browser on the system Chromium; skips where there is none."""
+    """A Playwright Browser on the system Chromium; skips where there is none.
+
+    Module-scoped: while Playwright's sync API is open it keeps an event loop running
+    in this thread, which makes ``asyncio.run`` fail in every later test."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("Chromium is not installed (Debian: apt install chromium)")

@@ -59,6 +59,10 @@ class Sender(Protocol):
         UnansweredError) or PermanentDeliveryError."""
         ...
 
+    def send(self, batch: Batch) -> Sent:
+        """``deliver(prepare(batch))``: for one-off sends outside the ledger (send-test)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -113,7 +113,8 @@ def message_fields(
         sender["name"] = display_name(name)
     body: dict[str, Any] = {
         "from": sender,
-        "subject": header_safe(composed.subject, 998) or "Digest",
+        "subject": header_safe(("[TEST] " if composed.test else "") + composed.subject, 998)
+        or "Digest",
         "content": [
             {"type": "text/plain", "value": composed.text or " "},
             {"type": "text/html", "value": composed.html or " "},
@@ -125,6 +126,9 @@ def message_fields(
         # Echoed in every Event Webhook event: which edition a bounce or complaint is about.
         "custom_args": {"digest_edition": str(composed.edition_id)},
     }
+    if composed.test:  # digest send-test: not an edition's delivery
+        body["custom_args"] = {"digest_test": "1"}
+        body["headers"]["X-Digest-Edition"] = "test"
     if letterhead.reply_to:
         rname, raddr = parseaddr(letterhead.reply_to)
         reply: dict[str, str] = {"email": raddr}
