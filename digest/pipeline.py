@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 
@@ -47,6 +47,9 @@ from .model import (
 from .pick import pick
 from .render import Renderer, RenderSettings
 from .tokens import Signer, load_key
+
+if TYPE_CHECKING:
+    from .deliver.smtp import DkimKey
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +220,7 @@ def sendgrid_backend(config: Config, head: Letterhead, personalizer: Personalize
     )
 
 
-def _dkim_key(config: Config) -> Any:
+def _dkim_key(config: Config) -> DkimKey | None:
     s = config.delivery.smtp
     if not (s.dkim_key_file and s.dkim_selector and s.dkim_domain):
         return None
