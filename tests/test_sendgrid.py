@@ -535,3 +535,16 @@ def test_workers_default_by_backend(project: Project) -> None:
     assert project.config().delivery.effective_workers == 1
     project.data["delivery"] = {"backend": "smtp", "workers": 3}
     assert project.config().delivery.effective_workers == 3
+
+
+def test_send_test_goes_through_sendgrid_marked_as_a_test(
+    engine: sa.Engine, sendgrid_server: SendGridServer, ten: Composed
+) -> None:
+    from digest.preview import send_test
+
+    sent = send_test(backend(sendgrid_server), ten, "tester@example.org")
+    (request,) = sendgrid_server.requests
+    assert request.accepted and sent.provider_id == request.message_id
+    assert request.recipients == ["tester@example.org"]
+    assert request.body["subject"].startswith("[TEST] ")
+    assert request.body["custom_args"] == {"digest_test": "1"}
