@@ -22,13 +22,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
-
-import sqlalchemy as sa
-
-from . import __version__, db, faults, health, lease, record, subscribers
-from .clean import finish
+        fetch=replace(fetch_settings(config), clock=clock),
+        dispatch=dispatch_settings(config, sleep, clock, should_stop),
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
 from .deliver.dispatch import DispatchSettings, dispatch
@@ -48,6 +43,9 @@ from .model import (
 from .pick import pick
 from .render import Renderer, RenderSettings
 from .tokens import Signer, load_key
+
+if TYPE_CHECKING:
+    from .deliver.smtp import DkimKey
 
 log = logging.getLogger(__name__)
 #: Entries the ledger learned this recently are not cleaned again (see ingest).
@@ -156,6 +154,8 @@ def make_backend(config: Config, signer: Signer) -> Backend:
         from .deliver.outbox import OutboxBackend
 
         return OutboxBackend(config.resolve(config.delivery.outbox.dir), head, personalizer)
+    if kind == "sendgrid":
+        return sendgrid_backend(config, head, personalizer)
     if kind == "smtp":
         from .deliver.smtp import SmtpBackend, SmtpSettings
 
@@ -178,12 +178,75 @@ def make_backend(config: Config, signer: Signer) -> Backend:
                 password=password,
                 timeout=s.timeout.total_seconds(),
                 ca_file=config.resolve(s.ca_file) if s.ca_file else None,
+                max_per_connection=s.max_per_connection,
+                rate=s.rate,
+                dkim=_dkim_key(config),
             ),
             head,
             personalizer,
         )
     raise ConfigError(
         str(config.path), [f"delivery.backend: {kind!r} is not available in this version"]
+    )
+
+
+def sendgrid_backend(config: Config, head: Letterhead, personalizer: Personalizer) -> Backend:
+    from .deliver.sendgrid import SendgridBackend, SendgridSettings
+
+    s = config.delivery.sendgrid
+    key = config.secret_from_env(s.api_key_env)
+    if key is None:
+        raise ConfigError(
+            str(config.path),
+            [
+                f"delivery.sendgrid.api_key_env: the environment variable {s.api_key_env} is "
+                f"not set: export {s.api_key_env}=SG.... with a SendGrid API key that has the "
+                "Mail Send permission"
+            ],
+        )
+    return SendgridBackend(
+        SendgridSettings(
+            api_key=key,
+            api_url=s.api_url,
+            batch_size=s.batch_size,
+            timeout=s.timeout.total_seconds(),
+            sandbox=s.sandbox,
+            asm_group_id=s.asm_group_id,
+            categories=tuple(s.categories),
+        ),
+        head,
+        personalizer,
+    )
+
+
+def _dkim_key(config: Config) -> DkimKey | None:
+    s = config.delivery.smtp
+    if not (s.dkim_key_file and s.dkim_selector and s.dkim_domain):
+        return None
+    from .deliver.smtp import load_dkim_key
+
+    try:
+        return load_dkim_key(config.resolve(s.dkim_key_file), s.dkim_selector, s.dkim_domain)
+    except ValueError as exc:
+        raise ConfigError(str(config.path), [f"delivery.smtp.dkim_key_file: {exc}"]) from None
+
+
+def dispatch_settings(
+    config: Config,
+    sleep: Callable[[float], None],
+    clock: Callable[[], datetime],
+    should_stop: Callable[[], bool],
+) -> DispatchSettings:
+    d = config.delivery
+    return DispatchSettings(
+        workers=d.effective_workers,
+        retries=d.retries,
+        backoff=d.retry_backoff.total_seconds(),
+        max_wait=d.max_retry_wait.total_seconds(),
+        retry_unanswered=d.retry_unanswered,
+        sleep=sleep,
+        clock=clock,
+        should_stop=should_stop,
     )
 
 
@@ -200,12 +263,12 @@ def build(
     with a throwaway key instead of creating the real one."""
     engine = engine or db.connect(config.storage_url)
     signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
-    d = config.delivery
     return Services(
         config=config,
         engine=engine,
         backend=make_backend(config, signer),
         renderer=Renderer(render_settings(config)),
+<<<<<<< HEAD
         fetch=replace(fetch_settings(config), clock=clock),
         dispatch=DispatchSettings(
             workers=1,
@@ -215,6 +278,10 @@ def build(
             clock=clock,
             should_stop=should_stop,
         ),
+=======
+        fetch=fetch_settings(config),
+        dispatch=dispatch_settings(config, sleep, clock, should_stop),
+>>>>>>> main
         clock=clock,
     )
 
@@ -267,6 +334,7 @@ def run(services: Services, progress: Progress | None = None) -> RunReport:
             composed = commit_edition(services, gathered)
             faults.point("recipients-frozen")
             editions.append(deliver(services, composed.edition_id, progress, resumed=False))
+        compact_ledger(services)
     progress.done()
     return RunReport(
         editions=tuple(editions),
@@ -448,6 +516,19 @@ def deliver(
         status=tally.status,
         problems=tuple(problems),
     )
+
+
+def compact_ledger(services: Services) -> None:
+    """Per-recipient rows of editions finished before ``delivery.keep_ledger`` → counts."""
+    keep = services.config.delivery.keep_ledger
+    done = retention.compact(services.engine, services.clock() - keep)
+    if done.editions:
+        log.info(
+            "compacted %s edition(s) older than %s: %s delivery rows removed",
+            done.editions,
+            keep,
+            done.deliveries,
+        )
 
 
 def preview(services: Services, progress: Progress | None = None) -> tuple[Composed, Gathered]:
