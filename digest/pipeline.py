@@ -22,8 +22,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-        fetch=replace(fetch_settings(config), clock=clock),
-        dispatch=dispatch_settings(config, sleep, clock, should_stop),
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+import sqlalchemy as sa
+
+from . import __version__, db, faults, health, lease, record, retention, subscribers
+from .clean import finish
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
 from .deliver.dispatch import DispatchSettings, dispatch
@@ -268,20 +273,8 @@ def build(
         engine=engine,
         backend=make_backend(config, signer),
         renderer=Renderer(render_settings(config)),
-<<<<<<< HEAD
         fetch=replace(fetch_settings(config), clock=clock),
-        dispatch=DispatchSettings(
-            workers=1,
-            retries=d.retries,
-            backoff=d.retry_backoff.total_seconds(),
-            sleep=sleep,
-            clock=clock,
-            should_stop=should_stop,
-        ),
-=======
-        fetch=fetch_settings(config),
         dispatch=dispatch_settings(config, sleep, clock, should_stop),
->>>>>>> main
         clock=clock,
     )
 
