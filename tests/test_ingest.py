@@ -118,8 +118,8 @@ def test_parsing_overlaps_fetching(
     marks.mkdir()
     real = ingest_module.parse
 
-    def noting(body: bytes, url: str, headers: object = None) -> ParsedFeed:
-        result = real(body, url, headers)  # type: ignore[arg-type]
+    def noting(body: bytes, url: str, *rest: object) -> ParsedFeed:
+        result = real(body, url, *rest)  # type: ignore[arg-type]
         (marks / f"parsed-{os.getpid()}-{time.monotonic_ns()}").write_text(url)
         return result
 
@@ -150,10 +150,10 @@ def test_a_dying_parser_process_fails_only_its_feed(
 ) -> None:
     real = ingest_module.parse
 
-    def fragile(body: bytes, url: str, headers: object = None) -> ParsedFeed:
+    def fragile(body: bytes, url: str, *rest: object) -> ParsedFeed:
         if b"KILL" in body:
             os._exit(1)  # what the kernel's OOM killer or a crashing C library looks like
-        return real(body, url, headers)  # type: ignore[arg-type]
+        return real(body, url, *rest)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ingest_module, "parse", fragile)  # inherited by the forked workers
     sources = []
