@@ -186,6 +186,7 @@ class FetchSection(Section):
     pause_after: int = Field(10, ge=1)
     workers: int = Field(0, ge=0, le=64)
     max_entity_expansion: int = Field(1_000_000, ge=0)
+    max_entries: int = Field(1000, ge=1)
 
 
 class OutboxSection(Section):

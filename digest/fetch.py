@@ -67,8 +67,10 @@ class FetchSettings:
     per_host: int = 4
     user_agent: str = f"digest/{__version__}"
     max_retry_wait: float = 10.0
-    #: Read by parsing: the most characters a feed's XML entities may expand to.
+    #: Read by parsing: the most characters a feed's XML entities may expand to...
     max_entity_expansion: int = 1_000_000
+    #: ...and the most entries taken from one feed (the newest).
+    max_entries: int = 1000
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
     clock: Clock = field(default=_utcnow, compare=False)
 

@@ -22,7 +22,7 @@ from .clean import clean, identity
 from .errors import FeedError, ParseError
 from .fetch import FetchSettings, fetch_all, run_sync
 from .model import Entry, FeedSource, Fetched, FetchStatus, Validators
-from .parse import MAX_ENTITY_EXPANSION, parse
+from .parse import DEFAULT_LIMITS, ParseLimits, parse
 
 log = logging.getLogger(__name__)
 #: Below this many feeds to parse, a process pool costs more than it saves.
@@ -64,16 +64,14 @@ def digest_feed(
     now: datetime,
     summary_length: int,
     known: Collection[str] = frozenset(),
-    max_entity_expansion: int = MAX_ENTITY_EXPANSION,
+    limits: ParseLimits = DEFAULT_LIMITS,
 ) -> Digested:
     """Parse one fetched feed and clean its entries not in ``known`` (identities).
     Top-level so a process pool can run it."""
     if fetched.status is not FetchStatus.OK or fetched.unchanged:
         return Digested(fetched, error=fetched.error)
     try:
-        parsed = parse(
-            fetched.body, fetched.url or fetched.source.url, fetched.headers, max_entity_expansion
-        )
+        parsed = parse(fetched.body, fetched.url or fetched.source.url, fetched.headers, limits)
     except FeedError as exc:
         return Digested(fetched, error=exc)
     name = display_name(fetched.source, parsed.title)
@@ -109,7 +107,7 @@ def ingest(
     if not sources:
         return []
     known = known or {}
-    expansion = settings.max_entity_expansion
+    limits = ParseLimits(settings.max_entity_expansion, settings.max_entries)
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
     pool = concurrent.futures.ProcessPoolExecutor(processes) if use_pool else None
@@ -124,7 +122,7 @@ def ingest(
             url = result.source.url
             try:
                 futures[url] = pool.submit(
-                    digest_feed, result, now, summary_length, ids(url), expansion
+                    digest_feed, result, now, summary_length, ids(url), limits
                 )
             except BrokenProcessPool:
                 futures[url] = None
@@ -134,14 +132,14 @@ def ingest(
     def finish(result: Fetched) -> Digested:
         url = result.source.url
         if url not in futures:
-            return digest_feed(result, now, summary_length, ids(url), expansion)
+            return digest_feed(result, now, summary_length, ids(url), limits)
         future = futures[url]
         if future is not None:
             try:
                 return future.result()
             except BrokenProcessPool:
                 pass
-        return _isolated(result, now, summary_length, ids(url), expansion)
+        return _isolated(result, now, summary_length, ids(url), limits)
 
     try:
         if pool is not None:
@@ -156,14 +154,18 @@ def ingest(
 
 
 def _isolated(
-    fetched: Fetched, now: datetime, summary_length: int, known: frozenset[str], expansion: int
+    fetched: Fetched,
+    now: datetime,
+    summary_length: int,
+    known: frozenset[str],
+    limits: ParseLimits,
 ) -> Digested:
     """Parse one feed in a process of its own, after a worker died (killed for memory,
     or a library crashed on hostile input): the feed that did it fails alone."""
     log.warning("a parser process died; reading %s again on its own", fetched.source.url)
     with concurrent.futures.ProcessPoolExecutor(1) as solo:
         try:
-            return solo.submit(digest_feed, fetched, now, summary_length, known, expansion).result()
+            return solo.submit(digest_feed, fetched, now, summary_length, known, limits).result()
         except BrokenProcessPool:
             error = ParseError(
                 fetched.url or fetched.source.url,

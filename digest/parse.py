@@ -14,7 +14,8 @@ import calendar
 import functools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,20 @@ from .model import ParsedFeed, RawEntry
 _SURVIVABLE = ("CharacterEncodingOverride", "NonXMLContentType", "CharacterEncodingUnknown")
 #: Most text all the XML entities a feed declares may expand to, in characters.
 MAX_ENTITY_EXPANSION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """The ``[fetch]`` limits that parsing enforces."""
+
+    #: Most characters a feed's XML entities may expand to (see ``entity_bomb``).
+    max_entity_expansion: int = MAX_ENTITY_EXPANSION
+    #: Most entries taken from one feed: the newest ones.
+    max_entries: int = 1000
+
+
+DEFAULT_LIMITS = ParseLimits()
+
 _DECLARATION = re.compile(
     r"<!ENTITY\s+(%\s+)?([^\s\"'>]+)\s+(?:\"([^\"]*)\"|'([^']*)'|(SYSTEM|PUBLIC)\b)"
 )
@@ -56,17 +71,43 @@ def parse(
     body: bytes,
     url: str,
     headers: Mapping[str, str] | None = None,
-    max_entity_expansion: int = MAX_ENTITY_EXPANSION,
+    limits: ParseLimits = DEFAULT_LIMITS,
 ) -> ParsedFeed:
     """Parse one feed. Raises ParseError when the bytes are not a feed at all, or are
-    an entity bomb (see ``entity_bomb``)."""
+    an entity bomb (see ``entity_bomb``). At most ``limits.max_entries`` entries are
+    kept: the newest."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     headers.setdefault("content-location", url)
     if jsonfeed.looks_like_json(body, headers.get("content-type", "")):
-        return jsonfeed.parse(body, url)
-    bomb = entity_bomb(body, max_entity_expansion)
-    if bomb:
-        raise ParseError(url, bomb)
+        parsed = jsonfeed.parse(body, url)
+    else:
+        bomb = entity_bomb(body, limits.max_entity_expansion)
+        if bomb:
+            raise ParseError(url, bomb)
+        parsed = _parse(body, url, headers)
+    if len(parsed.entries) <= limits.max_entries:
+        return parsed
+    note = (
+        f"kept the {limits.max_entries:,} newest of {len(parsed.entries):,} entries "
+        "(fetch.max_entries)"
+    )
+    entries = newest(parsed.entries, limits.max_entries)
+    return replace(parsed, entries=entries, warnings=(*parsed.warnings, note))
+
+
+def newest(entries: Sequence[RawEntry], count: int) -> tuple[RawEntry, ...]:
+    """The ``count`` newest entries, in the feed's order: dated ones by date, then
+    undated ones as the feed lists them."""
+
+    def key(i: int) -> tuple[int, float, int]:
+        when = entries[i].published or entries[i].updated
+        return (0, -when.timestamp(), i) if when else (1, 0.0, i)
+
+    keep = set(sorted(range(len(entries)), key=key)[:count])
+    return tuple(e for i, e in enumerate(entries) if i in keep)
+
+
+def _parse(body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     try:
         result = feedparser.parse(
             body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False

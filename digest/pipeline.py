@@ -147,6 +147,7 @@ def fetch_settings(config: Config) -> FetchSettings:
         user_agent=f.user_agent or f"digest/{__version__} (+{config.digest.base_url})",
         max_retry_wait=f.max_retry_wait.total_seconds(),
         max_entity_expansion=f.max_entity_expansion,
+        max_entries=f.max_entries,
     )
 
 
@@ -406,6 +407,8 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
     selection = replace(selection, items=tuple(finish(e) for e in selection.items))
     new = Counter(e.source.url for e in selection.entries)
     for d in digested:
+        for warning in d.warnings:
+            log.info("%s: %s", d.source.url, warning)
         state = states.get(d.source.url)
         reports[d.source.url] = FeedReport(
             url=d.source.url,

@@ -16,7 +16,8 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,8 @@ from werkzeug import Request, Response
 from digest.errors import ParseError
 from digest.fetch import FetchSettings
 from digest.ingest import Digested, ingest
-from digest.model import FeedSource, FetchStatus, Validators
-from digest.parse import parse
+from digest.model import FeedSource, FetchStatus, RawEntry, Validators
+from digest.parse import newest, parse
 
 from .conftest import SAMPLES, Project
 
@@ -348,3 +349,32 @@ def test_a_few_harmless_entities_pass_and_the_limit_is_configurable(server: HTTP
     got = read(server.url_for("/feed"), max_entity_expansion=10)
     assert got.error and "fetch.max_entity_expansion" in got.error.message
     assert read(server.url_for("/feed")).status is FetchStatus.OK
+
+
+def test_a_feed_of_endless_tiny_items_is_cut_to_the_newest(server: HTTPServer) -> None:
+    items = "".join(
+        f"<item><title>Item {i}</title><guid>i{i}</guid>"
+        f"<pubDate>{format_datetime(NOW - timedelta(minutes=i))}</pubDate></item>"
+        for i in range(5000)
+    )
+    body = f'<rss version="2.0"><channel><title>t</title>{items}</channel></rss>'.encode()
+    server.expect_request("/many").respond_with_data(body, content_type="application/rss+xml")
+    got = read(server.url_for("/many"), max_entries=100)
+    assert got.status is FetchStatus.OK and got.total == 100 and len(got.entries) == 100
+    assert [e.title for e in got.entries[:2]] == ["Item 0", "Item 1"]
+    assert got.entries[-1].title == "Item 99"
+    assert any(
+        "kept the 100 newest of 5,000 entries (fetch.max_entries)" in w for w in got.warnings
+    )
+
+
+def test_newest_keeps_dated_entries_first_then_undated_in_order() -> None:
+    def raw(guid: str, hours: float | None) -> RawEntry:
+        when = NOW - timedelta(hours=hours) if hours is not None else None
+        return RawEntry(
+            guid=guid, link=None, title=guid, summary=None, content=None, published=when
+        )
+
+    entries = [raw("old", 48), raw("undated-1", None), raw("new", 1), raw("undated-2", None)]
+    assert [e.guid for e in newest(entries, 2)] == ["old", "new"]
+    assert [e.guid for e in newest(entries, 3)] == ["old", "undated-1", "new"]
