@@ -414,7 +414,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
             url=d.source.url,
             name=display_name(d.source, d.title or (state.title if state else None)),
             status=d.status,
-            error=d.error.message if d.error else None,
+            error=_error_words(d, state, config.fetch.pause_after, dry_run),
             entries=d.total,
             new=new[d.source.url],
             moved_to=d.fetched.moved_to,
@@ -422,6 +422,21 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         )
     ordered = tuple(reports[s.url] for s in sources)
     return Gathered(digested, selection, ordered, feed_ids)
+
+
+def _error_words(
+    d: Digested, state: health.FeedState | None, pause_after: int, dry_run: bool
+) -> str | None:
+    """A feed's error for the report, saying so when this failure pauses the feed."""
+    if d.error is None:
+        return None
+    failures = (state.consecutive_failures if state else 0) + 1
+    if dry_run or d.fetched.gone or failures < pause_after:
+        return d.error.message
+    return (
+        f"{d.error.message} ({failures} failures in a row: paused; "
+        f"`digest feeds --resume {d.source.url}` reads it again)"
+    )
 
 
 def commit_feeds(

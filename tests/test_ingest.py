@@ -369,3 +369,14 @@ def test_an_updated_entry_is_not_sent_again(project: Project, httpserver: HTTPSe
     state["title"] = "Second version, with a correction"
     again = run(project, NOW + timedelta(hours=1))
     assert again.editions == () and again.feeds[0].status is FetchStatus.OK
+
+
+def test_the_run_that_pauses_a_feed_says_so(project: Project, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/bad").respond_with_data("", status=500)
+    project.feed(httpserver.url_for("/bad"))
+    project.data["fetch"] = {"pause_after": 2}
+    project.subscriber("ada@example.org")
+    first = run(project).feeds[0].error or ""
+    assert "HTTP 500" in first and "paused" not in first
+    second = run(project, NOW + timedelta(hours=1)).feeds[0].error or ""
+    assert "2 failures in a row: paused" in second and "digest feeds --resume" in second
