@@ -187,6 +187,7 @@ class FetchSection(Section):
     workers: int = Field(0, ge=0, le=64)
     max_entity_expansion: int = Field(1_000_000, ge=0)
     max_entries: int = Field(1000, ge=1)
+    parse_timeout: Duration = timedelta(seconds=30)
 
 
 class OutboxSection(Section):

@@ -69,8 +69,10 @@ class FetchSettings:
     max_retry_wait: float = 10.0
     #: Read by parsing: the most characters a feed's XML entities may expand to...
     max_entity_expansion: int = 1_000_000
-    #: ...and the most entries taken from one feed (the newest).
+    #: ...the most entries taken from one feed (the newest)...
     max_entries: int = 1000
+    #: ...and the most CPU seconds spent parsing and cleaning one feed.
+    parse_timeout: float = 30.0
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
     clock: Clock = field(default=_utcnow, compare=False)
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -66,23 +69,62 @@ def digest_feed(
     known: Collection[str] = frozenset(),
     limits: ParseLimits = DEFAULT_LIMITS,
 ) -> Digested:
-    """Parse one fetched feed and clean its entries not in ``known`` (identities).
-    Top-level so a process pool can run it."""
+    """Parse one fetched feed and clean its entries not in ``known`` (identities), in
+    at most ``limits.max_seconds`` of CPU time. Top-level so a process pool can run it."""
     if fetched.status is not FetchStatus.OK or fetched.unchanged:
         return Digested(fetched, error=fetched.error)
+    url = fetched.url or fetched.source.url
     try:
-        parsed = parse(fetched.body, fetched.url or fetched.source.url, fetched.headers, limits)
+        with _cpu_limit(limits.max_seconds):
+            parsed = parse(fetched.body, url, fetched.headers, limits)
+            name = display_name(fetched.source, parsed.title)
+            entries = tuple(
+                clean(raw, fetched.source, name, now, summary_length, key)
+                for raw in parsed.entries
+                if (key := identity(raw)) not in known
+            )
     except FeedError as exc:
         return Digested(fetched, error=exc)
-    name = display_name(fetched.source, parsed.title)
-    entries = tuple(
-        clean(raw, fetched.source, name, now, summary_length, key)
-        for raw in parsed.entries
-        if (key := identity(raw)) not in known
-    )
+    except _TooSlow:
+        error = ParseError(
+            url,
+            f"reading it took more than {limits.max_seconds:g}s of CPU time "
+            "(fetch.parse_timeout): skipped",
+        )
+        return Digested(fetched, error=error)
     return Digested(
         fetched, parsed.title, entries, warnings=parsed.warnings, total=len(parsed.entries)
     )
+
+
+class _TooSlow(BaseException):
+    """Raised by the CPU timer; a BaseException, so no ``except Exception`` swallows it."""
+
+
+def _too_slow(signum: int, frame: object) -> None:
+    raise _TooSlow
+
+
+@contextmanager
+def _cpu_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` of this process's CPU time (a feed built to
+    make the parser crawl). Only where signals can be used: the main thread of a
+    process, as in the pool's workers and the command; elsewhere, no limit."""
+    usable = (
+        seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+    previous = signal.signal(signal.SIGVTALRM, _too_slow)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds, 0.5)  # again every 0.5 s if missed
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
 
 
 def _ready() -> None:
@@ -107,7 +149,9 @@ def ingest(
     if not sources:
         return []
     known = known or {}
-    limits = ParseLimits(settings.max_entity_expansion, settings.max_entries)
+    limits = ParseLimits(
+        settings.max_entity_expansion, settings.max_entries, settings.parse_timeout
+    )
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
     pool = concurrent.futures.ProcessPoolExecutor(processes) if use_pool else None

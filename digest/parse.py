@@ -41,6 +41,8 @@ class ParseLimits:
     max_entity_expansion: int = MAX_ENTITY_EXPANSION
     #: Most entries taken from one feed: the newest ones.
     max_entries: int = 1000
+    #: Most CPU seconds spent reading one feed (enforced by ``ingest.digest_feed``).
+    max_seconds: float = 30.0
 
 
 DEFAULT_LIMITS = ParseLimits()

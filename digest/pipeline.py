@@ -148,6 +148,7 @@ def fetch_settings(config: Config) -> FetchSettings:
         max_retry_wait=f.max_retry_wait.total_seconds(),
         max_entity_expansion=f.max_entity_expansion,
         max_entries=f.max_entries,
+        parse_timeout=f.parse_timeout.total_seconds(),
     )
 
 

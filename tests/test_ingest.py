@@ -23,7 +23,7 @@ from digest.clean import identity
 from digest.fetch import FetchSettings, run_sync
 from digest.ingest import digest_feed, ingest
 from digest.model import FeedSource, Fetched, FetchStatus, ParsedFeed
-from digest.parse import parse
+from digest.parse import ParseLimits, parse
 
 from .conftest import SAMPLES, Project
 
@@ -380,3 +380,28 @@ def test_the_run_that_pauses_a_feed_says_so(project: Project, httpserver: HTTPSe
     assert "HTTP 500" in first and "paused" not in first
     second = run(project, NOW + timedelta(hours=1)).feeds[0].error or ""
     assert "2 failures in a row: paused" in second and "digest feeds --resume" in second
+
+
+def test_a_feed_that_makes_the_parser_crawl_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest_module.parse
+
+    def crawling(body: bytes, url: str, *rest: object) -> ParsedFeed:
+        if b"CRAWL" in body:
+            while True:  # what a pathological document does to a parser, forever
+                sum(range(1000))
+        return real(body, url, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_module, "parse", crawling)  # inherited by the forked workers
+    slow = RSS.replace(b"<channel>", b"<channel><!-- CRAWL -->")
+    alone = digest_feed(fetched(slow), NOW, 300, limits=ParseLimits(max_seconds=0.2))
+    assert alone.error and "more than 0.2s of CPU time (fetch.parse_timeout)" in alone.error.message
+    sources = []
+    for i in range(9):
+        path = tmp_path / f"feed{i}.rss"
+        path.write_bytes(slow if i == 2 else RSS)
+        sources.append(FeedSource(path.as_uri()))
+    results = ingest(sources, {}, FetchSettings(parse_timeout=0.3), NOW, 300, workers=2)
+    assert [r.status for r in results].count(FetchStatus.OK) == 8
+    assert results[2].error and "fetch.parse_timeout" in results[2].error.message
