@@ -147,6 +147,13 @@ class DigestSection(Section):
 class ScheduleSection(Section):
     cron: Text = "0 7 * * *"
     timezone: TimeZone = "UTC"
+    catch_up: Duration = timedelta(hours=3)
+
+    @model_validator(mode="after")
+    def _catch_up_bounded(self) -> ScheduleSection:
+        if not timedelta(0) <= self.catch_up <= timedelta(days=7):
+            raise ValueError('catch_up: must be between "0s" (never catch up) and "7d", like "3h"')
+        return self
 
     @model_validator(mode="after")
     def _cron_parses(self) -> ScheduleSection:
@@ -212,6 +219,26 @@ class DeliverySection(Section):
     sendgrid: SendgridSection = SendgridSection()
 
 
+class WebSection(Section):
+    host: Text = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    trusted_proxies: Text = "127.0.0.1"
+    archive: bool = True
+    sendgrid_public_key: str | None = None
+    webhook_max_age: Duration = timedelta(minutes=10)
+
+    @model_validator(mode="after")
+    def _key_loads(self) -> WebSection:
+        if self.sendgrid_public_key:
+            from .web.webhook import load_public_key
+
+            try:
+                load_public_key(self.sendgrid_public_key)
+            except ValueError as exc:
+                raise ValueError(f"sendgrid_public_key: {exc}") from None
+        return self
+
+
 class FeedEntry(Section):
     url: Text
     name: str | None = None
@@ -230,6 +257,7 @@ class Config(Section):
     storage: StorageSection = StorageSection()
     fetch: FetchSection = FetchSection()
     delivery: DeliverySection = DeliverySection()
+    web: WebSection = WebSection()
     feeds: list[FeedEntry] = Field(min_length=1)
     subscribers: list[SubscriberEntry] = []
 
@@ -402,7 +430,8 @@ def _describe(err: Any, raw: dict[str, Any]) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             message = message[len(prefix) :]
-    for own in ("cron", "subject"):  # raised by a section's own validator, key first
+    # raised by a section's own validator, key first
+    for own in ("cron", "subject", "catch_up", "sendgrid_public_key"):
         if message.startswith(own + ": "):
             return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
     if message.startswith("feeds["):  # raised by Config's own validator, key included

@@ -1,0 +1,559 @@
+"""The subscriber-facing web app (Starlette): unsubscribe, preferences, sign-up, archive,
+SendGrid's event webhook and a health check. ``docs/web.md`` lists every endpoint.
+
+Handlers are thin: they read the request, call the modules that decide (``signup``,
+``webhook``, ``archive``, ``subscribers``) in a worker thread (the database is
+synchronous), and render a small page from ``templates/web/``. Links that act on a
+subscriber carry signed tokens (``tokens.py``); a page reached through one is never
+cached, never indexed and never sends a Referer, so the token stays in the mail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import jinja2
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from .. import subscribers, tokens
+from ..render import default_templates_dir
+from ..tokens import Signer
+from . import archive, signup, webhook
+from .limits import RateLimiter
+
+log = logging.getLogger(__name__)
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+PAUSES = {
+    "1w": ("one week", timedelta(weeks=1)),
+    "2w": ("two weeks", timedelta(weeks=2)),
+    "1m": ("a month", timedelta(days=30)),
+    "3m": ("three months", timedelta(days=91)),
+    "on": ("until I resume", None),
+}
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+ARCHIVE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """Something a subscriber can choose not to receive: a category, or a feed."""
+
+    kind: str  # "category" | "feed"
+    value: str  # the category's name, or the feed's URL
+    label: str
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    title: str
+    base_url: str
+    postal_address: str
+    timezone: str = "UTC"
+    archive: bool = True
+    public_key: ec.EllipticCurvePublicKey | None = None
+    webhook_max_age: timedelta = timedelta(minutes=10)
+    topics: tuple[Topic, ...] = ()
+
+    @property
+    def prefix(self) -> str:
+        """The path of ``base_url`` ("" or like "/digest"): the app serves under it."""
+        return urlsplit(self.base_url).path.rstrip("/")
+
+
+@dataclass
+class Web:
+    """What the handlers work with."""
+
+    settings: WebSettings
+    engine: sa.Engine
+    signer: Signer
+    mailer: signup.Mailer
+    clock: Callable[[], datetime]
+    health: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    per_ip: RateLimiter = field(
+        default_factory=lambda: RateLimiter(signup.PER_IP, signup.PER_IP_WINDOW)
+    )
+
+    def __post_init__(self) -> None:
+        loader = jinja2.FileSystemLoader(str(default_templates_dir() / "web"))
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+        }
+        self.html = jinja2.Environment(autoescape=True, **common)
+        self.text = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)
+        zone = ZoneInfo(self.settings.timezone)
+        self.html.filters["localdate"] = lambda d: f"{d.astimezone(zone):%Y-%m-%d}"
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.settings.prefix + path
+
+    def page(
+        self,
+        template: str,
+        status: int = 200,
+        *,
+        private: bool = True,
+        headers: Mapping[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        body = self.html.get_template(template).render(
+            title=self.settings.title,
+            url=self.url,
+            postal_address=self.settings.postal_address,
+            archive=self.settings.archive,
+            **context,
+        )
+        return HTMLResponse(body, status, headers=_headers(PAGE_CSP, private, headers))
+
+    def error(self, status: int, heading: str, message: str) -> HTMLResponse:
+        return self.page("error.html.j2", status, heading=heading, message=message)
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def holder(self, token: str) -> subscribers.Subscriber | None:
+        """The subscriber a manage token names, if the token is genuine."""
+        subscriber_id = tokens.subscriber_id(token)
+        if subscriber_id is None:
+            return None
+        with self.engine.connect() as conn:
+            s = subscribers.get_by_id(conn, subscriber_id)
+        if s is None or not self.signer.verify(token, s.id, s.email):
+            return None
+        return s
+
+    def confirming(self, token: str) -> subscribers.Subscriber | None:
+        subscriber_id = tokens.subscriber_id(token)
+        if subscriber_id is None:
+            return None
+        with self.engine.connect() as conn:
+            s = subscribers.get_by_id(conn, subscriber_id)
+        max_age = signup.CONFIRM_MAX_AGE.total_seconds()
+        now = self.clock().timestamp()
+        if s is None or not self.signer.verify_timed(token, s.id, s.email, "confirm", max_age, now):
+            return None
+        return s
+
+    def bad_link(self) -> HTMLResponse:
+        return self.error(
+            400,
+            "This link does not work",
+            "The link is incomplete, was changed, or has expired. Use the link in the most "
+            "recent mail you received from us; copying it in full may help.",
+        )
+
+    def manage_token(self, s: subscribers.Subscriber) -> str:
+        return self.signer.token(s.id, s.email)
+
+    def mail(self, kind: str, **context: Any) -> signup.Mail:
+        values = {
+            "title": self.settings.title,
+            "postal_address": self.settings.postal_address,
+            "base_url": self.settings.base_url,
+            **context,
+        }
+        subject = (
+            f"Confirm your subscription to {self.settings.title}"
+            if kind == "confirm"
+            else f"You are already subscribed to {self.settings.title}"
+        )
+        return signup.Mail(
+            subject=subject,
+            text=self.text.get_template(f"mail_{kind}.txt.j2").render(values),
+            html=self.html.get_template(f"mail_{kind}.html.j2").render(values),
+        )
+
+
+def _headers(csp: str, private: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    out = {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+    }
+    if private:
+        out["Cache-Control"] = "no-store"
+        out["X-Robots-Tag"] = "noindex, nofollow"
+    if extra:
+        out.update(extra)
+    return out
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form (urlencoded or multipart), as strings; {} when unreadable."""
+    try:
+        form = await request.form(max_files=0, max_fields=100)
+    except Exception:  # a malformed body is a bad request, never a traceback
+        return {}
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# -- handlers -----------------------------------------------------------------------------
+
+
+def routes(web: Web) -> list[Route]:
+    async def home(request: Request) -> Response:
+        return await subscribe(request)
+
+    async def subscribe(request: Request) -> Response:
+        now = web.clock()
+        if request.method == "GET":
+            return web.page(
+                "subscribe.html.j2", private=False, stamp=signup.form_stamp(web.signer, now)
+            )
+        form = await _form(request)
+        email, name = form.get("email", "").strip(), form.get("name", "").strip() or None
+        if form.get("website"):  # the honeypot: people never see it, bots fill it
+            log.info("sign-up ignored: the honeypot field was filled")
+            return web.page("subscribe_sent.html.j2")
+        if not signup.stamp_ok(web.signer, form.get("stamp", ""), now):
+            return web.page(
+                "subscribe.html.j2",
+                400,
+                private=False,
+                stamp=signup.form_stamp(web.signer, now),
+                email=email,
+                problem="The form had expired. Please send it again.",
+            )
+        wait = web.per_ip.hit(_client_ip(request))
+        if wait is not None:
+            return web.page(
+                "error.html.j2",
+                429,
+                headers={"Retry-After": str(int(wait) + 1)},
+                heading="Too many sign-ups",
+                message="Too many sign-ups came from your network. Please try again in "
+                f"{int(wait // 60) + 1} minutes.",
+            )
+        result = await run_in_threadpool(_subscribe, web, email, name, _client_ip(request), now)
+        if result.outcome is signup.Outcome.INVALID:
+            return web.page(
+                "subscribe.html.j2",
+                400,
+                private=False,
+                stamp=signup.form_stamp(web.signer, now),
+                email=email,
+                problem=result.message,
+            )
+        if result.outcome is signup.Outcome.FAILED:
+            return web.error(503, "Please try again later", result.message)
+        return web.page("subscribe_sent.html.j2")
+
+    async def confirm(request: Request) -> Response:
+        token = request.path_params["token"]
+        s = await run_in_threadpool(web.confirming, token)
+        if s is None:
+            return web.error(
+                400,
+                "This confirmation link does not work",
+                "It is incomplete or older than "
+                f"{signup.CONFIRM_MAX_AGE.days} days. Please sign up again.",
+            )
+        if s.status == subscribers.SUPPRESSED:
+            return web.error(
+                400,
+                "This address cannot be subscribed",
+                "Mail to it bounced or was reported as spam. Please write to the sender.",
+            )
+        if request.method == "GET":
+            if s.status in (subscribers.ACTIVE, subscribers.PAUSED):
+                return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
+            return web.page("confirm.html.j2", email=s.email)
+        await run_in_threadpool(_confirm, web, s)
+        log.info("subscriber %s confirmed", s.id)
+        return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
+
+    async def unsubscribe(request: Request) -> Response:
+        token = request.path_params["token"]
+        s = await run_in_threadpool(web.holder, token)
+        if s is None:
+            return web.bad_link()
+        if request.method == "GET":  # never acts: link scanners follow links
+            return web.page("unsubscribe.html.j2", subscriber=s, token=token)
+        body = await request.body()
+        form = await _form(request)
+        if form.get("List-Unsubscribe") != "One-Click" and ONE_CLICK.encode() not in body:
+            return web.error(
+                400, "Not unsubscribed", "The request did not ask to unsubscribe (RFC 8058)."
+            )
+        reason = (
+            "unsubscribed on the web page"
+            if form.get("via") == "page"
+            else "one-click unsubscribe from the mail program (RFC 8058)"
+        )
+        changed = await run_in_threadpool(_unsubscribe, web, s, reason)
+        if changed:
+            log.info("subscriber %s unsubscribed: %s", s.id, reason)
+        return web.page("unsubscribed.html.j2", subscriber=s, token=token)
+
+    async def resubscribe(request: Request) -> Response:
+        token = request.path_params["token"]
+        s = await run_in_threadpool(web.holder, token)
+        if s is None:
+            return web.bad_link()
+        if s.status == subscribers.SUPPRESSED:
+            return web.error(
+                400,
+                "This address cannot be subscribed again here",
+                "Mail to it bounced or was reported as spam. Please write to the sender.",
+            )
+        await run_in_threadpool(_resubscribe, web, s)
+        log.info("subscriber %s resubscribed", s.id)
+        return RedirectResponse(web.url(f"/preferences/{token}?done=resubscribed"), 303)
+
+    async def preferences(request: Request) -> Response:
+        token = request.path_params["token"]
+        s = await run_in_threadpool(web.holder, token)
+        if s is None:
+            return web.bad_link()
+        if request.method == "POST":
+            form = await request.form(max_files=0)
+            done = await run_in_threadpool(_preferences, web, s, form)
+            return RedirectResponse(web.url(f"/preferences/{token}?done={done}"), 303)
+        skip_c = set(_strings(s.preferences.get("skip_categories")))
+        skip_f = set(_strings(s.preferences.get("skip_feeds")))
+        topics = [
+            (t, t.value not in (skip_c if t.kind == "category" else skip_f))
+            for t in web.settings.topics
+        ]
+        return web.page(
+            "preferences.html.j2",
+            subscriber=s,
+            token=token,
+            topics=topics,
+            pauses=[(k, v[0]) for k, v in PAUSES.items()],
+            done=request.query_params.get("done", ""),
+        )
+
+    async def help_page(request: Request) -> Response:
+        return web.page("manage_help.html.j2", private=False)
+
+    async def archive_list(request: Request) -> Response:
+        if not web.settings.archive:
+            raise HTTPException(404)
+        try:
+            number = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            number = 1
+        editions, more = await run_in_threadpool(_listing, web, number)
+        return web.page("archive.html.j2", private=False, editions=editions, page=number, more=more)
+
+    async def archive_edition(request: Request) -> Response:
+        if not web.settings.archive:
+            raise HTTPException(404)
+        html = await run_in_threadpool(_edition, web, request.path_params["id"])
+        if html is None:
+            raise HTTPException(404)
+        return HTMLResponse(html, headers=_headers(ARCHIVE_CSP, private=False))
+
+    async def archive_feed(request: Request) -> Response:
+        if not web.settings.archive:
+            raise HTTPException(404)
+        xml = await run_in_threadpool(_atom, web)
+        return Response(xml, media_type="application/atom+xml; charset=utf-8")
+
+    async def sendgrid_webhook(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > webhook.MAX_BODY:
+            return JSONResponse({"error": "too large"}, 413)
+        try:
+            webhook.verify(
+                web.settings.public_key,
+                body,
+                request.headers.get(webhook.SIGNATURE_HEADER),
+                request.headers.get(webhook.TIMESTAMP_HEADER),
+                web.clock(),
+                web.settings.webhook_max_age,
+            )
+            events = webhook.parse(body)
+        except webhook.Rejected as exc:
+            log.warning("SendGrid webhook refused (%s): %s", exc.status, exc.reason)
+            return JSONResponse({"error": exc.reason}, exc.status)
+        handled = await run_in_threadpool(_record, web, events)
+        log.info(
+            "SendGrid webhook: %s events, %s new, %s repeated, %s suppressed, %s unsubscribed",
+            handled.received,
+            handled.recorded,
+            handled.duplicates,
+            handled.suppressed,
+            handled.unsubscribed,
+        )
+        return JSONResponse(vars(handled))
+
+    async def healthz(request: Request) -> Response:
+        status = await run_in_threadpool(_health, web)
+        return JSONResponse(status, 200 if status["ok"] else 503)
+
+    both = ["GET", "POST"]
+    return [
+        Route("/", home),
+        Route("/subscribe", subscribe, methods=both),
+        Route("/confirm/{token}", confirm, methods=both),
+        Route("/unsubscribe", help_page),
+        Route("/preferences", help_page),
+        Route("/unsubscribe/{token}", unsubscribe, methods=both),
+        Route("/resubscribe/{token}", resubscribe, methods=["POST"]),
+        Route("/preferences/{token}", preferences, methods=both),
+        Route("/archive", archive_list),
+        Route("/archive/feed.xml", archive_feed),
+        Route("/archive/{id:int}", archive_edition),
+        Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
+        Route("/healthz", healthz),
+    ]
+
+
+# -- the work, in a worker thread ---------------------------------------------------------
+
+
+def _subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) -> signup.Result:
+    with web.engine.begin() as conn:
+        planned = signup.plan(conn, email, name, ip, now)
+    if isinstance(planned, signup.Result):
+        return planned
+    s = planned.subscriber
+    if planned.already:
+        manage = web.manage_token(s)
+        mail = web.mail("already", preferences_url=f"{web.settings.base_url}/preferences/{manage}")
+    else:
+        token = web.signer.timed_token(s.id, s.email, "confirm", now.timestamp())
+        mail = web.mail(
+            "confirm",
+            confirm_url=f"{web.settings.base_url}/confirm/{token}",
+            days=signup.CONFIRM_MAX_AGE.days,
+        )
+    return signup.send(web.engine, web.mailer, planned, mail, now)
+
+
+def _confirm(web: Web, s: subscribers.Subscriber) -> None:
+    with web.engine.begin() as conn:
+        signup.confirmed(conn, s, web.clock())
+
+
+def _unsubscribe(web: Web, s: subscribers.Subscriber, reason: str) -> bool:
+    with web.engine.begin() as conn:
+        return subscribers.unsubscribe(conn, s.id, web.clock(), reason)
+
+
+def _resubscribe(web: Web, s: subscribers.Subscriber) -> None:
+    with web.engine.begin() as conn:
+        subscribers.confirm(conn, s.id, web.clock())
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _preferences(web: Web, s: subscribers.Subscriber, form: Any) -> str:
+    now = web.clock()
+    action = form.get("action", "")
+    with web.engine.begin() as conn:
+        if action == "topics":
+            chosen = set(form.getlist("topic"))
+            prefs = dict(s.preferences)
+            prefs["version"] = 1
+            prefs["skip_categories"] = sorted(
+                t.value
+                for t in web.settings.topics
+                if t.kind == "category" and t.value not in chosen
+            )
+            prefs["skip_feeds"] = sorted(
+                t.value for t in web.settings.topics if t.kind == "feed" and t.value not in chosen
+            )
+            subscribers.set_preferences(conn, s.id, prefs, now)
+            return "saved"
+        if action == "pause" and form.get("for") in PAUSES:
+            length = PAUSES[str(form.get("for"))][1]
+            if subscribers.pause(conn, s.id, now + length if length else None, now):
+                log.info("subscriber %s paused %s", s.id, form.get("for"))
+                return "paused"
+            return "not-paused"
+        if action == "resume":
+            subscribers.resume(conn, s.id, now)
+            return "resumed"
+    return ""
+
+
+def _listing(web: Web, page: int) -> tuple[list[archive.Listed], bool]:
+    with web.engine.connect() as conn:
+        return archive.listing(conn, page)
+
+
+def _edition(web: Web, edition_id: int) -> str | None:
+    with web.engine.connect() as conn:
+        return archive.edition_html(conn, edition_id, web.settings.base_url)
+
+
+def _atom(web: Web) -> str:
+    with web.engine.connect() as conn:
+        return archive.atom(conn, f"{web.settings.title}", web.settings.base_url)
+
+
+def _record(web: Web, events: list[Mapping[str, Any]]) -> webhook.Handled:
+    with web.engine.begin() as conn:
+        return webhook.record_events(conn, events, web.clock())
+
+
+def _health(web: Web) -> dict[str, Any]:
+    status: dict[str, Any] = {"ok": True}
+    try:
+        with web.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        status["database"] = "ok"
+    except sa.exc.SQLAlchemyError as exc:
+        status.update(ok=False, database=f"unreachable: {type(exc).__name__}")
+    extra = web.health()
+    status.update(extra)
+    if extra.get("scheduler") == "stopped":
+        status["ok"] = False
+    return status
+
+
+# -- the app ------------------------------------------------------------------------------
+
+
+def create_app(web: Web) -> Starlette:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        code = getattr(exc, "status_code", 404)
+        if code == 405:
+            return web.error(405, "Not allowed", "This page does not accept that request.")
+        return web.error(404, "Not found", "There is no page here.")
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("error answering %s %s", request.method, request.url.path)
+        return web.error(500, "Something went wrong", "Please try again in a moment.")
+
+    inner = routes(web)
+    prefix = web.settings.prefix
+    mounted: list[Any] = [Mount(prefix, routes=inner), Route("/healthz", inner[-1].endpoint)]
+    return Starlette(
+        routes=mounted if prefix else inner,
+        exception_handlers={HTTPException: not_found, Exception: server_error},
+    )
