@@ -157,10 +157,10 @@ class ScheduleSection(Section):
 
     @model_validator(mode="after")
     def _cron_parses(self) -> ScheduleSection:
-        from apscheduler.triggers.cron import CronTrigger
+        from .crontab import trigger
 
         try:
-            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+            trigger(self.cron, self.timezone)
         except ValueError as exc:
             raise ValueError(
                 f"cron: {self.cron!r} is not a cron expression ({exc}): write five fields, "

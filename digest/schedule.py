@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
-from . import lease, pipeline, record
+from . import crontab, lease, pipeline, record
 from .db import schema
 from .durations import format_duration
 from .errors import DigestError, LeaseError
@@ -69,7 +69,7 @@ class Schedule:
         return ZoneInfo(self.timezone)
 
     def trigger(self) -> CronTrigger:
-        return CronTrigger.from_crontab(self.cron, timezone=self.zone)
+        return crontab.trigger(self.cron, self.zone)
 
     def local(self, when: datetime) -> str:
         """``Sat 2027-03-13 07:00 CST`` for logs and the ``schedule`` command."""
@@ -88,7 +88,7 @@ def iter_fire_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     previous: datetime | None = None
     now = after + timedelta(microseconds=1)
     while (nxt := trigger.get_next_fire_time(previous, now)) is not None:
-        previous, now = nxt, nxt + timedelta(microseconds=1)
+        previous, now = nxt, nxt  # APScheduler steps past ``previous`` itself
         if nxt > after and not _repeat(nxt, zone):
             yield nxt.astimezone(UTC)
 
