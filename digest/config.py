@@ -157,10 +157,16 @@ class ScheduleSection(Section):
 
     @model_validator(mode="after")
     def _cron_parses(self) -> ScheduleSection:
+        from datetime import UTC, datetime
+
         from .crontab import trigger
 
         try:
-            trigger(self.cron, self.timezone)
+            if (
+                trigger(self.cron, self.timezone).get_next_fire_time(None, datetime.now(UTC))
+                is None
+            ):
+                raise ValueError("that date never comes")
         except ValueError as exc:
             raise ValueError(
                 f"cron: {self.cron!r} is not a cron expression ({exc}): write five fields, "
@@ -226,6 +232,23 @@ class WebSection(Section):
     archive: bool = True
     sendgrid_public_key: str | None = None
     webhook_max_age: Duration = timedelta(minutes=10)
+
+    @model_validator(mode="after")
+    def _proxies_parse(self) -> WebSection:
+        import ipaddress
+
+        for part in self.trusted_proxies.split(","):
+            part = part.strip()
+            if part == "*":
+                continue
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {part!r} is not an IP address or network: write "
+                    '"127.0.0.1", "10.0.0.0/8, ::1" or "*"'
+                ) from None
+        return self
 
     @model_validator(mode="after")
     def _key_loads(self) -> WebSection:
@@ -431,7 +454,7 @@ def _describe(err: Any, raw: dict[str, Any]) -> str:
         if message.startswith(prefix):
             message = message[len(prefix) :]
     # raised by a section's own validator, key first
-    for own in ("cron", "subject", "catch_up", "sendgrid_public_key"):
+    for own in ("cron", "subject", "catch_up", "sendgrid_public_key", "trusted_proxies"):
         if message.startswith(own + ": "):
             return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
     if message.startswith("feeds["):  # raised by Config's own validator, key included

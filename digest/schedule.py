@@ -241,7 +241,8 @@ class Runner:
         self.schedule = schedule
         self.clock = clock or services.clock
 
-    def _decide(self) -> Decision:
+    def decide_now(self) -> Decision:
+        """What the database and the clock say should happen now."""
         with self.services.engine.connect() as conn:
             return decide(
                 self.schedule,
@@ -259,14 +260,14 @@ class Runner:
             return Outcome.FAILED
 
     def _tick(self) -> Outcome:
-        decision = self._decide()
+        decision = self.decide_now()
         if not decision.runs:
             log.info("nothing to do: %s", decision.reason)
             return Outcome.SKIPPED
         engine = self.services.engine
         try:
             with lease.held(engine, clock=self.services.clock):
-                decision = self._decide()  # again, under the lease: it may have just gone out
+                decision = self.decide_now()  # again, under the lease: it may have just gone out
                 if not decision.runs:
                     log.info("nothing to do: %s", decision.reason)
                     return Outcome.SKIPPED
@@ -364,7 +365,7 @@ class Scheduler:
         with self._lock:
             self.last_outcome = outcome = self.runner.tick()
         if outcome is Outcome.BUSY:
-            decision = self.runner._decide()
+            decision = self.runner.decide_now()
             if decision.runs:
                 self._aps.add_job(
                     self._tick,

@@ -366,3 +366,48 @@ def test_sunday_is_zero_and_seven() -> None:
     for cron in ("0 9 * * 0", "0 9 * * 7", "0 9 * * sun"):
         (when,) = fire_times(Schedule(cron, "UTC"), utc(2027, 3, 17), 1)  # a Wednesday
         assert when == utc(2027, 3, 21, 9), cron
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> None:
+    import os
+    import uuid
+
+    url = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"digest_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        from digest import db
+
+        pg_url = admin.url.set(database=name).render_as_string(hide_password=False)
+        db.connect(pg_url, auto_upgrade=True).dispose()
+        sampled.data["storage"] = {"url": pg_url}
+        clock = Clock(SLOT + timedelta(hours=1))
+        services = pipeline.build(sampled.config(), clock=clock, sleep=lambda s: None)
+        first = schedule.Runner(services, schedule.schedule_of(sampled.config()))
+        second = schedule.Runner(services, first.schedule)
+        with lease.held(services.engine, clock=clock):
+            assert first.tick() is Outcome.BUSY
+        assert first.tick() is Outcome.RAN
+        assert second.tick() is Outcome.SKIPPED
+        with services.engine.connect() as conn:
+            assert schedule.last_sent(conn) == SLOT + timedelta(hours=1)
+        assert editions(services.engine) == [(1, SLOT, EditionStatus.DONE)]
+        clock.now = SLOT + timedelta(days=1)
+        assert second.tick() is Outcome.RAN  # nothing new: handled, recorded
+        with services.engine.connect() as conn:
+            assert schedule.last_sent(conn) == SLOT + timedelta(days=1)
+        add_entry(samples, "sneaky")
+        try:
+            with pytest.raises(sa.exc.IntegrityError):
+                pipeline.run(services, slot=SLOT)  # made it past everything: refused
+        finally:
+            services.engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
