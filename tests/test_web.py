@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from digest import pipeline, record, subscribers, web
 from digest.db import schema
 from digest.tokens import Signer
-from digest.web import signup
+from digest.web import signup, webhook
 
 from .conftest import Project
 from .live import live
@@ -618,3 +618,56 @@ def test_served_under_the_path_of_base_url(project: Project, samples: Path) -> N
         assert page.status_code == 200 and 'action="/news/subscribe"' in page.text
         assert client.get("/healthz").status_code == 200
     services.engine.dispose()
+
+
+def _record_twice(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        subscribers.add(conn, "Ada@Example.org", None, "cli", NOW)
+    batch = [
+        event("bounce", "ADA@example.org", "a1", type="bounce", reason="gone"),
+        event("bounce", "ada@example.org", "a1", type="bounce", reason="gone"),  # twice
+        {"email": "ada@example.org", "event": "processed"},  # no sg_event_id
+        event("spamreport", "nobody@example.org", "a2"),
+    ]
+    with engine.begin() as conn:
+        first = webhook.record_events(conn, batch, NOW)
+    with engine.begin() as conn:
+        second = webhook.record_events(conn, batch[:2] + batch[3:], NOW)
+        ada = subscribers.get(conn, "ada@example.org")
+        kinds = [r.kind for r in conn.execute(sa.select(schema.events.c.kind))]
+    assert (first.recorded, first.duplicates, first.suppressed) == (3, 1, 1)
+    assert (second.recorded, second.duplicates, second.suppressed) == (0, 3, 0)
+    assert ada is not None and ada.status == "suppressed" and "gone" in (ada.reason or "")
+    assert sorted(kinds) == ["bounce", "processed", "spamreport"]
+
+
+def test_record_events_dedupes_within_and_across_batches(engine: sa.Engine) -> None:
+    _record_twice(engine)
+
+
+@pytest.mark.postgres
+def test_record_events_on_postgresql() -> None:
+    import os
+    import uuid
+
+    from digest import db
+
+    url = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"digest_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        engine = db.connect(
+            admin.url.set(database=name).render_as_string(hide_password=False), auto_upgrade=True
+        )
+        try:
+            _record_twice(engine)
+        finally:
+            engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

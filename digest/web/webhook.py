@@ -162,20 +162,45 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _dialect_insert(conn: sa.Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(schema.events)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(schema.events)
+
+
 def record_events(
     conn: sa.Connection, events: Sequence[Mapping[str, Any]], now: datetime
 ) -> Handled:
-    """Record each event once (by ``sg_event_id``) and act on the new ones."""
-    E = schema.events
+    """Record each event once (by ``sg_event_id``) and act on the new ones.
+
+    A batch is a few queries, not a few per event: the subscribers named are looked up
+    together, and the rows go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING,
+    which also says which events are new (a retry racing this one acts only once)."""
+    E, S = schema.events, schema.subscribers
     out = Handled(received=len(events))
+    keys = sorted({str(e.get("email") or "").strip().lower() for e in events} - {""})
+    known: dict[str, tuple[int, str]] = {}
+    for i in range(0, len(keys), 500):
+        rows = conn.execute(
+            sa.select(S.c.id, S.c.email_key, S.c.status).where(S.c.email_key.in_(keys[i : i + 500]))
+        )
+        known.update({r.email_key: (r.id, r.status) for r in rows})
+    rows_with_id: list[dict[str, Any]] = []
+    rows_without: list[dict[str, Any]] = []
+    by_id: dict[str, Mapping[str, Any]] = {}
+    acting: list[tuple[Mapping[str, Any], int | None]] = []
     for event in events:
         event_id = event.get("sg_event_id")
         event_id = str(event_id)[:100] if event_id else None
         email = str(event.get("email") or "")[:320] or None
-        subscriber = subscribers.get(conn, email) if email else None
+        found = known.get(email.strip().lower()) if email else None
         # custom_args arrive as top-level keys: the backend may name the subscriber.
-        subscriber_id = _int(event.get("subscriber_id")) or (subscriber.id if subscriber else None)
-        values = {
+        subscriber_id = _int(event.get("subscriber_id")) or (found[0] if found else None)
+        row = {
             "event_id": event_id,
             "kind": str(event.get("event", "unknown"))[:32],
             "email": email,
@@ -184,25 +209,33 @@ def record_events(
             "received_at": now,
             "payload": json.dumps(event, sort_keys=True, default=str),
         }
-        if event_id is not None:
-            exists = conn.execute(sa.select(E.c.id).where(E.c.event_id == event_id)).first()
-            if exists is not None:
-                out.duplicates += 1
-                continue
-            try:
-                with conn.begin_nested():
-                    conn.execute(sa.insert(E).values(values))
-            except sa.exc.IntegrityError:  # recorded by a concurrent delivery of the same batch
-                out.duplicates += 1
-                continue
+        if event_id is None:
+            rows_without.append(row)
+            acting.append((event, found[0] if found else None))
+        elif event_id in by_id:
+            out.duplicates += 1  # twice in one batch
         else:
-            conn.execute(sa.insert(E).values(values))
-        out.recorded += 1
+            by_id[event_id] = event
+            rows_with_id.append(row)
+    new_ids: set[str] = set()
+    for i in range(0, len(rows_with_id), 500):
+        chunk = rows_with_id[i : i + 500]
+        statement = _dialect_insert(conn).on_conflict_do_nothing().returning(E.c.event_id)
+        new_ids.update(r[0] for r in conn.execute(statement, chunk))
+    if rows_without:
+        conn.execute(sa.insert(E), rows_without)
+    out.duplicates += len(rows_with_id) - len(new_ids)
+    out.recorded = len(new_ids) + len(rows_without)
+    for event_id in new_ids:
+        email = str(by_id[event_id].get("email") or "").strip().lower()
+        found = known.get(email)
+        acting.append((by_id[event_id], found[0] if found else None))
+    for event, subscriber_id in acting:
         act = action(event)
-        if act is None or subscriber is None:
+        if act is None or subscriber_id is None:
             continue
-        if subscribers.unsubscribe(conn, subscriber.id, now, act.reason, status=act.status):
-            log.info("subscriber %s %s: %s", subscriber.id, act.status, act.reason)
+        if subscribers.unsubscribe(conn, subscriber_id, now, act.reason, status=act.status):
+            log.info("subscriber %s %s: %s", subscriber_id, act.status, act.reason)
             if act.status == subscribers.SUPPRESSED:
                 out.suppressed += 1
             else:
