@@ -490,6 +490,12 @@ def warnings_for(config: Config) -> list[str]:
             f"digest.base_url: {config.digest.base_url!r} is not https: fine for local "
             "testing, but mail providers expect one-click unsubscribe links over HTTPS"
         )
+    if config.delivery.backend == "sendgrid" and not config.web.sendgrid_public_key:
+        out.append(
+            "web.sendgrid_public_key: not set, so `digest serve` refuses SendGrid's event "
+            "webhook and never learns of bounces and spam reports: paste the key SendGrid "
+            "shows for the signed Event Webhook"
+        )
     for i, feed in enumerate(config.feeds):
         url = feed_url(feed.url, config.base_dir)
         if url.startswith("file:"):

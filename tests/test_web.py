@@ -671,3 +671,12 @@ def test_record_events_on_postgresql() -> None:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_only_an_unsubscribe_can_be_undone_from_a_link(site: Site) -> None:
+    token = site.token("ada@example.org")
+    with site.engine.begin() as conn:
+        subscribers.remove(conn, "ada@example.org", NOW)
+    r = site.client.post(f"/resubscribe/{token}")
+    assert r.status_code == 400
+    assert site.subscriber("ada@example.org").status == "removed"

@@ -319,11 +319,11 @@ def routes(web: Web) -> list[Route]:
         s = await run_in_threadpool(web.holder, token)
         if s is None:
             return web.bad_link()
-        if s.status == subscribers.SUPPRESSED:
+        if s.status != subscribers.UNSUBSCRIBED:  # suppressed, removed by the operator
             return web.error(
                 400,
                 "This address cannot be subscribed again here",
-                "Mail to it bounced or was reported as spam. Please write to the sender.",
+                "Please sign up again with the form, or write to the sender.",
             )
         await run_in_threadpool(_resubscribe, web, s)
         log.info("subscriber %s resubscribed", s.id)
