@@ -237,12 +237,14 @@ def run(
         editions = [
             deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
         ]
-        if resume_only:
+        if resume_only or services.dispatch.should_stop():
             progress.done()
             return RunReport(
                 editions=tuple(editions),
                 feeds=(),
-                skipped="only unfinished editions were resumed",
+                skipped="asked to stop"
+                if not resume_only
+                else "only unfinished editions were resumed",
                 seconds=round(time.perf_counter() - started, 3),
             )
         gathered = gather(services, progress)

@@ -307,6 +307,10 @@ def test_stop_finishes_the_batch_in_flight_and_leaves_the_rest(
         ]
         assert record.unfinished(conn) == [1]
     assert statuses == [BatchStatus.SENT, BatchStatus.PENDING]
+    # still stopping: nothing more is sent, no feed is read, no edition is made
+    clock.now += timedelta(minutes=1)
+    assert r.tick() is Outcome.RAN
+    assert len(sampled.outbox()) == 1 and len(editions(services.engine)) == 1
     # the next start resumes the rest at once, before anything else
     stop.clear()
     clock.now += timedelta(minutes=10)
