@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import sqlalchemy as sa
 
 from . import __version__, console, db, health, pipeline, subscribers
 from .config import Config, load_config, warnings_for
-from .errors import ConfigError, DigestError, LeaseError, RenderError, UsageError
-from .render import personalize
+from .errors import (
+    ConfigError,
+    DeliveryError,
+    DigestError,
+    LeaseError,
+    RenderError,
+    UsageError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -63,6 +70,14 @@ def handled(func: F) -> F:
             sys.exit(EXIT_BUSY)
         except DigestError as exc:
             console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            sys.exit(EXIT_FAILED)
+        except sa.exc.OperationalError as exc:  # locked, unreachable, disk full...
+            logging.getLogger("digest").debug("database error", exc_info=True)
+            console.err.print(
+                f"[red]error:[/red] the database failed: {exc.orig} (storage.url; -vv shows "
+                "the traceback)",
+                markup=True,
+            )
             sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
@@ -132,30 +147,64 @@ def _where_to_look(config: Config) -> None:
     help="Where to write the HTML (default ./preview.html).",
 )
 @click.option("--text", "as_text", is_flag=True, help="Print the plain-text part instead.")
+@click.option(
+    "--serve", is_flag=True, help="Serve it on 127.0.0.1, rendered again on every reload."
+)
+@click.option("--port", default=8025, show_default=True, help="The port for --serve.")
+@click.option(
+    "--sample", "use_sample", is_flag=True, help="The sample edition instead of the feeds."
+)
 @click.pass_obj
 @handled
-def preview(state: State, out_path: Path | None, as_text: bool) -> None:
+def preview(
+    state: State, out_path: Path | None, as_text: bool, serve: bool, port: int, use_sample: bool
+) -> None:
     """Render the next edition without sending or recording anything."""
-    config = state.config
-    services = pipeline.build(config, readonly=True)
-    composed, gathered = pipeline.preview(services)
-    html_part, text_part = personalize(composed, pipeline.sample_values(config))
-    for report in gathered.reports:
+    from . import preview as previews
+
+    services = pipeline.build(state.config, readonly=True)
+    upcoming = previews.next_edition(services, use_sample)
+    for report in upcoming.reports:
         if report.error:
             console.err.print(
                 f"[yellow]warning:[/yellow] {report.name}: {report.error}", markup=True
             )
+    render = previews.live(state.config_path, upcoming, _now)
+    if serve:
+        _serve(render, port)
+        return
+    page = render()
     if as_text:
-        sys.stdout.write(f"Subject: {composed.subject}\n\n{text_part}")
+        sys.stdout.write(f"Subject: {page.subject}\n\n{page.text}")
         return
     target = out_path or Path("preview.html")
-    target.write_text(html_part, encoding="utf-8")
-    count = len(gathered.selection.entries)
+    target.write_text(page.html, encoding="utf-8")
+    count = len(upcoming.selection.entries)
     console.out.print(
-        f"Preview of edition {composed.edition_id} ({count} new entries), "
-        f"subject {composed.subject!r}:"
+        f"Preview of edition {upcoming.edition_id} ({count} new entries), subject {page.subject!r}:"
     )
     console.out.print(f"{target.resolve()}")
+
+
+def _serve(render: Callable[[], Any], port: int) -> None:
+    from . import preview as previews
+
+    try:
+        httpd = previews.server(render, port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): try --port") from exc
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    console.out.print(
+        f"Serving the next edition at {url} (plain text: {url}text).\n"
+        "Edit a template or config.toml and reload the page; Ctrl-C to stop."
+    )
+    sys.stdout.flush()
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
 
 
 @main.command()
@@ -168,12 +217,14 @@ def check(state: State, online: bool) -> None:
     for warning in warnings_for(config):
         console.err.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
     services = pipeline.build(config, readonly=True)
-    from .model import Selection
-
     try:
-        services.renderer.compose(0, Selection((), (), ()), _now())
+        problems = services.renderer.check(_now())
     except RenderError as exc:
         console.err.print(f"[red]error:[/red] templates: {exc}", markup=True)
+        sys.exit(EXIT_USAGE)
+    for problem in problems:
+        console.err.print(f"[red]error:[/red] templates: {problem}", markup=True)
+    if problems:
         sys.exit(EXIT_USAGE)
     if online:
         _check_online(services)
@@ -378,12 +429,48 @@ def db_upgrade(state: State) -> None:
 @handled
 def db_status(state: State) -> None:
     """Show the schema revision and what this version needs."""
-    import sqlalchemy as sa
-
     engine = sa.create_engine(state.config.storage_url)
     console.out.print(
         f"database: {engine.url!r}\nschema: {db.current_revision(engine) or 'none'}"
         f"\nneeded: {db.head_revision()}"
+    )
+
+
+# -- send-test ----------------------------------------------------------------------------
+
+
+@main.command("send-test")
+@click.argument("email")
+@click.option(
+    "--sample", "use_sample", is_flag=True, help="The sample edition instead of the feeds."
+)
+@click.pass_obj
+@handled
+def send_test(state: State, email: str, use_sample: bool) -> None:
+    """Send the next edition to one address, marked as a test; nothing is recorded."""
+    import email_validator
+
+    from . import preview as previews
+
+    try:
+        address = email_validator.validate_email(email, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        raise UsageError(f"{email!r} is not a valid e-mail address ({exc})") from None
+    config = state.config
+    services = pipeline.build(config, readonly=True)
+    upcoming = previews.next_edition(services, use_sample)
+    composed = services.renderer.compose(upcoming.edition_id, upcoming.selection, _now())
+    sent = previews.send_test(services.backend, composed, address)
+    if sent.rejected:
+        raise DeliveryError(f"{address} was refused: {'; '.join(sent.rejected.values())}")
+    what = "the sample edition" if use_sample else f"edition {composed.edition_id}"
+    if upcoming.selection.empty and not use_sample:
+        what += " (nothing new in the feeds: --sample sends the sample edition)"
+    console.out.print(
+        f"Test of {what} sent to {address} via {config.delivery.backend}"
+        f"{f' ({sent.provider_id})' if sent.provider_id else ''}: subject "
+        f"{'[TEST] ' + composed.subject!r}. Its unsubscribe and preferences links are "
+        "not real; nothing was recorded."
     )
 
 

@@ -93,6 +93,12 @@ def _timezone(value: str) -> str:
     return value
 
 
+def _locale(value: str) -> str:
+    from .i18n import parse_locale
+
+    return str(parse_locale(value))
+
+
 def _env_name(value: str) -> str:
     if not value or not all(c.isalnum() or c == "_" for c in value) or value[0].isdigit():
         raise ValueError(
@@ -110,6 +116,7 @@ Mailbox = Annotated[str, AfterValidator(_mailbox)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
+LocaleName = Annotated[str, AfterValidator(_locale)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -262,6 +269,18 @@ class WebSection(Section):
         return self
 
 
+class EmailSection(Section):
+    """How the e-mail looks: docs/templates.md."""
+
+    templates: str | None = None  # the operator's folder, searched before the defaults
+    group_by: Literal["category", "feed", "none"] = "category"
+    locale: LocaleName = "en"
+    timezone: TimeZone | None = None  # None: schedule.timezone
+    thumbnails: bool = True
+    contents_from: int = Field(5, ge=0, le=500)
+    max_bytes: int = Field(90_000, ge=20_000, le=100_000)
+
+
 class FeedEntry(Section):
     url: Text
     name: str | None = None
@@ -281,6 +300,7 @@ class Config(Section):
     fetch: FetchSection = FetchSection()
     delivery: DeliverySection = DeliverySection()
     web: WebSection = WebSection()
+    email: EmailSection = EmailSection()
     feeds: list[FeedEntry] = Field(min_length=1)
     subscribers: list[SubscriberEntry] = []
 

@@ -193,6 +193,8 @@ class Composed:
     created: datetime
     #: Makes the personal markers unguessable to feed authors.
     nonce: str
+    #: A test send (``digest send-test``): marked as such, never recorded as an edition.
+    test: bool = False
 
 
 @dataclass(frozen=True, slots=True)

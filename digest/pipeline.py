@@ -108,13 +108,25 @@ def letterhead(config: Config) -> Letterhead:
 
 
 def render_settings(config: Config) -> RenderSettings:
-    d = config.digest
+    d, e = config.digest, config.email
+    templates = config.resolve(e.templates) if e.templates else None
+    if templates is not None and not templates.is_dir():
+        raise ConfigError(
+            str(config.path),
+            [f"email.templates: {templates} is not a folder: create it, or remove the key"],
+        )
     return RenderSettings(
         title=d.title,
         base_url=d.base_url,
         postal_address=d.postal_address,
-        timezone=config.schedule.timezone,
+        timezone=e.timezone or config.schedule.timezone,
         subject=d.subject,
+        templates=templates,
+        locale=e.locale,
+        group_by=e.group_by,
+        thumbnails=e.thumbnails,
+        contents_from=e.contents_from,
+        max_bytes=e.max_bytes,
     )
 
 
@@ -237,14 +249,21 @@ def run(
         editions = [
             deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
         ]
-        if resume_only or services.dispatch.should_stop():
+        stuck = [e.id for e in editions if e.status is EditionStatus.SENDING]
+        stopping = services.dispatch.should_stop()
+        if resume_only or stopping or stuck:
+            # Stuck: delivery itself is failing (bad credentials, server down): a new
+            # edition would only pile up behind it. Fix the cause; the next run resumes.
             progress.done()
             return RunReport(
                 editions=tuple(editions),
                 feeds=(),
-                skipped="asked to stop"
-                if not resume_only
-                else "only unfinished editions were resumed",
+                skipped="only unfinished editions were resumed"
+                if resume_only
+                else "asked to stop"
+                if stopping
+                else f"edition {stuck[0]} is still unfinished: no new edition until it is "
+                "delivered (see its problems)",
                 seconds=round(time.perf_counter() - started, 3),
             )
         gathered = gather(services, progress)
@@ -280,7 +299,6 @@ class Gathered:
     selection: Selection
     reports: tuple[FeedReport, ...]
     feed_ids: dict[str, int]
-    skipped_feeds: tuple[FeedReport, ...] = ()
 
 
 def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gathered:

@@ -4,15 +4,21 @@ Rendered once per edition (Jinja2, autoescape on for HTML, ``StrictUndefined`` s
 typo in a template fails loudly instead of printing nothing). The parts a recipient
 sees differently (their unsubscribe and preferences links, their name) are *markers*
 in the rendered text; ``personalize`` replaces them per recipient, and the SendGrid
-backend hands them to SendGrid as substitutions. The template context is documented
-in docs/templates.md.
+backend hands them to SendGrid as substitutions.
+
+The HTML part has its CSS inlined (css-inline, keeping ``@media`` rules for phones and
+dark mode) and is kept under a size budget (``budget.py``). Dates and numbers follow
+the configured locale (Babel); template strings are translatable (``i18n.py``). The
+template context is documented in docs/templates.md.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import re
 import secrets
+import textwrap
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,18 +27,46 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import css_inline
 import jinja2
 
+from . import budget, sample
+from .budget import Plan
 from .errors import RenderError
+from .i18n import Formats, catalogs, parse_locale
 from .model import Composed, Entry, Selection
+from .views import EditionView, GroupBy, GroupView, ItemView, Marker, RecipientView, group
+
+__all__ = [
+    "EditionView",
+    "GroupView",
+    "ItemView",
+    "Marker",
+    "RecipientView",
+    "RenderSettings",
+    "Renderer",
+    "header_safe",
+    "personalize",
+    "substitutions",
+    "unused_markers",
+]
+
+log = logging.getLogger(__name__)
 
 #: The personal values every message carries, and what a template calls them.
 PERSONAL_KEYS = ("unsubscribe_url", "preferences_url", "email", "name")
 SUBJECT_LIMIT = 150
 DEFAULT_SUBJECT = (
     "{{ title }}{% if top %}: {{ top }}{% endif %}"
-    "{% if count > 1 %} (+{{ count - 1 }} more){% endif %}"
+    "{% if count > 1 %} ({{ _('+%(num)s more', num=(count - 1) | number) }}){% endif %}"
 )
+#: Gmail clips an HTML part over about 102 KB; the default budget leaves room for the
+#: bytes a provider adds after hand-off (click tracking rewrites every link).
+DEFAULT_MAX_BYTES = 90_000
+#: Bytes set aside for the value that replaces each personal marker in the HTML.
+PERSONAL_RESERVE = 200
+HTML_TEMPLATE, TEXT_TEMPLATE = "digest.html.j2", "digest.txt.j2"
+TEXT_WIDTH = 72
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
@@ -41,7 +75,7 @@ def default_templates_dir() -> Path:
     """``templates/`` of the source tree, or the copy inside an installed wheel."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / "digest.html.j2").is_file():
+        if (candidate / HTML_TEMPLATE).is_file():
             return candidate
     raise RenderError("the default templates are missing from this installation")
 
@@ -51,23 +85,14 @@ class RenderSettings:
     title: str
     base_url: str
     postal_address: str
-    timezone: str = "UTC"
+    timezone: str = "UTC"  # of the dates shown
     subject: str = DEFAULT_SUBJECT
     templates: Path | None = None  # the operator's folder, searched first
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """A personal value in a template: one spelling for HTML, another for text."""
-
-    nonce: str
-    key: str
-
-    def __str__(self) -> str:
-        return f"%%{self.nonce}.{self.key}.t%%"
-
-    def __html__(self) -> str:
-        return f"%%{self.nonce}.{self.key}.h%%"
+    locale: str = "en"
+    group_by: GroupBy = "category"
+    thumbnails: bool = True
+    contents_from: int = 5  # a table of contents from this many items up (0: never)
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 def markers(nonce: str) -> dict[str, Marker]:
@@ -79,64 +104,143 @@ class Renderer:
 
     def __init__(self, settings: RenderSettings) -> None:
         self.settings = settings
+        try:
+            locale = parse_locale(settings.locale)
+        except ValueError as exc:
+            raise RenderError(str(exc)) from None
+        self.zone = ZoneInfo(settings.timezone)
+        self.formats = Formats(locale, self.zone)
         folders = [settings.templates] if settings.templates else []
-        loader = jinja2.FileSystemLoader([*folders, default_templates_dir()])
+        folders.append(default_templates_dir())
+        translations = catalogs(folders, locale)
         common: dict[str, Any] = {
-            "loader": loader,
+            "loader": jinja2.FileSystemLoader(folders),
             "undefined": jinja2.StrictUndefined,
             "trim_blocks": True,
             "lstrip_blocks": True,
+            "extensions": ["jinja2.ext.i18n"],
         }
         self.html_env = jinja2.Environment(autoescape=True, **common)
         self.text_env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)
-        self.zone = ZoneInfo(settings.timezone)
         for env in (self.html_env, self.text_env):
-            env.filters["localdate"] = self._localdate
-            env.filters["localtime"] = self._localtime
+            env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+            env.filters["localdate"] = self.formats.date
+            env.filters["localtime"] = self.formats.moment
+            env.filters["number"] = self.formats.number
+            env.filters["wrap"] = wrap
+        self.inliner = css_inline.CSSInliner(
+            keep_at_rules=True, load_remote_stylesheets=False, minify_css=True
+        )
 
-    def _localdate(self, when: datetime) -> str:
-        local = when.astimezone(self.zone)
-        return f"{local:%A} {local.day} {local:%B %Y}"
-
-    def _localtime(self, when: datetime) -> str:
-        local = when.astimezone(self.zone)
-        return f"{local.day} {local:%b %Y, %H:%M}"
+    # -- the edition ----------------------------------------------------------------------
 
     def compose(
         self, edition_id: int, selection: Selection, created: datetime, nonce: str | None = None
     ) -> Composed:
-        """Render the whole edition once; personal parts stay markers."""
+        """Render the whole edition once, within the size budget; personal parts stay markers."""
         nonce = nonce or secrets.token_hex(8)
-        context = self.context(edition_id, selection, created, nonce)
-        html_part = self._render(self.html_env, "digest.html.j2", context)
-        text_part = self._render(self.text_env, "digest.txt.j2", context)
+        entries = selection.entries
+        rendered: dict[Plan, str] = {}
+
+        def html_for(plan: Plan) -> str:
+            if plan not in rendered:
+                rendered[plan] = self.html(self._context(edition_id, entries, plan, created, nonce))
+            return rendered[plan]
+
+        def fits(plan: Plan) -> bool:
+            return self.size(html_for(plan), nonce) <= self.settings.max_bytes
+
+        plan, ok = budget.fit(len(selection.items), len(entries), fits)
+        if not ok:
+            log.warning(
+                "edition %s: the HTML is %s bytes even with every entry only counted, over "
+                "the budget of %s: Gmail may clip it; make the templates smaller",
+                edition_id,
+                self.size(html_for(plan), nonce),
+                self.settings.max_bytes,
+            )
+        elif plan.full < len(selection.items) or plan.hidden(len(entries)):
+            log.info(
+                "edition %s: %s of %s entries in full, %s as headlines, %s counted (size budget)",
+                edition_id,
+                plan.full,
+                len(entries),
+                plan.listed,
+                plan.hidden(len(entries)),
+            )
+        context = self._context(edition_id, entries, plan, created, nonce)
         return Composed(
             edition_id=edition_id,
             subject=self.subject(selection, created),
-            html=html_part,
-            text=text_part,
+            html=html_for(plan),
+            text=self.text(context),
             created=created,
             nonce=nonce,
         )
 
+    def html(self, context: Mapping[str, Any]) -> str:
+        """The HTML part for a context, CSS inlined (``@media`` rules kept)."""
+        page = self._render(self.html_env, HTML_TEMPLATE, context)
+        try:
+            return str(self.inliner.inline(page))
+        except css_inline.InlineError as exc:
+            raise RenderError(f"cannot inline the CSS: {exc}", HTML_TEMPLATE) from exc
+
+    def text(self, context: Mapping[str, Any]) -> str:
+        return self._render(self.text_env, TEXT_TEMPLATE, context)
+
+    @staticmethod
+    def size(html_part: str, nonce: str) -> int:
+        """Bytes of the HTML part once personalized (each marker counted at its reserve)."""
+        return len(html_part.encode("utf-8")) + html_part.count(f"%%{nonce}.") * PERSONAL_RESERVE
+
     def context(
         self, edition_id: int, selection: Selection, created: datetime, nonce: str
     ) -> dict[str, Any]:
+        """What templates see for a whole selection, before any size budget."""
+        plan = Plan(len(selection.items), len(selection.more))
+        return self._context(edition_id, selection.entries, plan, created, nonce)
+
+    def _context(
+        self,
+        edition_id: int,
+        entries: Sequence[Entry],
+        plan: Plan,
+        created: datetime,
+        nonce: str,
+    ) -> dict[str, Any]:
         """What templates see (docs/templates.md documents every field)."""
-        base = self.settings.base_url
+        s = self.settings
+        limit = budget.SHORT_SUMMARY if plan.short else None
+        full = entries[: plan.full]
+        items: list[ItemView] = []
+        groups = []
+        for name, members in group(full, s.group_by):
+            views = [
+                ItemView.of(e, len(items) + i + 1, limit, s.thumbnails)
+                for i, e in enumerate(members)
+            ]
+            items += views
+            groups.append(GroupView(name, tuple(views)))
         edition = EditionView(
             id=edition_id,
-            title=self.settings.title,
+            title=s.title,
             date=created.astimezone(self.zone),
-            items=tuple(ItemView.of(e) for e in selection.items),
-            more=tuple(ItemView.of(e) for e in selection.more),
-            archive_url=f"{base}/archive/{edition_id}",
+            items=tuple(items),
+            groups=tuple(groups),
+            more=tuple(ItemView.of(e) for e in entries[plan.full : plan.full + plan.listed]),
+            hidden=plan.hidden(len(entries)),
+            archive_url=f"{s.base_url}/archive/{edition_id}",
+            contents=0 < s.contents_from <= len(items),
+            shortened=bool(limit) and any(len(e.summary) > budget.SHORT_SUMMARY for e in full),
         )
         return {
             "edition": edition,
             "recipient": RecipientView(**markers(nonce)),
-            "postal_address": self.settings.postal_address,
-            "base_url": base,
+            "postal_address": s.postal_address,
+            "base_url": s.base_url,
+            "lang": self.formats.lang,
+            "dir": self.formats.direction,
         }
 
     def subject(self, selection: Selection, created: datetime) -> str:
@@ -159,60 +263,62 @@ class Renderer:
         except jinja2.TemplateError as exc:
             raise _wrap(exc, name) from exc
 
+    # -- checking the templates ------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class ItemView:
-    """One entry, as templates see it."""
-
-    title: str
-    link: str | None
-    summary: str
-    source: str
-    category: str | None
-    published: datetime
-    dated: bool
-    author: str | None
-    thumbnail: str | None
-
-    @classmethod
-    def of(cls, entry: Entry) -> ItemView:
-        return cls(
-            title=entry.title,
-            link=entry.link,
-            summary=entry.summary,
-            source=entry.source_title,
-            category=entry.source.category,
-            published=entry.published,
-            dated=entry.dated,
-            author=entry.author,
-            thumbnail=entry.thumbnail,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class EditionView:
-    """The edition, as templates see it."""
-
-    id: int
-    title: str
-    date: datetime
-    items: tuple[ItemView, ...]
-    more: tuple[ItemView, ...]
-    archive_url: str
-
-    @property
-    def count(self) -> int:
-        return len(self.items) + len(self.more)
+    def check(self, now: datetime) -> list[str]:
+        """Render the templates against the sample edition, in every shape an edition can
+        take (items, headlines, a count, nothing new). A broken template raises
+        RenderError with its file and line; what works but is wrong comes back as words."""
+        nonce = "check"
+        chosen = sample.selection(now)
+        shapes = [
+            (chosen.entries, Plan(len(chosen.items), len(chosen.more))),  # the whole sample
+            (chosen.entries, Plan(2, 3, short=True)),  # squeezed: headlines and a count
+            (chosen.entries, Plan(0, 0, short=True)),  # bare: every entry counted
+            ((), Plan(0, 0)),  # nothing new
+        ]
+        parts = []
+        for entries, plan in shapes:
+            context = self._context(0, entries, plan, now, nonce)
+            parts.append((self.html(context), self.text(context)))
+        self.subject(chosen, now)
+        problems = []
+        unsubscribe = Marker(nonce, "unsubscribe_url")
+        address = self.settings.postal_address
+        whole_html, whole_text = parts[0]
+        for part, body, marker in (
+            ("HTML", whole_html, unsubscribe.__html__()),
+            ("text", whole_text, str(unsubscribe)),
+        ):
+            if marker not in body:
+                problems.append(
+                    f"the {part} part has no unsubscribe link: add "
+                    "{{ recipient.unsubscribe_url }} (every mail must have one)"
+                )
+            if address not in body and html.escape(address, quote=False) not in body:
+                problems.append(
+                    f"the {part} part has no postal address: add {{{{ postal_address }}}}"
+                )
+        bare = self.size(parts[2][0], nonce)
+        if bare > self.settings.max_bytes:
+            problems.append(
+                f"the HTML part is {bare:,} bytes with every entry only counted, over the "
+                f"budget of {self.settings.max_bytes:,}: make the templates smaller"
+            )
+        return problems
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientView:
-    """The recipient's personal values: markers, filled in per recipient after rendering."""
-
-    unsubscribe_url: Marker
-    preferences_url: Marker
-    email: Marker
-    name: Marker
+def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
+    """Text filled to ``width`` columns, every line after the first indented by ``indent``
+    (the first by ``first``, default ``indent``). Words and links are never broken."""
+    return textwrap.fill(
+        " ".join(str(text).split()),
+        width=width,
+        initial_indent=indent if first is None else first,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def _wrap(exc: jinja2.TemplateError, name: str) -> RenderError:

@@ -45,10 +45,8 @@ def artifacts() -> Path:
 def browser() -> Iterator[Any]:
     """A Playwright Browser on the system Chromium; skips where there is none.
 
-    Module-scoped: Playwright's sync API keeps an asyncio loop running in the main
-    thread while it is open, and ``asyncio.run`` (fetching feeds) refuses to start
-    inside it, so the browser must be closed before other modules' tests run. In a
-    browser test, run digest's own work in a subprocess or another thread."""
+    Module-scoped: while Playwright's sync API is open it keeps an event loop running
+    in this thread, which makes ``asyncio.run`` fail in every later test."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("Chromium is not installed (Debian: apt install chromium)")

@@ -22,6 +22,14 @@ SHARED = Path(os.environ.get("DIGEST_SHARED") or ROOT.parent / "shared")
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden files in tests/golden/ from the current output",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # feedparser and sgmllib still use APIs newer Pythons deprecate: not our warnings.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:feedparser")

@@ -278,3 +278,12 @@ def test_version_and_help(cli_env: dict[str, str]) -> None:
     assert digest("--version", env=cli_env).stdout.startswith("digest, version")
     assert "run" in digest("--help", env=cli_env).stdout
     assert os.environ.get("DIGEST_FAULT") is None
+
+
+def test_unusable_database_is_a_clear_error(project: Project) -> None:
+    project.feed("https://example.org/feed.xml")
+    (project.folder / "blocker").write_text("a file, not a folder")
+    project.data["storage"] = {"url": f"sqlite:///{project.folder / 'blocker' / 'x.db'}"}
+    project.write()
+    code, _, err = invoke(project, "subscribers", "list")
+    assert code == 1 and "storage.url" in err and "Traceback" not in err

@@ -234,3 +234,39 @@ def test_copies_of_the_samples_work_from_anywhere(tmp_path: Path) -> None:
     project.feed(str(tmp_path / "s" / "field-notes.atom"), first_run_window="all")
     project.subscriber("ada@example.org")
     assert run(project).editions[0].entries == 3
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_fatal_delivery_error_stops_then_next_run_resumes(
+    sampled: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .smtp_server import SmtpServer
+
+    folder = tmp_path / "smtp"
+    folder.mkdir()
+    with SmtpServer(folder, security="starttls", user=("digest", "right")) as server:
+        sampled.data["delivery"] = {
+            "backend": "smtp",
+            "retry_backoff": "1ms",
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "security": "starttls",
+                "username": "digest",
+                "password_env": "TEST_SMTP_PW",
+                "ca_file": str(server.cert),
+            },
+        }
+        monkeypatch.setenv("TEST_SMTP_PW", "wrong")
+        first = run(sampled)
+        (edition,) = first.editions
+        assert edition.status is EditionStatus.SENDING and not first.ok
+        assert edition.recipients_failed == 2 and "refused the login" in edition.problems[0]
+        second = run(sampled, NOW + timedelta(minutes=5))  # still wrong: no new edition piles up
+        assert [e.id for e in second.editions] == [1] and "still unfinished" in (
+            second.skipped or ""
+        )
+        monkeypatch.setenv("TEST_SMTP_PW", "right")
+        third = run(sampled, NOW + timedelta(minutes=10))
+        assert [(e.id, e.resumed, e.recipients_delivered) for e in third.editions] == [(1, True, 2)]
+        assert len(server.received) == 2

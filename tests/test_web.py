@@ -680,3 +680,30 @@ def test_only_an_unsubscribe_can_be_undone_from_a_link(site: Site) -> None:
     r = site.client.post(f"/resubscribe/{token}")
     assert r.status_code == 400
     assert site.subscriber("ada@example.org").status == "removed"
+
+
+def test_the_archive_lists_stories_the_mail_had_no_room_for(engine: sa.Engine) -> None:
+    from digest.web import archive
+
+    with engine.begin() as conn:
+        feed_id = conn.execute(
+            sa.insert(schema.feeds).values(url="https://f.example/feed", consecutive_failures=0)
+        ).inserted_primary_key[0]  # type: ignore[index]
+        edition_id = record.begin_edition(conn, NOW, "n0nce")
+        for i, link in enumerate(["https://f.example/a?x=1&y=2", "https://f.example/b"]):
+            conn.execute(
+                sa.insert(schema.entries).values(
+                    feed_id=feed_id,
+                    identity=f"e{i}",
+                    title=f"Story <{i}>",
+                    link=link,
+                    published_at=NOW,
+                    first_seen_at=NOW,
+                    edition_id=edition_id,
+                )
+            )
+        shown = '<html><body><a href="https://f.example/a?x=1&amp;y=2">A</a></body></html>'
+        out = archive.with_hidden_stories(conn, edition_id, shown)
+    assert out.startswith(shown[: -len("</body></html>")])
+    assert 'href="https://f.example/b">Story &lt;1&gt;</a>' in out
+    assert "Story &lt;0&gt;" not in out and out.endswith("</body></html>")

@@ -113,7 +113,9 @@ def test_subscribe_confirm_and_unsubscribe_in_a_browser(
         fits_the_phone(page)
         page.screenshot(path=str(artifacts / "web-8-archive.png"), full_page=True)
         page.get_by_role("link", name=re.compile("^Test Digest: ")).click()
-        page.wait_for_selector("text=Counting glaciers from orbit")
+        page.wait_for_load_state()
+        assert "/archive/1" in page.url and "Counting glaciers from orbit" in page.content()
+        assert "reader@example.org" not in page.content()
         page.screenshot(path=str(artifacts / "web-9-archived-edition.png"), full_page=True)
         page.close()
         assert served.stop() == 0

@@ -46,7 +46,12 @@ def connect(url: str, *, auto_upgrade: bool | None = None) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         database = engine.url.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"storage.url: cannot create the folder for {database}: {exc.strerror}"
+                ) from exc
     if auto_upgrade is None:
         auto_upgrade = engine.dialect.name == "sqlite"
     try:

@@ -35,6 +35,7 @@ def build(
     letterhead: Letterhead,
     test: bool = False,
 ) -> EmailMessage:
+    test = test or composed.test
     html_part, text_part = personalize(composed, values)
     msg = EmailMessage()
     msg["From"] = _address(letterhead.sender)

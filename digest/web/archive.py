@@ -59,7 +59,34 @@ def edition_html(conn: sa.Connection, edition_id: int, base_url: str) -> str | N
         return None
     composed = Composed(row.id, row.subject, row.html, row.text, row.created_at, row.nonce)
     html, _text = personalize(composed, archive_values(base_url))
-    return html
+    return with_hidden_stories(conn, edition_id, html)
+
+
+def with_hidden_stories(conn: sa.Connection, edition_id: int, html: str) -> str:
+    """The mail shows what fits its size budget and says "read the rest online": here,
+    the stories of the edition whose link is not in the mail are listed after it."""
+    rows = conn.execute(
+        sa.select(N.c.title, N.c.link)
+        .where(N.c.edition_id == edition_id)
+        .order_by(N.c.published_at.desc())
+    ).all()
+    missing = [
+        (t, link) for t, link in rows if link and escape(link) not in html and link not in html
+    ]
+    if not missing:
+        return html
+    items = "".join(
+        f'<li style="margin:0 0 6px;"><a href={quoteattr(link)}>{escape(title)}</a></li>'
+        for title, link in missing
+    )
+    section = (
+        '<section id="more-online" style="max-width:600px;margin:0 auto;padding:16px 24px 32px;'
+        "font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:15px;"
+        'line-height:1.5;">'
+        f'<h2 style="font-size:18px;">The rest of this edition</h2><ul>{items}</ul></section>'
+    )
+    at = html.lower().rfind("</body>")
+    return html[:at] + section + html[at:] if at >= 0 else html + section
 
 
 def _iso(when: datetime) -> str:
