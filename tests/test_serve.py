@@ -137,3 +137,30 @@ def test_schedule_command_shows_zone_utc_and_the_last_edition(
     data = __import__("json").loads(result.output)
     assert data["last_edition"]["id"] == 1 and data["last_edition"]["delivered"] == 2
     assert len(data["next"]) == 5 and data["now"]["action"] in ("skip", "run")
+
+
+def test_a_busy_port_is_a_clear_error_and_sends_nothing(
+    configured: tuple[Project, int], cli_env: dict[str, str]
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    project, port = configured
+    project.data["schedule"] = {"cron": "* * * * *", "timezone": "UTC"}  # due right now
+    project.write()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "digest", "--config", str(project.path), "serve"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert project.outbox() == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from datetime import UTC, datetime
 from types import FrameType
@@ -20,6 +21,7 @@ import uvicorn
 
 from .. import pipeline, schedule
 from ..config import Config
+from ..errors import DigestError
 from . import build, create_app
 
 log = logging.getLogger("digest.serve")
@@ -45,6 +47,29 @@ class _Server(uvicorn.Server):
             log.info("%s: stopping after the batch in flight", name)
         self.stop.set()
         self.should_exit = True
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or a DigestError that says which address and why."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise DigestError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): another program has "
+            "the port, or the address is not this machine's; set web.host / web.port, or "
+            "--host / --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(
@@ -87,6 +112,7 @@ def serve(
         timeout_graceful_shutdown=30,
     )
     server = _Server(uv, stop)
+    sock = bind(uv.host, uv.port)  # before the scheduler starts: a busy port sends nothing
     started = datetime.now(UTC)
     log.info(
         "digest serve: %s on http://%s:%s/ (public address %s)",
@@ -100,8 +126,9 @@ def serve(
     else:
         log.info("the scheduler is off (--no-schedule): editions go out only with `digest run`")
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         stop.set()
         if scheduler is not None:
             scheduler.shutdown()
