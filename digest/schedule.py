@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
-from . import crontab, lease, pipeline, record
+from . import crontab, lease, pipeline, record, subscribers
 from .db import schema
 from .durations import format_duration
 from .errors import DigestError, LeaseError
@@ -50,6 +50,8 @@ from .model import RunReport
 log = logging.getLogger(__name__)
 
 LAST_SLOT_KEY = "schedule.last_slot"
+#: Web sign-ups never confirmed are erased after this long (at the next scheduled tick).
+UNCONFIRMED_KEPT = timedelta(days=30)
 #: How long a run that found the lease taken waits before trying the slot again.
 BUSY_RETRY = timedelta(minutes=1)
 _SEARCH_LIMIT = timedelta(days=400)
@@ -260,6 +262,14 @@ class Runner:
             return Outcome.FAILED
 
     def _tick(self) -> Outcome:
+        with self.services.engine.begin() as conn:
+            forgotten = subscribers.forget_unconfirmed(conn, self.clock() - UNCONFIRMED_KEPT)
+        if forgotten:
+            log.info(
+                "%s sign-up(s) never confirmed in %s days: forgotten",
+                forgotten,
+                UNCONFIRMED_KEPT.days,
+            )
         decision = self.decide_now()
         if not decision.runs:
             log.info("nothing to do: %s", decision.reason)

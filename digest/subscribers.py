@@ -257,6 +257,19 @@ def set_preferences(
     )
 
 
+def forget_unconfirmed(conn: sa.Connection, before: datetime) -> int:
+    """Erase web sign-ups never confirmed and made before ``before`` (their address is
+    kept no longer than needed), with their sign-up requests. Returns how many."""
+    stale = sa.select(S.c.id).where(
+        (S.c.status == PENDING) & (S.c.source == "web") & (S.c.created_at < before)
+    )
+    ids = [r[0] for r in conn.execute(stale)]
+    if ids:
+        conn.execute(sa.delete(schema.signups).where(schema.signups.c.subscriber_id.in_(ids)))
+        conn.execute(sa.delete(S).where(S.c.id.in_(ids)))
+    return len(ids)
+
+
 def all_subscribers(conn: sa.Connection, status: str | None = None) -> Iterator[Subscriber]:
     query = sa.select(S).order_by(S.c.id)
     if status:

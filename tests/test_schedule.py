@@ -415,3 +415,31 @@ def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> 
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_sign_ups_never_confirmed_are_forgotten_after_30_days(
+    runner: tuple[schedule.Runner, Clock],
+) -> None:
+    from digest import subscribers
+
+    r, clock = runner
+    engine = r.services.engine
+    with engine.begin() as conn:
+        for address, days in (("old@example.org", 31), ("new@example.org", 29)):
+            subscribers.add(
+                conn, address, None, "web", SLOT - timedelta(days=days), status="pending"
+            )
+        conn.execute(
+            sa.insert(schema.signups).values(
+                email_key="old@example.org",
+                subscriber_id=subscribers.get(conn, "old@example.org").id,  # type: ignore[union-attr]
+                requested_at=SLOT - timedelta(days=31),
+                mailed=True,
+            )
+        )
+    clock.now = SLOT + timedelta(hours=5)
+    r.tick()
+    with engine.connect() as conn:
+        assert subscribers.get(conn, "old@example.org") is None
+        assert subscribers.get(conn, "new@example.org") is not None
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.signups)).scalar() == 0
