@@ -707,3 +707,17 @@ def test_the_archive_lists_stories_the_mail_had_no_room_for(engine: sa.Engine) -
     assert out.startswith(shown[: -len("</body></html>")])
     assert 'href="https://f.example/b">Story &lt;1&gt;</a>' in out
     assert "Story &lt;0&gt;" not in out and out.endswith("</body></html>")
+
+
+def test_oversized_posts_are_refused_without_acting(site: Site) -> None:
+    token = site.token("ada@example.org")
+    huge = b"List-Unsubscribe=One-Click&pad=" + b"x" * (200 * 1024)
+    r = site.client.post(
+        f"/unsubscribe/{token}",
+        content=huge,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 400
+    assert site.subscriber("ada@example.org").status == "active"
+    r = site.client.post("/webhooks/sendgrid", content=b"[" + b" " * (6 * 1024 * 1024) + b"]")
+    assert r.status_code == 413

@@ -203,8 +203,21 @@ def _headers(csp: str, private: bool, extra: Mapping[str, str] | None = None) ->
     return out
 
 
+MAX_FORM = 64 * 1024
+
+
+def _too_large(request: Request, limit: int) -> bool:
+    try:
+        return int(request.headers.get("content-length", "0")) > limit
+    except ValueError:
+        return True
+
+
 async def _form(request: Request) -> dict[str, str]:
-    """The posted form (urlencoded or multipart), as strings; {} when unreadable."""
+    """The posted form (urlencoded or multipart), as strings; {} when unreadable or
+    larger than any form of ours could be."""
+    if _too_large(request, MAX_FORM):
+        return {}
     try:
         form = await request.form(max_files=0, max_fields=100)
     except Exception:  # a malformed body is a bad request, never a traceback
@@ -298,8 +311,8 @@ def routes(web: Web) -> list[Route]:
             return web.bad_link()
         if request.method == "GET":  # never acts: link scanners follow links
             return web.page("unsubscribe.html.j2", subscriber=s, token=token)
-        body = await request.body()
-        form = await _form(request)
+        body = b"" if _too_large(request, MAX_FORM) else await request.body()  # first:
+        form = await _form(request)  # the form is then parsed from the kept body
         if form.get("List-Unsubscribe") != "One-Click" and ONE_CLICK.encode() not in body:
             return web.error(
                 400, "Not unsubscribed", "The request did not ask to unsubscribe (RFC 8058)."
@@ -335,6 +348,8 @@ def routes(web: Web) -> list[Route]:
         if s is None:
             return web.bad_link()
         if request.method == "POST":
+            if _too_large(request, MAX_FORM):
+                return web.error(413, "Too large", "That is more than this form sends.")
             form = await request.form(max_files=0)
             done = await run_in_threadpool(_preferences, web, s, form)
             return RedirectResponse(web.url(f"/preferences/{token}?done={done}"), 303)
@@ -381,6 +396,8 @@ def routes(web: Web) -> list[Route]:
         return Response(xml, media_type="application/atom+xml; charset=utf-8")
 
     async def sendgrid_webhook(request: Request) -> Response:
+        if _too_large(request, webhook.MAX_BODY):
+            return JSONResponse({"error": "too large"}, 413)
         body = await request.body()
         if len(body) > webhook.MAX_BODY:
             return JSONResponse({"error": "too large"}, 413)
