@@ -474,6 +474,38 @@ def send_test(state: State, email: str, use_sample: bool) -> None:
     )
 
 
+# -- resend -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--edition", "edition_id", type=int, required=True, help="The edition's id.")
+@click.option("--failed", is_flag=True, help="Re-send the batches known not delivered.")
+@click.option(
+    "--unknown",
+    is_flag=True,
+    help="Also re-send batches whose fate is unknown (check the provider's log first).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, like `run`.")
+@click.pass_obj
+@handled
+def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: bool) -> None:
+    """Send an edition again to the recipients it did not reach."""
+    from .redeliver import resend as redeliver
+
+    services = pipeline.build(state.config)
+    bars = console.Bars() if not as_json and sys.stderr.isatty() else None
+    try:
+        report = redeliver(services, edition_id, failed=failed, unknown=unknown, progress=bars)
+    finally:
+        if bars is not None:
+            bars.done()
+    if as_json:
+        console.print_json(console.run_json(report))
+    else:
+        console.run_summary(report)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
 # -- serve and schedule -------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -211,6 +212,21 @@ class SmtpSection(Section):
     password_env: EnvName = "DIGEST_SMTP_PASSWORD"
     timeout: Duration = timedelta(seconds=30)
     ca_file: str | None = None
+    max_per_connection: int = Field(0, ge=0)
+    rate: float = Field(0, ge=0)
+    dkim_key_file: str | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+
+    @model_validator(mode="after")
+    def _dkim_complete(self) -> SmtpSection:
+        given = [self.dkim_key_file, self.dkim_selector, self.dkim_domain]
+        if any(given) and not all(given):
+            raise ValueError(
+                "dkim_key_file: set dkim_key_file, dkim_selector and dkim_domain together "
+                "(or none of them to send unsigned)"
+            )
+        return self
 
     @property
     def effective_port(self) -> int:
@@ -221,12 +237,39 @@ class SendgridSection(Section):
     api_key_env: EnvName = "SENDGRID_API_KEY"
     api_url: HttpUrl = "https://api.sendgrid.com"
     batch_size: int = Field(1000, ge=1, le=1000)
+    timeout: Duration = timedelta(seconds=30)
+    sandbox: bool = False
+    asm_group_id: int | None = Field(None, ge=1)
+    categories: tuple[str, ...] = ("digest",)
+
+    @field_validator("categories")
+    @classmethod
+    def _categories_fit(cls, cats: tuple[str, ...]) -> tuple[str, ...]:
+        if len(cats) > 10 or len(set(cats)) != len(cats):
+            raise ValueError("at most 10, each once (SendGrid's limit)")
+        for c in cats:
+            if not c or len(c) > 255 or not c.isprintable():
+                raise ValueError(f"{c!r} is not usable: 1 to 255 characters, one line")
+        return cats
 
 
 class DeliverySection(Section):
     backend: Literal["outbox", "smtp", "sendgrid"] = "outbox"
     retries: int = Field(3, ge=0, le=20)
     retry_backoff: Duration = timedelta(seconds=2)
+    max_retry_wait: Duration = timedelta(minutes=5)
+    retry_unanswered: bool = True
+    workers: int | None = Field(None, ge=1, le=64)
+    keep_ledger: Duration = timedelta(days=90)
+
+    @property
+    def effective_workers(self) -> int:
+        """Batches in flight at once: by default 4 requests to SendGrid, one SMTP
+        connection (many relays limit them), one writer of outbox files."""
+        if self.workers is not None:
+            return self.workers
+        return 4 if self.backend == "sendgrid" else 1
+
     outbox: OutboxSection = OutboxSection()
     smtp: SmtpSection = SmtpSection()
     sendgrid: SendgridSection = SendgridSection()
@@ -474,7 +517,14 @@ def _describe(err: Any, raw: dict[str, Any]) -> str:
         if message.startswith(prefix):
             message = message[len(prefix) :]
     # raised by a section's own validator, key first
-    for own in ("cron", "subject", "catch_up", "sendgrid_public_key", "trusted_proxies"):
+    for own in (
+        "cron",
+        "subject",
+        "catch_up",
+        "sendgrid_public_key",
+        "trusted_proxies",
+        "dkim_key_file",
+    ):
         if message.startswith(own + ": "):
             return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
     if message.startswith("feeds["):  # raised by Config's own validator, key included

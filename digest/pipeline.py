@@ -24,11 +24,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 
-from . import __version__, db, faults, health, lease, record, subscribers
+from . import __version__, db, faults, health, lease, record, retention, subscribers
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
 from .deliver.dispatch import DispatchSettings, dispatch
@@ -48,6 +48,9 @@ from .model import (
 from .pick import pick
 from .render import Renderer, RenderSettings
 from .tokens import Signer, load_key
+
+if TYPE_CHECKING:
+    from .deliver.smtp import DkimKey
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,8 @@ def make_backend(config: Config, signer: Signer) -> Backend:
         from .deliver.outbox import OutboxBackend
 
         return OutboxBackend(config.resolve(config.delivery.outbox.dir), head, personalizer)
+    if kind == "sendgrid":
+        return sendgrid_backend(config, head, personalizer)
     if kind == "smtp":
         from .deliver.smtp import SmtpBackend, SmtpSettings
 
@@ -175,12 +180,75 @@ def make_backend(config: Config, signer: Signer) -> Backend:
                 password=password,
                 timeout=s.timeout.total_seconds(),
                 ca_file=config.resolve(s.ca_file) if s.ca_file else None,
+                max_per_connection=s.max_per_connection,
+                rate=s.rate,
+                dkim=_dkim_key(config),
             ),
             head,
             personalizer,
         )
     raise ConfigError(
         str(config.path), [f"delivery.backend: {kind!r} is not available in this version"]
+    )
+
+
+def sendgrid_backend(config: Config, head: Letterhead, personalizer: Personalizer) -> Backend:
+    from .deliver.sendgrid import SendgridBackend, SendgridSettings
+
+    s = config.delivery.sendgrid
+    key = config.secret_from_env(s.api_key_env)
+    if key is None:
+        raise ConfigError(
+            str(config.path),
+            [
+                f"delivery.sendgrid.api_key_env: the environment variable {s.api_key_env} is "
+                f"not set: export {s.api_key_env}=SG.... with a SendGrid API key that has the "
+                "Mail Send permission"
+            ],
+        )
+    return SendgridBackend(
+        SendgridSettings(
+            api_key=key,
+            api_url=s.api_url,
+            batch_size=s.batch_size,
+            timeout=s.timeout.total_seconds(),
+            sandbox=s.sandbox,
+            asm_group_id=s.asm_group_id,
+            categories=tuple(s.categories),
+        ),
+        head,
+        personalizer,
+    )
+
+
+def _dkim_key(config: Config) -> DkimKey | None:
+    s = config.delivery.smtp
+    if not (s.dkim_key_file and s.dkim_selector and s.dkim_domain):
+        return None
+    from .deliver.smtp import load_dkim_key
+
+    try:
+        return load_dkim_key(config.resolve(s.dkim_key_file), s.dkim_selector, s.dkim_domain)
+    except ValueError as exc:
+        raise ConfigError(str(config.path), [f"delivery.smtp.dkim_key_file: {exc}"]) from None
+
+
+def dispatch_settings(
+    config: Config,
+    sleep: Callable[[float], None],
+    clock: Callable[[], datetime],
+    should_stop: Callable[[], bool],
+) -> DispatchSettings:
+    d = config.delivery
+    return DispatchSettings(
+        workers=d.effective_workers,
+        retries=d.retries,
+        backoff=d.retry_backoff.total_seconds(),
+        max_wait=d.max_retry_wait.total_seconds(),
+        retry_unanswered=d.retry_unanswered,
+        sleep=sleep,
+        clock=clock,
+        should_stop=should_stop,
     )
 
 
@@ -197,21 +265,13 @@ def build(
     with a throwaway key instead of creating the real one."""
     engine = engine or db.connect(config.storage_url)
     signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
-    d = config.delivery
     return Services(
         config=config,
         engine=engine,
         backend=make_backend(config, signer),
         renderer=Renderer(render_settings(config)),
         fetch=fetch_settings(config),
-        dispatch=DispatchSettings(
-            workers=1,
-            retries=d.retries,
-            backoff=d.retry_backoff.total_seconds(),
-            sleep=sleep,
-            clock=clock,
-            should_stop=should_stop,
-        ),
+        dispatch=dispatch_settings(config, sleep, clock, should_stop),
         clock=clock,
     )
 
@@ -282,6 +342,7 @@ def run(
             composed = commit_edition(services, gathered, slot)
             faults.point("recipients-frozen")
             editions.append(deliver(services, composed.edition_id, progress, resumed=False))
+        compact_ledger(services)
     progress.done()
     return RunReport(
         editions=tuple(editions),
@@ -461,6 +522,19 @@ def deliver(
         status=tally.status,
         problems=tuple(problems),
     )
+
+
+def compact_ledger(services: Services) -> None:
+    """Per-recipient rows of editions finished before ``delivery.keep_ledger`` → counts."""
+    keep = services.config.delivery.keep_ledger
+    done = retention.compact(services.engine, services.clock() - keep)
+    if done.editions:
+        log.info(
+            "compacted %s edition(s) older than %s: %s delivery rows removed",
+            done.editions,
+            keep,
+            done.deliveries,
+        )
 
 
 def preview(services: Services, progress: Progress | None = None) -> tuple[Composed, Gathered]:

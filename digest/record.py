@@ -245,8 +245,29 @@ def edition_entry_count(conn: sa.Connection, edition_id: int) -> int:
 # -- batches ------------------------------------------------------------------------------
 
 
+DEPARTED = "unsubscribed or removed before this edition reached them: not sent"
+
+
 def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
-    """After a crash: batches caught ``sending`` become ``unknown``. Returns recipients."""
+    """Before an unfinished edition goes on (after a crash, a fatal error, or for
+    ``digest resend``): batches caught ``sending`` become ``unknown``; recipients of the
+    batches still to send who are no longer active subscribers are left out. Returns the
+    recipients now unknown."""
+    S = schema.subscribers
+    pending = sa.select(B.c.number).where(
+        (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING)
+    )
+    active = sa.select(S.c.id).where(S.c.status == "active")
+    conn.execute(
+        sa.update(D)
+        .where(
+            (D.c.edition_id == edition_id)
+            & D.c.error.is_(None)
+            & D.c.batch.in_(pending)
+            & D.c.subscriber_id.not_in(active)
+        )
+        .values(error=DEPARTED)
+    )
     where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.SENDING)
     count = int(
         conn.execute(
@@ -266,13 +287,44 @@ def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     return count
 
 
-def pending_batches(conn: sa.Connection, edition_id: int) -> list[int]:
-    rows = conn.execute(
+def pending_batches(
+    conn: sa.Connection, edition_id: int, *, after: int = -1, limit: int | None = None
+) -> list[int]:
+    """Numbers of the edition's pending batches above ``after``, in order (``limit`` of
+    them: the dispatcher pages through an edition, whatever its size)."""
+    query = (
         sa.select(B.c.number)
-        .where((B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING))
+        .where(
+            (B.c.edition_id == edition_id)
+            & (B.c.status == BatchStatus.PENDING)
+            & (B.c.number > after)
+        )
         .order_by(B.c.number)
     )
-    return [int(r[0]) for r in rows]
+    if limit is not None:
+        query = query.limit(limit)
+    return [int(r[0]) for r in conn.execute(query)]
+
+
+def load_batches(conn: sa.Connection, edition_id: int, numbers: Sequence[int]) -> list[Batch]:
+    """These batches (ascending numbers) with their recipients, in one query."""
+    if not numbers:
+        return []
+    rows = conn.execute(
+        sa.select(D.c.batch, D.c.subscriber_id, D.c.email, D.c.name)
+        .where(
+            (D.c.edition_id == edition_id)
+            & D.c.batch.between(numbers[0], numbers[-1])
+            & D.c.error.is_(None)  # left out on purpose (see ``recover``)
+        )
+        .order_by(D.c.batch)  # within a batch, any order will do
+    )
+    groups: dict[int, list[Recipient]] = {n: [] for n in numbers}
+    for number, subscriber_id, email, name in rows:
+        group = groups.get(number)
+        if group is not None:  # a batch in the range that is not pending is left out
+            group.append(Recipient(subscriber_id, email, name))
+    return [Batch(edition_id, n, tuple(groups[n])) for n in numbers]
 
 
 def load_batch(conn: sa.Connection, edition_id: int, number: int) -> Batch:
@@ -318,7 +370,15 @@ def reject(conn: sa.Connection, edition_id: int, rejected: Mapping[int, str]) ->
 
 def requeue_failed(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     """Put failed batches back to pending (``digest resend --failed``). Returns recipients."""
-    where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.FAILED)
+    return requeue(conn, edition_id, [BatchStatus.FAILED], now)
+
+
+def requeue(
+    conn: sa.Connection, edition_id: int, statuses: Sequence[BatchStatus], now: datetime
+) -> int:
+    """Put batches in these states back to pending, and the edition back to sending.
+    Returns how many recipients they hold. ``digest resend`` does this."""
+    where = (B.c.edition_id == edition_id) & B.c.status.in_(list(statuses))
     count = int(
         conn.execute(
             sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)

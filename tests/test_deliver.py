@@ -206,3 +206,141 @@ def test_connection_refused_is_transient() -> None:
     )
     with pytest.raises(TransientDeliveryError, match="cannot connect"):
         backend.open(composed()).send(Batch(3, 1, (RECIPIENTS[0],)))
+
+
+# -- SMTP: connections, rate, DKIM, ambiguity -------------------------------------------------
+
+
+def test_max_messages_per_connection(tmp_path: Path) -> None:
+    with SmtpServer(tmp_path) as server:
+        backend = smtp_backend(server, security="none", max_per_connection=2)
+        send_all(backend)
+        assert len(server.received) == 5
+        assert backend.connections_opened == 3 and server.connections == 3
+
+
+def test_rate_limit_spaces_messages_across_workers() -> None:
+    from digest.deliver.smtp import RateLimit
+
+    now = [100.0]
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+
+    limit = RateLimit(4, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        limit.wait()  # the clock stands still: each waits its turn
+    assert sleeps == [0.25, 0.5, 0.75, 1.0]
+    now[0] = 200.0
+    limit.wait()  # long after: no wait
+    assert len(sleeps) == 4
+
+
+def rsa_key(folder: Path) -> tuple[Path, str]:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return path, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
+
+
+def test_dkim_signature_covers_the_one_click_headers_and_verifies(tmp_path: Path) -> None:
+    import dkim
+
+    from digest.deliver.smtp import load_dkim_key
+
+    path, record = rsa_key(tmp_path)
+    key = load_dkim_key(path, "digest", "example.org")
+    with SmtpServer(tmp_path) as server:
+        send_all(smtp_backend(server, security="none", dkim=key))
+        assert len(server.received) == 5
+        data = server.received[0].data
+    msg = parse(data)
+    tags = dict(
+        part.strip().split("=", 1) for part in msg["DKIM-Signature"].split(";") if "=" in part
+    )
+    signed = {h.strip().lower() for h in tags["h"].replace(" ", "").split(":")}
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject"} <= signed
+    assert tags["d"] == "example.org" and tags["s"] == "digest"
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"digest._domainkey.example.org."
+        return record.encode()
+
+    assert dkim.verify(data, dnsfunc=dns)
+    tampered = data.replace(b"List-Unsubscribe: <https://", b"List-Unsubscribe: <http://")
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_an_unusable_dkim_key_is_a_clear_error(tmp_path: Path) -> None:
+    from digest.deliver.smtp import load_dkim_key
+
+    (tmp_path / "bad.pem").write_text("not a key")
+    with pytest.raises(ValueError, match="not a usable DKIM private key"):
+        load_dkim_key(tmp_path / "bad.pem", "s", "example.org")
+    with pytest.raises(ValueError, match="cannot read the DKIM key"):
+        load_dkim_key(tmp_path / "missing.pem", "s", "example.org")
+
+
+class DroppingSmtp:
+    """A bare SMTP server that reads one whole message and hangs up without replying."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.got = 0
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            f = conn.makefile("rb")
+            conn.sendall(b"220 test\r\n")
+            while line := f.readline():
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250 test\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go\r\n")
+                    while f.readline() not in (b".\r\n", b""):
+                        pass
+                    self.got += 1
+                    return  # the message is in; no "250"
+                else:
+                    conn.sendall(b"250 ok\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_connection_lost_after_the_message_went_out_is_unanswered() -> None:
+    from digest.deliver.base import UnansweredError
+
+    server = DroppingSmtp()
+    try:
+        backend = SmtpBackend(
+            SmtpSettings("127.0.0.1", server.port, security="none", timeout=5), HEAD, PERSONAL
+        )
+        with pytest.raises(UnansweredError, match="may have been queued"):
+            backend.open(composed()).send(Batch(3, 1, (RECIPIENTS[0],)))
+        assert server.got == 1
+    finally:
+        server.close()

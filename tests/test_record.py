@@ -82,7 +82,10 @@ class ScriptedBackend:
     def open(self, composed: Composed) -> ScriptedBackend:
         return self
 
-    def send(self, batch: Batch) -> Sent:
+    def prepare(self, batch: Batch) -> Batch:
+        return batch
+
+    def deliver(self, batch: Batch) -> Sent:
         with self.lock:
             self.calls.append(batch.number)
             attempt = self.calls.count(batch.number)
@@ -92,9 +95,33 @@ class ScriptedBackend:
         pass
 
 
-def settings(**kw: object) -> DispatchSettings:
-    sleeps: list[float] = []
-    return DispatchSettings(retries=2, backoff=1.0, sleep=sleeps.append, clock=lambda: NOW, **kw)  # type: ignore[arg-type]
+class FakeTime:
+    """A monotonic clock that only moves when someone sleeps: retries take no time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def settings(time: FakeTime | None = None, **kw: object) -> DispatchSettings:
+    time = time or FakeTime()
+    return DispatchSettings(
+        retries=2,
+        backoff=1.0,
+        sleep=time.sleep,
+        monotonic=time.monotonic,
+        clock=lambda: NOW,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def test_all_sent(engine: sa.Engine) -> None:
@@ -111,7 +138,6 @@ def test_all_sent(engine: sa.Engine) -> None:
 def test_transient_errors_are_retried_then_given_up(engine: sa.Engine) -> None:
     populate(engine, 3)
     composed = new_edition(engine, 1)
-    sleeps: list[float] = []
 
     def script(batch: Batch, attempt: int) -> Sent:
         if batch.number == 0 and attempt == 1:
@@ -120,8 +146,9 @@ def test_transient_errors_are_retried_then_given_up(engine: sa.Engine) -> None:
             raise TransientDeliveryError("timed out")
         return Sent("ok")
 
-    s = DispatchSettings(retries=2, backoff=1.0, sleep=sleeps.append, clock=lambda: NOW)
-    dispatch(engine, ScriptedBackend(script), composed, s)
+    time = FakeTime()
+    sleeps = time.sleeps
+    dispatch(engine, ScriptedBackend(script), composed, settings(time))
     with engine.begin() as conn:
         t = record.settle(conn, composed.edition_id, NOW)
         problems = record.problems(conn, composed.edition_id)

@@ -285,9 +285,13 @@ def test_stop_finishes_the_batch_in_flight_and_leaves_the_rest(
         def __init__(self, composed: Composed) -> None:
             self.inner = real_open(composed)
 
-        def send(self, batch: Batch) -> object:
+        def prepare(self, batch: Batch) -> object:
+            return batch, self.inner.prepare(batch)
+
+        def deliver(self, prepared: tuple[Batch, object]) -> object:
+            batch, inner = prepared
             stop.set()  # SIGTERM arrives while the first batch is being sent
-            result = self.inner.send(batch)
+            result = self.inner.deliver(inner)
             sent.append(batch.number)
             return result
 

@@ -721,3 +721,36 @@ def test_oversized_posts_are_refused_without_acting(site: Site) -> None:
     assert site.subscriber("ada@example.org").status == "active"
     r = site.client.post("/webhooks/sendgrid", content=b"[" + b" " * (6 * 1024 * 1024) + b"]")
     assert r.status_code == 413
+
+
+def test_confirmation_mails_go_through_sendgrid_too(
+    project: Project, samples: Path, sendgrid_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .sendgrid_server import DEFAULT_API_KEY
+
+    monkeypatch.setenv("WEB_TEST_SENDGRID_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    project.feed("samples/harbour-tech.rss", first_run_window="all")
+    project.data["delivery"] = {
+        "backend": "sendgrid",
+        "retry_backoff": "1ms",
+        "sendgrid": {"api_key_env": "WEB_TEST_SENDGRID_KEY", "api_url": sendgrid_server.url},
+    }
+    services = pipeline.build(project.config(), clock=Clock(NOW), sleep=lambda s: None)
+    app = web.build(project.config(), services)
+    with live(web.create_app(app)) as client:
+        page = client.get("/subscribe").text
+        stamp = re.search(r'name="stamp" value="([^"]+)"', page)
+        assert stamp
+        r = client.post("/subscribe", data={"email": "sg@example.org", "stamp": stamp.group(1)})
+        assert r.status_code == 200 and "Check your inbox" in r.text
+        (sent,) = [q for q in sendgrid_server.requests if q.accepted]
+        assert sent.recipients == ["sg@example.org"]
+        text = next(c["value"] for c in sent.body["content"] if c["type"] == "text/plain")
+        link = re.search(r"https://digest\.example\.org(/confirm/\S+)", text)
+        assert link and "Confirm your subscription" in sent.body["subject"]
+        assert client.post(link.group(1)).status_code == 200
+    with services.engine.connect() as conn:
+        s = subscribers.get(conn, "sg@example.org")
+    assert s is not None and s.status == "active"
+    services.engine.dispose()

@@ -3,14 +3,20 @@
 A backend sends *batches*: one SMTP message or outbox file per batch, up to 1,000
 recipients per SendGrid request. ``open`` is called once per worker and edition, so a
 sender can keep a connection (SMTP) or a client (SendGrid) for the whole edition.
+
+Sending is two steps so that the ledger's ambiguous window is as short as it can be:
+``prepare`` builds the message or request (pure work, no I/O), then the dispatcher
+commits the batch as ``sending``, then ``deliver`` hands it over. A crash while
+preparing leaves the batch ``pending``: nothing went out, it is sent by the next run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from ..errors import TransientDeliveryError
 from ..model import Batch, Composed, Recipient
 from ..tokens import Signer
 
@@ -37,9 +43,24 @@ class Sent:
     rejected: Mapping[int, str] = field(default_factory=dict)
 
 
+class UnansweredError(TransientDeliveryError):
+    """The message or request went out but no answer came back (a timeout, a dropped
+    connection): the server may have accepted it. Retried only when the operator says
+    so (``delivery.retry_unanswered``); otherwise the batch is recorded ``unknown``."""
+
+
 class Sender(Protocol):
+    def prepare(self, batch: Batch) -> Any:
+        """Build what ``deliver`` hands over: pure work, no I/O, no side effects."""
+        ...
+
+    def deliver(self, prepared: Any) -> Sent:
+        """Hand one prepared batch over; raise TransientDeliveryError (or its
+        UnansweredError) or PermanentDeliveryError."""
+        ...
+
     def send(self, batch: Batch) -> Sent:
-        """Send one batch; raise TransientDeliveryError or PermanentDeliveryError."""
+        """``deliver(prepare(batch))``: for one-off sends outside the ledger (send-test)."""
         ...
 
     def close(self) -> None: ...
@@ -61,12 +82,14 @@ class Personalizer:
     def __init__(self, signer: Signer, base_url: str) -> None:
         self.signer = signer
         self.base_url = base_url
+        self._unsubscribe = f"{base_url}/unsubscribe/"
+        self._preferences = f"{base_url}/preferences/"
 
     def values(self, recipient: Recipient) -> dict[str, str]:
         token = self.signer.token(recipient.subscriber_id, recipient.email)
         return {
-            "unsubscribe_url": f"{self.base_url}/unsubscribe/{token}",
-            "preferences_url": f"{self.base_url}/preferences/{token}",
+            "unsubscribe_url": self._unsubscribe + token,
+            "preferences_url": self._preferences + token,
             "email": recipient.email,
             "name": recipient.name or "",
         }

@@ -1,34 +1,52 @@
 """Drive an edition's pending batches through a backend, writing the ledger as they go.
 
-The main thread owns the database: it loads a batch, marks it ``sending`` and commits,
-and only then hands it to a worker; it records each outcome as it comes back. Workers
-only talk to the backend (one sender each, kept for the edition), retry transient
-failures with exponential backoff and jitter (or the server's ``Retry-After``), and
-give up after ``retries``. A fatal error (bad credentials, refused sender) stops the
-edition: the batch that met it goes back to ``pending``, like every batch not yet
-started, and the next run resumes them.
+The calling thread streams pending batches from the database a page at a time (memory
+does not grow with the list) into a short queue; ``workers`` threads take them, each
+with its own sender (one SMTP connection, one SendGrid client) kept for the edition.
+For each batch a worker:
+
+1. *prepares* it (builds the messages or the request body: pure work, no I/O);
+2. commits it as ``sending`` in its own transaction;
+3. *delivers* it, retrying transient failures with exponential backoff and jitter, or
+   after the wait the server asked for (a 429's reset time is honoured by every
+   worker, not only the one that met it); and gives up after ``retries``;
+4. commits the outcome: ``sent`` (with the provider's id), ``failed`` (with the
+   reason), or back to ``pending`` when a fatal error stopped the edition.
+
+While one worker waits for the network, another prepares its next batch, so the
+request for batch n+1 is built while batch n is in flight.
+
+A fatal error (bad credentials, refused sender, a rate limit asking for a longer wait
+than ``max_wait``) stops the edition: batches not yet started stay ``pending`` and the
+next run resumes them. A request that went out but got no answer (``UnansweredError``)
+is retried when ``retry_unanswered`` (the default, as SendGrid advises for timeouts);
+otherwise it is recorded ``unknown``, like a batch a crash interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from .. import faults, record
 from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, BatchResult, BatchStatus, Composed
-from .base import Backend, Sender
+from .base import Backend, Sender, UnansweredError
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF = 300.0
+#: Recipients loaded from the database at a time (at least one batch).
+PAGE_RECIPIENTS = 2000
 
 
 def _utcnow() -> datetime:
@@ -40,8 +58,13 @@ class DispatchSettings:
     workers: int = 1
     retries: int = 3
     backoff: float = 2.0
+    #: The longest wait worth holding the run for (a retry, a rate limit's reset).
+    max_wait: float = 300.0
+    #: Retry a request that went out but got no answer (it may then arrive twice).
+    retry_unanswered: bool = True
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
     clock: Callable[[], datetime] = field(default=_utcnow, compare=False)
+    monotonic: Callable[[], float] = field(default=time.monotonic, compare=False)
     should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)
 
@@ -53,71 +76,174 @@ class Dispatched:
     stopped: str | None = None
 
 
+class _Shared:
+    """What the workers share: the stop flag, the rate-limit gate, counters, a bug."""
+
+    def __init__(self, settings: DispatchSettings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.stopped: str | None = None
+        self.bug: BaseException | None = None
+        self.done = 0
+        self.until = 0.0  # no request before this (monotonic): a 429 holds everyone
+
+    def stop(self, reason: str) -> None:
+        with self.lock:
+            if self.stopped is None:
+                self.stopped = reason
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            self.bug = self.bug or exc
+            if self.stopped is None:
+                self.stopped = f"stopped by an internal error: {exc!r}"
+
+    def hold(self, seconds: float) -> None:
+        with self.lock:
+            self.until = max(self.until, self.settings.monotonic() + seconds)
+
+    def wait_gate(self) -> None:
+        left = self.until - self.settings.monotonic()
+        if left > 0:
+            self.settings.sleep(min(left, self.settings.max_wait))
+
+    def settled(self, result: BatchResult) -> None:
+        with self.lock:
+            self.done += 1
+            if result.fatal and self.stopped is None:
+                self.stopped = f"stopped: {result.detail}"
+            if self.settings.on_progress and result.status is not BatchStatus.PENDING:
+                self.settings.on_progress(len(result.batch.recipients))
+
+
 def dispatch(
     engine: sa.Engine, backend: Backend, composed: Composed, settings: DispatchSettings
 ) -> Dispatched:
     edition_id = composed.edition_id
-    with engine.connect() as conn:
-        numbers = record.pending_batches(conn, edition_id)
-    if not numbers:
-        return Dispatched(0)
-    jobs: queue.Queue[Batch | None] = queue.Queue()
-    results: queue.Queue[BatchResult | BaseException] = queue.Queue()
-    workers = max(1, min(settings.workers, len(numbers)))
+    shared = _Shared(settings)
+    workers = max(1, settings.workers)
+    jobs: queue.Queue[Batch | None] = queue.Queue(maxsize=workers * 2)
     threads = [
         threading.Thread(
             target=_work,
-            args=(backend, composed, settings, jobs, results),
+            args=(engine, backend, composed, shared, jobs),
             name=f"digest-send-{i}",
             daemon=True,
         )
         for i in range(workers)
     ]
-    for thread in threads:
-        thread.start()
-    stopped: str | None = None
-    bug: BaseException | None = None
-    in_flight = 0
-    done = 0
-    pending = iter(numbers)
-    try:
-        while True:
-            while in_flight < workers and stopped is None and bug is None:
+    started = False
+    with _fewer_collections():
+        try:
+            page = max(workers * 2, PAGE_RECIPIENTS // max(1, backend.batch_size))
+            for batch in stream(engine, edition_id, page):
+                if not started:
+                    for thread in threads:
+                        thread.start()
+                    started = True
                 if settings.should_stop():
-                    stopped = "asked to stop: unsent batches stay pending for the next run"
+                    shared.stop("asked to stop: unsent batches stay pending for the next run")
+                while shared.stopped is None:
+                    try:
+                        jobs.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if shared.stopped is not None:
                     break
-                number = next(pending, None)
-                if number is None:
-                    break
-                with engine.begin() as conn:
-                    batch = record.load_batch(conn, edition_id, number)
-                    record.mark(conn, edition_id, number, BatchStatus.SENDING, settings.clock())
-                faults.point("batch-marked-sending")
-                jobs.put(batch)
-                in_flight += 1
-            if in_flight == 0:
-                break
-            outcome = results.get()
-            in_flight -= 1
-            if isinstance(outcome, BaseException):
-                bug = bug or outcome
-                continue
-            _record(engine, outcome, settings)
-            done += 1
-            faults.point("between-batches")
-            if outcome.fatal and stopped is None:
-                stopped = f"stopped: {outcome.detail}"
-                log.error("edition %s stopped: %s", edition_id, outcome.detail)
-            if settings.on_progress and outcome.status is not BatchStatus.PENDING:
-                settings.on_progress(len(outcome.batch.recipients))
+        finally:
+            if started:
+                for _ in threads:
+                    jobs.put(None)
+                for thread in threads:
+                    thread.join()
+    if shared.bug is not None:
+        raise shared.bug
+    return Dispatched(shared.done, shared.stopped)
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Building a request makes ~10,000 small containers and none of them form cycles;
+    with the default thresholds the cyclic collector would run every 700 of them and
+    rescan whatever is alive. Ask for collections less often while sending."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 50_000), before[1], before[2])
+    try:
+        yield
     finally:
-        for _ in threads:
-            jobs.put(None)
-        for thread in threads:
-            thread.join()
-    if bug is not None:
-        raise bug
-    return Dispatched(done, stopped)
+        gc.set_threshold(*before)
+
+
+def stream(engine: sa.Engine, edition_id: int, page: int) -> Iterator[Batch]:
+    """The edition's pending batches, in order, loaded ``page`` batches at a time."""
+    after = -1
+    while True:
+        with engine.connect() as conn:
+            numbers = record.pending_batches(conn, edition_id, after=after, limit=page)
+            if not numbers:
+                return
+            batches = record.load_batches(conn, edition_id, numbers)
+        yield from batches
+        after = numbers[-1]
+
+
+def _work(
+    engine: sa.Engine,
+    backend: Backend,
+    composed: Composed,
+    shared: _Shared,
+    jobs: queue.Queue[Batch | None],
+) -> None:
+    settings = shared.settings
+    sender: Sender | None = None
+    try:
+        while (batch := jobs.get()) is not None:
+            if shared.stopped is None and settings.should_stop():  # SIGTERM: queued batches
+                shared.stop("asked to stop: unsent batches stay pending for the next run")
+            if shared.stopped is not None:
+                continue  # left pending: the next run sends it
+            try:
+                if sender is None:
+                    sender = backend.open(composed)
+                prepared = sender.prepare(batch)
+                with engine.begin() as conn:
+                    record.mark(
+                        conn, batch.edition_id, batch.number, BatchStatus.SENDING, settings.clock()
+                    )
+            except PermanentDeliveryError as exc:  # from open(): nothing was sent
+                shared.stop(f"stopped: {exc}")
+                log.error("edition %s stopped: %s", batch.edition_id, exc)
+                continue
+            except BaseException as exc:  # a bug, or the database failed: nothing was sent
+                shared.fail(exc)
+                continue
+            faults.point("batch-marked-sending")
+            try:
+                result = _attempt(sender, batch, prepared, shared)
+            except BaseException as exc:  # a bug while sending: it may have gone out
+                result = BatchResult(
+                    batch, BatchStatus.UNKNOWN, detail=f"internal error: {exc!r}", attempts=1
+                )
+                shared.fail(exc)
+            try:
+                _record(engine, result, settings)
+            except BaseException as exc:  # left "sending": the next run reports it unknown
+                shared.fail(exc)
+                continue
+            faults.point("between-batches")
+            try:
+                shared.settled(result)  # calls the progress display: never let it kill us
+            except BaseException as exc:
+                shared.fail(exc)
+            if result.fatal:
+                log.error("edition %s stopped: %s", batch.edition_id, result.detail)
+    finally:
+        if sender is not None:
+            try:
+                sender.close()
+            except Exception:
+                log.debug("closing the sender failed", exc_info=True)
 
 
 def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) -> None:
@@ -137,42 +263,18 @@ def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) 
             record.reject(conn, batch.edition_id, result.rejected)
 
 
-def _work(
-    backend: Backend,
-    composed: Composed,
-    settings: DispatchSettings,
-    jobs: queue.Queue[Batch | None],
-    results: queue.Queue[BatchResult | BaseException],
-) -> None:
-    sender: Sender | None = None
-    try:
-        while (batch := jobs.get()) is not None:
-            try:
-                if sender is None:
-                    sender = backend.open(composed)
-                results.put(_attempt(sender, batch, settings))
-            except PermanentDeliveryError as exc:  # from open(): nothing was sent
-                results.put(
-                    BatchResult(batch, BatchStatus.PENDING, detail=str(exc), fatal=True, attempts=0)
-                )
-            except BaseException as exc:  # a bug: it may have been sent, so record unknown
-                results.put(
-                    BatchResult(
-                        batch, BatchStatus.UNKNOWN, detail=f"internal error: {exc!r}", attempts=1
-                    )
-                )
-                results.put(exc)
-    finally:
-        if sender is not None:
-            sender.close()
-
-
-def _attempt(sender: Sender, batch: Batch, settings: DispatchSettings) -> BatchResult:
+def _attempt(sender: Sender, batch: Batch, prepared: Any, shared: _Shared) -> BatchResult:
+    settings = shared.settings
     attempt = 0
+    waited = False  # this worker just waited out the gate it set itself
+    uncertain = False  # an earlier attempt went out unanswered: it may have arrived
     while True:
         attempt += 1
+        if not waited:
+            shared.wait_gate()
+        waited = False
         try:
-            sent = sender.send(batch)
+            sent = sender.deliver(prepared)
             return BatchResult(
                 batch,
                 BatchStatus.SENT,
@@ -180,22 +282,73 @@ def _attempt(sender: Sender, batch: Batch, settings: DispatchSettings) -> BatchR
                 attempts=attempt,
                 rejected=dict(sent.rejected),
             )
-        except TransientDeliveryError as exc:
-            if attempt > settings.retries:
+        except UnansweredError as exc:
+            if not settings.retry_unanswered:
                 return BatchResult(
                     batch,
-                    BatchStatus.FAILED,
+                    BatchStatus.UNKNOWN,
                     attempts=attempt,
-                    detail=f"{exc} (gave up after {attempt} attempts)",
+                    detail=f"{exc}; not retried (delivery.retry_unanswered = false): check "
+                    "the provider's log, and `digest resend --unknown` if it did not arrive",
                 )
-            delay = exc.retry_after
-            if delay is None:
-                delay = settings.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+            uncertain = True
+            if attempt > settings.retries:
+                return _gave_up(batch, attempt, exc, uncertain)
+            delay = _backoff(settings, attempt)
             log.warning("batch %s: %s; retrying in %.1fs", batch.number, exc, delay)
-            settings.sleep(min(max(delay, 0.0), MAX_BACKOFF))
+            settings.sleep(delay)
+        except TransientDeliveryError as exc:
+            if attempt > settings.retries:
+                return _gave_up(batch, attempt, exc, uncertain)
+            if exc.retry_after is not None:
+                delay = exc.retry_after
+                if delay > settings.max_wait and not uncertain:  # a quota: come back later
+                    return BatchResult(
+                        batch,
+                        BatchStatus.PENDING,
+                        attempts=attempt,
+                        fatal=True,
+                        detail=f"{exc}; asked to wait {delay:.0f}s, more than "
+                        f"delivery.max_retry_wait ({settings.max_wait:.0f}s): the unsent "
+                        "batches stay pending for the next run",
+                    )
+                delay = min(delay, settings.max_wait)
+                shared.hold(delay)
+                waited = True
+            else:
+                delay = _backoff(settings, attempt)
+            log.warning("batch %s: %s; retrying in %.1fs", batch.number, exc, delay)
+            settings.sleep(max(delay, 0.0))
         except PermanentDeliveryError as exc:
+            if uncertain:  # refused now, but an earlier attempt may have arrived
+                return _gave_up(batch, attempt, exc, uncertain, fatal=exc.fatal)
             if exc.fatal:  # refused before anything was accepted: not sent, try again later
                 return BatchResult(
                     batch, BatchStatus.PENDING, detail=str(exc), fatal=True, attempts=attempt
                 )
             return BatchResult(batch, BatchStatus.FAILED, detail=str(exc), attempts=attempt)
+
+
+def _backoff(settings: DispatchSettings, attempt: int) -> float:
+    delay: float = settings.backoff * 2.0 ** (attempt - 1) * (0.5 + random.random())
+    return min(delay, settings.max_wait)
+
+
+def _gave_up(
+    batch: Batch, attempt: int, exc: Exception, uncertain: bool, fatal: bool = False
+) -> BatchResult:
+    if uncertain:  # an attempt got no answer: it may have arrived, so never "failed"
+        return BatchResult(
+            batch,
+            BatchStatus.UNKNOWN,
+            attempts=attempt,
+            fatal=fatal,
+            detail=f"{exc} (gave up after {attempt} attempts; one went out unanswered "
+            "and may have arrived: check the provider's log)",
+        )
+    return BatchResult(
+        batch,
+        BatchStatus.FAILED,
+        attempts=attempt,
+        detail=f"{exc} (gave up after {attempt} attempts)",
+    )

@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from .. import faults
 from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, Composed
 from .base import Letterhead, Personalizer, Sent
@@ -51,15 +52,22 @@ class OutboxSender:
         self.backend = backend
         self.composed = composed
 
-    def send(self, batch: Batch) -> Sent:
-        names = []
+    def prepare(self, batch: Batch) -> list[tuple[str, bytes]]:
+        files = []
         for recipient in batch.recipients:
             values = self.backend.personalizer.values(recipient)
             message = build(self.composed, recipient, values, self.backend.letterhead)
             name = file_name(batch.edition_id, recipient.subscriber_id, recipient.email)
-            write_atomically(self.backend.folder / name, message.as_bytes())
-            names.append(name)
-        return Sent(provider_id=",".join(names))
+            files.append((name, message.as_bytes()))
+        return files
+
+    def deliver(self, prepared: list[tuple[str, bytes]]) -> Sent:
+        for name, data in prepared:
+            write_atomically(self.backend.folder / name, data)
+        return Sent(provider_id=",".join(name for name, _ in prepared))
+
+    def send(self, batch: Batch) -> Sent:
+        return self.deliver(self.prepare(batch))
 
     def close(self) -> None:
         pass
@@ -71,7 +79,11 @@ def write_atomically(path: Path, data: bytes) -> None:
         fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                half = len(data) // 2
+                f.write(data[:half])
+                f.flush()
+                faults.point("outbox-mid-write")  # crash tests: half a file on disk
+                f.write(data[half:])
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, path)

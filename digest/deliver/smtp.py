@@ -7,7 +7,15 @@ keeps one connection for the whole edition, and reconnects when the server drops
 
 Errors are sorted for the dispatcher: 4xx replies and dropped connections are
 transient (retried), 5xx replies are permanent for that recipient, and a refused
-login, sender or TLS handshake is fatal (no other message could get through).
+login, sender or TLS handshake is fatal (no other message could get through). A
+connection lost after the whole message went out but before the server's reply is
+``UnansweredError``: the server may have queued it.
+
+Options: ``max_per_connection`` (reconnect after that many messages), ``rate``
+(messages per second across all workers), and DKIM signing (dkimpy) with a key the
+config names; the signature covers From, To, Subject, Date, Message-ID, List-Id and
+both ``List-Unsubscribe`` headers, as RFC 8058 asks for one-click unsubscribe. Messages
+are built and signed in ``prepare``, before the batch is marked sending.
 """
 
 from __future__ import annotations
@@ -15,14 +23,96 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any
 
+from .. import faults
 from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from ..model import Batch, Composed
-from .base import Letterhead, Personalizer, Sent
+from ..model import Batch, Composed, Recipient
+from .base import Letterhead, Personalizer, Sent, UnansweredError
 from .message import build
+
+#: Headers the DKIM signature covers (those present in the message).
+SIGNED_HEADERS = (
+    b"From",
+    b"To",
+    b"Subject",
+    b"Date",
+    b"Message-ID",
+    b"Reply-To",
+    b"List-Id",
+    b"List-Unsubscribe",
+    b"List-Unsubscribe-Post",
+    b"MIME-Version",
+    b"Content-Type",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    selector: str
+    domain: str
+    private_key: bytes = field(repr=False)
+
+    def sign(self, message: bytes) -> bytes:
+        """``message`` with a DKIM-Signature header in front."""
+        import dkim
+
+        signature = dkim.sign(
+            message,
+            self.selector.encode("ascii"),
+            self.domain.encode("ascii"),
+            self.private_key,
+            include_headers=list(SIGNED_HEADERS),
+            canonicalize=(b"relaxed", b"simple"),
+        )
+        return bytes(signature) + message
+
+
+def load_dkim_key(path: Path, selector: str, domain: str) -> DkimKey:
+    """Read and try the key once, so a bad key fails at start-up, not at the first message.
+    Raises ValueError with a sentence a person understands."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the DKIM key {path}: {exc.strerror or exc}") from None
+    key = DkimKey(selector, domain, data)
+    try:
+        key.sign(b"From: a@example.org\r\nSubject: t\r\n\r\nt\r\n")
+    except Exception as exc:
+        raise ValueError(
+            f"{path} is not a usable DKIM private key (PEM, RSA or Ed25519): {exc}"
+        ) from None
+    return key
+
+
+class RateLimit:
+    """At most ``per_second`` messages per second, shared by every worker."""
+
+    def __init__(
+        self,
+        per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / per_second
+        self.clock = clock
+        self.sleep = sleep
+        self.next = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = self.clock()
+            at = max(self.next, now)
+            self.next = at + self.interval
+        if at > now:
+            self.sleep(at - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +124,9 @@ class SmtpSettings:
     password: str | None = None
     timeout: float = 30.0
     ca_file: Path | None = None
+    max_per_connection: int = 0  # 0: no limit
+    rate: float = 0.0  # messages per second over all workers; 0: no limit
+    dkim: DkimKey | None = None
 
 
 class SmtpBackend:
@@ -47,16 +140,18 @@ class SmtpBackend:
         self.letterhead = letterhead
         self.personalizer = personalizer
         self.connections_opened = 0  # for operators' logs and for tests
+        self.limit = RateLimit(settings.rate) if settings.rate > 0 else None
+        self._lock = threading.Lock()
 
     def open(self, composed: Composed) -> SmtpSender:
         return SmtpSender(self, composed)
 
-    def connect(self) -> smtplib.SMTP:
+    def connect(self) -> _SMTP | _SMTPS:
         s = self.settings
         where = f"{s.host}:{s.port}"
         try:
             context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-            conn: smtplib.SMTP
+            conn: _SMTP | _SMTPS
             if s.security == "tls":
                 conn = _SMTPS(s.host, s.port, timeout=s.timeout, context=context)
             else:
@@ -90,29 +185,60 @@ class SmtpBackend:
             raise _classify(exc, where) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise TransientDeliveryError(f"cannot connect to {where}: {_why(exc)}") from exc
-        self.connections_opened += 1
+        with self._lock:
+            self.connections_opened += 1
         return conn
+
+
+_CRLF = SMTP_POLICY.clone(linesep="\r\n")
 
 
 class SmtpSender:
     def __init__(self, backend: SmtpBackend, composed: Composed) -> None:
         self.backend = backend
         self.composed = composed
-        self.conn: smtplib.SMTP | None = None
+        self.conn: _SMTP | _SMTPS | None = None
+        self.on_connection = 0  # messages sent over the current connection
 
-    def send(self, batch: Batch) -> Sent:
+    def prepare(self, batch: Batch) -> list[tuple[Recipient, bytes]]:
+        """Every message of the batch, built (and signed) with CRLF line ends."""
         backend = self.backend
-        where = f"{backend.settings.host}:{backend.settings.port}"
-        rejected: dict[int, str] = {}
-        queue_id = None
+        out = []
         for recipient in batch.recipients:
             values = backend.personalizer.values(recipient)
             message = build(self.composed, recipient, values, backend.letterhead)
+            data = message.as_bytes(policy=_CRLF)
+            if backend.settings.dkim is not None:
+                data = backend.settings.dkim.sign(data)
+            out.append((recipient, data))
+        return out
+
+    def send(self, batch: Batch) -> Sent:
+        return self.deliver(self.prepare(batch))
+
+    def deliver(self, prepared: list[tuple[Recipient, bytes]]) -> Sent:
+        backend = self.backend
+        settings = backend.settings
+        where = f"{settings.host}:{settings.port}"
+        sender = _bare(backend.letterhead.sender)
+        rejected: dict[int, str] = {}
+        queue_id = None
+        for recipient, data in prepared:
+            if self.conn is not None and 0 < settings.max_per_connection <= self.on_connection:
+                self.close()  # a polite QUIT, then a fresh connection
             if self.conn is None:
                 self.conn = backend.connect()
+                self.on_connection = 0
+            if backend.limit is not None:
+                backend.limit.wait()
+            conn = self.conn
+            assert conn is not None
+            conn.body_sent = False
             try:
-                refused = self.conn.send_message(message)
-                queue_id = _queue_id(self.conn)
+                options = [] if (sender + recipient.email).isascii() else ["SMTPUTF8"]
+                refused = conn.sendmail(sender, [recipient.email], data, mail_options=options)
+                self.on_connection += 1
+                queue_id = _queue_id(conn)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = next(iter(exc.recipients.values()))
                 if 400 <= code < 500:
@@ -132,10 +258,16 @@ class SmtpSender:
                 raise _classify(exc, where) from exc
             except (OSError, smtplib.SMTPException) as exc:
                 self._drop()
+                if conn.body_sent:
+                    raise UnansweredError(
+                        f"{where}: connection lost after the message to {recipient.email} "
+                        f"went out, before the server's reply ({_why(exc)}): it may have "
+                        "been queued"
+                    ) from exc
                 raise TransientDeliveryError(f"{where}: connection lost: {_why(exc)}") from exc
             for addr, (code, reply) in refused.items():
                 rejected[recipient.subscriber_id] = f"{addr}: {code} {_text(reply)}"
-        if rejected and len(rejected) == len(batch.recipients):
+        if rejected and len(rejected) == len(prepared):
             raise PermanentDeliveryError("; ".join(rejected.values()))
         return Sent(provider_id=queue_id, rejected=rejected)
 
@@ -179,24 +311,43 @@ def _why(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
-class _SMTP(smtplib.SMTP):
-    """smtplib.SMTP that remembers the reply to DATA (it holds the server's queue id)."""
+class _Tracking:
+    """Remembers the reply to DATA (it holds the server's queue id), and whether the
+    whole message went out (the final ``.``): a connection lost after that point leaves
+    the message's fate unknown."""
 
     last_data_reply: bytes = b""
+    body_sent: bool = False
+    _in_data: bool = False
 
     def data(self, msg: Any) -> tuple[int, bytes]:
-        code, reply = super().data(msg)
+        self._in_data = True
+        try:
+            code, reply = super().data(msg)  # type: ignore[misc]
+        finally:
+            self._in_data = False
         self.last_data_reply = reply
         return code, reply
 
+    def send(self, s: Any) -> None:
+        super().send(s)  # type: ignore[misc]
+        if self._in_data and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.body_sent = True
+            faults.point("smtp-data-sent")  # crash tests: the server has it, no reply yet
 
-class _SMTPS(smtplib.SMTP_SSL):
-    last_data_reply: bytes = b""
 
-    def data(self, msg: Any) -> tuple[int, bytes]:
-        code, reply = super().data(msg)
-        self.last_data_reply = reply
-        return code, reply
+class _SMTP(_Tracking, smtplib.SMTP):
+    pass
+
+
+class _SMTPS(_Tracking, smtplib.SMTP_SSL):
+    pass
+
+
+def _bare(mailbox: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(mailbox)[1]
 
 
 def _queue_id(conn: smtplib.SMTP) -> str | None:

@@ -205,7 +205,7 @@ def record_events(
             "kind": str(event.get("event", "unknown"))[:32],
             "email": email,
             "subscriber_id": subscriber_id,
-            "edition_id": _int(event.get("edition_id")),
+            "edition_id": _int(event.get("digest_edition") or event.get("edition_id")),
             "received_at": now,
             "payload": json.dumps(event, sort_keys=True, default=str),
         }

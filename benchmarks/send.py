@@ -1,0 +1,415 @@
+"""Sending benchmark: a whole edition to N subscribers through the real code path, against
+a local SendGrid-compatible server, with the floor measured in the same run.
+
+    python benchmarks/send.py                 # 1,000,000 subscribers
+    python benchmarks/send.py --quick         # 100,000
+    python benchmarks/send.py --delay 0.05    # the server answers after 50 ms, like the API
+
+What is timed for digest: ``pipeline.run`` on a fresh database holding N active
+subscribers (the recipient freeze, one signed token per recipient, one request body per
+1,000, the requests from ``delivery.workers`` threads through the official client, the
+ledger written per batch, the edition settled). The floor: the same bodies (same fields,
+same sizes) built from plain tuples with ``json.dumps`` and posted by ``httpx`` over
+keep-alive connections from the same number of threads; no database, no signing.
+
+Also: SMTP (``--smtp-messages``, default 10,000; 2,000 with ``--quick``) through the real
+code path against an aiosmtpd sink in another process, against a floor of one prebuilt
+message sent over one smtplib connection; and tokens per second against plain HMAC.
+Peak memory is the peak RSS of the process that ran the edition (a fresh child process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SERVER = ROOT / "tests" / "sendgrid_server.py"
+FEED = ROOT / "digest" / "samples" / "field-notes.atom"
+KEY = "SG.digest-test.local-mock-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sendgrid(delay: float) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, str(SERVER), "--port", "0", "--validate", "none", "--delay", str(delay)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        raise SystemExit("the SendGrid test server did not start")
+    return proc, url
+
+
+def write_config(folder: Path, backend: dict[str, Any]) -> Path:
+    lines = [
+        "[digest]",
+        'title = "Bench"',
+        'from = "Bench <digest@example.org>"',
+        'base_url = "https://digest.example.org"',
+        'postal_address = "1 Bench Street"',
+        "[storage]",
+        'url = "sqlite:///bench.db"',
+        "[delivery]",
+    ]
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in backend.items():
+        if isinstance(value, dict):
+            tables[key] = value
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    for name, table in tables.items():
+        lines.append(f"[delivery.{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    lines += ["[[feeds]]", f"url = {json.dumps(str(FEED))}", 'first_run_window = "all"']
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def populate(config_path: Path, n: int) -> None:
+    """N active subscribers, inserted in chunks (not timed)."""
+    import sqlalchemy as sa
+
+    from digest import db
+    from digest.config import load_config
+    from digest.db import schema
+
+    engine = db.connect(load_config(config_path).storage_url)
+    now = "2026-11-28 07:00:00.000000"
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        chunk = 50_000
+        for start in range(0, n, chunk):
+            rows = [
+                (f"reader{i}@example{i % 97}.org", f"reader{i}@example{i % 97}.org", f"Reader {i}")
+                for i in range(start, min(n, start + chunk))
+            ]
+            raw.executemany(
+                "INSERT INTO subscribers (email, email_key, name, status, source, created_at,"
+                f" updated_at) VALUES (?, ?, ?, 'active', 'cli', '{now}', '{now}')",
+                rows,
+            )
+        count = conn.execute(sa.select(sa.func.count()).select_from(schema.subscribers))
+        assert count.scalar_one() == n
+    engine.dispose()
+
+
+def edition_child(config_path: str) -> None:
+    """Run in a fresh process: one whole edition; print the figures as JSON."""
+    from digest import pipeline
+    from digest.config import load_config
+
+    os.environ.setdefault("BENCH_SENDGRID_KEY", KEY)
+    services = pipeline.build(load_config(config_path))
+    started = time.perf_counter()
+    report = pipeline.run(services)
+    wall = time.perf_counter() - started
+    (edition,) = report.editions
+    import sqlalchemy as sa
+
+    from digest.db import schema
+
+    with services.engine.connect() as conn:
+        requests = conn.execute(sa.select(sa.func.count()).select_from(schema.batches)).scalar_one()
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "delivered": edition.recipients_delivered,
+                "failed": edition.recipients_failed,
+                "requests": requests,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def run_edition(config_path: Path) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_SENDGRID_KEY": KEY, "NO_PROXY": "127.0.0.1,localhost"}
+    out = subprocess.run(
+        [sys.executable, __file__, "--edition-child", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the edition failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def edition_parts(config_path: Path) -> tuple[dict[str, Any], list[Any]]:
+    """The edition's fixed request fields and which personal markers it uses (h, t), as
+    digest's sender computed them once for the edition: the floor posts the same bodies."""
+    from digest import db, record
+    from digest.config import load_config
+    from digest.deliver.base import Letterhead, Personalizer
+    from digest.deliver.sendgrid import SendgridBackend, SendgridSettings
+    from digest.tokens import Signer
+
+    engine = db.connect(load_config(config_path).storage_url)
+    with engine.connect() as conn:
+        composed = record.load_composed(conn, 1)
+    engine.dispose()
+    head = Letterhead("Bench <digest@example.org>", None, "Bench <bench.example.org>", "")
+    backend = SendgridBackend(
+        SendgridSettings(api_key=KEY),
+        head,
+        Personalizer(Signer(b"k" * 32), "https://digest.example.org"),
+    )
+    sender = backend.open(composed)
+    return sender.fields, sender.markers
+
+
+def floor_sendgrid(
+    url: str, n: int, batch: int, threads: int, fields: dict[str, Any], markers: list[Any]
+) -> float:
+    """Seconds to build the same bodies with json.dumps and post them with httpx: the
+    same fixed fields, the same personalization keys and value sizes, from plain tuples."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    starts = list(range(0, n, batch))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
+            while True:
+                with lock:
+                    if not starts:
+                        return
+                    start = starts.pop()
+                pers = []
+                for i in range(start, min(n, start + batch)):
+                    token = f"{i:x}.AbCdEfGhIjKlMnOpQrStUv"
+                    email = f"reader{i}@example{i % 97}.org"
+                    values = {
+                        "unsubscribe_url": f"https://digest.example.org/unsubscribe/{token}",
+                        "preferences_url": f"https://digest.example.org/preferences/{token}",
+                        "email": email,
+                        "name": f"Reader {i}",
+                    }
+                    subs = {}
+                    for key, h, t in markers:
+                        if h:
+                            subs[h] = values[key]
+                        if t:
+                            subs[t] = values[key]
+                    pers.append(
+                        {
+                            "to": [{"email": email, "name": f"Reader {i}"}],
+                            "headers": {
+                                "List-Unsubscribe": f"<{values['unsubscribe_url']}>",
+                                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                            },
+                            "substitutions": subs,
+                        }
+                    )
+                body = json.dumps({**fields, "personalizations": pers}).encode()
+                r = client.post("/v3/mail/send", content=body, headers=headers)
+                assert r.status_code == 202, r.text
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return time.perf_counter() - started
+
+
+def bench_tokens(count: int) -> tuple[float, float]:
+    """Tokens per second: digest's Signer against one bare HMAC-SHA256 per id."""
+    from digest.tokens import Signer
+
+    signer = Signer(b"k" * 32)
+    started = time.perf_counter()
+    for i in range(count):
+        signer.token(i, "reader@example.org")
+    ours = count / (time.perf_counter() - started)
+    key = b"k" * 32
+    started = time.perf_counter()
+    for i in range(count):
+        hmac.new(key, f"manage\x1f{i}\x1freader@example.org".encode(), hashlib.sha256).digest()
+    floor = count / (time.perf_counter() - started)
+    return ours, floor
+
+
+def bench_smtp(folder: Path, messages: int, workers: list[int]) -> tuple[list[float], float]:
+    """Messages per second through digest's SMTP backend (one figure per workers
+    setting, each a whole edition on a fresh database), and the smtplib floor."""
+    port = free_port()
+    sink = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            f"127.0.0.1:{port}",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        ours = []
+        for count in workers:
+            smtp_dir = folder / f"smtp{count}"
+            smtp_dir.mkdir()
+            config = write_config(
+                smtp_dir,
+                {
+                    "backend": "smtp",
+                    "workers": count,
+                    "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+                },
+            )
+            populate(config, messages)
+            figures = run_edition(config)
+            assert figures["delivered"] == messages, figures
+            ours.append(messages / figures["wall"])
+        # the floor: one prebuilt message, one connection, sendmail in a loop
+        from email.message import EmailMessage
+
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "digest@example.org", "r@example.org", "Bench"
+        msg.set_content("Digest text, a line of it.\n" * 200)
+        msg.add_alternative("<p>Digest html</p>\n" * 600, subtype="html")
+        data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        started = time.perf_counter()
+        with smtplib.SMTP("127.0.0.1", port) as conn:
+            for i in range(messages):
+                conn.sendmail("digest@example.org", [f"reader{i}@example.org"], data)
+        floor = messages / (time.perf_counter() - started)
+        return ours, floor
+    finally:
+        sink.terminate()
+        sink.wait(10)
+
+
+def bench_dkim(count: int = 300) -> float:
+    """Messages per second dkimpy signs (RSA 2048) with digest's header list."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from digest.deliver.smtp import DkimKey
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    signer = DkimKey("digest", "example.org", pem)
+    message = (
+        b"From: Bench <digest@example.org>\r\nTo: r@example.org\r\nSubject: Bench\r\n"
+        b"List-Unsubscribe: <https://digest.example.org/unsubscribe/x>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n" + b"Digest text\r\n" * 2000
+    )
+    started = time.perf_counter()
+    for _ in range(count):
+        signer.sign(message)
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="100,000 subscribers, 2,000 SMTP")
+    p.add_argument("-n", "--subscribers", type=int, default=None)
+    p.add_argument("--delay", type=float, default=0.0, help="server answer delay, seconds")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--smtp-messages", type=int, default=None)
+    p.add_argument("--no-smtp", action="store_true")
+    p.add_argument("--edition-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.edition_child:
+        edition_child(args.edition_child)
+        return
+    n = args.subscribers or (100_000 if args.quick else 1_000_000)
+    smtp_messages = args.smtp_messages or (2_000 if args.quick else 10_000)
+    folder = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    server, url = start_sendgrid(args.delay)
+    try:
+        config = write_config(
+            folder,
+            {
+                "backend": "sendgrid",
+                "workers": args.workers,
+                "sendgrid": {
+                    "api_key_env": "BENCH_SENDGRID_KEY",
+                    "api_url": url,
+                    "batch_size": args.batch_size,
+                },
+            },
+        )
+        t0 = time.perf_counter()
+        populate(config, n)
+        print(f"{n:,} subscribers created in {time.perf_counter() - t0:.1f}s (not timed)")
+        figures = run_edition(config)
+        assert figures["delivered"] == n and figures["failed"] == 0, figures
+        fields, markers = edition_parts(config)
+        floor = floor_sendgrid(url, n, args.batch_size, args.workers, fields, markers)
+        wall = figures["wall"]
+        print(
+            f"SendGrid, {n:,} recipients, {args.workers} workers, server delay "
+            f"{args.delay * 1000:.0f} ms:\n"
+            f"  digest (whole edition): {wall:.2f}s  {n / wall:,.0f} recipients/s  "
+            f"{figures['requests']} requests  peak RSS {figures['peak_rss_mb']:.0f} MB\n"
+            f"  floor (json.dumps + httpx): {floor:.2f}s  {n / floor:,.0f} recipients/s\n"
+            f"  ratio digest/floor: {wall / floor:.2f}x (target <= 3x; peak RSS target < 300 MB)"
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+    ours, floor_rate = bench_tokens(min(n, 1_000_000))
+    print(
+        f"Tokens: {ours:,.0f}/s (floor, one bare HMAC-SHA256: {floor_rate:,.0f}/s; "
+        f"ratio {floor_rate / ours:.2f}x)"
+    )
+    if not args.no_smtp:
+        rates, smtp_floor = bench_smtp(folder, smtp_messages, [1, 4])
+        print(
+            f"SMTP, {smtp_messages:,} messages (whole edition) to an aiosmtpd sink in another "
+            f"process: {rates[0]:,.0f} messages/s with 1 worker (the default), "
+            f"{rates[1]:,.0f}/s with 4\n"
+            f"  floor (one prebuilt message, one smtplib connection): {smtp_floor:,.0f}/s; "
+            f"ratio {smtp_floor / rates[0]:.2f}x with 1 worker, {smtp_floor / rates[1]:.2f}x "
+            "with 4"
+        )
+        print(f"DKIM signing (dkimpy, RSA 2048): {bench_dkim():,.0f} messages/s per core")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

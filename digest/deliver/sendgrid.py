@@ -1,0 +1,380 @@
+"""The ``sendgrid`` backend: up to 1,000 recipients per ``POST /v3/mail/send``.
+
+The edition is rendered once; each recipient is one personalization (so nobody sees
+another's address) carrying their personal values as ``substitutions`` (the markers
+of ``render.substitutions``), their own ``List-Unsubscribe`` / ``List-Unsubscribe-Post``
+headers, and nothing else. The body is a plain dict handed to the official client
+(``sg.client.mail.send.post(request_body=...)``): its helper classes cost 4.6 times
+as much for the same JSON.
+
+The client's traps (``../shared/sendgrid/NOTES.md``): it has no timeout unless given
+one, and headers passed to a call stick to it for good; so every sender (one per
+worker) has its own client, with its timeout set, and no per-call headers.
+
+Errors are sorted for the dispatcher (which retries):
+
+* 429: transient, with the wait ``X-RateLimit-Reset`` or ``Retry-After`` asks for;
+* 5xx, 408, refused or broken connections: transient, exponential backoff;
+* no answer after the request went out (a timeout, a dropped connection):
+  ``UnansweredError`` (transient, but SendGrid may have accepted it; see dispatch);
+* 400, 413 (and other 4xx): permanent for the batch, with SendGrid's own words;
+* 401, 403, 404, 405, 415: fatal (bad key, unverified sender, wrong URL): no other
+  request could succeed, so the edition stops.
+
+Addresses are checked before they reach a request: a malformed one is left out of
+its batch and recorded as rejected for that recipient, so one bad address never
+makes SendGrid refuse the 999 good ones with it.
+"""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import re
+import socket
+import time
+import urllib.error
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr, parsedate_to_datetime
+from typing import Any
+
+from python_http_client.exceptions import HTTPError
+
+from ..errors import PermanentDeliveryError, TransientDeliveryError
+from ..model import Batch, Composed
+from ..render import Marker, header_safe
+from .base import Letterhead, Personalizer, Sent, UnansweredError
+
+MAX_BATCH = 1000
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TLD = r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
+_ADDRESS = re.compile(rf"{_LOCAL}@(?:{_LABEL}\.)+{_TLD}")
+_NAME_UNSAFE = re.compile(r"[;,\"\x00-\x1f\x7f]+")
+_NAME_BAD = re.compile(r'[;,"]')
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+_FATAL = {401, 403, 404, 405, 415}
+
+
+@dataclass(frozen=True, slots=True)
+class SendgridSettings:
+    api_key: str
+    api_url: str = "https://api.sendgrid.com"
+    batch_size: int = MAX_BATCH
+    timeout: float = 30.0
+    sandbox: bool = False
+    asm_group_id: int | None = None
+    categories: tuple[str, ...] = ("digest",)
+    #: Wall clock (epoch seconds), to turn ``X-RateLimit-Reset`` into a wait.
+    now: Callable[[], float] = field(default=time.time, compare=False)
+
+
+def address_problem(email: str) -> str | None:
+    """Why SendGrid would refuse this address (None: it is fine). Cheap: a regex."""
+    if len(email) > 254:
+        return "longer than 254 characters"
+    if _ADDRESS.fullmatch(email) is None:
+        if not email.isascii():
+            return "has non-ASCII characters, which SendGrid does not accept in an address"
+        return "is not a valid e-mail address"
+    if email.index("@") > 64:
+        return "its part before the @ is longer than 64 characters"
+    return None
+
+
+def display_name(name: str | None) -> str:
+    """A ``to.name`` SendGrid accepts: one line, no ``;`` or ``,`` (it refuses those)."""
+    if not name:
+        return ""
+    if (  # the usual case, quickly: printable, no runs of spaces, nothing SendGrid refuses
+        len(name) <= 200
+        and name.isprintable()
+        and name == name.strip()
+        and "  " not in name
+        and _NAME_BAD.search(name) is None
+    ):
+        return name
+    return " ".join(_NAME_UNSAFE.sub(" ", header_safe(name, 200)).split())
+
+
+def _escape(value: str) -> str:
+    return html.escape(value) if _HTML_SPECIAL.search(value) else value
+
+
+def message_fields(
+    composed: Composed, letterhead: Letterhead, settings: SendgridSettings
+) -> dict[str, Any]:
+    """Everything of the request body but the personalizations (the same for every batch)."""
+    name, addr = parseaddr(letterhead.sender)
+    sender: dict[str, str] = {"email": addr}
+    if display_name(name):
+        sender["name"] = display_name(name)
+    body: dict[str, Any] = {
+        "from": sender,
+        "subject": header_safe(("[TEST] " if composed.test else "") + composed.subject, 998)
+        or "Digest",
+        "content": [
+            {"type": "text/plain", "value": composed.text or " "},
+            {"type": "text/html", "value": composed.html or " "},
+        ],
+        "headers": {
+            "List-Id": header_safe(letterhead.list_id, 500),
+            "X-Digest-Edition": str(composed.edition_id),
+        },
+        # Echoed in every Event Webhook event: which edition a bounce or complaint is about.
+        "custom_args": {"digest_edition": str(composed.edition_id)},
+    }
+    if composed.test:  # digest send-test: not an edition's delivery
+        body["custom_args"] = {"digest_test": "1"}
+        body["headers"]["X-Digest-Edition"] = "test"
+    if letterhead.reply_to:
+        rname, raddr = parseaddr(letterhead.reply_to)
+        reply: dict[str, str] = {"email": raddr}
+        if display_name(rname):
+            reply["name"] = display_name(rname)
+        body["reply_to"] = reply
+    if settings.categories:
+        body["categories"] = list(settings.categories)
+    if settings.asm_group_id is not None:
+        body["asm"] = {"group_id": settings.asm_group_id}
+    if settings.sandbox:
+        body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+    return body
+
+
+class SendgridBackend:
+    name = "sendgrid"
+
+    def __init__(
+        self, settings: SendgridSettings, letterhead: Letterhead, personalizer: Personalizer
+    ) -> None:
+        if not 1 <= settings.batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
+        self.settings = settings
+        self.batch_size = settings.batch_size
+        self.letterhead = letterhead
+        self.personalizer = personalizer
+
+    def open(self, composed: Composed) -> SendgridSender:
+        return SendgridSender(self, composed)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch turned into a request body, and the recipients left out of it."""
+
+    body: dict[str, Any]
+    rejected: Mapping[int, str]
+    recipients: int
+
+
+class SendgridSender:
+    """One worker's client and the edition's fixed parts; ``prepare`` then ``deliver``."""
+
+    def __init__(self, backend: SendgridBackend, composed: Composed) -> None:
+        from sendgrid import SendGridAPIClient
+
+        s = backend.settings
+        self.backend = backend
+        self.composed = composed
+        self.client = SendGridAPIClient(api_key=s.api_key, host=s.api_url)
+        self.client.client.timeout = s.timeout  # the default is None: wait forever
+        self.signer = backend.personalizer.signer
+        base = backend.personalizer.base_url
+        self.links = {
+            "unsubscribe_url": f"{base}/unsubscribe/",
+            "preferences_url": f"{base}/preferences/",
+        }
+        # Only the markers the edition uses travel with each recipient. A link is a fixed
+        # prefix and a token of URL-safe characters: when escaping the prefix changes
+        # nothing, its HTML spelling is its text spelling, and one substitution serves both.
+        fields = message_fields(composed, backend.letterhead, s)
+        text, html_part = fields["content"][0]["value"], fields["content"][1]["value"]
+        self.markers: list[tuple[str, str | None, str | None]] = []
+        for key in ("unsubscribe_url", "preferences_url", "email", "name"):
+            marker = Marker(composed.nonce, key)
+            h, t = marker.__html__(), str(marker)
+            if key in self.links and html.escape(self.links[key]) == self.links[key]:
+                html_part = html_part.replace(h, t)
+            uses_h = h in html_part or h in fields["subject"]
+            uses_t = t in html_part or t in text or t in fields["subject"]
+            if uses_h or uses_t:
+                self.markers.append((key, h if uses_h else None, t if uses_t else None))
+        fields["content"][1]["value"] = html_part
+        self.fields = fields
+
+    def prepare(self, batch: Batch) -> Prepared:
+        """The request body for a batch: pure, no I/O (built before the batch is marked
+        sending, so a crash while building leaves nothing ambiguous). A few microseconds
+        per recipient: a million of them go through here per edition."""
+        rejected: dict[int, str] = {}
+        seen: dict[str, int] = {}
+        personalizations = []
+        token = self.signer.token
+        unsubscribe, preferences = self.links["unsubscribe_url"], self.links["preferences_url"]
+        markers = self.markers
+        for recipient in batch.recipients:
+            email = recipient.email
+            problem = address_problem(email)
+            if problem is not None:
+                rejected[recipient.subscriber_id] = f"{email!r} {problem}: not sent"
+                continue
+            low = email.lower()
+            if low in seen:
+                rejected[recipient.subscriber_id] = (
+                    f"{email} is also subscriber {seen[low]}'s address: sent once, to them"
+                )
+                continue
+            seen[low] = recipient.subscriber_id
+            secret = token(recipient.subscriber_id, email)
+            link = unsubscribe + secret
+            name = display_name(recipient.name)
+            values = {
+                "unsubscribe_url": link,
+                "preferences_url": preferences + secret,
+                "email": email,
+                "name": name,
+            }
+            subs = {}
+            for key, h, t in markers:
+                value = values[key]
+                if h is not None:
+                    subs[h] = _escape(value)
+                if t is not None:
+                    subs[t] = value
+            p: dict[str, Any] = {
+                "to": [{"email": email, "name": name} if name else {"email": email}],
+                "headers": {
+                    "List-Unsubscribe": f"<{link}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                },
+            }
+            if subs:
+                p["substitutions"] = subs
+            personalizations.append(p)
+        body = dict(self.fields)
+        body["personalizations"] = personalizations
+        return Prepared(body, rejected, len(personalizations))
+
+    def deliver(self, prepared: Prepared) -> Sent:
+        """Post one prepared body. Raises Transient/Permanent/UnansweredError."""
+        if not prepared.recipients:  # every address was refused: nothing to post
+            return Sent(provider_id=None, rejected=prepared.rejected)
+        url = self.backend.settings.api_url
+        try:
+            response = self.client.client.mail.send.post(request_body=prepared.body)
+        except (HTTPError, urllib.error.HTTPError) as exc:  # an answer: 4xx or 5xx
+            raise self._classify(exc) from exc
+        except urllib.error.URLError as exc:  # raised before the request was sent
+            why = _why(exc.reason)
+            raise TransientDeliveryError(f"cannot reach SendGrid at {url}: {why}") from exc
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise UnansweredError(
+                f"SendGrid did not answer ({_why(exc)}; delivery.sendgrid.timeout is "
+                f"{self.backend.settings.timeout:g}s): it may have accepted the request"
+            ) from exc
+        except OSError as exc:
+            raise UnansweredError(f"SendGrid did not answer: {_why(exc)}") from exc
+        message_id = _header(response.headers, "X-Message-Id")
+        if response.status_code == 200:  # sandbox mode: validated, nothing delivered
+            message_id = f"sandbox{':' + message_id if message_id else ''}"
+        return Sent(provider_id=message_id, rejected=prepared.rejected)
+
+    def send(self, batch: Batch) -> Sent:
+        return self.deliver(self.prepare(batch))
+
+    def close(self) -> None:
+        pass
+
+    def _classify(self, exc: Any) -> TransientDeliveryError | PermanentDeliveryError:
+        status = int(getattr(exc, "status_code", None) or getattr(exc, "code", 0) or 0)
+        headers = getattr(exc, "headers", None) or getattr(exc, "hdrs", None)
+        body = getattr(exc, "body", None)
+        if body is None:
+            try:
+                body = exc.read()
+            except Exception:
+                body = b""
+        said = error_text(body) or _reason(status)
+        text = f"SendGrid answered {status}: {said}"
+        if status == 429:
+            return TransientDeliveryError(text, retry_after=self._wait(headers) or 1.0)
+        if status >= 500 or status == 408:
+            return TransientDeliveryError(text, retry_after=self._wait(headers))
+        if status in _FATAL:
+            return PermanentDeliveryError(f"{text}{_HINTS.get(status, '')}", fatal=True)
+        return PermanentDeliveryError(text)
+
+    def _wait(self, headers: Any) -> float | None:
+        """Seconds to wait, from ``X-RateLimit-Reset`` (epoch seconds) or ``Retry-After``."""
+        reset = _header(headers, "X-RateLimit-Reset")
+        if reset:
+            try:
+                return max(0.0, float(reset) - self.backend.settings.now())
+            except ValueError:
+                pass
+        after = _header(headers, "Retry-After")
+        if after:
+            try:
+                return max(0.0, float(after))
+            except ValueError:
+                try:
+                    when = parsedate_to_datetime(after).timestamp()
+                except (TypeError, ValueError, IndexError):
+                    return None
+                return max(0.0, when - self.backend.settings.now())
+        return None
+
+
+_HINTS = {
+    401: " (the API key is wrong or revoked: check the variable delivery.sendgrid.api_key_env "
+    "names)",
+    403: " (the key lacks the Mail Send permission, or digest.from is not a verified sender "
+    "in SendGrid)",
+    404: " (check delivery.sendgrid.api_url)",
+    405: " (check delivery.sendgrid.api_url)",
+}
+
+
+def error_text(body: bytes | str | None) -> str:
+    """SendGrid's own words from an error body: ``{"errors": [{"message", "field"}]}``."""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+        messages = []
+        for e in data.get("errors", [])[:5]:
+            where = f" ({e['field']})" if e.get("field") else ""
+            messages.append(f"{e.get('message', '?')}{where}")
+        if messages:
+            return "; ".join(messages)[:1000]
+    except (ValueError, AttributeError, TypeError):
+        pass
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return header_safe(text, 300)
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if headers is None:
+        return None
+    value = headers.get(name)
+    return str(value) if value is not None else None
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.client.responses[status]
+    except KeyError:
+        return "error"
+
+
+def _why(exc: BaseException | str) -> str:
+    if isinstance(exc, str):
+        return exc
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or exc.__class__.__name__
