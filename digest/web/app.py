@@ -569,7 +569,8 @@ def create_app(web: Web) -> Starlette:
 
     inner = routes(web)
     prefix = web.settings.prefix
-    mounted: list[Any] = [Mount(prefix, routes=inner), Route("/healthz", inner[-1].endpoint)]
+    health = next(r for r in inner if r.path == "/healthz")  # also at the root, for supervisors
+    mounted: list[Any] = [Mount(prefix, routes=inner), Route("/healthz", health.endpoint)]
     return Starlette(
         routes=mounted if prefix else inner,
         exception_handlers={HTTPException: not_found, Exception: server_error},
