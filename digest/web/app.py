@@ -31,19 +31,12 @@ from starlette.routing import Mount, Route
 from .. import subscribers, tokens
 from ..render import default_templates_dir
 from ..tokens import Signer
-from . import archive, signup, webhook
+from . import signup, webhook, work
 from .limits import RateLimiter
 
 log = logging.getLogger(__name__)
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
-PAUSES = {
-    "1w": ("one week", timedelta(weeks=1)),
-    "2w": ("two weeks", timedelta(weeks=2)),
-    "1m": ("a month", timedelta(days=30)),
-    "3m": ("three months", timedelta(days=91)),
-    "on": ("until I resume", None),
-}
 PAGE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -266,7 +259,7 @@ def routes(web: Web) -> list[Route]:
                 message="Too many sign-ups came from your network. Please try again in "
                 f"{int(wait // 60) + 1} minutes.",
             )
-        result = await run_in_threadpool(_subscribe, web, email, name, _client_ip(request), now)
+        result = await run_in_threadpool(work.subscribe, web, email, name, _client_ip(request), now)
         if result.outcome is signup.Outcome.INVALID:
             return web.page(
                 "subscribe.html.j2",
@@ -300,7 +293,7 @@ def routes(web: Web) -> list[Route]:
             if s.status in (subscribers.ACTIVE, subscribers.PAUSED):
                 return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
             return web.page("confirm.html.j2", email=s.email)
-        await run_in_threadpool(_confirm, web, s)
+        await run_in_threadpool(work.confirm, web, s)
         log.info("subscriber %s confirmed", s.id)
         return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
 
@@ -322,7 +315,7 @@ def routes(web: Web) -> list[Route]:
             if form.get("via") == "page"
             else "one-click unsubscribe from the mail program (RFC 8058)"
         )
-        changed = await run_in_threadpool(_unsubscribe, web, s, reason)
+        changed = await run_in_threadpool(work.unsubscribe, web, s, reason)
         if changed:
             log.info("subscriber %s unsubscribed: %s", s.id, reason)
         return web.page("unsubscribed.html.j2", subscriber=s, token=token)
@@ -338,7 +331,7 @@ def routes(web: Web) -> list[Route]:
                 "This address cannot be subscribed again here",
                 "Please sign up again with the form, or write to the sender.",
             )
-        await run_in_threadpool(_resubscribe, web, s)
+        await run_in_threadpool(work.resubscribe, web, s)
         log.info("subscriber %s resubscribed", s.id)
         return RedirectResponse(web.url(f"/preferences/{token}?done=resubscribed"), 303)
 
@@ -351,10 +344,10 @@ def routes(web: Web) -> list[Route]:
             if _too_large(request, MAX_FORM):
                 return web.error(413, "Too large", "That is more than this form sends.")
             form = await request.form(max_files=0)
-            done = await run_in_threadpool(_preferences, web, s, form)
+            done = await run_in_threadpool(work.preferences, web, s, form)
             return RedirectResponse(web.url(f"/preferences/{token}?done={done}"), 303)
-        skip_c = set(_strings(s.preferences.get("skip_categories")))
-        skip_f = set(_strings(s.preferences.get("skip_feeds")))
+        skip_c = set(work.strings(s.preferences.get("skip_categories")))
+        skip_f = set(work.strings(s.preferences.get("skip_feeds")))
         topics = [
             (t, t.value not in (skip_c if t.kind == "category" else skip_f))
             for t in web.settings.topics
@@ -364,7 +357,7 @@ def routes(web: Web) -> list[Route]:
             subscriber=s,
             token=token,
             topics=topics,
-            pauses=[(k, v[0]) for k, v in PAUSES.items()],
+            pauses=[(k, v[0]) for k, v in work.PAUSES.items()],
             done=request.query_params.get("done", ""),
         )
 
@@ -378,13 +371,13 @@ def routes(web: Web) -> list[Route]:
             number = max(1, int(request.query_params.get("page", "1")))
         except ValueError:
             number = 1
-        editions, more = await run_in_threadpool(_listing, web, number)
+        editions, more = await run_in_threadpool(work.listing, web, number)
         return web.page("archive.html.j2", private=False, editions=editions, page=number, more=more)
 
     async def archive_edition(request: Request) -> Response:
         if not web.settings.archive:
             raise HTTPException(404)
-        html = await run_in_threadpool(_edition, web, request.path_params["id"])
+        html = await run_in_threadpool(work.edition, web, request.path_params["id"])
         if html is None:
             raise HTTPException(404)
         return HTMLResponse(html, headers=_headers(ARCHIVE_CSP, private=False))
@@ -392,7 +385,7 @@ def routes(web: Web) -> list[Route]:
     async def archive_feed(request: Request) -> Response:
         if not web.settings.archive:
             raise HTTPException(404)
-        xml = await run_in_threadpool(_atom, web)
+        xml = await run_in_threadpool(work.atom, web)
         return Response(xml, media_type="application/atom+xml; charset=utf-8")
 
     async def sendgrid_webhook(request: Request) -> Response:
@@ -414,7 +407,7 @@ def routes(web: Web) -> list[Route]:
         except webhook.Rejected as exc:
             log.warning("SendGrid webhook refused (%s): %s", exc.status, exc.reason)
             return JSONResponse({"error": exc.reason}, exc.status)
-        handled = await run_in_threadpool(_record, web, events)
+        handled = await run_in_threadpool(work.record, web, events)
         log.info(
             "SendGrid webhook: %s events, %s new, %s repeated, %s suppressed, %s unsubscribed",
             handled.received,
@@ -426,7 +419,7 @@ def routes(web: Web) -> list[Route]:
         return JSONResponse(vars(handled))
 
     async def healthz(request: Request) -> Response:
-        status = await run_in_threadpool(_health, web)
+        status = await run_in_threadpool(work.health, web)
         return JSONResponse(status, 200 if status["ok"] else 503)
 
     both = ["GET", "POST"]
@@ -445,112 +438,6 @@ def routes(web: Web) -> list[Route]:
         Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
         Route("/healthz", healthz),
     ]
-
-
-# -- the work, in a worker thread ---------------------------------------------------------
-
-
-def _subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) -> signup.Result:
-    with web.engine.begin() as conn:
-        planned = signup.plan(conn, email, name, ip, now)
-    if isinstance(planned, signup.Result):
-        return planned
-    s = planned.subscriber
-    if planned.already:
-        manage = web.manage_token(s)
-        mail = web.mail("already", preferences_url=f"{web.settings.base_url}/preferences/{manage}")
-    else:
-        token = web.signer.timed_token(s.id, s.email, "confirm", now.timestamp())
-        mail = web.mail(
-            "confirm",
-            confirm_url=f"{web.settings.base_url}/confirm/{token}",
-            days=signup.CONFIRM_MAX_AGE.days,
-        )
-    return signup.send(web.engine, web.mailer, planned, mail, now)
-
-
-def _confirm(web: Web, s: subscribers.Subscriber) -> None:
-    with web.engine.begin() as conn:
-        signup.confirmed(conn, s, web.clock())
-
-
-def _unsubscribe(web: Web, s: subscribers.Subscriber, reason: str) -> bool:
-    with web.engine.begin() as conn:
-        return subscribers.unsubscribe(conn, s.id, web.clock(), reason)
-
-
-def _resubscribe(web: Web, s: subscribers.Subscriber) -> None:
-    with web.engine.begin() as conn:
-        subscribers.confirm(conn, s.id, web.clock())
-
-
-def _strings(value: object) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _preferences(web: Web, s: subscribers.Subscriber, form: Any) -> str:
-    now = web.clock()
-    action = form.get("action", "")
-    with web.engine.begin() as conn:
-        if action == "topics":
-            chosen = set(form.getlist("topic"))
-            prefs = dict(s.preferences)
-            prefs["version"] = 1
-            prefs["skip_categories"] = sorted(
-                t.value
-                for t in web.settings.topics
-                if t.kind == "category" and t.value not in chosen
-            )
-            prefs["skip_feeds"] = sorted(
-                t.value for t in web.settings.topics if t.kind == "feed" and t.value not in chosen
-            )
-            subscribers.set_preferences(conn, s.id, prefs, now)
-            return "saved"
-        if action == "pause" and form.get("for") in PAUSES:
-            length = PAUSES[str(form.get("for"))][1]
-            if subscribers.pause(conn, s.id, now + length if length else None, now):
-                log.info("subscriber %s paused %s", s.id, form.get("for"))
-                return "paused"
-            return "not-paused"
-        if action == "resume":
-            subscribers.resume(conn, s.id, now)
-            return "resumed"
-    return ""
-
-
-def _listing(web: Web, page: int) -> tuple[list[archive.Listed], bool]:
-    with web.engine.connect() as conn:
-        return archive.listing(conn, page)
-
-
-def _edition(web: Web, edition_id: int) -> str | None:
-    with web.engine.connect() as conn:
-        return archive.edition_html(conn, edition_id, web.settings.base_url)
-
-
-def _atom(web: Web) -> str:
-    with web.engine.connect() as conn:
-        return archive.atom(conn, f"{web.settings.title}", web.settings.base_url)
-
-
-def _record(web: Web, events: list[Mapping[str, Any]]) -> webhook.Handled:
-    with web.engine.begin() as conn:
-        return webhook.record_events(conn, events, web.clock())
-
-
-def _health(web: Web) -> dict[str, Any]:
-    status: dict[str, Any] = {"ok": True}
-    try:
-        with web.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        status["database"] = "ok"
-    except sa.exc.SQLAlchemyError as exc:
-        status.update(ok=False, database=f"unreachable: {type(exc).__name__}")
-    extra = web.health()
-    status.update(extra)
-    if extra.get("scheduler") == "stopped":
-        status["ok"] = False
-    return status
 
 
 # -- the app ------------------------------------------------------------------------------
