@@ -1,9 +1,10 @@
 """The subscriber-facing web app (Starlette): unsubscribe, preferences, sign-up, archive,
 SendGrid's event webhook and a health check. ``docs/web.md`` lists every endpoint.
 
-Handlers are thin: they read the request, call the modules that decide (``signup``,
-``webhook``, ``archive``, ``subscribers``) in a worker thread (the database is
-synchronous), and render a small page from ``templates/web/``. Links that act on a
+Handlers are thin: they read the request, call ``work.py`` in a worker thread (the
+database is synchronous), which calls the modules that decide (``signup``,
+``webhook``, ``archive``, ``subscribers``), and render a small page from
+``templates/web/``. Links that act on a
 subscriber carry signed tokens (``tokens.py``); a page reached through one is never
 cached, never indexed and never sends a Referer, so the token stays in the mail.
 """
