@@ -286,9 +286,7 @@ def subscribers_remove(state: State, email: str, forget: bool) -> None:
 
 @subscribers_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--status", type=click.Choice(["active", "pending", "unsubscribed", "suppressed", "removed"])
-)
+@click.option("--status", type=click.Choice(subscribers.STATUSES))
 @click.pass_obj
 @handled
 def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
@@ -333,9 +331,7 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to a file instead of stdout.",
 )
-@click.option(
-    "--status", type=click.Choice(["active", "pending", "unsubscribed", "suppressed", "removed"])
-)
+@click.option("--status", type=click.Choice(subscribers.STATUSES))
 @click.pass_obj
 @handled
 def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
@@ -509,3 +505,97 @@ def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: 
     else:
         console.run_summary(report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+# -- serve and schedule -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", help="Listen on this address (default: web.host).")
+@click.option("--port", type=int, help="Listen on this port (default: web.port).")
+@click.option("--no-schedule", is_flag=True, help="Only the web app: send no editions.")
+@click.pass_context
+@handled
+def serve(ctx: click.Context, host: str | None, port: int | None, no_schedule: bool) -> None:
+    """Run the scheduler and the web app (unsubscribe, preferences, sign-up, archive,
+    webhooks) until SIGTERM or Ctrl-C."""
+    from .web.server import serve as run_server
+
+    state: State = ctx.obj
+    root = logging.getLogger()
+    if root.level > logging.INFO:  # a service says what it does; -v adds more
+        root.setLevel(logging.INFO)
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    for h in root.handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    config = state.config
+    for warning in warnings_for(config):
+        logging.getLogger("digest.serve").warning("%s", warning)
+    sys.exit(run_server(config, host=host, port=port, scheduler_on=not no_schedule))
+
+
+@main.command(name="schedule")
+@click.option("--count", "-n", default=5, show_default=True, help="How many fire times.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+@handled
+def schedule_command(state: State, count: int, as_json: bool) -> None:
+    """The next fire times (in the configured zone and in UTC), the last edition, and
+    what `digest serve` would do if started now."""
+    from . import schedule
+
+    config = state.config
+    plan = schedule.schedule_of(config)
+    now = _now()
+    times = schedule.fire_times(plan, now, max(count, 0))
+    with state.engine().connect() as conn:
+        last = schedule.last_edition(conn)
+        sent = schedule.last_sent(conn)
+        from . import record
+
+        decision = schedule.decide(plan, now, sent, bool(record.unfinished(conn)))
+    if as_json:
+        console.print_json(
+            {
+                "cron": plan.cron,
+                "timezone": plan.timezone,
+                "catch_up_seconds": int(plan.catch_up.total_seconds()),
+                "next": [
+                    {"local": t.astimezone(plan.zone).isoformat(), "utc": t.isoformat()}
+                    for t in times
+                ],
+                "last_edition": None
+                if last is None
+                else {
+                    "id": last.id,
+                    "created_at": last.created_at.isoformat(),
+                    "status": last.status,
+                    "recipients": last.recipients,
+                    "delivered": last.delivered,
+                    "slot": last.slot.isoformat() if last.slot else None,
+                },
+                "last_sent": sent.isoformat() if sent else None,
+                "now": {"action": str(decision.action), "reason": decision.reason},
+            }
+        )
+        return
+    from .durations import format_duration
+
+    console.out.print(
+        f"Schedule: {plan.cron!r} in {plan.timezone}, catch-up window "
+        f"{format_duration(plan.catch_up)}"
+    )
+    console.out.print(f"Next {len(times)} edition time(s):")
+    for t in times:
+        console.out.print(f"  {plan.local(t):<28} {t:%a %Y-%m-%d %H:%M} UTC")
+    if last is None:
+        console.out.print("Last edition: none yet.")
+    else:
+        console.out.print(
+            f"Last edition: {last.id}, made {plan.local(last.created_at)} "
+            f"({last.created_at:%Y-%m-%d %H:%M} UTC), {last.status}, "
+            f"{last.delivered}/{last.recipients} delivered"
+        )
+    verb = {"run": "would send now", "resume": "would resume", "skip": "would wait"}
+    console.out.print(f"Started now, digest serve {verb[str(decision.action)]}: {decision.reason}.")

@@ -155,13 +155,26 @@ class DigestSection(Section):
 class ScheduleSection(Section):
     cron: Text = "0 7 * * *"
     timezone: TimeZone = "UTC"
+    catch_up: Duration = timedelta(hours=3)
+
+    @model_validator(mode="after")
+    def _catch_up_bounded(self) -> ScheduleSection:
+        if not timedelta(0) <= self.catch_up <= timedelta(days=7):
+            raise ValueError('catch_up: must be between "0s" (never catch up) and "7d", like "3h"')
+        return self
 
     @model_validator(mode="after")
     def _cron_parses(self) -> ScheduleSection:
-        from apscheduler.triggers.cron import CronTrigger
+        from datetime import UTC, datetime
+
+        from .crontab import trigger
 
         try:
-            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+            if (
+                trigger(self.cron, self.timezone).get_next_fire_time(None, datetime.now(UTC))
+                is None
+            ):
+                raise ValueError("that date never comes")
         except ValueError as exc:
             raise ValueError(
                 f"cron: {self.cron!r} is not a cron expression ({exc}): write five fields, "
@@ -265,6 +278,43 @@ class DeliverySection(Section):
     sendgrid: SendgridSection = SendgridSection()
 
 
+class WebSection(Section):
+    host: Text = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    trusted_proxies: Text = "127.0.0.1"
+    archive: bool = True
+    sendgrid_public_key: str | None = None
+    webhook_max_age: Duration = timedelta(minutes=10)
+
+    @model_validator(mode="after")
+    def _proxies_parse(self) -> WebSection:
+        import ipaddress
+
+        for part in self.trusted_proxies.split(","):
+            part = part.strip()
+            if part == "*":
+                continue
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {part!r} is not an IP address or network: write "
+                    '"127.0.0.1", "10.0.0.0/8, ::1" or "*"'
+                ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _key_loads(self) -> WebSection:
+        if self.sendgrid_public_key:
+            from .web.webhook import load_public_key
+
+            try:
+                load_public_key(self.sendgrid_public_key)
+            except ValueError as exc:
+                raise ValueError(f"sendgrid_public_key: {exc}") from None
+        return self
+
+
 class EmailSection(Section):
     """How the e-mail looks: docs/templates.md."""
 
@@ -295,6 +345,7 @@ class Config(Section):
     storage: StorageSection = StorageSection()
     fetch: FetchSection = FetchSection()
     delivery: DeliverySection = DeliverySection()
+    web: WebSection = WebSection()
     email: EmailSection = EmailSection()
     feeds: list[FeedEntry] = Field(min_length=1)
     subscribers: list[SubscriberEntry] = []
@@ -469,7 +520,14 @@ def _describe(err: Any, raw: dict[str, Any]) -> str:
         if message.startswith(prefix):
             message = message[len(prefix) :]
     # raised by a section's own validator, key first
-    for own in ("cron", "subject", "dkim_key_file"):
+    for own in (
+        "cron",
+        "subject",
+        "catch_up",
+        "sendgrid_public_key",
+        "trusted_proxies",
+        "dkim_key_file",
+    ):
         if message.startswith(own + ": "):
             return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
     if message.startswith("feeds["):  # raised by Config's own validator, key included
@@ -504,6 +562,12 @@ def warnings_for(config: Config) -> list[str]:
         out.append(
             f"digest.base_url: {config.digest.base_url!r} is not https: fine for local "
             "testing, but mail providers expect one-click unsubscribe links over HTTPS"
+        )
+    if config.delivery.backend == "sendgrid" and not config.web.sendgrid_public_key:
+        out.append(
+            "web.sendgrid_public_key: not set, so `digest serve` refuses SendGrid's event "
+            "webhook and never learns of bounces and spam reports: paste the key SendGrid "
+            "shows for the signed Event Webhook"
         )
     for i, feed in enumerate(config.feeds):
         url = feed_url(feed.url, config.base_dir)

@@ -16,6 +16,7 @@ after it takes plain values, so tests can put any part together by hand.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -284,32 +285,50 @@ def build(
 # -- the run ------------------------------------------------------------------------------
 
 
-def run(services: Services, progress: Progress | None = None) -> RunReport:
-    """Resume unfinished editions, then make and deliver a new one if anything is new."""
+def run(
+    services: Services,
+    progress: Progress | None = None,
+    *,
+    slot: datetime | None = None,
+    hold_lease: bool = True,
+    resume_only: bool = False,
+) -> RunReport:
+    """Resume unfinished editions, then make and deliver a new one if anything is new.
+
+    ``slot`` is the scheduled time a new edition is made for (``editions.slot`` is
+    unique, so one slot never gets two editions); ``hold_lease=False`` when the caller
+    (the scheduler) already holds the lease; ``resume_only`` finishes unfinished
+    editions and makes no new one."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     engine, config = services.engine, services.config
-    with lease.held(engine, clock=services.clock):
+    with lease.held(engine, clock=services.clock) if hold_lease else contextlib.nullcontext():
         now = services.clock()
         with engine.begin() as conn:
             for warning in subscribers.sync_config(
                 conn, [(s.email, s.name) for s in config.subscribers], now
             ):
                 log.warning("%s", warning)
+            subscribers.wake(conn, now)
         with engine.connect() as conn:
             unfinished = record.unfinished(conn)
         editions = [
             deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
         ]
         stuck = [e.id for e in editions if e.status is EditionStatus.SENDING]
-        if stuck:
-            # Delivery itself is failing (bad credentials, server down): a new edition
-            # would only pile up behind it. Fix the cause; the next run resumes.
+        stopping = services.dispatch.should_stop()
+        if resume_only or stopping or stuck:
+            # Stuck: delivery itself is failing (bad credentials, server down): a new
+            # edition would only pile up behind it. Fix the cause; the next run resumes.
             progress.done()
             return RunReport(
                 editions=tuple(editions),
                 feeds=(),
-                skipped=f"edition {stuck[0]} is still unfinished: no new edition until it is "
+                skipped="only unfinished editions were resumed"
+                if resume_only
+                else "asked to stop"
+                if stopping
+                else f"edition {stuck[0]} is still unfinished: no new edition until it is "
                 "delivered (see its problems)",
                 seconds=round(time.perf_counter() - started, 3),
             )
@@ -326,7 +345,7 @@ def run(services: Services, progress: Progress | None = None) -> RunReport:
             skipped = "no active subscribers: add some with `digest subscribers add`"
             commit_feeds(services, gathered, None, failures_only=True)
         else:
-            composed = commit_edition(services, gathered)
+            composed = commit_edition(services, gathered, slot)
             faults.point("recipients-frozen")
             editions.append(deliver(services, composed.edition_id, progress, resumed=False))
         compact_ledger(services)
@@ -476,13 +495,15 @@ def commit_feeds(
             log.warning("%s", warning)
 
 
-def commit_edition(services: Services, gathered: Gathered) -> Composed:
+def commit_edition(
+    services: Services, gathered: Gathered, slot: datetime | None = None
+) -> Composed:
     """One transaction: the edition, rendered; its entries; its recipients; feed state."""
     now = services.clock()
     nonce = secrets.token_hex(8)
     selection = gathered.selection
     with services.engine.begin() as conn:
-        edition_id = record.begin_edition(conn, now, nonce)
+        edition_id = record.begin_edition(conn, now, nonce, slot)
         composed = services.renderer.compose(edition_id, selection, now, nonce)
         record.save_content(conn, composed, len(selection.items), len(selection.more))
         commit_feeds(services, gathered, edition_id, conn)

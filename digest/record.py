@@ -128,11 +128,15 @@ def remember(
 # -- editions -----------------------------------------------------------------------------
 
 
-def begin_edition(conn: sa.Connection, now: datetime, nonce: str) -> int:
-    """Reserve the next edition id (inside the caller's transaction)."""
+def begin_edition(
+    conn: sa.Connection, now: datetime, nonce: str, slot: datetime | None = None
+) -> int:
+    """Reserve the next edition id (inside the caller's transaction). ``slot``: the
+    scheduled time it is made for (unique: a second edition for it fails here)."""
     result = conn.execute(
         sa.insert(E).values(
             created_at=now,
+            slot=slot,
             status=EditionStatus.SENDING,
             subject="",
             html="",

@@ -6,8 +6,10 @@ that unsubscribed (or was suppressed after a bounce or complaint) is never added
 by ``add``, ``import`` or the config unless the operator says ``resubscribe``.
 
 Statuses: ``active`` (receives editions), ``pending`` (signed up on the web, not
-confirmed yet), ``unsubscribed`` (left), ``suppressed`` (bounced or complained),
-``removed`` (taken off by the operator; re-adding is fine).
+confirmed yet), ``paused`` (asked for a break on the preferences page; back to
+``active`` at ``paused_until``, or when they resume), ``unsubscribed`` (left),
+``suppressed`` (bounced or complained), ``removed`` (taken off by the operator;
+re-adding is fine). Only ``active`` subscribers receive editions.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ ACTIVE, PENDING, UNSUBSCRIBED, SUPPRESSED, REMOVED = (
     "suppressed",
     "removed",
 )
+PAUSED = "paused"
 LEFT = (UNSUBSCRIBED, SUPPRESSED)
+STATUSES = (ACTIVE, PENDING, PAUSED, UNSUBSCRIBED, SUPPRESSED, REMOVED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,8 @@ class Subscriber:
     unsubscribed_at: datetime | None = None
     reason: str | None = None
     preferences: dict[str, object] = field(default_factory=dict)
+    paused_until: datetime | None = None
+    confirmed_at: datetime | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -77,6 +83,8 @@ def _subscriber(row: sa.Row[tuple[object, ...]]) -> Subscriber:
         unsubscribed_at=m["unsubscribed_at"],
         reason=m["reason"],
         preferences=prefs,
+        paused_until=m.get("paused_until"),
+        confirmed_at=m.get("confirmed_at"),
     )
 
 
@@ -143,8 +151,11 @@ def add(
     if existing.status in LEFT and not resubscribe:
         return Added(existing, "refused")
     values: dict[str, object] = {}
-    if existing.status != ACTIVE and status == ACTIVE:
-        values.update(status=ACTIVE, confirmed_at=now, unsubscribed_at=None, reason=None)
+    paused = existing.status == PAUSED and not resubscribe  # their choice: kept
+    if existing.status != ACTIVE and status == ACTIVE and not paused:
+        values.update(
+            status=ACTIVE, confirmed_at=now, unsubscribed_at=None, reason=None, paused_until=None
+        )
     if name and name != existing.name:
         values["name"] = name
     if not values:
@@ -185,6 +196,78 @@ def unsubscribe(
         .values(status=status, unsubscribed_at=now, updated_at=now, reason=reason[:500])
     )
     return bool(result.rowcount)
+
+
+def confirm(conn: sa.Connection, subscriber_id: int, now: datetime) -> bool:
+    """A web sign-up confirmed its address (double opt-in): active from now on. Also
+    brings back someone who had unsubscribed and signed up again. Never a suppressed
+    address (it bounced or complained). Returns False when nothing changed."""
+    result = conn.execute(
+        sa.update(S)
+        .where((S.c.id == subscriber_id) & S.c.status.in_([PENDING, UNSUBSCRIBED, REMOVED]))
+        .values(
+            status=ACTIVE,
+            confirmed_at=now,
+            updated_at=now,
+            unsubscribed_at=None,
+            reason=None,
+            paused_until=None,
+        )
+    )
+    return bool(result.rowcount)
+
+
+def pause(conn: sa.Connection, subscriber_id: int, until: datetime | None, now: datetime) -> bool:
+    """No editions until ``until`` (None: until they resume). Only an active or already
+    paused subscriber can pause."""
+    result = conn.execute(
+        sa.update(S)
+        .where((S.c.id == subscriber_id) & S.c.status.in_([ACTIVE, PAUSED]))
+        .values(status=PAUSED, paused_until=until, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+def resume(conn: sa.Connection, subscriber_id: int, now: datetime) -> bool:
+    result = conn.execute(
+        sa.update(S)
+        .where((S.c.id == subscriber_id) & (S.c.status == PAUSED))
+        .values(status=ACTIVE, paused_until=None, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+def wake(conn: sa.Connection, now: datetime) -> int:
+    """Paused subscribers whose break is over become active again. Returns how many."""
+    result = conn.execute(
+        sa.update(S)
+        .where((S.c.status == PAUSED) & S.c.paused_until.is_not(None) & (S.c.paused_until <= now))
+        .values(status=ACTIVE, paused_until=None, updated_at=now)
+    )
+    return int(result.rowcount)
+
+
+def set_preferences(
+    conn: sa.Connection, subscriber_id: int, preferences: dict[str, object], now: datetime
+) -> None:
+    conn.execute(
+        sa.update(S)
+        .where(S.c.id == subscriber_id)
+        .values(preferences=json.dumps(preferences, sort_keys=True), updated_at=now)
+    )
+
+
+def forget_unconfirmed(conn: sa.Connection, before: datetime) -> int:
+    """Erase web sign-ups never confirmed and made before ``before`` (their address is
+    kept no longer than needed), with their sign-up requests. Returns how many."""
+    stale = sa.select(S.c.id).where(
+        (S.c.status == PENDING) & (S.c.source == "web") & (S.c.created_at < before)
+    )
+    ids = [r[0] for r in conn.execute(stale)]
+    if ids:
+        conn.execute(sa.delete(schema.signups).where(schema.signups.c.subscriber_id.in_(ids)))
+        conn.execute(sa.delete(S).where(S.c.id.in_(ids)))
+    return len(ids)
 
 
 def all_subscribers(conn: sa.Connection, status: str | None = None) -> Iterator[Subscriber]:

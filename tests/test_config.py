@@ -180,3 +180,26 @@ def test_parse_config_directly(tmp_path: Path) -> None:
     )
     assert config.digest.from_ == "a@example.org"
     assert config.base_dir == tmp_path
+
+
+def test_serve_settings_are_validated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from digest.config import parse_config
+    from digest.errors import ConfigError
+
+    base = {
+        "digest": {"from": "a@example.org", "base_url": "https://x.example", "postal_address": "x"},
+        "feeds": [{"url": "f.xml"}],
+    }
+    cases = [
+        ({"schedule": {"cron": "0 0 30 2 *"}}, "schedule.cron: '0 0 30 2 *' is not a cron"),
+        ({"schedule": {"catch_up": "8d"}}, 'schedule.catch_up: must be between "0s"'),
+        ({"web": {"trusted_proxies": "proxy.local"}}, "web.trusted_proxies: 'proxy.local'"),
+        ({"web": {"port": 0}}, "web.port"),
+        ({"web": {"sendgrid_public_key": "abc"}}, "web.sendgrid_public_key: not a public key"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ConfigError) as info:
+            parse_config({**base, **extra}, tmp_path / "config.toml")
+        assert message in str(info.value), str(info.value)

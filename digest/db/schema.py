@@ -139,6 +139,7 @@ subscribers = Table(
     Column("unsubscribed_at", UTCDateTime),
     Column("reason", Text),  # why unsubscribed, removed or suppressed
     Column("preferences", Text),  # JSON, set from the preferences page
+    Column("paused_until", UTCDateTime),  # status paused: resumes then (NULL: until asked)
 )
 
 batches = Table(
@@ -189,4 +190,17 @@ events = Table(
     Column("edition_id", Integer),
     Column("received_at", UTCDateTime, nullable=False),
     Column("payload", Text, nullable=False),
+)
+
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email_key", String(320), nullable=False, index=True),  # lower-cased
+    Column("subscriber_id", Integer),
+    Column("ip", String(64)),  # who asked (proof of consent, with confirmed_at)
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("mailed", Boolean, nullable=False, default=False),  # a mail went out for it
+    Column("error", Text),  # why no mail went out
+    Column("confirmed_at", UTCDateTime),
 )

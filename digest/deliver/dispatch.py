@@ -199,6 +199,8 @@ def _work(
     sender: Sender | None = None
     try:
         while (batch := jobs.get()) is not None:
+            if shared.stopped is None and settings.should_stop():  # SIGTERM: queued batches
+                shared.stop("asked to stop: unsent batches stay pending for the next run")
             if shared.stopped is not None:
                 continue  # left pending: the next run sends it
             try:

@@ -1,0 +1,139 @@
+"""The public archive: past editions as sent, with nobody's personal links, and an Atom feed.
+
+An edition's stored HTML has markers where each recipient's links and address go;
+the archive fills them with neutral values (``ARCHIVE_VALUES``), so no token and
+no address ever appears. Only finished editions (``done``) are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from xml.sax.saxutils import escape, quoteattr
+
+import sqlalchemy as sa
+
+from ..db import schema
+from ..model import Composed, EditionStatus
+from ..render import personalize
+
+E, N = schema.editions, schema.entries
+PAGE = 50
+
+
+def archive_values(base_url: str) -> dict[str, str]:
+    return {
+        "unsubscribe_url": f"{base_url}/unsubscribe",
+        "preferences_url": f"{base_url}/preferences",
+        "email": "you",
+        "name": "",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    id: int
+    subject: str
+    sent: datetime
+    entries: int
+
+
+def listing(conn: sa.Connection, page: int = 1) -> tuple[list[Listed], bool]:
+    """One page of finished editions, newest first, and whether there are more."""
+    rows = conn.execute(
+        sa.select(E.c.id, E.c.subject, E.c.created_at, E.c.item_count, E.c.more_count)
+        .where(E.c.status == EditionStatus.DONE)
+        .order_by(E.c.id.desc())
+        .limit(PAGE + 1)
+        .offset((page - 1) * PAGE)
+    ).all()
+    listed = [Listed(r.id, r.subject, r.created_at, r.item_count + r.more_count) for r in rows]
+    return listed[:PAGE], len(listed) > PAGE
+
+
+def edition_html(conn: sa.Connection, edition_id: int, base_url: str) -> str | None:
+    row = conn.execute(
+        sa.select(E).where((E.c.id == edition_id) & (E.c.status == EditionStatus.DONE))
+    ).first()
+    if row is None:
+        return None
+    composed = Composed(row.id, row.subject, row.html, row.text, row.created_at, row.nonce)
+    html, _text = personalize(composed, archive_values(base_url))
+    return with_hidden_stories(conn, edition_id, html)
+
+
+def with_hidden_stories(conn: sa.Connection, edition_id: int, html: str) -> str:
+    """The mail shows what fits its size budget and says "read the rest online": here,
+    the stories of the edition whose link is not in the mail are listed after it."""
+    rows = conn.execute(
+        sa.select(N.c.title, N.c.link)
+        .where(N.c.edition_id == edition_id)
+        .order_by(N.c.published_at.desc())
+    ).all()
+    missing = [
+        (t, link) for t, link in rows if link and escape(link) not in html and link not in html
+    ]
+    if not missing:
+        return html
+    items = "".join(
+        f'<li style="margin:0 0 6px;"><a href={quoteattr(link)}>{escape(title)}</a></li>'
+        for title, link in missing
+    )
+    section = (
+        '<section id="more-online" style="max-width:600px;margin:0 auto;padding:16px 24px 32px;'
+        "font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:15px;"
+        'line-height:1.5;">'
+        f'<h2 style="font-size:18px;">The rest of this edition</h2><ul>{items}</ul></section>'
+    )
+    at = html.lower().rfind("</body>")
+    return html[:at] + section + html[at:] if at >= 0 else html + section
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def atom(conn: sa.Connection, title: str, base_url: str, limit: int = 20) -> str:
+    """An Atom feed of the latest editions: each links to its archive page and lists
+    its stories."""
+    editions, _more = listing(conn)
+    editions = editions[:limit]
+    ids = [e.id for e in editions]
+    stories: dict[int, list[tuple[str, str | None]]] = {i: [] for i in ids}
+    if ids:
+        for edition_id, story, link in conn.execute(
+            sa.select(N.c.edition_id, N.c.title, N.c.link)
+            .where(N.c.edition_id.in_(ids))
+            .order_by(N.c.published_at.desc())
+        ):
+            stories[edition_id].append((story, link))
+    updated = _iso(editions[0].sent) if editions else "1970-01-01T00:00:00Z"
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<feed xmlns="http://www.w3.org/2005/Atom">',
+        f"<title>{escape(title)}</title>",
+        f"<id>{escape(base_url)}/archive</id>",
+        f'<link rel="alternate" type="text/html" href={quoteattr(base_url + "/archive")}/>',
+        f'<link rel="self" href={quoteattr(base_url + "/archive/feed.xml")}/>',
+        f"<updated>{updated}</updated>",
+    ]
+    for e in editions:
+        url = f"{base_url}/archive/{e.id}"
+        items = "".join(
+            f"<li><a href={quoteattr(link)}>{escape(story)}</a></li>"
+            if link
+            else f"<li>{escape(story)}</li>"
+            for story, link in stories[e.id]
+        )
+        out += [
+            "<entry>",
+            f"<title>{escape(e.subject)}</title>",
+            f"<id>{escape(url)}</id>",
+            f'<link rel="alternate" type="text/html" href={quoteattr(url)}/>',
+            f"<updated>{_iso(e.sent)}</updated>",
+            f"<author><name>{escape(title)}</name></author>",
+            f'<content type="html">{escape(f"<ul>{items}</ul>")}</content>',
+            "</entry>",
+        ]
+    out.append("</feed>")
+    return "\n".join(out) + "\n"

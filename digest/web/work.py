@@ -1,0 +1,130 @@
+"""What the web handlers do, run in a worker thread (the database is synchronous):
+each function opens its own transaction and returns plain values for a page."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .. import subscribers
+from . import archive, signup, webhook
+
+if TYPE_CHECKING:
+    from .app import Web
+
+log = logging.getLogger(__name__)
+
+PAUSES = {
+    "1w": ("one week", timedelta(weeks=1)),
+    "2w": ("two weeks", timedelta(weeks=2)),
+    "1m": ("a month", timedelta(days=30)),
+    "3m": ("three months", timedelta(days=91)),
+    "on": ("until I resume", None),
+}
+
+
+def subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) -> signup.Result:
+    with web.engine.begin() as conn:
+        planned = signup.plan(conn, email, name, ip, now)
+    if isinstance(planned, signup.Result):
+        return planned
+    s = planned.subscriber
+    if planned.already:
+        manage = web.manage_token(s)
+        mail = web.mail("already", preferences_url=f"{web.settings.base_url}/preferences/{manage}")
+    else:
+        token = web.signer.timed_token(s.id, s.email, "confirm", now.timestamp())
+        mail = web.mail(
+            "confirm",
+            confirm_url=f"{web.settings.base_url}/confirm/{token}",
+            days=signup.CONFIRM_MAX_AGE.days,
+        )
+    return signup.send(web.engine, web.mailer, planned, mail, now)
+
+
+def confirm(web: Web, s: subscribers.Subscriber) -> None:
+    with web.engine.begin() as conn:
+        signup.confirmed(conn, s, web.clock())
+
+
+def unsubscribe(web: Web, s: subscribers.Subscriber, reason: str) -> bool:
+    with web.engine.begin() as conn:
+        return subscribers.unsubscribe(conn, s.id, web.clock(), reason)
+
+
+def resubscribe(web: Web, s: subscribers.Subscriber) -> None:
+    with web.engine.begin() as conn:
+        subscribers.confirm(conn, s.id, web.clock())
+
+
+def strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def preferences(web: Web, s: subscribers.Subscriber, form: Any) -> str:
+    now = web.clock()
+    action = form.get("action", "")
+    with web.engine.begin() as conn:
+        if action == "topics":
+            chosen = set(form.getlist("topic"))
+            prefs = dict(s.preferences)
+            prefs["version"] = 1
+            prefs["skip_categories"] = sorted(
+                t.value
+                for t in web.settings.topics
+                if t.kind == "category" and t.value not in chosen
+            )
+            prefs["skip_feeds"] = sorted(
+                t.value for t in web.settings.topics if t.kind == "feed" and t.value not in chosen
+            )
+            subscribers.set_preferences(conn, s.id, prefs, now)
+            return "saved"
+        if action == "pause" and form.get("for") in PAUSES:
+            length = PAUSES[str(form.get("for"))][1]
+            if subscribers.pause(conn, s.id, now + length if length else None, now):
+                log.info("subscriber %s paused %s", s.id, form.get("for"))
+                return "paused"
+            return "not-paused"
+        if action == "resume":
+            subscribers.resume(conn, s.id, now)
+            return "resumed"
+    return ""
+
+
+def listing(web: Web, page: int) -> tuple[list[archive.Listed], bool]:
+    with web.engine.connect() as conn:
+        return archive.listing(conn, page)
+
+
+def edition(web: Web, edition_id: int) -> str | None:
+    with web.engine.connect() as conn:
+        return archive.edition_html(conn, edition_id, web.settings.base_url)
+
+
+def atom(web: Web) -> str:
+    with web.engine.connect() as conn:
+        return archive.atom(conn, f"{web.settings.title}", web.settings.base_url)
+
+
+def record(web: Web, events: list[Mapping[str, Any]]) -> webhook.Handled:
+    with web.engine.begin() as conn:
+        return webhook.record_events(conn, events, web.clock())
+
+
+def health(web: Web) -> dict[str, Any]:
+    status: dict[str, Any] = {"ok": True}
+    try:
+        with web.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        status["database"] = "ok"
+    except sa.exc.SQLAlchemyError as exc:
+        status.update(ok=False, database=f"unreachable: {type(exc).__name__}")
+    extra = web.health()
+    status.update(extra)
+    if extra.get("scheduler") == "stopped":
+        status["ok"] = False
+    return status
