@@ -259,7 +259,8 @@ def test_correct_text_unchanged(text: str) -> None:
 # Words of each language, for random sentences.
 WORDS = {
     "en": "the mayor’s office said “quoted” text — again… don’t naïve café résumé".split(),
-    "fr": "été à où garçon œuvre Noël déjà très mangé allée «\xa0voilà\xa0» l’école ÉTÉ Ça".split(),
+    "fr": "été à où garçon œuvre Noël déjà très mangé allée «\xa0voilà\xa0» l’école"
+    " ÉTÉ Ça".split(),
     "de": "Straße Größe „Fuß“ Übermaß Ärger Öl schön Müller ‚Äpfel‘ FUẞBALL".split(),
     "es": "¿Qué ¡Año! mañana niño pingüino corazón acción ÁFRICA".split(),
     "pt": "São coração informações MAÇÃ IRMÃ água pão alemã ação".split(),
@@ -307,9 +308,7 @@ def alphabet_text(draw: st.DrawFn) -> str:
         word = draw(st.text(st.sampled_from(letters), min_size=1, max_size=10))
         word = draw(st.sampled_from([word, word.capitalize(), word.upper()]))
         words.append(
-            draw(st.sampled_from(PUNCTUATION_BEFORE))
-            + word
-            + draw(st.sampled_from(PUNCTUATION_AFTER))
+            draw(st.sampled_from(PUNCTUATION_BEFORE)) + word + draw(st.sampled_from(PUNCTUATION_AFTER))
         )
     return draw(st.sampled_from([" ", "\xa0", " — "])).join(words)
 
