@@ -131,6 +131,20 @@ def _ready() -> None:
     """Run once per pool worker before fetching starts, so workers are forked early."""
 
 
+def _start_pool(processes: int) -> concurrent.futures.ProcessPoolExecutor | None:
+    """A process pool with its workers already running (forked before the event loop
+    and its threads start), or None where processes cannot be started: parse inline."""
+    pool = concurrent.futures.ProcessPoolExecutor(processes)
+    try:
+        for started in [pool.submit(_ready) for _ in range(processes)]:
+            started.result()
+    except (OSError, BrokenProcessPool) as exc:
+        log.warning("cannot start parser processes (%s): parsing in this one", exc)
+        pool.shutdown(wait=False, cancel_futures=True)
+        return None
+    return pool
+
+
 def ingest(
     sources: Sequence[FeedSource],
     validators: Mapping[str, Validators],
@@ -154,7 +168,7 @@ def ingest(
     )
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
-    pool = concurrent.futures.ProcessPoolExecutor(processes) if use_pool else None
+    pool = _start_pool(processes) if use_pool else None
     #: Feeds handed to the pool; None when the pool had broken before it could take one.
     futures: dict[str, concurrent.futures.Future[Digested] | None] = {}
 
@@ -186,10 +200,6 @@ def ingest(
         return _isolated(result, now, summary_length, ids(url), limits)
 
     try:
-        if pool is not None:
-            # Start the workers now, before any event loop or thread exists to be forked.
-            for done in [pool.submit(_ready) for _ in range(processes)]:
-                done.result()
         fetched = run_sync(fetch_all(sources, validators, settings, fetched_one))
         return [finish(r) for r in fetched]
     finally:

@@ -405,3 +405,20 @@ def test_a_feed_that_makes_the_parser_crawl_is_stopped(
     results = ingest(sources, {}, FetchSettings(parse_timeout=0.3), NOW, 300, workers=2)
     assert [r.status for r in results].count(FetchStatus.OK) == 8
     assert results[2].error and "fetch.parse_timeout" in results[2].error.message
+
+
+def die() -> None:
+    os._exit(1)
+
+
+def test_without_parser_processes_feeds_are_parsed_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "_ready", die)  # the workers die as they start
+    sources = []
+    for i in range(9):
+        path = tmp_path / f"feed{i}.rss"
+        path.write_bytes(RSS)
+        sources.append(FeedSource(path.as_uri()))
+    results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2)
+    assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
