@@ -38,9 +38,12 @@ def _now() -> datetime:
 
 
 class State:
+    """What commands share: the config, read once, and one database engine."""
+
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self._config: Config | None = None
+        self._engine: sa.Engine | None = None
 
     @property
     def config(self) -> Config:
@@ -48,8 +51,15 @@ class State:
             self._config = load_config(self.config_path)
         return self._config
 
-    def engine(self) -> Any:
-        return db.connect(self.config.storage_url)
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = db.connect(self.config.storage_url)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 def handled(func: F) -> F:
@@ -102,6 +112,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     ctx.obj = State(config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # -- run / preview / check ----------------------------------------------------------------
@@ -114,7 +125,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 @handled
 def run(state: State, dry_run: bool, as_json: bool) -> None:
     """Make and deliver one edition now (after finishing one a crash left unfinished)."""
-    services = pipeline.build(state.config, readonly=dry_run)
+    services = pipeline.build(state.config, engine=state.engine(), readonly=dry_run)
     bars = console.Bars() if not as_json and sys.stderr.isatty() else None
     try:
         report = pipeline.dry_run(services, bars) if dry_run else pipeline.run(services, bars)
@@ -162,7 +173,7 @@ def preview(
     """Render the next edition without sending or recording anything."""
     from . import preview as previews
 
-    services = pipeline.build(state.config, readonly=True)
+    services = pipeline.build(state.config, engine=state.engine(), readonly=True)
     upcoming = previews.next_edition(services, use_sample)
     for report in upcoming.reports:
         if report.error:
@@ -216,7 +227,7 @@ def check(state: State, online: bool) -> None:
     config = state.config
     for warning in warnings_for(config):
         console.err.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
-    services = pipeline.build(config, readonly=True)
+    services = pipeline.build(config, engine=state.engine(), readonly=True)
     try:
         problems = services.renderer.check(_now())
     except RenderError as exc:
@@ -422,7 +433,10 @@ def db_group() -> None:
 def db_upgrade(state: State) -> None:
     """Bring the schema up to date (back the database up first)."""
     engine = db.connect(state.config.storage_url, auto_upgrade=True)
-    console.out.print(f"schema at {db.current_revision(engine)}")
+    try:
+        console.out.print(f"schema at {db.current_revision(engine)}")
+    finally:
+        engine.dispose()
 
 
 @db_group.command("status")
@@ -431,10 +445,13 @@ def db_upgrade(state: State) -> None:
 def db_status(state: State) -> None:
     """Show the schema revision and what this version needs."""
     engine = sa.create_engine(state.config.storage_url)
-    console.out.print(
-        f"database: {engine.url!r}\nschema: {db.current_revision(engine) or 'none'}"
-        f"\nneeded: {db.head_revision()}"
-    )
+    try:
+        console.out.print(
+            f"database: {engine.url!r}\nschema: {db.current_revision(engine) or 'none'}"
+            f"\nneeded: {db.head_revision()}"
+        )
+    finally:
+        engine.dispose()
 
 
 # -- send-test ----------------------------------------------------------------------------
@@ -458,7 +475,7 @@ def send_test(state: State, email: str, use_sample: bool) -> None:
     except email_validator.EmailNotValidError as exc:
         raise UsageError(f"{email!r} is not a valid e-mail address ({exc})") from None
     config = state.config
-    services = pipeline.build(config, readonly=True)
+    services = pipeline.build(config, engine=state.engine(), readonly=True)
     upcoming = previews.next_edition(services, use_sample)
     composed = services.renderer.compose(upcoming.edition_id, upcoming.selection, _now())
     sent = previews.send_test(services.backend, composed, address)
@@ -493,7 +510,7 @@ def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: 
     """Send an edition again to the recipients it did not reach."""
     from .redeliver import resend as redeliver
 
-    services = pipeline.build(state.config)
+    services = pipeline.build(state.config, engine=state.engine())
     bars = console.Bars() if not as_json and sys.stderr.isatty() else None
     try:
         report = redeliver(services, edition_id, failed=failed, unknown=unknown, progress=bars)
