@@ -28,6 +28,7 @@ from .errors import (
     RenderError,
     UsageError,
 )
+from .model import RunReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -126,19 +127,29 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 def run(state: State, dry_run: bool, as_json: bool) -> None:
     """Make and deliver one edition now (after finishing one a crash left unfinished)."""
     services = pipeline.build(state.config, engine=state.engine(), readonly=dry_run)
+    work = pipeline.dry_run if dry_run else pipeline.run
+    report = _with_progress(as_json, lambda bars: work(services, bars))
+    _finish(report, as_json)
+    if not as_json and not dry_run and any(e.recipients_delivered for e in report.editions):
+        _where_to_look(state.config)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def _with_progress(as_json: bool, work: Callable[[console.Bars | None], RunReport]) -> RunReport:
+    """Run ``work`` with progress bars on a terminal (never with --json)."""
     bars = console.Bars() if not as_json and sys.stderr.isatty() else None
     try:
-        report = pipeline.dry_run(services, bars) if dry_run else pipeline.run(services, bars)
+        return work(bars)
     finally:
         if bars is not None:
             bars.done()
+
+
+def _finish(report: RunReport, as_json: bool) -> None:
     if as_json:
         console.print_json(console.run_json(report))
     else:
         console.run_summary(report)
-        if not dry_run and any(e.recipients_delivered for e in report.editions):
-            _where_to_look(state.config)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
 def _where_to_look(config: Config) -> None:
@@ -511,16 +522,11 @@ def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: 
     from .redeliver import resend as redeliver
 
     services = pipeline.build(state.config, engine=state.engine())
-    bars = console.Bars() if not as_json and sys.stderr.isatty() else None
-    try:
-        report = redeliver(services, edition_id, failed=failed, unknown=unknown, progress=bars)
-    finally:
-        if bars is not None:
-            bars.done()
-    if as_json:
-        console.print_json(console.run_json(report))
-    else:
-        console.run_summary(report)
+    report = _with_progress(
+        as_json,
+        lambda bars: redeliver(services, edition_id, failed=failed, unknown=unknown, progress=bars),
+    )
+    _finish(report, as_json)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
