@@ -269,17 +269,23 @@ def build(
 ) -> Services:
     """Turn the config into working parts. ``readonly`` (previews, dry runs) signs links
     with a throwaway key instead of creating the real one."""
+    own = engine is None
     engine = engine or db.connect(config.storage_url)
-    signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
-    return Services(
-        config=config,
-        engine=engine,
-        backend=make_backend(config, signer),
-        renderer=Renderer(render_settings(config)),
-        fetch=replace(fetch_settings(config), clock=clock),
-        dispatch=dispatch_settings(config, sleep, clock, should_stop),
-        clock=clock,
-    )
+    try:
+        signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
+        return Services(
+            config=config,
+            engine=engine,
+            backend=make_backend(config, signer),
+            renderer=Renderer(render_settings(config)),
+            fetch=replace(fetch_settings(config), clock=clock),
+            dispatch=dispatch_settings(config, sleep, clock, should_stop),
+            clock=clock,
+        )
+    except BaseException:
+        if own:  # a config problem found here: do not leave the engine behind
+            engine.dispose()
+        raise
 
 
 # -- the run ------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ class Project:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.data = base_config(folder)
+        self.engines: list[sa.Engine] = []
 
     @property
     def path(self) -> Path:
@@ -126,7 +127,15 @@ class Project:
         self.data["subscribers"].append(entry)
 
     def engine(self) -> sa.Engine:
-        return db.connect(self.config().storage_url)
+        """An engine on the project's database, disposed when the test ends."""
+        e = db.connect(self.config().storage_url)
+        self.engines.append(e)
+        return e
+
+    def close(self) -> None:
+        for e in self.engines:
+            e.dispose()
+        self.engines.clear()
 
     def outbox(self) -> list[Path]:
         folder = self.folder / "outbox"
@@ -134,8 +143,10 @@ class Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
-    return Project(tmp_path)
+def project(tmp_path: Path) -> Iterator[Project]:
+    p = Project(tmp_path)
+    yield p
+    p.close()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ def test_sqlite_upgrade_head_matches_models(tmp_path) -> None:  # type: ignore[n
     engine = db.connect(f"sqlite:///{tmp_path / 'x.db'}")
     assert db.current_revision(engine) == db.head_revision()
     assert diff(engine) == []
+    engine.dispose()
 
 
 def test_connect_twice_is_idempotent(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -35,6 +36,7 @@ def test_connect_twice_is_idempotent(tmp_path) -> None:  # type: ignore[no-untyp
     db.connect(url).dispose()
     engine = db.connect(url)
     assert db.current_revision(engine) == db.head_revision()
+    engine.dispose()
 
 
 def test_behind_schema_is_refused_without_auto_upgrade(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -36,7 +36,9 @@ def fetched(body: bytes, url: str = "https://h.example/feed") -> Fetched:
 
 
 def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
-    services = pipeline.build(project.config(), clock=lambda: now, sleep=lambda s: None)
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=lambda: now, sleep=lambda s: None
+    )
     try:
         return pipeline.run(services)
     finally:
@@ -315,7 +317,9 @@ def test_only_the_entries_an_edition_shows_get_their_bodies_sanitized(
     for name in ("harbour-tech.rss", "field-notes.atom", "allotment-diary.rss"):
         project.feed(f"samples/{name}", first_run_window="all")
     project.data["digest"]["max_items"] = 3
-    services = pipeline.build(project.config(), clock=lambda: NOW, readonly=True)
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=lambda: NOW, readonly=True
+    )
     try:
         selection = pipeline.gather(services, pipeline.NoProgress(), dry_run=True).selection
     finally:

@@ -86,7 +86,7 @@ def test_resend_failed_sends_only_what_failed(
 
 def test_resend_unknown_after_a_crash(project: Project, sendgrid_server: SendGridServer) -> None:
     setup(project, sendgrid_server)
-    services = pipeline.build(project.config())
+    services = pipeline.build(project.config(), engine=project.engine())
     gathered = pipeline.gather(services, pipeline.NoProgress())
     composed = pipeline.commit_edition(services, gathered)
     with services.engine.begin() as conn:  # as a crash mid-request leaves it

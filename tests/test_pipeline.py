@@ -23,7 +23,9 @@ NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
 def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
-    services = pipeline.build(project.config(), clock=lambda: now, sleep=lambda s: None)
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=lambda: now, sleep=lambda s: None
+    )
     try:
         return pipeline.run(services)
     finally:
@@ -141,7 +143,9 @@ def test_a_broken_feed_never_stops_the_digest(
 
 
 def test_dry_run_sends_and_records_nothing(sampled: Project) -> None:
-    services = pipeline.build(sampled.config(), clock=lambda: NOW, readonly=True)
+    services = pipeline.build(
+        sampled.config(), engine=sampled.engine(), clock=lambda: NOW, readonly=True
+    )
     report = pipeline.dry_run(services)
     assert report.dry_run and report.editions[0].entries == 10
     assert report.editions[0].recipients == 2

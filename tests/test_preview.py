@@ -50,7 +50,9 @@ def editions(project: Project) -> int:
 
 
 def test_served_preview_renders_again_on_every_reload(sampled: Project) -> None:
-    services = pipeline.build(sampled.config(), readonly=True, clock=lambda: NOW)
+    services = pipeline.build(
+        sampled.config(), engine=sampled.engine(), readonly=True, clock=lambda: NOW
+    )
     upcoming = preview.next_edition(services)
     assert len(upcoming.selection.entries) == 6 and upcoming.edition_id == 1
     httpd = preview.server(preview.live(sampled.path, upcoming, lambda: NOW), port=0)

@@ -162,7 +162,9 @@ def sampled(project: Project, samples: Path) -> Project:
 @pytest.fixture
 def runner(sampled: Project) -> Iterator[tuple[schedule.Runner, Clock]]:
     clock = Clock(SLOT)
-    services = pipeline.build(sampled.config(), clock=clock, sleep=lambda s: None)
+    services = pipeline.build(
+        sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
+    )
     yield schedule.Runner(services, schedule.schedule_of(sampled.config())), clock
     services.engine.dispose()
 
@@ -395,7 +397,9 @@ def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> 
         db.connect(pg_url, auto_upgrade=True).dispose()
         sampled.data["storage"] = {"url": pg_url}
         clock = Clock(SLOT + timedelta(hours=1))
-        services = pipeline.build(sampled.config(), clock=clock, sleep=lambda s: None)
+        services = pipeline.build(
+            sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
+        )
         first = schedule.Runner(services, schedule.schedule_of(sampled.config()))
         second = schedule.Runner(services, first.schedule)
         with lease.held(services.engine, clock=clock):

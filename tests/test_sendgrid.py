@@ -224,7 +224,7 @@ def test_missing_api_key_is_a_config_error(project: Project) -> None:
     project.feed(str(SAMPLES / "field-notes.atom"))
     project.data["delivery"] = {"backend": "sendgrid", "sendgrid": {"api_key_env": "NO_SUCH_KEY"}}
     with pytest.raises(ConfigError, match="NO_SUCH_KEY is not set"):
-        pipeline.build(project.config())
+        pipeline.build(project.config(), engine=project.engine())
 
 
 # -- the request body ----------------------------------------------------------------------

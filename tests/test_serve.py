@@ -32,7 +32,9 @@ def mails(project: Project, edition: int) -> list[EmailMessage]:
 
 
 def run(project: Project, now: datetime) -> pipeline.RunReport:
-    services = pipeline.build(project.config(), clock=lambda: now, sleep=lambda s: None)
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=lambda: now, sleep=lambda s: None
+    )
     try:
         return pipeline.run(services)
     finally:

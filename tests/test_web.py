@@ -103,7 +103,9 @@ def site(project: Project, samples: Path, key: ec.EllipticCurvePrivateKey) -> It
     project.subscriber("grace@example.org")
     project.data["web"] = {"sendgrid_public_key": public_b64(key)}
     clock = Clock(NOW)
-    services = pipeline.build(project.config(), clock=clock, sleep=lambda s: None)
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=clock, sleep=lambda s: None
+    )
     app = web.build(project.config(), services)
     with live(web.create_app(app)) as client:
         s = Site(project, clock, services, client)
@@ -430,7 +432,7 @@ def test_archive_feed_is_atom(site: Site) -> None:
 def test_archive_can_be_turned_off(project: Project, samples: Path) -> None:
     project.feed("samples/harbour-tech.rss", first_run_window="all")
     project.data["web"] = {"archive": False}
-    services = pipeline.build(project.config())
+    services = pipeline.build(project.config(), engine=project.engine())
     with live(web.create_app(web.build(project.config(), services))) as client:
         assert client.get("/archive").status_code == 404
         assert client.get("/archive/feed.xml").status_code == 404
@@ -612,7 +614,7 @@ def test_healthz_and_pages_without_tracebacks(site: Site) -> None:
 def test_served_under_the_path_of_base_url(project: Project, samples: Path) -> None:
     project.feed("samples/harbour-tech.rss", first_run_window="all")
     project.data["digest"]["base_url"] = "https://example.org/news"
-    services = pipeline.build(project.config())
+    services = pipeline.build(project.config(), engine=project.engine())
     with live(web.create_app(web.build(project.config(), services))) as client:
         page = client.get("/news/subscribe")
         assert page.status_code == 200 and 'action="/news/subscribe"' in page.text
@@ -736,7 +738,9 @@ def test_confirmation_mails_go_through_sendgrid_too(
         "retry_backoff": "1ms",
         "sendgrid": {"api_key_env": "WEB_TEST_SENDGRID_KEY", "api_url": sendgrid_server.url},
     }
-    services = pipeline.build(project.config(), clock=Clock(NOW), sleep=lambda s: None)
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=Clock(NOW), sleep=lambda s: None
+    )
     app = web.build(project.config(), services)
     with live(web.create_app(app)) as client:
         page = client.get("/subscribe").text
