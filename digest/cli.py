@@ -256,11 +256,19 @@ def check(state: State, online: bool) -> None:
 
 
 def _check_online(services: pipeline.Services) -> None:
+    """Fetch every feed and try the delivery backend's credentials, sending nothing."""
     gathered = pipeline.gather(services, pipeline.NoProgress(), dry_run=True)
     bad = [r for r in gathered.reports if r.error]
     for r in gathered.reports:
         mark = "[red]✗[/red]" if r.error else "[green]✓[/green]"
         console.out.print(f"  {mark} {r.name}: {r.error or f'{r.entries} entries'}", markup=True)
+    backend = services.config.delivery.backend
+    try:
+        checked = services.backend.probe()
+    except DeliveryError as exc:
+        console.out.print(f"  [red]✗[/red] delivery ({backend}): {exc}", markup=True)
+        sys.exit(EXIT_FAILED)
+    console.out.print(f"  [green]✓[/green] delivery ({backend}): {checked}", markup=True)
     if bad:
         sys.exit(EXIT_FAILED)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -181,6 +182,7 @@ def test_check(shipped: Path, cli_env: dict[str, str]) -> None:
     assert "valid" in result.stdout and "not https" in result.stderr
     online = digest("check", "--online", env=cli_env, cwd=shipped)
     assert online.returncode == 0 and "✓" in online.stdout
+    assert "delivery (outbox): the outbox folder" in online.stdout
 
 
 def invoke(project: Project, *args: str) -> tuple[int, str, str]:
@@ -287,3 +289,50 @@ def test_unusable_database_is_a_clear_error(project: Project) -> None:
     project.write()
     code, _, err = invoke(project, "subscribers", "list")
     assert code == 1 and "storage.url" in err and "Traceback" not in err
+
+
+def test_check_online_tries_the_delivery_credentials(
+    project: Project, tmp_path: Path, sendgrid_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.feed(str(ROOT / "digest" / "samples" / "field-notes.atom"))
+    project.data["delivery"] = {
+        "backend": "sendgrid",
+        "sendgrid": {"api_key_env": "TEST_SG_KEY", "api_url": sendgrid_server.url},
+    }
+    project.write()
+    monkeypatch.setenv("TEST_SG_KEY", sendgrid_server.api_key)
+    code, out, _ = invoke(project, "check", "--online")
+    assert code == 0, out
+    assert "delivery (sendgrid): SendGrid" in out and "nothing was sent" in out
+    (request,) = sendgrid_server.requests
+    assert request.sandbox and request.valid and not sendgrid_server.accepted
+    monkeypatch.setenv("TEST_SG_KEY", "SG.wrong")
+    code, out, _ = invoke(project, "check", "--online")
+    assert code == 1 and "401" in out and "api_key_env" in out
+
+
+def test_check_online_smtp_login(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.feed(str(ROOT / "digest" / "samples" / "field-notes.atom"))
+    folder = tmp_path / "smtp"
+    folder.mkdir()
+    with SmtpServer(folder, security="starttls", user=("digest", "right")) as server:
+        project.data["delivery"] = {
+            "backend": "smtp",
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "username": "digest",
+                "password_env": "TEST_SMTP_PW",
+                "ca_file": str(server.cert),
+            },
+        }
+        project.write()
+        monkeypatch.setenv("TEST_SMTP_PW", "right")
+        code, out, _ = invoke(project, "check", "--online")
+        assert code == 0 and "logged in as 'digest'" in out
+        monkeypatch.setenv("TEST_SMTP_PW", "wrong")
+        code, out, _ = invoke(project, "check", "--online")
+        assert code == 1 and "refused the login" in out
+        assert server.received == []

@@ -75,6 +75,11 @@ class Backend(Protocol):
         """A sender for one worker, for the whole edition."""
         ...
 
+    def probe(self) -> str:
+        """Check the backend can deliver, sending nothing (``digest check --online``).
+        Returns what was checked, in words; raises DeliveryError when it cannot."""
+        ...
+
 
 class Personalizer:
     """The personal values of one recipient: their signed links, address and name."""

@@ -35,6 +35,18 @@ class OutboxBackend:
         self.letterhead = letterhead
         self.personalizer = personalizer
 
+    def probe(self) -> str:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(prefix=_TEMP_PREFIX, dir=self.folder):
+                pass
+        except OSError as exc:
+            raise PermanentDeliveryError(
+                f"cannot write into the outbox folder {self.folder}: {exc.strerror or exc}",
+                fatal=True,
+            ) from exc
+        return f"the outbox folder {self.folder} is writable"
+
     def open(self, composed: Composed) -> OutboxSender:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

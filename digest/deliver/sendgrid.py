@@ -36,7 +36,8 @@ import socket
 import time
 import urllib.error
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any
 
@@ -159,6 +160,25 @@ class SendgridBackend:
 
     def open(self, composed: Composed) -> SendgridSender:
         return SendgridSender(self, composed)
+
+    def probe(self) -> str:
+        """A request in sandbox mode to the sender's own address: SendGrid checks the key,
+        the sender and the body, and delivers nothing."""
+        composed = Composed(
+            edition_id=0,
+            subject="digest check --online",
+            html="<p>check</p>",
+            text="check",
+            created=datetime.now(UTC),
+            nonce="probe",
+        )
+        body = message_fields(composed, self.letterhead, replace(self.settings, sandbox=True))
+        body["personalizations"] = [{"to": [{"email": parseaddr(self.letterhead.sender)[1]}]}]
+        self.open(composed).deliver(Prepared(body, {}, 1))
+        return (
+            f"SendGrid ({self.settings.api_url}) accepted a sandbox request: the API key works "
+            "and digest.from is accepted; nothing was sent"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,17 @@ class SmtpBackend:
         self.limit = RateLimit(settings.rate) if settings.rate > 0 else None
         self._lock = threading.Lock()
 
+    def probe(self) -> str:
+        s = self.settings
+        conn = self.connect()  # raises with the reason: refused, TLS, login...
+        try:
+            conn.noop()
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            conn.close()
+        login = f", logged in as {s.username!r}" if s.username else ""
+        return f"{s.host}:{s.port} answered ({s.security}{login}); nothing was sent"
+
     def open(self, composed: Composed) -> SmtpSender:
         return SmtpSender(self, composed)
 
