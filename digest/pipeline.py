@@ -321,21 +321,13 @@ def run(
         editions = [
             deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
         ]
-        stuck = [e.id for e in editions if e.status is EditionStatus.SENDING]
-        stopping = services.dispatch.should_stop()
-        if resume_only or stopping or stuck:
-            # Stuck: delivery itself is failing (bad credentials, server down): a new
-            # edition would only pile up behind it. Fix the cause; the next run resumes.
+        held_back = _no_new_edition(editions, resume_only, services.dispatch.should_stop())
+        if held_back:
             progress.done()
             return RunReport(
                 editions=tuple(editions),
                 feeds=(),
-                skipped="only unfinished editions were resumed"
-                if resume_only
-                else "asked to stop"
-                if stopping
-                else f"edition {stuck[0]} is still unfinished: no new edition until it is "
-                "delivered (see its problems)",
+                skipped=held_back,
                 seconds=round(time.perf_counter() - started, 3),
             )
         gathered = gather(services, progress)
@@ -362,6 +354,25 @@ def run(
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _no_new_edition(
+    resumed: Sequence[EditionReport], resume_only: bool, stopping: bool
+) -> str | None:
+    """Why this run must make no new edition, if it must not."""
+    if resume_only:
+        return "only unfinished editions were resumed"
+    if stopping:
+        return "asked to stop"
+    stuck = [e.id for e in resumed if e.status is EditionStatus.SENDING]
+    if stuck:
+        # Delivery itself is failing (bad credentials, server down): a new edition would
+        # only pile up behind it. Fix the cause; the next run resumes.
+        return (
+            f"edition {stuck[0]} is still unfinished: no new edition until it is delivered "
+            "(see its problems)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -630,7 +641,3 @@ def sample_values(config: Config) -> dict[str, str]:
         "email": "reader@example.org",
         "name": "Reader",
     }
-
-
-def feed_summary(reports: Sequence[FeedReport]) -> Counter[str]:
-    return Counter(str(r.status) for r in reports)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -413,7 +413,3 @@ def read_file(path: Path) -> io.StringIO:
         raise UsageError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from None
-
-
-def emails(rows: Iterable[Subscriber]) -> list[str]:
-    return [s.email for s in rows]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from digest import db
 from digest.config import Config, parse_config
+from digest.model import RunReport
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "digest" / "samples"
@@ -132,6 +134,15 @@ class Project:
         self.engines.append(e)
         return e
 
+    def run(self, now: datetime) -> RunReport:
+        """One ``digest run`` in this process, at ``now``, on the project's database."""
+        from digest import pipeline
+
+        services = pipeline.build(
+            self.config(), engine=self.engine(), clock=lambda: now, sleep=lambda s: None
+        )
+        return pipeline.run(services)
+
     def close(self) -> None:
         for e in self.engines:
             e.dispose()
@@ -140,6 +151,33 @@ class Project:
     def outbox(self) -> list[Path]:
         folder = self.folder / "outbox"
         return sorted(folder.glob("*.eml")) if folder.exists() else []
+
+
+class FakeTime:
+    """A monotonic clock that only moves when someone sleeps: retries take no time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class Clock:
+    """A clock a test sets by hand: ``clock.now = ...``."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 @pytest.fixture

@@ -36,13 +36,7 @@ def fetched(body: bytes, url: str = "https://h.example/feed") -> Fetched:
 
 
 def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
-    services = pipeline.build(
-        project.config(), engine=project.engine(), clock=lambda: now, sleep=lambda s: None
-    )
-    try:
-        return pipeline.run(services)
-    finally:
-        services.engine.dispose()
+    return project.run(now)
 
 
 # -- known entries are recognised, not cleaned ----------------------------------------------

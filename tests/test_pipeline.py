@@ -23,13 +23,7 @@ NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
 def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
-    services = pipeline.build(
-        project.config(), engine=project.engine(), clock=lambda: now, sleep=lambda s: None
-    )
-    try:
-        return pipeline.run(services)
-    finally:
-        services.engine.dispose()
+    return project.run(now)
 
 
 def messages(project: Project) -> list[email.message.EmailMessage]:

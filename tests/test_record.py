@@ -15,6 +15,8 @@ from digest.deliver.dispatch import DispatchSettings, dispatch
 from digest.errors import LeaseError, PermanentDeliveryError, TransientDeliveryError
 from digest.model import Batch, BatchStatus, Composed, EditionStatus, Entry, FeedSource
 
+from .conftest import FakeTime
+
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
@@ -93,23 +95,6 @@ class ScriptedBackend:
 
     def close(self) -> None:
         pass
-
-
-class FakeTime:
-    """A monotonic clock that only moves when someone sleeps: retries take no time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.lock = threading.Lock()
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def settings(time: FakeTime | None = None, **kw: object) -> DispatchSettings:

@@ -18,7 +18,7 @@ from digest.errors import LeaseError
 from digest.model import Batch, BatchStatus, Composed, EditionStatus
 from digest.schedule import Action, Outcome, Schedule, decide, fire_times
 
-from .conftest import Project
+from .conftest import Clock, Project
 
 CHICAGO, BERLIN = ZoneInfo("America/Chicago"), ZoneInfo("Europe/Berlin")
 
@@ -139,14 +139,6 @@ def test_an_unfinished_edition_is_resumed_even_when_nothing_is_due() -> None:
 
 
 # -- scheduled runs on a real database ----------------------------------------------------
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ real dispatcher and ledger: bodies, personalization, and every fault the issue l
 from __future__ import annotations
 
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from digest.model import Composed, EditionStatus
 from digest.render import unused_markers
 from digest.tokens import Signer, load_key, subscriber_id
 
-from .conftest import SAMPLES, Project
+from .conftest import SAMPLES, FakeTime, Project
 from .sendgrid_server import DEFAULT_API_KEY, Fault, SendGridServer
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -88,21 +87,6 @@ def edition(engine: sa.Engine, batch_size: int) -> Composed:
         record.save_content(conn, composed, 1, 0)
         record.freeze_recipients(conn, edition_id, batch_size, NOW)
     return composed
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.lock = threading.Lock()
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def backend(server: SendGridServer, **kw: Any) -> SendgridBackend:

@@ -32,13 +32,7 @@ def mails(project: Project, edition: int) -> list[EmailMessage]:
 
 
 def run(project: Project, now: datetime) -> pipeline.RunReport:
-    services = pipeline.build(
-        project.config(), engine=project.engine(), clock=lambda: now, sleep=lambda s: None
-    )
-    try:
-        return pipeline.run(services)
-    finally:
-        services.engine.dispose()
+    return project.run(now)
 
 
 @pytest.fixture

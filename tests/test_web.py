@@ -27,18 +27,10 @@ from digest.db import schema
 from digest.tokens import Signer
 from digest.web import signup, webhook
 
-from .conftest import Project
+from .conftest import Clock, Project
 from .live import live
 
 NOW = datetime(2027, 3, 15, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

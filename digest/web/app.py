@@ -131,26 +131,25 @@ class Web:
 
     def holder(self, token: str) -> subscribers.Subscriber | None:
         """The subscriber a manage token names, if the token is genuine."""
-        subscriber_id = tokens.subscriber_id(token)
-        if subscriber_id is None:
-            return None
-        with self.engine.connect() as conn:
-            s = subscribers.get_by_id(conn, subscriber_id)
-        if s is None or not self.signer.verify(token, s.id, s.email):
-            return None
-        return s
+        s = self._named(token)
+        return s if s is not None and self.signer.verify(token, s.id, s.email) else None
 
     def confirming(self, token: str) -> subscribers.Subscriber | None:
-        subscriber_id = tokens.subscriber_id(token)
-        if subscriber_id is None:
-            return None
-        with self.engine.connect() as conn:
-            s = subscribers.get_by_id(conn, subscriber_id)
+        """The subscriber a confirmation token names, if genuine and not expired."""
+        s = self._named(token)
         max_age = signup.CONFIRM_MAX_AGE.total_seconds()
         now = self.clock().timestamp()
         if s is None or not self.signer.verify_timed(token, s.id, s.email, "confirm", max_age, now):
             return None
         return s
+
+    def _named(self, token: str) -> subscribers.Subscriber | None:
+        """The subscriber a token names (not yet verified)."""
+        subscriber_id = tokens.subscriber_id(token)
+        if subscriber_id is None:
+            return None
+        with self.engine.connect() as conn:
+            return subscribers.get_by_id(conn, subscriber_id)
 
     def bad_link(self) -> HTMLResponse:
         return self.error(
