@@ -13,7 +13,10 @@ CSS inlining) by giving up, in this order, what matters least:
 
 Nothing new is dropped silently: every entry is shown, listed or counted. The sizes
 come from really rendering each candidate (``fits``), so an operator's own template is
-budgeted as exactly as the default one; binary searches keep that to a few renders.
+budgeted as exactly as the default one. Rendering costs what it shows, so the searches
+start small: a listing of thousands of headlines is only rendered when a shorter one
+fitted, and the largest count that fits is found by galloping up from below, then
+halving (a few small renders, not a binary search from the top).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 SHORT_SUMMARY = 160
 #: Items kept in full before any headline is given up for a count.
 FLOOR = 5
+#: The first shorter listing tried before rendering every headline (then 4×, 16×...).
+PROBE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +49,25 @@ def fit(items: int, total: int, fits: Callable[[Plan], bool]) -> tuple[Plan, boo
     """The best plan for ``items`` full items among ``total`` entries, and whether it
     fits. When even the bare edition (nothing shown, everything counted) is over the
     budget, that bare plan is returned with False: an oversized mail beats none."""
+
+    def all_listed(full: int, short: bool) -> bool:
+        """Whether ``full`` items and every other entry as a headline fit; refused
+        early, from a cheaper render, where fewer headlines are already too many."""
+        probe = PROBE
+        while probe < total - full:
+            if not fits(Plan(full, probe, short)):
+                return False
+            probe *= 4
+        return fits(Plan(full, total - full, short))
+
     plan = Plan(items, total - items)
-    ok = fits(plan)
+    ok = all_listed(items, False)
     if ok or not total:
         return plan, ok
-    if items and fits(plan := Plan(items, total - items, short=True)):
-        return plan, True
+    if items and all_listed(items, True):
+        return Plan(items, total - items, short=True), True
     floor = min(items, FLOOR)
-    full = _largest(floor, items, lambda k: fits(Plan(k, total - k, short=True)))
+    full = _largest(floor, items, lambda k: all_listed(k, True))
     if full >= floor:  # every entry keeps at least its headline
         return Plan(full, total - full, short=True), True
     full = _largest(0, floor, lambda k: fits(Plan(k, 0, short=True)))
@@ -63,9 +79,17 @@ def fit(items: int, total: int, fits: Callable[[Plan], bool]) -> tuple[Plan, boo
 
 def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int:
     """The largest n in [low, high] with ok(n), for ok true up to some n and false after
-    it; ``low - 1`` when ok(low) is false."""
+    it; ``low - 1`` when ok(low) is false. Galloping up from ``low`` first (low + 1,
+    low + 2, low + 4...), so large n are tried only once smaller ones passed."""
     if not ok(low):
         return low - 1
+    step = 1
+    while low < high:
+        probe = min(low + step, high)
+        if not ok(probe):
+            high = probe - 1
+            break
+        low, step = probe, step * 2
     while low < high:
         middle = (low + high + 1) // 2
         if ok(middle):

@@ -193,6 +193,7 @@ class FetchSection(Section):
     max_bytes: int = Field(10_000_000, ge=1_000)
     max_redirects: int = Field(5, ge=0, le=30)
     concurrency: int = Field(20, ge=1, le=1000)
+    connections: int = Field(200, ge=1, le=10000)
     per_host: int = Field(4, ge=1, le=100)
     user_agent: str | None = None
     max_retry_wait: Duration = timedelta(seconds=10)

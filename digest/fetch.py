@@ -7,7 +7,13 @@ person understands); nothing here raises for one bad feed. HTTP goes through aio
 * conditional GET (ETag / Last-Modified) and "same body as last time" detection;
 * gzip/deflate decoded by hand, so the size limit counts *decompressed* bytes and a
   gzip bomb is refused, not inflated;
-* connect and total timeouts (a server dripping a byte a second is cut off);
+* two limits on what runs at once: ``connections`` requests waiting for an answer
+  (a 304, a redirect or an error needs nothing more), of which ``concurrency`` may
+  be downloading a body (what shares the bandwidth and holds memory); and at most
+  ``per_host`` requests to one host;
+* connect and total timeouts (a server dripping a byte a second is cut off); waiting
+  for a turn does not count against them;
+* proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``);
 * redirects followed by hand: at most ``max_redirects``, permanent ones (301/308)
   reported so the new URL is remembered;
 * 429/503 ``Retry-After`` honoured: a short wait is waited once, a long one is
@@ -22,8 +28,10 @@ import asyncio
 import concurrent.futures
 import hashlib
 import time
+import urllib.request
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -63,7 +71,11 @@ class FetchSettings:
     connect_timeout: float = 10.0
     max_bytes: int = 10_000_000
     max_redirects: int = 5
+    #: Bodies downloaded at once...
     concurrency: int = 20
+    #: ...requests waiting for an answer at once (never fewer than ``concurrency``)...
+    connections: int = 200
+    #: ...and requests to one host at once.
     per_host: int = 4
     user_agent: str = f"digest/{__version__}"
     max_retry_wait: float = 10.0
@@ -102,23 +114,27 @@ async def fetch_all(
     on_result: Callable[[Fetched], None] | None = None,
 ) -> list[Fetched]:
     """Fetch every source at once (within the limits); results in the order of ``sources``."""
-    semaphore = asyncio.Semaphore(settings.concurrency)
+    connections = max(settings.connections, settings.concurrency)
+    requests = asyncio.Semaphore(connections)
+    downloads = asyncio.Semaphore(settings.concurrency)
     hosts: dict[str, asyncio.Semaphore] = {}
-    connector = aiohttp.TCPConnector(limit=settings.concurrency, ttl_dns_cache=300)
+    proxies = _Proxies()
+    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=settings.connect_timeout, connect=settings.connect_timeout
     )
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, trust_env=True
+        connector=connector, timeout=timeout, auto_decompress=False, trust_env=False
     ) as session:
+        client = _Client(session, downloads, proxies)
 
         async def one(source: FeedSource) -> Fetched:
             known = validators.get(source.url)
             host = urlsplit((known and known.moved_to) or source.url).netloc.lower()
             per_host = hosts.setdefault(host, asyncio.Semaphore(settings.per_host))
             # Waiting for a turn does not count against a feed's own timeout.
-            async with semaphore, per_host:
-                result = await fetch_one(session, source, known, settings)
+            async with requests, per_host:
+                result = await _fetch_one(client, source, known, settings)
             if on_result is not None:
                 on_result(result)
             return result
@@ -126,8 +142,51 @@ async def fetch_all(
         return list(await asyncio.gather(*(one(s) for s in sources)))
 
 
-async def fetch_one(
-    session: aiohttp.ClientSession | None,
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """What the requests of one ``fetch_all`` share."""
+
+    session: aiohttp.ClientSession
+    #: Turns to download a body.
+    downloads: asyncio.Semaphore
+    proxies: _Proxies
+
+
+class _Proxies:
+    """The proxy for a URL, from the environment as curl and urllib read it, looked up
+    once per scheme and host (aiohttp's own ``trust_env`` asks a thread, twice, for
+    every request)."""
+
+    def __init__(self) -> None:
+        self._env = urllib.request.getproxies_environment()
+        self._known: dict[tuple[str, str], str | None] = {}
+
+    def __call__(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._known:
+            proxy = self._env.get(parts.scheme)
+            if proxy and urllib.request.proxy_bypass(parts.netloc):
+                proxy = None
+            self._known[key] = proxy
+        return self._known[key]
+
+
+@asynccontextmanager
+async def _turn(slots: asyncio.Semaphore, deadline: asyncio.Timeout) -> AsyncIterator[None]:
+    """Hold one of ``slots``; the time spent waiting for it is not counted by ``deadline``."""
+    loop = asyncio.get_running_loop()
+    when = deadline.when()
+    waiting_since = loop.time()
+    deadline.reschedule(None)
+    async with slots:
+        if when is not None:
+            deadline.reschedule(when + loop.time() - waiting_since)
+        yield
+
+
+async def _fetch_one(
+    client: _Client | None,
     source: FeedSource,
     known: Validators | None,
     settings: FetchSettings,
@@ -137,13 +196,13 @@ async def fetch_one(
     started = time.perf_counter()
     url = known.moved_to or source.url
     try:
-        async with asyncio.timeout(settings.timeout):
+        async with asyncio.timeout(settings.timeout) as deadline:
             if urlsplit(url).scheme == "file":
                 result = await _read_file(source, url, known, settings)
-            elif session is None:
+            elif client is None:
                 raise FetchError(url, "no HTTP session")
             else:
-                result = await _get(session, source, url, known, settings)
+                result = await _get(client, deadline, source, url, known, settings)
     except TimeoutError:
         error = FetchError(url, f"timed out after {settings.timeout:g}s (fetch.timeout)")
         result = Fetched(source, FetchStatus.FAILED, url=url, error=error)
@@ -176,7 +235,8 @@ async def _read_file(
 
 
 async def _get(
-    session: aiohttp.ClientSession,
+    client: _Client,
+    deadline: asyncio.Timeout,
     source: FeedSource,
     url: str,
     known: Validators,
@@ -197,7 +257,9 @@ async def _get(
     hops = 0
     while True:
         try:
-            async with session.get(url, headers=headers, allow_redirects=False) as response:
+            async with client.session.get(
+                url, headers=headers, allow_redirects=False, proxy=client.proxies(url)
+            ) as response:
                 status = response.status
                 if status in REDIRECTS:
                     location = response.headers.get("Location")
@@ -248,7 +310,8 @@ async def _get(
                 if status >= 400:
                     reason = response.reason or ""
                     raise FetchError(url, f"HTTP {status} {reason}".strip())
-                body = await _read_body(response, settings, url)
+                async with _turn(client.downloads, deadline):
+                    body = await _read_body(response, settings, url)
                 lowered = {k.lower(): v for k, v in response.headers.items()}
                 lowered["content-location"] = _document_url(url, lowered.get("content-location"))
                 lowered.pop("content-encoding", None)

@@ -144,6 +144,7 @@ def fetch_settings(config: Config) -> FetchSettings:
         max_bytes=f.max_bytes,
         max_redirects=f.max_redirects,
         concurrency=f.concurrency,
+        connections=f.connections,
         per_host=f.per_host,
         user_agent=f.user_agent or f"digest/{__version__} (+{config.digest.base_url})",
         max_retry_wait=f.max_retry_wait.total_seconds(),

@@ -202,3 +202,19 @@ def test_a_thousand_entries_still_fit() -> None:
     assert len(html.encode("utf-8")) <= BUDGET
     full, listed, hidden = accounted(html, selection)
     assert full == 5 and listed > 150 and hidden
+
+
+def test_fit_renders_little_for_a_huge_edition() -> None:
+    """Thousands of new entries: what is rendered to find the plan (entries summed over
+    the candidates tried) stays well under a few renders of the whole edition (a binary
+    search from the top rendered 4.6 editions' worth here)."""
+    tried: list[Plan] = []
+    fits = model(1000, 600, 150, 10_000, 90_000)  # 5 items + ~500 headlines fit
+
+    def counting(plan: Plan) -> bool:
+        tried.append(plan)
+        return fits(plan)
+
+    plan, ok = fit(20, 5000, counting)
+    assert ok and plan == Plan(5, 513, short=True)
+    assert sum(p.full + p.listed for p in tried) < 2.5 * 5000

@@ -242,3 +242,80 @@ def test_content_location_sets_the_base_for_relative_links(httpserver: HTTPServe
     assert fetch(httpserver.url_for("/plain")).headers["content-location"] == httpserver.url_for(
         "/plain"
     )
+
+
+def test_not_modified_answers_do_not_wait_for_a_download_turn(
+    threaded_server: HTTPServer,
+) -> None:
+    """concurrency bounds bodies downloading; a 304 needs no turn, so it is not held up
+    by a slow download, while a second body waits its turn (and is not timed out)."""
+    httpserver = threaded_server
+
+    def drip(request: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            for i in range(0, len(RSS), len(RSS) // 6):
+                yield RSS[i : i + len(RSS) // 6]
+                time.sleep(0.1)
+
+        return Response(body(), direct_passthrough=True)
+
+    def etagged(request: Request) -> Response:
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Response(status=304)
+        return Response(RSS, headers={"ETag": '"v1"'})
+
+    httpserver.expect_request("/slow").respond_with_handler(drip)
+    httpserver.expect_request("/body").respond_with_handler(etagged)
+    for i in range(4):
+        httpserver.expect_request(f"/same{i}").respond_with_handler(etagged)
+    slow, body = FeedSource(httpserver.url_for("/slow")), FeedSource(httpserver.url_for("/body"))
+    same = [FeedSource(httpserver.url_for(f"/same{i}")) for i in range(4)]
+    known = {s.url: Validators(etag='"v1"') for s in same}
+    order: list[str] = []
+    settings = FetchSettings(timeout=5, concurrency=1, connections=10, per_host=10)
+    results = run_sync(
+        fetch_all([slow, body, *same], known, settings, lambda f: order.append(f.source.url))
+    )
+    assert [r.status for r in results] == [FetchStatus.OK] * 2 + [FetchStatus.NOT_MODIFIED] * 4
+    assert set(order[:4]) == {s.url for s in same}  # the 304s did not wait
+    assert results[0].body == RSS and results[1].body == RSS
+
+
+def test_waiting_for_a_turn_does_not_count_against_the_timeout() -> None:
+    import asyncio
+
+    from digest.fetch import _turn
+
+    async def scenario() -> str:
+        slots = asyncio.Semaphore(1)
+        await slots.acquire()  # someone else downloads for 0.3 s
+        asyncio.get_running_loop().call_later(0.3, slots.release)
+        async with asyncio.timeout(0.1) as deadline:
+            async with _turn(slots, deadline):
+                assert deadline.when() is not None  # the clock runs again once it is our turn
+                return "downloaded"
+
+    assert asyncio.run(scenario()) == "downloaded"
+
+
+def test_proxy_from_the_environment(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is used (the proxy sees the absolute URL); NO_PROXY bypasses it."""
+    proxied: list[str] = []
+
+    def proxy(request: Request) -> Response:
+        proxied.append(request.headers["Host"])
+        return Response(RSS)
+
+    httpserver.expect_request("/feed").respond_with_handler(proxy)
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", httpserver.url_for("/").rstrip("/"))
+    got = fetch("http://feeds.invalid/feed")  # a name that resolves nowhere: only a proxy helps
+    assert got.status is FetchStatus.OK and got.body == RSS
+    assert proxied == ["feeds.invalid"]
+
+    monkeypatch.setenv("no_proxy", "feeds.invalid")
+    got = fetch("http://feeds.invalid/feed", connect_timeout=2.0)
+    assert got.status is FetchStatus.FAILED and proxied == ["feeds.invalid"]
