@@ -29,7 +29,9 @@ SHORT_SUMMARY = 160
 #: Items kept in full before any headline is given up for a count.
 FLOOR = 5
 #: The first shorter listing tried before rendering every headline (then 4×, 16×...).
-PROBE = 64
+PROBE = 256
+#: Galloping starts with steps of this fraction of the range searched.
+FIRST_STEP = 1 / 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +81,11 @@ def fit(items: int, total: int, fits: Callable[[Plan], bool]) -> tuple[Plan, boo
 
 def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int:
     """The largest n in [low, high] with ok(n), for ok true up to some n and false after
-    it; ``low - 1`` when ok(low) is false. Galloping up from ``low`` first (low + 1,
-    low + 2, low + 4...), so large n are tried only once smaller ones passed."""
+    it; ``low - 1`` when ok(low) is false. Galloping up from ``low`` first (low + s,
+    low + 3s, low + 7s...), so large n are tried only once smaller ones passed."""
     if not ok(low):
         return low - 1
-    step = 1
+    step = max(1, int((high - low) * FIRST_STEP))
     while low < high:
         probe = min(low + step, high)
         if not ok(probe):
