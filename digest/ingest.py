@@ -2,7 +2,11 @@
 
 Parsing runs in a process pool over all cores when there are enough feeds to pay for
 it, overlapping with the fetching still under way: each feed is handed to the pool the
-moment its body has arrived. With a handful of feeds it runs inline. A body identical
+moment its body has arrived. With a handful of feeds it runs inline. The workers are
+forked while this process runs no other thread than our own lease keeper (``digest
+run``: fast, and safe then), and come from a fork server otherwise (``digest serve``,
+where the scheduler and the web app have threads of their own: a fork could copy a
+lock one of them holds, and the worker would hang on it). A body identical
 to the last one (or a 304) is not parsed at all, and entries the ledger already knows
 (``known``: identities per feed URL) are not cleaned: only their identity is computed.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from . import lease
 from .clean import clean, identity
 from .errors import FeedError, ParseError
 from .fetch import FetchSettings, fetch_all, run_sync
@@ -30,6 +36,8 @@ from .parse import DEFAULT_LIMITS, ParseLimits, parse
 log = logging.getLogger(__name__)
 #: Below this many feeds to parse, a process pool costs more than it saves.
 POOL_THRESHOLD = 8
+#: How parser processes start; None: chosen by ``start_method``.
+START_METHOD: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +139,36 @@ def _ready() -> None:
     """Run once per pool worker before fetching starts, so workers are forked early."""
 
 
+def start_method() -> str:
+    """``fork`` while no other thread runs here, else ``forkserver`` (``spawn`` where
+    neither exists): forking a process with other threads can copy a lock one of them
+    holds into the child, which then hangs on it. The lease keeper does not count: it
+    sleeps, or renews the lease through the database, which a parser never touches."""
+    if START_METHOD is not None:
+        return START_METHOD
+    methods = multiprocessing.get_all_start_methods()
+    others = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.current_thread() and t.name != lease.THREAD_NAME
+    ]
+    if "fork" in methods and threading.current_thread() is threading.main_thread() and not others:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _pool(processes: int) -> concurrent.futures.ProcessPoolExecutor:
+    method = start_method()
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([__name__])  # imported once, by the server
+    return concurrent.futures.ProcessPoolExecutor(processes, mp_context=context)
+
+
 def _start_pool(processes: int) -> concurrent.futures.ProcessPoolExecutor | None:
     """A process pool with its workers already running (forked before the event loop
     and its threads start), or None where processes cannot be started: parse inline."""
-    pool = concurrent.futures.ProcessPoolExecutor(processes)
+    pool = _pool(processes)
     try:
         for started in [pool.submit(_ready) for _ in range(processes)]:
             started.result()
@@ -217,7 +251,7 @@ def _isolated(
     """Parse one feed in a process of its own, after a worker died (killed for memory,
     or a library crashed on hostile input): the feed that did it fails alone."""
     log.warning("a parser process died; reading %s again on its own", fetched.source.url)
-    with concurrent.futures.ProcessPoolExecutor(1) as solo:
+    with _pool(1) as solo:
         try:
             return solo.submit(digest_feed, fetched, now, summary_length, known, limits).result()
         except BrokenProcessPool:

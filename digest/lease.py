@@ -25,6 +25,9 @@ import sqlalchemy as sa
 from .db import schema
 from .errors import LeaseError
 
+#: The renewing thread; parser processes may still be forked beside it (ingest.py).
+THREAD_NAME = "digest-lease"
+
 L = schema.leases
 DEFAULT_TTL = timedelta(minutes=2)
 
@@ -122,7 +125,7 @@ def held(
             with contextlib.suppress(sa.exc.SQLAlchemyError):  # busy: the next beat tries again
                 renew(engine, name, holder, ttl, clock())
 
-    beat = threading.Thread(target=keep_alive, name="digest-lease", daemon=True)
+    beat = threading.Thread(target=keep_alive, name=THREAD_NAME, daemon=True)
     beat.start()
     try:
         yield holder

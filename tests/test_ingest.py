@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,7 @@ def test_parsing_overlaps_fetching(
         (marks / f"parsed-{os.getpid()}-{time.monotonic_ns()}").write_text(url)
         return result
 
+    monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
     monkeypatch.setattr(ingest_module, "parse", noting)  # inherited by the forked workers
 
     def slow(request: Request) -> Response:
@@ -151,6 +153,7 @@ def test_a_dying_parser_process_fails_only_its_feed(
             os._exit(1)  # what the kernel's OOM killer or a crashing C library looks like
         return real(body, url, *rest)  # type: ignore[arg-type]
 
+    monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
     monkeypatch.setattr(ingest_module, "parse", fragile)  # inherited by the forked workers
     sources = []
     for i in range(9):
@@ -391,6 +394,7 @@ def test_a_feed_that_makes_the_parser_crawl_is_stopped(
                 sum(range(1000))
         return real(body, url, *rest)  # type: ignore[arg-type]
 
+    monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
     monkeypatch.setattr(ingest_module, "parse", crawling)  # inherited by the forked workers
     slow = RSS.replace(b"<channel>", b"<channel><!-- CRAWL -->")
     alone = digest_feed(fetched(slow), NOW, 300, limits=ParseLimits(max_seconds=0.2))
@@ -412,6 +416,7 @@ def die() -> None:
 def test_without_parser_processes_feeds_are_parsed_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
     monkeypatch.setattr(ingest_module, "_ready", die)  # the workers die as they start
     sources = []
     for i in range(9):
@@ -419,4 +424,40 @@ def test_without_parser_processes_feeds_are_parsed_here(
         path.write_bytes(RSS)
         sources.append(FeedSource(path.as_uri()))
     results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2)
+    assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
+
+
+def test_with_other_threads_running_workers_come_from_a_fork_server(tmp_path: Path) -> None:
+    """``digest serve`` has threads (scheduler, web app): its parser processes must not
+    be forked from it. They come from a fork server, and parse as well."""
+    script = (
+        "import sqlalchemy as sa\n"
+        "from digest import lease\n"
+        "from digest.db import schema\n"
+        "from digest.ingest import start_method\n"
+        "print(start_method())\n"
+        f"engine = sa.create_engine('sqlite:///{tmp_path / 'lease.db'}')\n"
+        "schema.metadata.create_all(engine)\n"
+        "with lease.held(engine):\n"
+        "    print(start_method())\n"
+    )
+    alone = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    # `digest run`: one thread, then the lease keeper beside it: fork is safe and fast
+    assert alone.stdout.split() == ["fork", "fork"]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert ingest_module.start_method() == "forkserver"
+        sources = []
+        for i in range(9):
+            path = tmp_path / f"feed{i}.rss"
+            path.write_bytes(RSS)
+            sources.append(FeedSource(path.as_uri()))
+        results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2)
+    finally:
+        stop.set()
+        other.join()
     assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
