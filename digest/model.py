@@ -217,6 +217,8 @@ class Batch:
     edition_id: int
     number: int
     recipients: tuple[Recipient, ...]
+    #: Which version of the edition: 0 the edition itself, else one of its variants.
+    variant: int = 0
 
 
 @dataclass(frozen=True, slots=True)

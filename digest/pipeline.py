@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 
-from . import __version__, db, faults, health, lease, record, retention, subscribers
+from . import __version__, db, faults, health, lease, personal, record, retention, subscribers
 from .clean import finish
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
@@ -525,8 +525,25 @@ def commit_edition(
         composed = services.renderer.compose(edition_id, selection, now, nonce)
         record.save_content(conn, composed, len(selection.items), len(selection.more))
         commit_feeds(services, gathered, edition_id, conn)
-        count = record.freeze_recipients(conn, edition_id, services.backend.batch_size, now)
+        variants = personal.plan(selection, subscribers.preferences_of_active(conn))
+        for number, dropped in variants.dropped.items():
+            variant = personal.without(selection, dropped)
+            record.save_variant(
+                conn, number, services.renderer.compose(edition_id, variant, now, nonce), dropped
+            )
+        count = record.freeze_recipients(
+            conn, edition_id, services.backend.batch_size, now, variants
+        )
     log.info("edition %s: %s entries for %s recipients", edition_id, len(selection.entries), count)
+    if variants.dropped or variants.nothing:
+        log.info(
+            "edition %s: %s variant(s) for %s subscribers' preferences; %s with nothing new "
+            "they asked for",
+            edition_id,
+            len(variants.dropped),
+            len(variants.assigned),
+            len(variants.nothing),
+        )
     return composed
 
 
@@ -546,10 +563,11 @@ def deliver(
                     unknown,
                 )
         composed = record.load_composed(conn, edition_id)
+        variants = record.load_variants(conn, edition_id)
         before = record.tally(conn, edition_id)
     progress.sending(edition_id, before.pending)
     settings = replace(services.dispatch, on_progress=progress.sent)
-    outcome = dispatch(engine, services.backend, composed, settings)
+    outcome = dispatch(engine, services.backend, composed, settings, variants)
     with engine.begin() as conn:
         tally = record.settle(conn, edition_id, services.clock())
         problems = record.problems(conn, edition_id)

@@ -2,8 +2,9 @@
 
 The order of writes is what makes delivery exactly-once through crashes:
 
-1. In **one transaction**: the edition (its rendered content), its entries, and its
-   recipients frozen into ``deliveries`` and ``batches`` (all ``pending``).
+1. In **one transaction**: the edition (its rendered content, and the variants some
+   subscribers' preferences call for), its entries, and its recipients frozen into
+   ``deliveries`` and ``batches`` (all ``pending``; a batch holds one variant).
 2. Per batch: marked ``sending`` and **committed before** the request goes out; then
    ``sent`` (with the provider's id) or ``failed`` (with the reason) as it settles.
 3. When no batch is pending, the edition is settled: ``done``, or ``abandoned`` when
@@ -19,6 +20,7 @@ gives them back.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,9 +38,11 @@ from .model import (
     Known,
     Recipient,
 )
+from .personal import Variants
 
 _CHUNK = 500
 E, B, D, N = schema.editions, schema.batches, schema.deliveries, schema.entries
+V = schema.variants
 
 
 def link_key(canonical_link: str) -> str:
@@ -175,10 +179,34 @@ def save_content(conn: sa.Connection, composed: Composed, items: int, more: int)
     )
 
 
-def freeze_recipients(conn: sa.Connection, edition_id: int, batch_size: int, now: datetime) -> int:
+def save_variant(
+    conn: sa.Connection, number: int, composed: Composed, dropped: frozenset[str]
+) -> None:
+    """Store variant ``number`` of ``composed.edition_id``: the edition without ``dropped``."""
+    conn.execute(
+        sa.insert(V).values(
+            edition_id=composed.edition_id,
+            number=number,
+            dropped=json.dumps(sorted(dropped)),
+            subject=composed.subject,
+            html=composed.html,
+            text=composed.text,
+        )
+    )
+
+
+def freeze_recipients(
+    conn: sa.Connection,
+    edition_id: int,
+    batch_size: int,
+    now: datetime,
+    variants: Variants | None = None,
+) -> int:
     """Copy the active subscribers into the edition's deliveries, in batches. Returns how many.
 
-    One INSERT ... SELECT: the list is never loaded into memory, whatever its size.
+    One INSERT ... SELECT: the list is never loaded into memory, whatever its size. The
+    subscribers of ``variants`` then move into batches of their own variant, and those
+    with nothing to receive are taken out.
     """
     S = schema.subscribers
     number = sa.func.row_number().over(order_by=S.c.id) - 1
@@ -192,19 +220,22 @@ def freeze_recipients(conn: sa.Connection, edition_id: int, batch_size: int, now
     conn.execute(
         sa.insert(D).from_select(["edition_id", "subscriber_id", "batch", "email", "name"], select)
     )
+    if variants is not None and (variants.assigned or variants.nothing):
+        _sort_into_variants(conn, edition_id, batch_size, variants)
     conn.execute(
         sa.insert(B).from_select(
-            ["edition_id", "number", "size", "status", "attempts", "updated_at"],
+            ["edition_id", "number", "variant", "size", "status", "attempts", "updated_at"],
             sa.select(
                 sa.literal(edition_id),
                 D.c.batch,
+                D.c.variant,
                 sa.func.count(),
                 sa.literal("pending"),
                 sa.literal(0),
                 sa.literal(now, schema.UTCDateTime),
             )
             .where(D.c.edition_id == edition_id)
-            .group_by(D.c.batch),
+            .group_by(D.c.batch, D.c.variant),
         )
     )
     total = int(
@@ -216,6 +247,27 @@ def freeze_recipients(conn: sa.Connection, edition_id: int, batch_size: int, now
     )
     conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=total))
     return total
+
+
+def _sort_into_variants(
+    conn: sa.Connection, edition_id: int, batch_size: int, variants: Variants
+) -> None:
+    mine = D.c.edition_id == edition_id
+    for chunk in _chunks(sorted(variants.nothing)):
+        conn.execute(sa.delete(D).where(mine & D.c.subscriber_id.in_(chunk)))
+    members: dict[int, list[int]] = {}
+    for subscriber_id, variant in variants.assigned.items():
+        members.setdefault(variant, []).append(subscriber_id)
+    last = sa.select(sa.func.coalesce(sa.func.max(D.c.batch), -1)).where(mine)
+    batch = int(conn.execute(last).scalar_one())
+    for variant in sorted(members):
+        for chunk in _chunks(sorted(members[variant]), batch_size):
+            batch += 1
+            conn.execute(
+                sa.update(D)
+                .where(mine & D.c.subscriber_id.in_(chunk))
+                .values(batch=batch, variant=variant)
+            )
 
 
 def unfinished(conn: sa.Connection) -> list[int]:
@@ -235,6 +287,23 @@ def load_composed(conn: sa.Connection, edition_id: int) -> Composed:
         created=row.created_at,
         nonce=row.nonce,
     )
+
+
+def load_variants(conn: sa.Connection, edition_id: int) -> dict[int, Composed]:
+    """The edition's variants (number → content); the edition itself is variant 0."""
+    edition = load_composed(conn, edition_id)
+    rows = conn.execute(sa.select(V).where(V.c.edition_id == edition_id).order_by(V.c.number))
+    return {
+        r.number: Composed(
+            edition_id=edition_id,
+            subject=r.subject,
+            html=r.html,
+            text=r.text,
+            created=edition.created,
+            nonce=edition.nonce,
+        )
+        for r in rows
+    }
 
 
 def edition_entry_count(conn: sa.Connection, edition_id: int) -> int:
@@ -324,7 +393,17 @@ def load_batches(conn: sa.Connection, edition_id: int, numbers: Sequence[int]) -
         group = groups.get(number)
         if group is not None:  # a batch in the range that is not pending is left out
             group.append(Recipient(subscriber_id, email, name))
-    return [Batch(edition_id, n, tuple(groups[n])) for n in numbers]
+    variant = _variants_of(conn, edition_id, numbers[0], numbers[-1])
+    return [Batch(edition_id, n, tuple(groups[n]), variant.get(n, 0)) for n in numbers]
+
+
+def _variants_of(conn: sa.Connection, edition_id: int, first: int, last: int) -> dict[int, int]:
+    rows = conn.execute(
+        sa.select(B.c.number, B.c.variant).where(
+            (B.c.edition_id == edition_id) & B.c.number.between(first, last) & (B.c.variant != 0)
+        )
+    )
+    return {int(n): int(v) for n, v in rows}
 
 
 def load_batch(conn: sa.Connection, edition_id: int, number: int) -> Batch:
@@ -334,7 +413,8 @@ def load_batch(conn: sa.Connection, edition_id: int, number: int) -> Batch:
         .order_by(D.c.subscriber_id)
     )
     recipients = tuple(Recipient(r.subscriber_id, r.email, r.name) for r in rows)
-    return Batch(edition_id=edition_id, number=number, recipients=recipients)
+    variant = _variants_of(conn, edition_id, number, number).get(number, 0)
+    return Batch(edition_id=edition_id, number=number, recipients=recipients, variant=variant)
 
 
 def mark(

@@ -257,6 +257,25 @@ def set_preferences(
     )
 
 
+def preferences_of_active(conn: sa.Connection) -> dict[int, dict[str, object]]:
+    """Active subscribers' stored preferences (id → preferences), for those who saved
+    any: the few the edition may have a variant for."""
+    rows = conn.execute(
+        sa.select(S.c.id, S.c.preferences).where(
+            (S.c.status == ACTIVE) & S.c.preferences.is_not(None)
+        )
+    )
+    found: dict[int, dict[str, object]] = {}
+    for subscriber_id, stored in rows:
+        try:
+            value = json.loads(stored)
+        except ValueError:
+            continue  # unreadable: the whole edition, as before the choice
+        if isinstance(value, dict):
+            found[int(subscriber_id)] = value
+    return found
+
+
 def forget_unconfirmed(conn: sa.Connection, before: datetime) -> int:
     """Erase web sign-ups never confirmed and made before ``before`` (their address is
     kept no longer than needed), with their sign-up requests. Returns how many."""

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from digest import pipeline, record
+from digest import pipeline, record, subscribers
 from digest.db import schema
 from digest.deliver.base import Letterhead, Personalizer
 from digest.deliver.dispatch import DispatchSettings, dispatch
@@ -532,3 +532,38 @@ def test_send_test_goes_through_sendgrid_marked_as_a_test(
     assert request.recipients == ["tester@example.org"]
     assert request.body["subject"].startswith("[TEST] ")
     assert request.body["custom_args"] == {"digest_test": "1"}
+
+
+def test_preferences_make_one_request_per_variant(
+    project: Project, sendgrid_server: SendGridServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscribers who unticked a category get their own, valid request, without it."""
+    monkeypatch.setenv("TEST_SENDGRID_KEY", DEFAULT_API_KEY)
+    project.feed(str(SAMPLES / "field-notes.atom"), first_run_window="all", category="Science")
+    project.feed(str(SAMPLES / "harbour-tech.rss"), first_run_window="all", category="Tech")
+    project.data["delivery"] = {
+        "backend": "sendgrid",
+        "sendgrid": {"api_key_env": "TEST_SENDGRID_KEY", "api_url": sendgrid_server.url},
+    }
+    project.write()
+    engine = project.engine()
+    emails = [f"reader{i}@example.org" for i in range(5)]
+    add_subscribers(engine, emails)
+    with engine.begin() as conn:
+        for s in subscribers.all_subscribers(conn):
+            if s.email in emails[:2]:
+                subscribers.set_preferences(conn, s.id, {"skip_categories": ["Science"]}, NOW)
+    report = pipeline.run(pipeline.build(project.config(), engine=engine))
+    (ed,) = report.editions
+    assert (ed.recipients, ed.recipients_delivered) == (5, 5)
+
+    requests = sendgrid_server.requests
+    assert len(requests) == 2 and all(r.accepted and r.valid for r in requests)
+    by_size = {len(r.body["personalizations"]): r.body for r in requests}
+    eel = "The quiet return of the European eel"  # Field Notes, category Science
+    build = "Why our build went from 9 minutes to 70 seconds"  # Harbour Tech
+    full, variant = (" ".join(c["value"] for c in by_size[n]["content"]) for n in (3, 2))
+    assert eel in full and build in full
+    assert eel not in variant and build in variant
+    unticked = {p["to"][0]["email"] for p in by_size[2]["personalizations"]}
+    assert unticked == set(emails[:2])

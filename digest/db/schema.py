@@ -153,7 +153,22 @@ batches = Table(
     Column("provider_id", String(200)),
     Column("detail", Text),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Which version of the edition its recipients get: 0 the edition itself, else a
+    # row of ``variants`` (subscribers who left feeds out on the preferences page).
+    Column("variant", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("edition_id", "number", name="pk_batches"),
+)
+
+variants = Table(
+    "variants",
+    metadata,
+    Column("edition_id", Integer, ForeignKey("editions.id"), nullable=False),
+    Column("number", Integer, nullable=False),  # 1, 2, ...: 0 is the edition itself
+    Column("dropped", Text, nullable=False),  # JSON: the feed URLs it leaves out
+    Column("subject", String(1000), nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    PrimaryKeyConstraint("edition_id", "number", name="pk_variants"),
 )
 
 deliveries = Table(
@@ -162,6 +177,7 @@ deliveries = Table(
     Column("edition_id", Integer, ForeignKey("editions.id"), nullable=False),
     Column("subscriber_id", Integer, nullable=False),
     Column("batch", Integer, nullable=False),
+    Column("variant", Integer, nullable=False, server_default="0"),  # as its batch's
     Column("email", String(320), nullable=False),
     Column("name", String(200)),
     # Set when this one recipient failed though its batch went out (a bad address).

@@ -32,7 +32,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -117,16 +117,23 @@ class _Shared:
 
 
 def dispatch(
-    engine: sa.Engine, backend: Backend, composed: Composed, settings: DispatchSettings
+    engine: sa.Engine,
+    backend: Backend,
+    composed: Composed,
+    settings: DispatchSettings,
+    variants: Mapping[int, Composed] | None = None,
 ) -> Dispatched:
+    """Send the edition's pending batches: ``composed`` to batches of variant 0, and
+    ``variants[n]`` to those of variant n."""
     edition_id = composed.edition_id
+    contents = {**(variants or {}), 0: composed}
     shared = _Shared(settings)
     workers = max(1, settings.workers)
     jobs: queue.Queue[Batch | None] = queue.Queue(maxsize=workers * 2)
     threads = [
         threading.Thread(
             target=_work,
-            args=(engine, backend, composed, shared, jobs),
+            args=(engine, backend, contents, shared, jobs),
             name=f"digest-send-{i}",
             daemon=True,
         )
@@ -191,12 +198,13 @@ def stream(engine: sa.Engine, edition_id: int, page: int) -> Iterator[Batch]:
 def _work(
     engine: sa.Engine,
     backend: Backend,
-    composed: Composed,
+    contents: Mapping[int, Composed],
     shared: _Shared,
     jobs: queue.Queue[Batch | None],
 ) -> None:
     settings = shared.settings
     sender: Sender | None = None
+    variant = 0  # what ``sender`` sends
     try:
         while (batch := jobs.get()) is not None:
             if shared.stopped is None and settings.should_stop():  # SIGTERM: queued batches
@@ -204,8 +212,15 @@ def _work(
             if shared.stopped is not None:
                 continue  # left pending: the next run sends it
             try:
+                if sender is not None and batch.variant != variant:
+                    # Batches come in order, each variant's together: one switch each.
+                    _close(sender)
+                    sender = None
                 if sender is None:
-                    sender = backend.open(composed)
+                    variant = batch.variant
+                    if variant not in contents:
+                        raise KeyError(f"edition {batch.edition_id} has no variant {variant}")
+                    sender = backend.open(contents[variant])
                 prepared = sender.prepare(batch)
                 with engine.begin() as conn:
                     record.mark(
@@ -240,10 +255,14 @@ def _work(
                 log.error("edition %s stopped: %s", batch.edition_id, result.detail)
     finally:
         if sender is not None:
-            try:
-                sender.close()
-            except Exception:
-                log.debug("closing the sender failed", exc_info=True)
+            _close(sender)
+
+
+def _close(sender: Sender) -> None:
+    try:
+        sender.close()
+    except Exception:
+        log.debug("closing the sender failed", exc_info=True)
 
 
 def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) -> None:

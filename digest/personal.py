@@ -1,0 +1,91 @@
+"""Which version of an edition each subscriber receives: their preferences, applied.
+
+A subscriber who unticked categories or feeds on the preferences page (stored as
+``skip_categories`` and ``skip_feeds``) receives the edition without those entries.
+Decided here, apart from rendering and sending: per subscriber, the set of *this
+edition's* feeds they leave out. Everyone who leaves out none of them (usually nearly
+everyone) shares the edition itself, variant 0; each distinct set is rendered once, as
+variant 1, 2, ...; a subscriber who leaves out every feed with news this time gets no
+mail. Nothing here reads a clock or a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .model import FeedSource, Selection
+
+
+@dataclass(frozen=True, slots=True)
+class Skips:
+    """What one subscriber chose not to receive."""
+
+    categories: frozenset[str] = frozenset()
+    feeds: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, preferences: Mapping[str, object]) -> Skips:
+        """From the stored preferences (unknown or malformed values are ignored)."""
+        return cls(
+            frozenset(_strings(preferences.get("skip_categories"))),
+            frozenset(_strings(preferences.get("skip_feeds"))),
+        )
+
+    def leaves_out(self, source: FeedSource) -> bool:
+        return source.url in self.feeds or (
+            source.category is not None and source.category in self.categories
+        )
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+@dataclass(frozen=True, slots=True)
+class Variants:
+    """Who gets which version of one edition."""
+
+    #: Variant number (1, 2, ...) → the feed URLs it leaves out.
+    dropped: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    #: Subscriber id → variant number, for those not on the edition itself (0).
+    assigned: Mapping[int, int] = field(default_factory=dict)
+    #: Subscribers who left out every feed with news this time: no mail for them.
+    nothing: frozenset[int] = frozenset()
+
+
+def plan(selection: Selection, preferences: Mapping[int, Mapping[str, object]]) -> Variants:
+    """The variants of an edition of ``selection``, for subscribers' ``preferences``
+    (subscriber id → stored preferences; those without any need not be listed)."""
+    sources = {e.source.url: e.source for e in selection.entries}
+    every = frozenset(sources)
+    groups: dict[frozenset[str], list[int]] = {}
+    nothing: set[int] = set()
+    for subscriber_id, stored in preferences.items():
+        skips = Skips.of(stored)
+        dropped = frozenset(url for url, source in sources.items() if skips.leaves_out(source))
+        if not dropped:
+            continue
+        if dropped == every:
+            nothing.add(subscriber_id)
+        else:
+            groups.setdefault(dropped, []).append(subscriber_id)
+    numbered = sorted(groups, key=sorted)  # the same preferences: the same numbers
+    return Variants(
+        dropped={n: key for n, key in enumerate(numbered, 1)},
+        assigned={s: n for n, key in enumerate(numbered, 1) for s in groups[key]},
+        nothing=frozenset(nothing),
+    )
+
+
+def without(selection: Selection, feeds: frozenset[str]) -> Selection:
+    """``selection`` minus the entries of ``feeds``; headlines move up into the places
+    of the items left out, so a variant shows as many in full as the edition."""
+    kept = [e for e in selection.entries if e.source.url not in feeds]
+    shown = len(selection.items)
+    return Selection(
+        items=tuple(kept[:shown]),
+        more=tuple(kept[shown:]),
+        baseline=(),
+        duplicates=selection.duplicates,
+    )
