@@ -178,7 +178,14 @@ def clean(
         categories=tuple(t for t in (plain_text(c) for c in raw.categories) if t),
         body_source=fragment,
         body_base=base,
+        fingerprint=fingerprint(raw),
     )
+
+
+def fingerprint(raw: RawEntry) -> str:
+    """What "the entry changed" means: its title or its content, as the feed wrote them."""
+    text = f"{raw.title or ''}\n{raw.content or raw.summary or ''}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def finish(entry: Entry) -> Entry:

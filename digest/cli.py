@@ -13,12 +13,11 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import sqlalchemy as sa
 
-from . import __version__, console, db, health, pipeline, subscribers
+from . import __version__, console
 from .config import Config, load_config, warnings_for
 from .errors import (
     ConfigError,
@@ -28,7 +27,12 @@ from .errors import (
     RenderError,
     UsageError,
 )
-from .model import RunReport
+from .model import SUBSCRIBER_STATUSES, RunReport
+
+if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help stays quick
+    import sqlalchemy as sa
+
+    from . import pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -54,6 +58,8 @@ class State:
 
     def engine(self) -> sa.Engine:
         if self._engine is None:
+            from . import db
+
             self._engine = db.connect(self.config.storage_url)
         return self._engine
 
@@ -61,6 +67,12 @@ class State:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def _database_failed(exc: Exception) -> bool:
+    """Locked, unreachable, disk full... (SQLAlchemy is loaded by then if it failed)."""
+    sa = sys.modules.get("sqlalchemy")
+    return sa is not None and isinstance(exc, sa.exc.OperationalError)
 
 
 def handled(func: F) -> F:
@@ -82,11 +94,13 @@ def handled(func: F) -> F:
         except DigestError as exc:
             console.err.print(f"[red]error:[/red] {exc}", markup=True)
             sys.exit(EXIT_FAILED)
-        except sa.exc.OperationalError as exc:  # locked, unreachable, disk full...
+        except Exception as exc:
+            if not _database_failed(exc):
+                raise
             logging.getLogger("digest").debug("database error", exc_info=True)
             console.err.print(
-                f"[red]error:[/red] the database failed: {exc.orig} (storage.url; -vv shows "
-                "the traceback)",
+                f"[red]error:[/red] the database failed: {getattr(exc, 'orig', exc)} "
+                "(storage.url; -vv shows the traceback)",
                 markup=True,
             )
             sys.exit(EXIT_FAILED)
@@ -126,6 +140,8 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 @handled
 def run(state: State, dry_run: bool, as_json: bool) -> None:
     """Make and deliver one edition now (after finishing one a crash left unfinished)."""
+    from . import pipeline
+
     services = pipeline.build(state.config, engine=state.engine(), readonly=dry_run)
     work = pipeline.dry_run if dry_run else pipeline.run
     report = _with_progress(as_json, lambda bars: work(services, bars))
@@ -182,6 +198,7 @@ def preview(
     state: State, out_path: Path | None, as_text: bool, serve: bool, port: int, use_sample: bool
 ) -> None:
     """Render the next edition without sending or recording anything."""
+    from . import pipeline
     from . import preview as previews
 
     services = pipeline.build(state.config, engine=state.engine(), readonly=True)
@@ -235,6 +252,8 @@ def _serve(render: Callable[[], Any], port: int) -> None:
 @handled
 def check(state: State, online: bool) -> None:
     """Validate the config (and the templates); exit 0 when valid, 2 when not."""
+    from . import pipeline
+
     config = state.config
     for warning in warnings_for(config):
         console.err.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
@@ -257,6 +276,8 @@ def check(state: State, online: bool) -> None:
 
 def _check_online(services: pipeline.Services) -> None:
     """Fetch every feed and try the delivery backend's credentials, sending nothing."""
+    from . import pipeline
+
     gathered = pipeline.gather(services, pipeline.NoProgress(), dry_run=True)
     bad = [r for r in gathered.reports if r.error]
     for r in gathered.reports:
@@ -289,6 +310,8 @@ def subscribers_group() -> None:
 @handled
 def subscribers_add(state: State, email: str, name: str | None, resubscribe: bool) -> None:
     """Add a subscriber (confirmed at once)."""
+    from . import subscribers
+
     with state.engine().begin() as conn:
         result = subscribers.add(conn, email, name, "cli", _now(), resubscribe=resubscribe)
     s = result.subscriber
@@ -307,6 +330,8 @@ def subscribers_add(state: State, email: str, name: str | None, resubscribe: boo
 @handled
 def subscribers_remove(state: State, email: str, forget: bool) -> None:
     """Take a subscriber off the list."""
+    from . import subscribers
+
     with state.engine().begin() as conn:
         found = subscribers.remove(conn, email, _now(), forget=forget)
     if not found:
@@ -316,11 +341,13 @@ def subscribers_remove(state: State, email: str, forget: bool) -> None:
 
 @subscribers_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--status", type=click.Choice(subscribers.STATUSES))
+@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES))
 @click.pass_obj
 @handled
 def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
     """List subscribers."""
+    from . import subscribers
+
     with state.engine().connect() as conn:
         rows = list(subscribers.all_subscribers(conn, status))
     if as_json:
@@ -339,6 +366,8 @@ def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
 @handled
 def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
     """Import subscribers from a CSV file with an email,name header."""
+    from . import subscribers
+
     text = subscribers.read_file(file)
     with state.engine().begin() as conn:
         report = subscribers.import_csv(conn, text, _now(), resubscribe=resubscribe)
@@ -361,11 +390,13 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to a file instead of stdout.",
 )
-@click.option("--status", type=click.Choice(subscribers.STATUSES))
+@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES))
 @click.pass_obj
 @handled
 def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
     """Export subscribers as CSV."""
+    from . import subscribers
+
     with state.engine().connect() as conn:
         if out_path is None:
             subscribers.export_csv(conn, sys.stdout, status)
@@ -391,6 +422,8 @@ def subscribers_export(state: State, out_path: Path | None, status: str | None) 
 @handled
 def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
     """Feed health: one line per feed of the config."""
+    from . import health
+
     config = state.config
     sources = config.sources()
     engine = state.engine()
@@ -451,6 +484,8 @@ def db_group() -> None:
 @handled
 def db_upgrade(state: State) -> None:
     """Bring the schema up to date (back the database up first)."""
+    from . import db
+
     engine = db.connect(state.config.storage_url, auto_upgrade=True)
     try:
         console.out.print(f"schema at {db.current_revision(engine)}")
@@ -463,6 +498,10 @@ def db_upgrade(state: State) -> None:
 @handled
 def db_status(state: State) -> None:
     """Show the schema revision and what this version needs."""
+    import sqlalchemy as sa
+
+    from . import db
+
     engine = sa.create_engine(state.config.storage_url)
     try:
         console.out.print(
@@ -487,6 +526,7 @@ def send_test(state: State, email: str, use_sample: bool) -> None:
     """Send the next edition to one address, marked as a test; nothing is recorded."""
     import email_validator
 
+    from . import pipeline
     from . import preview as previews
 
     try:
@@ -527,6 +567,7 @@ def send_test(state: State, email: str, use_sample: bool) -> None:
 @handled
 def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: bool) -> None:
     """Send an edition again to the recipients it did not reach."""
+    from . import pipeline
     from .redeliver import resend as redeliver
 
     services = pipeline.build(state.config, engine=state.engine())

@@ -34,7 +34,7 @@ from pydantic import (
 from .durations import parse_duration
 from .errors import ConfigError
 from .model import FeedSource
-from .render import DEFAULT_SUBJECT
+from .views import DEFAULT_SUBJECT
 
 DEFAULT_PATH = "config.toml"
 SECRET_WORDS = ("password", "api_key", "apikey", "secret", "token")
@@ -138,6 +138,7 @@ class DigestSection(Section):
     max_items_per_feed: int = Field(5, ge=1, le=500)
     skip_if_empty: bool = True
     first_run_window: Window = timedelta(hours=24)
+    resend_updated: bool = False
     summary_length: int = Field(300, ge=40, le=5000)
     subject: Text = DEFAULT_SUBJECT
 
@@ -333,6 +334,7 @@ class FeedEntry(Section):
     name: str | None = None
     category: str | None = None
     first_run_window: Window | None = None  # None: the [digest] value
+    resend_updated: bool | None = None  # None: the [digest] value
 
 
 class SubscriberEntry(Section):
@@ -396,6 +398,9 @@ class Config(Section):
             name=feed.name,
             category=feed.category,
             first_run_window=None if window == "all" else window,
+            resend_updated=(
+                self.digest.resend_updated if feed.resend_updated is None else feed.resend_updated
+            ),
         )
 
     def secret_from_env(self, name: str) -> str | None:

@@ -18,6 +18,9 @@ from datetime import datetime, timedelta
 
 from .errors import FeedError
 
+#: A subscriber's status: see ``subscribers.py`` for what each means.
+SUBSCRIBER_STATUSES = ("active", "pending", "paused", "unsubscribed", "suppressed", "removed")
+
 
 class FetchStatus(enum.StrEnum):
     OK = "ok"
@@ -55,6 +58,8 @@ class FeedSource:
     category: str | None = None
     #: How far back entries count as new the first time this feed is read; None = all.
     first_run_window: timedelta | None = timedelta(hours=24)
+    #: Send an entry again when its title or content changed since it went out.
+    resend_updated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,11 @@ class Entry:
     body_source: str = ""
     #: What relative links in ``body_source`` resolve against.
     body_base: str = ""
+    #: A hash of the title and content as the feed wrote them (recorded when sent, so a
+    #: feed with ``resend_updated``, now or later, can tell an update).
+    fingerprint: str | None = None
+    #: Sent before, and changed since: this is the update (set by ``pick``).
+    updated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +171,8 @@ class Known:
 
     identities: frozenset[tuple[str, str]] = frozenset()  # (feed url, identity)
     canonical_links: frozenset[str] = frozenset()
+    #: (feed url, identity) → the fingerprint recorded, for feeds with resend_updated.
+    fingerprints: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

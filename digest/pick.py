@@ -12,6 +12,9 @@ link (the same story sent before under another feed or guid). Among new entries:
   is back catalogue that surfaced late (a feed re-ordering its archive): baseline too;
 * the same story twice in one run (same canonical link) is kept once, from the feed
   listed first in the config;
+* an entry sent before whose title or content changed since is new again, marked
+  ``updated``, only for feeds with ``resend_updated`` (by default an update is not
+  news);
 * at most ``max_items_per_feed`` of one feed and ``max_items`` in all are shown in
   full, newest first; every other new entry is listed as a headline (``more``), never
   dropped silently.
@@ -20,6 +23,7 @@ link (the same story sent before under another feed or guid). Among new entries:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from .model import Entry, FeedEntries, Known, Selection
@@ -44,9 +48,13 @@ def pick(
             if entry.identity in ids_this_feed:
                 continue  # the same guid twice in one feed counts once
             ids_this_feed.add(entry.identity)
-            if (entry.source.url, entry.identity) in known.identities:
-                continue
             link = entry.canonical_link
+            if (entry.source.url, entry.identity) in known.identities:
+                if _changed(entry, known):
+                    new.append(replace(entry, updated=True))
+                    if link is not None:
+                        links_this_run.add(link)
+                continue
             if link is not None and (link in known.canonical_links or link in links_this_run):
                 duplicates += 1
                 baseline.append(entry)
@@ -72,6 +80,14 @@ def pick(
         baseline=tuple(baseline),
         duplicates=duplicates,
     )
+
+
+def _changed(entry: Entry, known: Known) -> bool:
+    """Sent before with another fingerprint, in a feed with resend_updated."""
+    if not entry.source.resend_updated or entry.fingerprint is None:
+        return False
+    before = known.fingerprints.get((entry.source.url, entry.identity))
+    return before is not None and before != entry.fingerprint
 
 
 def _back_catalogue(entry: Entry, feed: FeedEntries, window: timedelta, now: datetime) -> bool:

@@ -417,6 +417,10 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
     feed_ids = health.ids(states)
     with services.engine.connect() as conn:
         recent = health.recent_identities(conn, feed_ids, now - KNOWN_WINDOW)
+    # Known entries are not cleaned again, except where a change is news: those feeds'
+    # entries are, for their fingerprints to be compared with those recorded when sent.
+    watched = {s.url for s in active if s.resend_updated}
+    recent = {url: ids for url, ids in recent.items() if url not in watched}
     digested = ingest(
         active,
         {url: s.validators for url, s in states.items()},

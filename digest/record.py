@@ -101,7 +101,33 @@ def known(conn: sa.Connection, entries: Sequence[Entry], feed_ids: Mapping[str, 
     for chunk in _chunks(sorted(keys)):
         for (key,) in conn.execute(sa.select(N.c.link_key).where(N.c.link_key.in_(chunk))):
             links.add(keys[key])
-    return Known(identities=frozenset(identities), canonical_links=frozenset(links))
+    return Known(
+        identities=frozenset(identities),
+        canonical_links=frozenset(links),
+        fingerprints=_sent_fingerprints(conn, entries, feed_ids),
+    )
+
+
+def _sent_fingerprints(
+    conn: sa.Connection, entries: Sequence[Entry], feed_ids: Mapping[str, int]
+) -> dict[tuple[str, str], str]:
+    """(feed url, identity) → the fingerprint recorded when it was sent, for the
+    entries of feeds with resend_updated."""
+    by_feed_id = {v: k for k, v in feed_ids.items()}
+    wanted = sorted({e.identity for e in entries if e.source.resend_updated})
+    found: dict[tuple[str, str], str] = {}
+    for chunk in _chunks(wanted):
+        rows = conn.execute(
+            sa.select(N.c.feed_id, N.c.identity, N.c.fingerprint).where(
+                N.c.identity.in_(chunk)
+                & N.c.fingerprint.is_not(None)
+                & N.c.edition_id.is_not(None)  # back catalogue was never sent: no update
+            )
+        )
+        for feed_id, ident, fingerprint in rows:
+            if feed_id in by_feed_id:
+                found[(by_feed_id[feed_id], ident)] = fingerprint
+    return found
 
 
 def remember(
@@ -111,7 +137,9 @@ def remember(
     edition_id: int | None,
     now: datetime,
 ) -> None:
-    """Record entries as known: sent in ``edition_id``, or baseline when it is None."""
+    """Record entries as known: sent in ``edition_id``, or baseline when it is None.
+    An update (``Entry.updated``) moves its row to the new edition, new fingerprint."""
+    entries = list(entries)
     rows = [
         {
             "feed_id": feed_ids[e.source.url],
@@ -122,11 +150,20 @@ def remember(
             "published_at": e.published,
             "first_seen_at": now,
             "edition_id": edition_id,
+            "fingerprint": e.fingerprint,
         }
         for e in entries
+        if not e.updated
     ]
     for chunk in _chunks(rows):
         insert_ignoring_duplicates(conn, N, chunk)
+    for e in entries:
+        if e.updated:
+            conn.execute(
+                sa.update(N)
+                .where((N.c.feed_id == feed_ids[e.source.url]) & (N.c.identity == e.identity))
+                .values(edition_id=edition_id, fingerprint=e.fingerprint, title=e.title[:1000])
+            )
 
 
 # -- editions -----------------------------------------------------------------------------

@@ -35,7 +35,16 @@ from .budget import Plan
 from .errors import RenderError
 from .i18n import Formats, catalogs, parse_locale
 from .model import Composed, Entry, Selection
-from .views import EditionView, GroupBy, GroupView, ItemView, Marker, RecipientView, group
+from .views import (
+    DEFAULT_SUBJECT,
+    EditionView,
+    GroupBy,
+    GroupView,
+    ItemView,
+    Marker,
+    RecipientView,
+    group,
+)
 
 __all__ = [
     "EditionView",
@@ -56,10 +65,6 @@ log = logging.getLogger(__name__)
 #: The personal values every message carries, and what a template calls them.
 PERSONAL_KEYS = ("unsubscribe_url", "preferences_url", "email", "name")
 SUBJECT_LIMIT = 150
-DEFAULT_SUBJECT = (
-    "{{ title }}{% if top %}: {{ top }}{% endif %}"
-    "{% if count > 1 %} ({{ _('+%(num)s more', num=(count - 1) | number) }}){% endif %}"
-)
 #: Gmail clips an HTML part over about 102 KB; the default budget leaves room for the
 #: bytes a provider adds after hand-off (click tracking rewrites every link).
 DEFAULT_MAX_BYTES = 90_000

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from .db import schema
 from .errors import UsageError
+from .model import SUBSCRIBER_STATUSES
 from .render import header_safe
 
 S = schema.subscribers
@@ -40,7 +41,8 @@ ACTIVE, PENDING, UNSUBSCRIBED, SUPPRESSED, REMOVED = (
 )
 PAUSED = "paused"
 LEFT = (UNSUBSCRIBED, SUPPRESSED)
-STATUSES = (ACTIVE, PENDING, PAUSED, UNSUBSCRIBED, SUPPRESSED, REMOVED)
+#: All six (kept in model.py, so the command line can offer them without loading this).
+STATUSES = SUBSCRIBER_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,11 @@ from .model import Entry
 
 GroupBy = Literal["category", "feed", "none"]
 ELLIPSIS = "…"
+#: ``digest.subject``: a Jinja2 template over title, date, count and top.
+DEFAULT_SUBJECT = (
+    "{{ title }}{% if top %}: {{ top }}{% endif %}"
+    "{% if count > 1 %} ({{ _('+%(num)s more', num=(count - 1) | number) }}){% endif %}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,8 @@ class ItemView:
     thumbnail: str | None
     #: 1, 2, 3... in the order ``edition.items`` shows them; 0 for a headline in ``more``.
     number: int = 0
+    #: Sent in an earlier edition, and changed since (feeds with ``resend_updated``).
+    updated: bool = False
 
     @property
     def anchor(self) -> str:
@@ -59,6 +66,7 @@ class ItemView:
             author=entry.author,
             thumbnail=entry.thumbnail if thumbnails else None,
             number=number,
+            updated=entry.updated,
         )
 
 

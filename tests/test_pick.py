@@ -139,3 +139,27 @@ def test_caps_move_overflow_to_more_never_dropped() -> None:
 def test_nothing_new() -> None:
     known = Known(identities=frozenset({(A.url, "x")}))
     assert pick([feed(A, entry(A, "x"))], known, NOW, 20, 5).empty
+
+
+def test_an_update_is_news_only_where_the_feed_asks_for_it() -> None:
+    """resend_updated: an entry sent before with another fingerprint is new again,
+    marked updated; the same fingerprint, an entry never sent (no fingerprint on
+    record) or a feed without the option is not."""
+    from dataclasses import replace
+
+    watched = replace(A, resend_updated=True)
+    changed = replace(entry(watched, "changed", 30), fingerprint="v2")
+    same = replace(entry(watched, "same", 30), fingerprint="v1")
+    never_sent = replace(entry(watched, "baseline", 30), fingerprint="v2")
+    plain = replace(entry(B, "plain", 30), fingerprint="v2")  # B does not watch for updates
+    known = Known(
+        identities=frozenset(
+            {(A.url, "changed"), (A.url, "same"), (A.url, "baseline"), (B.url, "plain")}
+        ),
+        # the link of a story sent before does not make its update a duplicate
+        canonical_links=frozenset({changed.canonical_link or ""}),
+        fingerprints={(A.url, "changed"): "v1", (A.url, "same"): "v1", (B.url, "plain"): "v1"},
+    )
+    sel = pick([feed(watched, changed, same, never_sent), feed(B, plain)], known, NOW, 20, 5)
+    assert ids(sel.items) == ["changed"] and sel.items[0].updated
+    assert sel.baseline == () and sel.duplicates == 0

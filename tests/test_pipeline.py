@@ -268,3 +268,44 @@ def test_fatal_delivery_error_stops_then_next_run_resumes(
         third = run(sampled, NOW + timedelta(minutes=10))
         assert [(e.id, e.resumed, e.recipients_delivered) for e in third.editions] == [(1, True, 2)]
         assert len(server.received) == 2
+
+
+def test_an_updated_entry_is_sent_again_only_where_the_feed_asks(
+    project: Project, samples: Path
+) -> None:
+    """resend_updated: a changed entry goes out again, marked "Updated", once; the
+    same change in a feed without the option is not news."""
+    project.feed("samples/harbour-tech.rss", first_run_window="all", resend_updated=True)
+    project.feed("samples/field-notes.atom", first_run_window="all")
+    project.subscriber("ada@example.org")
+    assert len(run(project).editions) == 1
+
+    build = samples / "harbour-tech.rss"
+    build.write_text(build.read_text().replace("two\n      afternoons", "three afternoons"))
+    eel = samples / "field-notes.atom"
+    eel.write_text(eel.read_text().replace("thirty years", "forty years"))
+    second = run(project, NOW + timedelta(hours=1))
+    (edition,) = second.editions
+    assert edition.entries == 1
+    (new,) = [p for p in project.outbox() if p.name.startswith("00002-")]
+    text = text_of(email.message_from_bytes(new.read_bytes(), policy=email.policy.default))  # type: ignore[arg-type]
+    assert "Why our build went from 9 minutes to 70 seconds" in text
+    assert "Updated · Harbour Tech" in text and "European eel" not in text
+
+    third = run(project, NOW + timedelta(hours=2))  # nothing changed since: nothing to send
+    assert third.editions == () and third.skipped == "nothing new since the last edition"
+
+
+def test_resend_updated_turned_on_later_sees_the_next_change(
+    project: Project, samples: Path
+) -> None:
+    project.feed("samples/harbour-tech.rss", first_run_window="all")
+    project.subscriber("ada@example.org")
+    assert len(run(project).editions) == 1
+    project.data["feeds"][0]["resend_updated"] = True
+    # the entries went out without fingerprints: this run records the current ones
+    assert run(project, NOW + timedelta(hours=1)).editions == ()
+    build = samples / "harbour-tech.rss"
+    build.write_text(build.read_text().replace("two\n      afternoons", "three afternoons"))
+    (edition,) = run(project, NOW + timedelta(hours=2)).editions
+    assert edition.entries == 1

@@ -120,6 +120,8 @@ entries = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     # NULL: known but never sent (back catalogue on a first run).
     Column("edition_id", Integer, ForeignKey("editions.id"), index=True),
+    # Title and content hash when recorded: with resend_updated, a change is sent again.
+    Column("fingerprint", String(32)),
     UniqueConstraint("feed_id", "identity", name="uq_entries_feed_identity"),
 )
 
