@@ -32,7 +32,7 @@ from .model import SUBSCRIBER_STATUSES, RunReport
 if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help stays quick
     import sqlalchemy as sa
 
-    from . import pipeline
+    from .services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -274,7 +274,7 @@ def check(state: State, online: bool) -> None:
     )
 
 
-def _check_online(services: pipeline.Services) -> None:
+def _check_online(services: Services) -> None:
     """Fetch every feed and try the delivery backend's credentials, sending nothing."""
     from . import pipeline
 

@@ -25,6 +25,7 @@ from .deliver.base import Backend, Sent
 from .errors import DigestError
 from .model import Batch, Composed, FeedReport, Recipient, Selection
 from .render import Renderer, personalize
+from .services import Services, render_settings
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class Next:
     reports: tuple[FeedReport, ...] = ()  # the feeds read (none for the sample)
 
 
-def next_edition(services: pipeline.Services, use_sample: bool = False) -> Next:
+def next_edition(services: Services, use_sample: bool = False) -> Next:
     """What is new in the feeds now (or the sample edition), and the id it would get."""
     with services.engine.connect() as conn:
         edition_id = record.next_edition_id(conn)
@@ -133,7 +134,7 @@ def live(
 
     def render() -> Rendered:
         config = load_config(config_path)
-        renderer = Renderer(pipeline.render_settings(config))
+        renderer = Renderer(render_settings(config))
         composed = renderer.compose(upcoming.edition_id, upcoming.selection, clock())
         html_part, text_part = personalize(composed, pipeline.sample_values(config))
         return Rendered(composed.subject, html_part, text_part)

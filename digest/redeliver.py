@@ -20,7 +20,8 @@ from . import lease, record
 from .db import schema
 from .errors import UsageError
 from .model import BatchStatus, EditionStatus, RunReport
-from .pipeline import NoProgress, Progress, Services, deliver
+from .pipeline import NoProgress, Progress, deliver
+from .services import Services
 
 
 def resend(

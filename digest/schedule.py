@@ -46,6 +46,7 @@ from .db import schema
 from .durations import format_duration
 from .errors import DigestError, LeaseError
 from .model import RunReport
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class Runner:
 
     def __init__(
         self,
-        services: pipeline.Services,
+        services: Services,
         schedule: Schedule,
         clock: Callable[[], datetime] | None = None,
     ) -> None:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from digest import pipeline, record, subscribers, web
 from digest.db import schema
+from digest.services import Services
 from digest.tokens import Signer
 from digest.web import signup, webhook
 
@@ -49,7 +50,7 @@ class Site:
     web: web.Web
 
     def __init__(
-        self, project: Project, clock: Clock, services: pipeline.Services, client: httpx.Client
+        self, project: Project, clock: Clock, services: Services, client: httpx.Client
     ) -> None:
         self.project = project
         self.clock = clock
@@ -203,6 +204,13 @@ def test_preferences_store_topics_and_pause_excludes_from_editions(
     prefs = site.subscriber("ada@example.org").preferences
     assert prefs["skip_categories"] == ["Science"] and prefs["skip_feeds"] == []
     assert "Saved" in site.client.get(r.headers["location"]).text
+    assert "Nothing is ticked" not in site.client.get(r.headers["location"]).text
+    site.client.post(f"/preferences/{token}", data={"action": "topics"})  # all unticked
+    assert "Nothing is ticked: no edition will reach you" in page_after(site, token)
+    site.client.post(
+        f"/preferences/{token}",
+        data={"action": "topics", "topic": ["Technology", allotment.value]},
+    )
 
     site.client.post(f"/preferences/{token}", data={"action": "pause", "for": "1w"})
     ada = site.subscriber("ada@example.org")
@@ -216,6 +224,10 @@ def test_preferences_store_topics_and_pause_excludes_from_editions(
     site.clock.now = NOW + timedelta(days=8)
     (edition,) = site.run().editions
     assert edition.recipients == 2 and site.subscriber("ada@example.org").status == "active"
+
+
+def page_after(site: Site, token: str) -> str:
+    return site.client.get(f"/preferences/{token}").text
 
 
 def test_pause_until_resumed(site: Site) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import Config
 from ..ingest import display_name
-from ..pipeline import Services, make_backend
+from ..services import Services, make_backend
 from ..tokens import Signer, load_key
 from .app import Topic, Web, WebSettings, create_app
 from .signup import Mailer

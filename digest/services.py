@@ -1,0 +1,233 @@
+"""Wiring: the one place that turns a ``Config`` into working parts.
+
+``build`` reads the config (and the secrets it names from the environment), opens the
+database and makes the backend, the renderer and the settings every stage takes as
+plain values; everything after it can be put together by hand in tests.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from . import __version__, db
+from .config import Config
+from .deliver.base import Backend, Letterhead, Personalizer
+from .deliver.dispatch import DispatchSettings
+from .errors import ConfigError
+from .fetch import FetchSettings
+from .render import Renderer, RenderSettings
+from .tokens import Signer, load_key
+
+if TYPE_CHECKING:
+    from .deliver.smtp import DkimKey
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a run needs, built once from the config."""
+
+    config: Config
+    engine: sa.Engine
+    backend: Backend
+    renderer: Renderer
+    fetch: FetchSettings
+    dispatch: DispatchSettings
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+
+def letterhead(config: Config) -> Letterhead:
+    domain = config.digest.from_.rsplit("@", 1)[-1].rstrip(">").strip().lower()
+    slug = "".join(c if c.isalnum() else "-" for c in config.digest.title.lower()).strip("-")
+    return Letterhead(
+        sender=config.digest.from_,
+        reply_to=config.digest.reply_to,
+        list_id=f"{config.digest.title} <{slug or 'digest'}.{domain}>",
+        base_url=config.digest.base_url,
+    )
+
+
+def render_settings(config: Config) -> RenderSettings:
+    d, e = config.digest, config.email
+    templates = config.resolve(e.templates) if e.templates else None
+    if templates is not None and not templates.is_dir():
+        raise ConfigError(
+            str(config.path),
+            [f"email.templates: {templates} is not a folder: create it, or remove the key"],
+        )
+    return RenderSettings(
+        title=d.title,
+        base_url=d.base_url,
+        postal_address=d.postal_address,
+        timezone=e.timezone or config.schedule.timezone,
+        subject=d.subject,
+        templates=templates,
+        locale=e.locale,
+        group_by=e.group_by,
+        thumbnails=e.thumbnails,
+        contents_from=e.contents_from,
+        max_bytes=e.max_bytes,
+    )
+
+
+def fetch_settings(config: Config) -> FetchSettings:
+    f = config.fetch
+    return FetchSettings(
+        timeout=f.timeout.total_seconds(),
+        connect_timeout=f.connect_timeout.total_seconds(),
+        max_bytes=f.max_bytes,
+        max_redirects=f.max_redirects,
+        concurrency=f.concurrency,
+        connections=f.connections,
+        per_host=f.per_host,
+        user_agent=f.user_agent or f"digest/{__version__} (+{config.digest.base_url})",
+        max_retry_wait=f.max_retry_wait.total_seconds(),
+        max_entity_expansion=f.max_entity_expansion,
+        max_entries=f.max_entries,
+        parse_timeout=f.parse_timeout.total_seconds(),
+    )
+
+
+def make_backend(config: Config, signer: Signer) -> Backend:
+    """The configured delivery backend. Secrets are read from the environment here."""
+    head = letterhead(config)
+    personalizer = Personalizer(signer, config.digest.base_url)
+    kind = config.delivery.backend
+    if kind == "outbox":
+        from .deliver.outbox import OutboxBackend
+
+        return OutboxBackend(config.resolve(config.delivery.outbox.dir), head, personalizer)
+    if kind == "sendgrid":
+        return sendgrid_backend(config, head, personalizer)
+    if kind == "smtp":
+        from .deliver.smtp import SmtpBackend, SmtpSettings
+
+        s = config.delivery.smtp
+        password = config.secret_from_env(s.password_env)
+        if s.username and password is None:
+            raise ConfigError(
+                str(config.path),
+                [
+                    f"delivery.smtp.password_env: the environment variable {s.password_env} is not "
+                    f"set: export {s.password_env}=... with the SMTP password for {s.username!r}"
+                ],
+            )
+        return SmtpBackend(
+            SmtpSettings(
+                host=s.host,
+                port=s.effective_port,
+                security=s.security,
+                username=s.username,
+                password=password,
+                timeout=s.timeout.total_seconds(),
+                ca_file=config.resolve(s.ca_file) if s.ca_file else None,
+                max_per_connection=s.max_per_connection,
+                rate=s.rate,
+                dkim=_dkim_key(config),
+            ),
+            head,
+            personalizer,
+        )
+    raise ConfigError(
+        str(config.path), [f"delivery.backend: {kind!r} is not available in this version"]
+    )
+
+
+def sendgrid_backend(config: Config, head: Letterhead, personalizer: Personalizer) -> Backend:
+    from .deliver.sendgrid import SendgridBackend, SendgridSettings
+
+    s = config.delivery.sendgrid
+    key = config.secret_from_env(s.api_key_env)
+    if key is None:
+        raise ConfigError(
+            str(config.path),
+            [
+                f"delivery.sendgrid.api_key_env: the environment variable {s.api_key_env} is "
+                f"not set: export {s.api_key_env}=SG.... with a SendGrid API key that has the "
+                "Mail Send permission"
+            ],
+        )
+    return SendgridBackend(
+        SendgridSettings(
+            api_key=key,
+            api_url=s.api_url,
+            batch_size=s.batch_size,
+            timeout=s.timeout.total_seconds(),
+            sandbox=s.sandbox,
+            asm_group_id=s.asm_group_id,
+            categories=tuple(s.categories),
+        ),
+        head,
+        personalizer,
+    )
+
+
+def _dkim_key(config: Config) -> DkimKey | None:
+    s = config.delivery.smtp
+    if not (s.dkim_key_file and s.dkim_selector and s.dkim_domain):
+        return None
+    from .deliver.smtp import load_dkim_key
+
+    try:
+        return load_dkim_key(config.resolve(s.dkim_key_file), s.dkim_selector, s.dkim_domain)
+    except ValueError as exc:
+        raise ConfigError(str(config.path), [f"delivery.smtp.dkim_key_file: {exc}"]) from None
+
+
+def dispatch_settings(
+    config: Config,
+    sleep: Callable[[float], None],
+    clock: Callable[[], datetime],
+    should_stop: Callable[[], bool],
+) -> DispatchSettings:
+    d = config.delivery
+    return DispatchSettings(
+        workers=d.effective_workers,
+        retries=d.retries,
+        backoff=d.retry_backoff.total_seconds(),
+        max_wait=d.max_retry_wait.total_seconds(),
+        retry_unanswered=d.retry_unanswered,
+        sleep=sleep,
+        clock=clock,
+        should_stop=should_stop,
+    )
+
+
+def build(
+    config: Config,
+    *,
+    engine: sa.Engine | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+    should_stop: Callable[[], bool] = lambda: False,
+    readonly: bool = False,
+) -> Services:
+    """Turn the config into working parts. ``readonly`` (previews, dry runs) signs links
+    with a throwaway key instead of creating the real one."""
+    own = engine is None
+    engine = engine or db.connect(config.storage_url)
+    try:
+        signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
+        return Services(
+            config=config,
+            engine=engine,
+            backend=make_backend(config, signer),
+            renderer=Renderer(render_settings(config)),
+            fetch=replace(fetch_settings(config), clock=clock),
+            dispatch=dispatch_settings(config, sleep, clock, should_stop),
+            clock=clock,
+        )
+    except BaseException:
+        if own:  # a config problem found here: do not leave the engine behind
+            engine.dispose()
+        raise
