@@ -22,8 +22,8 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import sqlalchemy as sa
 
@@ -46,16 +46,9 @@ from .pick import pick
 from .services import Services
 from .services import build as build  # the entry point: pipeline.run(pipeline.build(config))
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 #: Entries the ledger learned this recently are not cleaned again (see ingest).
 KNOWN_WINDOW = timedelta(days=90)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Progress(Protocol):

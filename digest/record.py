@@ -298,13 +298,14 @@ def _sort_into_variants(
     last = sa.select(sa.func.coalesce(sa.func.max(D.c.batch), -1)).where(mine)
     batch = int(conn.execute(last).scalar_one())
     for variant in sorted(members):
-        for chunk in _chunks(sorted(members[variant]), batch_size):
+        for group in _chunks(sorted(members[variant]), batch_size):
             batch += 1
-            conn.execute(
-                sa.update(D)
-                .where(mine & D.c.subscriber_id.in_(chunk))
-                .values(batch=batch, variant=variant)
-            )
+            for chunk in _chunks(group):  # IN lists of a size every database takes
+                conn.execute(
+                    sa.update(D)
+                    .where(mine & D.c.subscriber_id.in_(chunk))
+                    .values(batch=batch, variant=variant)
+                )
 
 
 def unfinished(conn: sa.Connection) -> list[int]:
@@ -549,11 +550,14 @@ def tally(conn: sa.Connection, edition_id: int) -> Tally:
 
 
 def settle(conn: sa.Connection, edition_id: int, now: datetime) -> Tally:
-    """Close the edition if nothing is pending: done, or abandoned if nothing went out."""
+    """Close the edition if nothing is pending: done, or abandoned if nothing went out
+    to any of its recipients. An edition with none (every subscriber unticked all that
+    was new in it) is done: its entries reached everyone who wanted them."""
     t = tally(conn, edition_id)
     if t.pending:
         return t
-    status = EditionStatus.DONE if t.delivered + t.unknown > 0 else EditionStatus.ABANDONED
+    went_out = t.delivered + t.unknown > 0 or t.recipients == 0
+    status = EditionStatus.DONE if went_out else EditionStatus.ABANDONED
     conn.execute(
         sa.update(E)
         .where(E.c.id == edition_id)

@@ -169,3 +169,20 @@ def test_recipients_are_frozen_into_batches_of_one_variant_each(project: Project
         got[b.variant].append(sorted(r.subscriber_id for r in b.recipients))
     assert got == {0: [[ids[0]]], 1: [[ids[1], ids[3]], [ids[4]]]}
     assert [b.variant for b in batches] == sorted(b.variant for b in batches)  # grouped
+
+
+def test_when_everyone_unticked_all_that_is_new_the_edition_is_done_and_sends_nothing(
+    project: Project, samples: Path
+) -> None:
+    project.feed("samples/field-notes.atom", first_run_window="all", category="Science")
+    project.subscriber("ada@example.org")
+    engine = project.engine()
+    with engine.begin() as conn:
+        subscribers.sync_config(conn, [("ada@example.org", None)], NOW)
+        (ada,) = subscribers.all_subscribers(conn)
+        subscribers.set_preferences(conn, ada.id, {"skip_categories": ["Science"]}, NOW)
+    (edition,) = project.run(NOW).editions
+    assert edition.status is EditionStatus.DONE and edition.recipients == 0
+    assert project.outbox() == []
+    # its entries went to everyone who wanted them: not new again next time
+    assert project.run(NOW + timedelta(hours=1)).editions == ()
