@@ -321,6 +321,8 @@ def commit_edition(
         variants = personal.plan(selection, subscribers.preferences_of_active(conn))
         for number, dropped in variants.dropped.items():
             variant = personal.without(selection, dropped)
+            # headlines moved up into the items get what items have: a sanitized body
+            variant = replace(variant, items=tuple(finish(e) for e in variant.items))
             record.save_variant(
                 conn, number, services.renderer.compose(edition_id, variant, now, nonce), dropped
             )

@@ -186,3 +186,27 @@ def test_when_everyone_unticked_all_that_is_new_the_edition_is_done_and_sends_no
     assert project.outbox() == []
     # its entries went to everyone who wanted them: not new again next time
     assert project.run(NOW + timedelta(hours=1)).editions == ()
+
+
+def test_a_headline_moved_up_into_a_variants_items_is_finished_like_one(
+    project: Project, samples: Path
+) -> None:
+    """Items are sanitized (and get a thumbnail from their body) before rendering; a
+    headline that moves up into a variant's items gets the same."""
+    tech = samples / "harbour-tech.rss"
+    tech.write_text(tech.read_text().replace("Thu, 26 Nov 2026 08:30", "Sat, 28 Nov 2026 06:00"))
+    project.data["digest"]["max_items"] = 1
+    project.feed("samples/harbour-tech.rss", first_run_window="all", category="Tech")
+    project.feed("samples/field-notes.atom", first_run_window="all", category="Science")
+    project.subscriber("grace@example.org")
+    engine = project.engine()
+    with engine.begin() as conn:
+        subscribers.sync_config(conn, [("grace@example.org", None)], NOW)
+        (grace,) = subscribers.all_subscribers(conn)
+        subscribers.set_preferences(conn, grace.id, {"skip_categories": ["Tech"]}, NOW)
+    (edition,) = project.run(NOW).editions
+    with engine.connect() as conn:
+        whole = record.load_composed(conn, edition.id)
+        (variant,) = record.load_variants(conn, edition.id).values()
+    assert "glacier-camp.jpg" not in whole.html  # the glacier post is a headline there
+    assert "glacier-camp.jpg" in variant.html  # and the one item here, with its picture
