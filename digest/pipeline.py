@@ -358,7 +358,7 @@ def deliver(
                     unknown,
                 )
         composed = record.load_composed(conn, edition_id)
-        variants = record.load_variants(conn, edition_id)
+        variants = record.load_variants(conn, composed)
         before = record.tally(conn, edition_id)
     progress.sending(edition_id, before.pending)
     settings = replace(services.dispatch, on_progress=progress.sent)

@@ -327,13 +327,14 @@ def load_composed(conn: sa.Connection, edition_id: int) -> Composed:
     )
 
 
-def load_variants(conn: sa.Connection, edition_id: int) -> dict[int, Composed]:
-    """The edition's variants (number → content); the edition itself is variant 0."""
-    edition = load_composed(conn, edition_id)
-    rows = conn.execute(sa.select(V).where(V.c.edition_id == edition_id).order_by(V.c.number))
+def load_variants(conn: sa.Connection, edition: Composed) -> dict[int, Composed]:
+    """The variants of ``edition`` (number → content); the edition itself is variant 0."""
+    rows = conn.execute(
+        sa.select(V).where(V.c.edition_id == edition.edition_id).order_by(V.c.number)
+    )
     return {
         r.number: Composed(
-            edition_id=edition_id,
+            edition_id=edition.edition_id,
             subject=r.subject,
             html=r.html,
             text=r.text,

@@ -228,3 +228,17 @@ def httpserver_listen_address() -> tuple[str, int]:
 
 from tests.browser import artifacts, browser  # noqa: E402, F401
 from tests.sendgrid_server import sendgrid_server, sendgrid_server_factory  # noqa: E402, F401
+
+
+def add_post(samples: Path, guid: str, published: str = "Mon, 15 Mar 2027 08:00:00 +0000") -> None:
+    """Put a new post at the top of the sample feed harbour-tech.rss."""
+    feed = samples / "harbour-tech.rss"
+    feed.write_text(
+        feed.read_text().replace(
+            "<item>",
+            f"<item><title>Post {guid}</title><link>https://harbour-tech.example/{guid}/</link>"
+            f'<guid isPermaLink="false">{guid}</guid>'
+            f"<pubDate>{published}</pubDate></item><item>",
+            1,
+        )
+    )

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -43,9 +43,18 @@ def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
 # -- known entries are recognised, not cleaned ----------------------------------------------
 
 
-def test_known_entries_are_not_cleaned(monkeypatch: pytest.MonkeyPatch) -> None:
-    raw = parse(RSS, "https://h.example/feed").entries
-    known = {identity(r) for r in raw[1:]}
+def local_feeds(folder: Path, odd: Mapping[int, bytes] | None = None) -> list[FeedSource]:
+    """Nine feeds on disk (enough for the parser pool), RSS unless ``odd`` says otherwise."""
+    sources = []
+    for i in range(9):
+        path = folder / f"feed{i}.rss"
+        path.write_bytes((odd or {}).get(i, RSS))
+        sources.append(FeedSource(path.as_uri()))
+    return sources
+
+
+def count_cleaned(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The titles of the entries ``clean`` is called for, from now on."""
     cleaned: list[str] = []
     real = ingest_module.clean
 
@@ -54,6 +63,13 @@ def test_known_entries_are_not_cleaned(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ingest_module, "clean", counting)
+    return cleaned
+
+
+def test_known_entries_are_not_cleaned(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = parse(RSS, "https://h.example/feed").entries
+    known = {identity(r) for r in raw[1:]}
+    cleaned = count_cleaned(monkeypatch)
     got = digest_feed(fetched(RSS), NOW, 300, known)
     assert cleaned == [raw[0].title]
     assert [e.identity for e in got.entries] == [identity(raw[0])]
@@ -81,14 +97,7 @@ def test_a_run_cleans_only_what_is_new_and_reports_every_entry(
             1,
         )
     )
-    cleaned: list[str] = []
-    real = ingest_module.clean
-
-    def counting(*args: object, **kw: object) -> object:
-        cleaned.append(args[0].title)  # type: ignore[attr-defined]
-        return real(*args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ingest_module, "clean", counting)
+    cleaned = count_cleaned(monkeypatch)
     report = run(project, NOW + timedelta(hours=2))
     assert cleaned == ["Fresh"]
     assert report.editions[0].entries == 1
@@ -155,11 +164,7 @@ def test_a_dying_parser_process_fails_only_its_feed(
 
     monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
     monkeypatch.setattr(ingest_module, "parse", fragile)  # inherited by the forked workers
-    sources = []
-    for i in range(9):
-        path = tmp_path / f"feed{i}.rss"
-        path.write_bytes(RSS.replace(b"<channel>", b"<channel><!-- KILL -->") if i == 4 else RSS)
-        sources.append(FeedSource(path.as_uri()))
+    sources = local_feeds(tmp_path, {4: RSS.replace(b"<channel>", b"<channel><!-- KILL -->")})
     results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2)
     assert [r.status for r in results].count(FetchStatus.OK) == 8
     bad = results[4]
@@ -399,11 +404,7 @@ def test_a_feed_that_makes_the_parser_crawl_is_stopped(
     slow = RSS.replace(b"<channel>", b"<channel><!-- CRAWL -->")
     alone = digest_feed(fetched(slow), NOW, 300, limits=ParseLimits(max_seconds=0.2))
     assert alone.error and "more than 0.2s of CPU time (fetch.parse_timeout)" in alone.error.message
-    sources = []
-    for i in range(9):
-        path = tmp_path / f"feed{i}.rss"
-        path.write_bytes(slow if i == 2 else RSS)
-        sources.append(FeedSource(path.as_uri()))
+    sources = local_feeds(tmp_path, {2: slow})
     results = ingest(sources, {}, FetchSettings(parse_timeout=0.3), NOW, 300, workers=2)
     assert [r.status for r in results].count(FetchStatus.OK) == 8
     assert results[2].error and "fetch.parse_timeout" in results[2].error.message
@@ -418,11 +419,7 @@ def test_without_parser_processes_feeds_are_parsed_here(
 ) -> None:
     monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
     monkeypatch.setattr(ingest_module, "_ready", die)  # the workers die as they start
-    sources = []
-    for i in range(9):
-        path = tmp_path / f"feed{i}.rss"
-        path.write_bytes(RSS)
-        sources.append(FeedSource(path.as_uri()))
+    sources = local_feeds(tmp_path)
     results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2)
     assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
 
@@ -451,11 +448,7 @@ def test_with_other_threads_running_workers_come_from_a_fork_server(tmp_path: Pa
     other.start()
     try:
         assert ingest_module.start_method() == "forkserver"
-        sources = []
-        for i in range(9):
-            path = tmp_path / f"feed{i}.rss"
-            path.write_bytes(RSS)
-            sources.append(FeedSource(path.as_uri()))
+        sources = local_feeds(tmp_path)
         results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2)
     finally:
         stop.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def test_without_moves_headlines_up_into_the_places_left() -> None:
     assert variant.more == (entry(GARDEN, 2),)
 
 
+def choose(project: Project, choices: Mapping[str, Mapping[str, object]]) -> None:
+    """The project's subscribers, in the database, with these preferences saved
+    (address → what the preferences page stores)."""
+    with project.engine().begin() as conn:
+        listed = [(str(s["email"]), None) for s in project.data["subscribers"]]
+        subscribers.sync_config(conn, listed, NOW)
+        for s in subscribers.all_subscribers(conn):
+            if s.email in choices:
+                subscribers.set_preferences(conn, s.id, dict(choices[s.email]), NOW)
+
+
 # -- doing: a real run, to the outbox ------------------------------------------------------
 
 
@@ -104,17 +116,18 @@ def test_each_subscriber_gets_the_edition_without_what_they_unticked(
         project.subscriber(f"{name}@example.org")
     garden = project.config().sources()[2].url
     engine = project.engine()
-    with engine.begin() as conn:
-        listed = [(f"{n}@example.org", None) for n in ("ada", "grace", "lin", "mary")]
-        subscribers.sync_config(conn, listed, NOW)
-        ids = {s.email.split("@")[0]: s.id for s in subscribers.all_subscribers(conn)}
-        choose = {
-            "grace": {"version": 1, "skip_categories": ["Science"], "skip_feeds": []},
-            "lin": {"version": 1, "skip_categories": ["Tech", "Science"], "skip_feeds": [garden]},
-            "mary": {"version": 1, "skip_categories": ["Science"], "skip_feeds": []},
-        }
-        for name, prefs in choose.items():
-            subscribers.set_preferences(conn, ids[name], dict(prefs), NOW)
+    choose(
+        project,
+        {
+            "grace@example.org": {"version": 1, "skip_categories": ["Science"], "skip_feeds": []},
+            "lin@example.org": {
+                "version": 1,
+                "skip_categories": ["Tech", "Science"],
+                "skip_feeds": [garden],
+            },
+            "mary@example.org": {"version": 1, "skip_categories": ["Science"], "skip_feeds": []},
+        },
+    )
 
     report = project.run(NOW)
     (edition,) = report.editions
@@ -130,13 +143,13 @@ def test_each_subscriber_gets_the_edition_without_what_they_unticked(
         assert eel not in text and build in text and "Leaf mould" in text
 
     with engine.connect() as conn:
-        variants = record.load_variants(conn, edition.id)
+        archive = record.load_composed(conn, edition.id)
+        variants = record.load_variants(conn, archive)
         batches = conn.execute(
             sa.select(schema.batches.c.variant, schema.batches.c.size).where(
                 schema.batches.c.edition_id == edition.id
             )
         ).all()
-        archive = record.load_composed(conn, edition.id)
     assert list(variants) == [1] and eel not in variants[1].text
     per_variant: dict[int, int] = {}
     for variant, size in batches:
@@ -176,11 +189,7 @@ def test_when_everyone_unticked_all_that_is_new_the_edition_is_done_and_sends_no
 ) -> None:
     project.feed("samples/field-notes.atom", first_run_window="all", category="Science")
     project.subscriber("ada@example.org")
-    engine = project.engine()
-    with engine.begin() as conn:
-        subscribers.sync_config(conn, [("ada@example.org", None)], NOW)
-        (ada,) = subscribers.all_subscribers(conn)
-        subscribers.set_preferences(conn, ada.id, {"skip_categories": ["Science"]}, NOW)
+    choose(project, {"ada@example.org": {"skip_categories": ["Science"]}})
     (edition,) = project.run(NOW).editions
     assert edition.status is EditionStatus.DONE and edition.recipients == 0
     assert project.outbox() == []
@@ -199,14 +208,11 @@ def test_a_headline_moved_up_into_a_variants_items_is_finished_like_one(
     project.feed("samples/harbour-tech.rss", first_run_window="all", category="Tech")
     project.feed("samples/field-notes.atom", first_run_window="all", category="Science")
     project.subscriber("grace@example.org")
+    choose(project, {"grace@example.org": {"skip_categories": ["Tech"]}})
     engine = project.engine()
-    with engine.begin() as conn:
-        subscribers.sync_config(conn, [("grace@example.org", None)], NOW)
-        (grace,) = subscribers.all_subscribers(conn)
-        subscribers.set_preferences(conn, grace.id, {"skip_categories": ["Tech"]}, NOW)
     (edition,) = project.run(NOW).editions
     with engine.connect() as conn:
         whole = record.load_composed(conn, edition.id)
-        (variant,) = record.load_variants(conn, edition.id).values()
+        (variant,) = record.load_variants(conn, whole).values()
     assert "glacier-camp.jpg" not in whole.html  # the glacier post is a headline there
     assert "glacier-camp.jpg" in variant.html  # and the one item here, with its picture

@@ -18,7 +18,7 @@ from digest.errors import LeaseError
 from digest.model import Batch, BatchStatus, Composed, EditionStatus
 from digest.schedule import Action, Outcome, Schedule, decide, fire_times
 
-from .conftest import Clock, Project
+from .conftest import Clock, Project, add_post
 
 CHICAGO, BERLIN = ZoneInfo("America/Chicago"), ZoneInfo("Europe/Berlin")
 
@@ -167,19 +167,6 @@ def editions(engine: sa.Engine) -> list[tuple[int, datetime | None, str]]:
         return [tuple(r) for r in conn.execute(sa.select(E.c.id, E.c.slot, E.c.status))]  # type: ignore[misc]
 
 
-def add_entry(samples: Path, guid: str) -> None:
-    feed = samples / "harbour-tech.rss"
-    feed.write_text(
-        feed.read_text().replace(
-            "<item>",
-            f"<item><title>Post {guid}</title><link>https://harbour-tech.example/{guid}/</link>"
-            f'<guid isPermaLink="false">{guid}</guid>'
-            "<pubDate>Mon, 15 Mar 2027 08:00:00 +0000</pubDate></item><item>",
-            1,
-        )
-    )
-
-
 def test_catch_up_after_downtime_sends_once_and_survives_restarts(
     runner: tuple[schedule.Runner, Clock], sampled: Project
 ) -> None:
@@ -216,7 +203,7 @@ def test_a_slot_with_nothing_new_is_handled_too(
     assert r.tick() is Outcome.RAN  # nothing new: no edition, but the slot is handled
     with r.services.engine.connect() as conn:
         assert schedule.last_sent(conn) == SLOT + timedelta(days=1)
-    add_entry(samples, "late-news")  # new content after the slot: waits for the next
+    add_post(samples, "late-news")  # new content after the slot: waits for the next
     clock.now += timedelta(minutes=30)
     assert r.tick() is Outcome.SKIPPED
     clock.now = SLOT + timedelta(days=2)
@@ -257,7 +244,7 @@ def test_the_slot_is_unique_even_past_the_lease(
 ) -> None:
     r, clock = runner
     assert r.tick() is Outcome.RAN
-    add_entry(samples, "sneaky")
+    add_post(samples, "sneaky")
     # a run that somehow got past both checks, for the same slot: refused by the database
     with pytest.raises(sa.exc.IntegrityError):
         pipeline.run(r.services, slot=SLOT)
@@ -405,7 +392,7 @@ def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> 
         assert second.tick() is Outcome.RAN  # nothing new: handled, recorded
         with services.engine.connect() as conn:
             assert schedule.last_sent(conn) == SLOT + timedelta(days=1)
-        add_entry(samples, "sneaky")
+        add_post(samples, "sneaky")
         try:
             with pytest.raises(sa.exc.IntegrityError):
                 pipeline.run(services, slot=SLOT)  # made it past everything: refused

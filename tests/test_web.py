@@ -28,7 +28,7 @@ from digest.services import Services
 from digest.tokens import Signer
 from digest.web import signup, webhook
 
-from .conftest import Clock, Project
+from .conftest import Clock, Project, add_post
 from .live import live
 
 NOW = datetime(2027, 3, 15, 12, 0, tzinfo=UTC)
@@ -215,12 +215,12 @@ def test_preferences_store_topics_and_pause_excludes_from_editions(
     site.client.post(f"/preferences/{token}", data={"action": "pause", "for": "1w"})
     ada = site.subscriber("ada@example.org")
     assert ada.status == "paused" and ada.paused_until == NOW + timedelta(weeks=1)
-    _new_entry(samples, "during-the-break")
+    add_post(samples, "during-the-break")
     site.clock.now = NOW + timedelta(days=1)
     (edition,) = site.run().editions
     assert edition.recipients == 1  # grace only
     # the break ends by itself
-    _new_entry(samples, "after-the-break")
+    add_post(samples, "after-the-break")
     site.clock.now = NOW + timedelta(days=8)
     (edition,) = site.run().editions
     assert edition.recipients == 2 and site.subscriber("ada@example.org").status == "active"
@@ -241,19 +241,6 @@ def test_pause_until_resumed(site: Site) -> None:
     assert site.subscriber("grace@example.org").status == "paused"
     site.client.post(f"/preferences/{token}", data={"action": "resume"})
     assert site.subscriber("grace@example.org").status == "active"
-
-
-def _new_entry(samples: Path, guid: str) -> None:
-    feed = samples / "harbour-tech.rss"
-    feed.write_text(
-        feed.read_text().replace(
-            "<item>",
-            f"<item><title>Post {guid}</title><link>https://harbour-tech.example/{guid}/</link>"
-            f'<guid isPermaLink="false">{guid}</guid>'
-            "<pubDate>Mon, 15 Mar 2027 08:00:00 +0000</pubDate></item><item>",
-            1,
-        )
-    )
 
 
 # -- double opt-in ------------------------------------------------------------------------
@@ -290,7 +277,7 @@ def test_sign_up_is_pending_until_confirmed_by_a_button(site: Site, samples: Pat
     assert msg["Subject"] == "Confirm your subscription to Test Digest"
     link = confirmation_link(site, "Lin@Example.org")
 
-    _new_entry(samples, "before-confirming")  # pending: not a recipient
+    add_post(samples, "before-confirming")  # pending: not a recipient
     site.clock.now = NOW + timedelta(hours=1)
     (edition,) = site.run().editions
     assert edition.recipients == 2
@@ -306,7 +293,7 @@ def test_sign_up_is_pending_until_confirmed_by_a_button(site: Site, samples: Pat
         row = conn.execute(sa.select(schema.signups)).one()
     assert row.mailed and row.confirmed_at is not None and row.ip == "127.0.0.1"
 
-    _new_entry(samples, "after-confirming")
+    add_post(samples, "after-confirming")
     site.clock.now = NOW + timedelta(hours=2)
     (edition,) = site.run().editions
     assert edition.recipients == 3
@@ -503,7 +490,7 @@ def test_signed_events_are_recorded_once_and_suppress(
     assert again.json()["duplicates"] == 4 and again.json()["recorded"] == 0
     assert len(events_table(site)) == 4
     # suppressed addresses get no more editions, and the config cannot bring them back
-    _new_entry(site.project.folder / "samples", "after-the-bounce")
+    add_post(site.project.folder / "samples", "after-the-bounce")
     site.clock.now = NOW + timedelta(days=1)
     report = site.run()
     assert report.skipped is not None and "no active subscribers" in report.skipped

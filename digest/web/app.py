@@ -30,6 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 
 from .. import subscribers, tokens
+from ..personal import Skips
 from ..render import default_templates_dir
 from ..tokens import Signer
 from . import signup, webhook, work
@@ -346,10 +347,9 @@ def routes(web: Web) -> list[Route]:
             form = await request.form(max_files=0)
             done = await run_in_threadpool(work.preferences, web, s, form)
             return RedirectResponse(web.url(f"/preferences/{token}?done={done}"), 303)
-        skip_c = set(work.strings(s.preferences.get("skip_categories")))
-        skip_f = set(work.strings(s.preferences.get("skip_feeds")))
+        skips = Skips.of(s.preferences)
         topics = [
-            (t, t.value not in (skip_c if t.kind == "category" else skip_f))
+            (t, t.value not in (skips.categories if t.kind == "category" else skips.feeds))
             for t in web.settings.topics
         ]
         return web.page(

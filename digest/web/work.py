@@ -61,10 +61,6 @@ def resubscribe(web: Web, s: subscribers.Subscriber) -> None:
         subscribers.confirm(conn, s.id, web.clock())
 
 
-def strings(value: object) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
 def preferences(web: Web, s: subscribers.Subscriber, form: Any) -> str:
     now = web.clock()
     action = form.get("action", "")
