@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -139,6 +140,22 @@ def test_the_deploy_units_set_an_owner_only_umask() -> None:
     assert len(units) == 2
     for unit in units:
         assert "\nUMask=0077\n" in unit.split("```")[0]
+
+
+def test_the_threat_model_is_linked_and_names_only_keys_that_exist() -> None:
+    """docs/security.md: every config key it names is one digest reads, except in a block
+    marked for the lead to confirm (it names what other work adds)."""
+    from digest.config import Config
+
+    from .test_docs import key_paths
+
+    assert "(docs/security.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    blocks = re.split(r"\n\s*\n|\n(?=- )", doc)
+    checked = [b for b in blocks if "<!-- lead: confirm -->" not in b]
+    named = set(re.findall(r"`([a-z_]+\.[a-z_.]+)`", "\n".join(checked)))
+    keys = {k.replace("[]", "") for k in key_paths(Config)}
+    assert len(named) >= 15 and named <= keys, named - keys
 
 
 # -- DIGEST_SECRET ------------------------------------------------------------------------
