@@ -5,8 +5,8 @@ the key that signs their links (whoever reads it can unsubscribe anyone); the ou
 holds every message, named after its recipient; an export is the whole list. digest
 creates them owner-only (files 0600, folders 0700) whatever the umask; SQLite gives its
 ``-wal``, ``-shm`` and ``-journal`` files the database file's mode. ``warnings`` is for
-``digest check`` (and ``digest serve`` at start): the config, the database or the
-outbox readable by every local user.
+``digest check`` (and ``digest serve`` at start): the config, the database, the
+outbox or the DKIM key readable by every local user.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def _open_to_all(path: Path) -> str | None:
 
 
 def warnings(config: Config) -> list[str]:
-    """The config, the database and the outbox, when every local user can read them."""
+    """The config, the database, the outbox and the DKIM key, when every local user can
+    read them."""
     out = []
     mode = _open_to_all(config.path)
     if mode:
@@ -90,6 +91,15 @@ def warnings(config: Config) -> list[str]:
                     "holds every subscriber's address and, without DIGEST_SECRET, the key "
                     f"that signs their unsubscribe links: chmod 600 {path}"
                 )
+    smtp = config.delivery.smtp
+    if smtp.dkim_key_file:
+        key = config.resolve(smtp.dkim_key_file)
+        mode = _open_to_all(key)
+        if mode:
+            out.append(
+                f"delivery.smtp.dkim_key_file: {key} can be read by every local user ({mode}), "
+                f"and whoever reads it can sign mail as {smtp.dkim_domain}: chmod 600 {key}"
+            )
     if config.delivery.backend == "outbox":
         folder = config.resolve(config.delivery.outbox.dir)
         mode = _open_to_all(folder)

@@ -158,6 +158,22 @@ def test_the_threat_model_is_linked_and_names_only_keys_that_exist() -> None:
     assert len(named) >= 15 and named <= keys, named - keys
 
 
+def test_a_dkim_key_every_local_user_can_read_is_warned_about(sampled: Project) -> None:
+    from digest.config import warnings_for
+
+    from .test_deliver import rsa_key
+
+    key, _ = rsa_key(sampled.folder)
+    smtp = {"dkim_key_file": str(key), "dkim_selector": "s1", "dkim_domain": "example.org"}
+    sampled.data["delivery"] = {"backend": "smtp", "smtp": smtp}
+    key.chmod(0o644)
+    (warning,) = [w for w in warnings_for(sampled.config()) if "dkim_key_file" in w]
+    assert f"{key} can be read by every local user (mode 0644)" in warning
+    assert "sign mail as example.org" in warning
+    key.chmod(0o600)
+    assert not [w for w in warnings_for(sampled.config()) if "dkim_key_file" in w]
+
+
 # -- DIGEST_SECRET ------------------------------------------------------------------------
 
 
