@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import __version__, console
+from . import __version__, console, redact
 from .config import Config, load_config, warnings_for
 from .errors import (
     ConfigError,
@@ -126,6 +126,10 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    redact.install()  # no secret and no subscriber's token in any line, at any verbosity
+    # The SendGrid client's debug lines are its request headers (the API key) and whole
+    # request bodies (every recipient): digest says what happened in its own words.
+    logging.getLogger("python_http_client").setLevel(max(level, logging.INFO))
     ctx.obj = State(config_path)
     ctx.call_on_close(ctx.obj.close)
 
@@ -395,13 +399,13 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
 @handled
 def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
     """Export subscribers as CSV."""
-    from . import subscribers
+    from . import permissions, subscribers
 
     with state.engine().connect() as conn:
         if out_path is None:
             subscribers.export_csv(conn, sys.stdout, status)
             return
-        with out_path.open("w", encoding="utf-8", newline="") as f:
+        with permissions.open_private(out_path) as f:  # the whole list: owner-only
             n = subscribers.export_csv(conn, f, status)
     console.err.print(f"{n} subscribers written to {out_path}")
 
@@ -498,11 +502,9 @@ def db_upgrade(state: State) -> None:
 @handled
 def db_status(state: State) -> None:
     """Show the schema revision and what this version needs."""
-    import sqlalchemy as sa
-
     from . import db
 
-    engine = sa.create_engine(state.config.storage_url)
+    engine = db.open_engine(state.config.storage_url)
     try:
         console.out.print(
             f"database: {engine.url!r}\nschema: {db.current_revision(engine) or 'none'}"

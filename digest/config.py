@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import redact
 from .durations import parse_duration
 from .errors import ConfigError
 from .model import FeedSource
@@ -404,7 +405,9 @@ class Config(Section):
         )
 
     def secret_from_env(self, name: str) -> str | None:
+        """A secret from the environment; from then on it is masked in every log line."""
         value = os.environ.get(name)
+        redact.secret(value)
         return value if value else None
 
 
@@ -563,7 +566,9 @@ def _example(loc: Sequence[int | str]) -> str:
 
 def warnings_for(config: Config) -> list[str]:
     """Things that work but that an operator should know about (``digest check``)."""
-    out = []
+    from .permissions import warnings as exposed
+
+    out = exposed(config)
     if not config.digest.base_url.startswith("https://"):
         out.append(
             f"digest.base_url: {config.digest.base_url!r} is not https: fine for local "

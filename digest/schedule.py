@@ -14,11 +14,15 @@ Three layers, deciding apart from doing:
   says an edition last went out, and whether an edition is unfinished, and says
   "run now for slot X", "resume only" or "skip because Y". The slot is the latest
   fire time at or before now; it is sent unless something went out since, or it is
-  older than ``catch_up`` (missed while the service was down for too long).
+  later than its grace (missed while the service was down for too long). The grace is
+  ``catch_up``, and never less than ``ON_TIME``: a slot run within a minute of its
+  time is on time (cron counts in minutes, and APScheduler fires a few milliseconds,
+  under load a few seconds, after the instant), so ``catch_up = "0s"`` sends every
+  edition on time and catches none up.
 - **Doing** (``Runner.tick``, ``Scheduler``): reads the database, decides, takes the
   lease, decides again under it (another process may have just sent the slot), runs
   the pipeline for the slot and records it. APScheduler calls ``tick`` at each fire
-  time (``coalesce=True``, ``misfire_grace_time`` = ``catch_up``, one at a time),
+  time (``coalesce=True``, ``misfire_grace_time`` = the same grace, one at a time),
   and once at start-up, which is the catch-up after downtime.
 
 Never two editions at once: the lease (``digest/lease.py``) is held for the whole
@@ -55,6 +59,8 @@ LAST_SLOT_KEY = "schedule.last_slot"
 UNCONFIRMED_KEPT = timedelta(days=30)
 #: How long a run that found the lease taken waits before trying the slot again.
 BUSY_RETRY = timedelta(minutes=1)
+#: A slot run at most this late is on time, whatever ``catch_up`` says.
+ON_TIME = timedelta(minutes=1)
 _SEARCH_LIMIT = timedelta(days=400)
 
 
@@ -70,6 +76,11 @@ class Schedule:
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def grace(self) -> timedelta:
+        """How late a slot may still go out: ``catch_up``, and at least ``ON_TIME``."""
+        return max(self.catch_up, ON_TIME)
 
     def trigger(self) -> CronTrigger:
         return crontab.trigger(self.cron, self.zone)
@@ -157,7 +168,7 @@ def decide(
             f"the edition for {when} is done (last sent {schedule.local(last_sent)})",
         )
     late = now - slot
-    if late > schedule.catch_up:
+    if late > schedule.grace:
         return _resume_or_skip(
             unfinished,
             slot,
@@ -165,7 +176,7 @@ def decide(
             f"({format_duration(schedule.catch_up)}): skipped; the next edition follows "
             "the schedule",
         )
-    if late > timedelta(minutes=1):
+    if late > ON_TIME:
         return Decision(Action.RUN, slot, f"catching up {when} ({format_duration(late)} late)")
     return Decision(Action.RUN, slot, f"scheduled for {when}")
 
@@ -332,9 +343,9 @@ class Scheduler:
     """APScheduler (3.11) calling ``Runner.tick`` at each fire time, and once at start.
 
     One worker thread, ``max_instances=1``, ``coalesce=True`` (missed fire times are
-    one run), ``misfire_grace_time`` = ``catch_up`` (APScheduler's own default is one
-    second). The decision itself is ``decide``'s, from the database, so it is the same
-    across restarts.
+    one run), ``misfire_grace_time`` = ``Schedule.grace`` (APScheduler's own default is
+    one second), so APScheduler and ``decide`` agree on what is late. The decision
+    itself is ``decide``'s, from the database, so it is the same across restarts.
     """
 
     def __init__(self, runner: Runner) -> None:
@@ -343,7 +354,7 @@ class Scheduler:
 
         self.runner = runner
         self.schedule = runner.schedule
-        grace = max(1, int(self.schedule.catch_up.total_seconds()))
+        grace = int(self.schedule.grace.total_seconds())
         self._aps: Any = BackgroundScheduler(
             timezone=self.schedule.zone,
             executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -359,7 +370,7 @@ class Scheduler:
             id="edition",
             name="edition",
             coalesce=True,
-            misfire_grace_time=max(1, int(self.schedule.catch_up.total_seconds())),
+            misfire_grace_time=int(self.schedule.grace.total_seconds()),
             max_instances=1,
         )
         self._aps.add_job(self._tick, "date", id="start-up", name="catch-up at start-up")

@@ -23,7 +23,7 @@ from .deliver.dispatch import DispatchSettings
 from .errors import ConfigError
 from .fetch import FetchSettings
 from .render import Renderer, RenderSettings
-from .tokens import Signer, load_key
+from .tokens import Signer, env_key, load_key
 
 if TYPE_CHECKING:
     from .deliver.smtp import DkimKey
@@ -217,6 +217,8 @@ def build(
     own = engine is None
     engine = engine or db.connect(config.storage_url)
     try:
+        if readonly:  # a throwaway key, but a DIGEST_SECRET that could not sign is an error
+            env_key()
         signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
         return Services(
             config=config,

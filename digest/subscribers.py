@@ -30,6 +30,7 @@ from .db import schema
 from .errors import UsageError
 from .model import SUBSCRIBER_STATUSES
 from .render import header_safe
+from .spreadsheet import escape, unescape
 
 S = schema.subscribers
 ACTIVE, PENDING, UNSUBSCRIBED, SUPPRESSED, REMOVED = (
@@ -323,7 +324,8 @@ class ImportReport:
 def import_csv(
     conn: sa.Connection, text: TextIO, now: datetime, *, resubscribe: bool = False
 ) -> ImportReport:
-    """Import ``email,name`` rows; bad rows are reported by line, good ones imported."""
+    """Import ``email,name`` rows; bad rows are reported by line, good ones imported. A
+    cell ``export_csv`` marked as text (a leading ``'``) is read without the mark."""
     report = ImportReport()
     reader = csv.reader(text)
     header = next(reader, None)
@@ -342,8 +344,8 @@ def import_csv(
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        email = row[at_email].strip() if at_email < len(row) else ""
-        name = row[at_name].strip() if 0 <= at_name < len(row) else None
+        email = unescape(row[at_email].strip()) if at_email < len(row) else ""
+        name = unescape(row[at_name].strip()) if 0 <= at_name < len(row) else None
         if not email:
             report.rejected.append((line, "no e-mail address"))
             continue
@@ -376,20 +378,20 @@ def _day(when: datetime | None) -> str:
 
 
 def export_csv(conn: sa.Connection, out: TextIO, status: str | None = None) -> int:
+    """The list as CSV; no cell is a formula to a spreadsheet (``import_csv`` reads it back)."""
     writer = csv.writer(out)
     writer.writerow(["email", "name", "status", "source", "created_at", "unsubscribed_at"])
     n = 0
     for s in all_subscribers(conn, status):
-        writer.writerow(
-            [
-                s.email,
-                s.name or "",
-                s.status,
-                s.source,
-                s.created_at.isoformat(),
-                s.unsubscribed_at.isoformat() if s.unsubscribed_at else "",
-            ]
-        )
+        cells = [
+            s.email,
+            s.name or "",
+            s.status,
+            s.source,
+            s.created_at.isoformat(),
+            s.unsubscribed_at.isoformat() if s.unsubscribed_at else "",
+        ]
+        writer.writerow([escape(cell) for cell in cells])
         n += 1
     return n
 

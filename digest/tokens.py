@@ -17,9 +17,12 @@ import time
 
 import sqlalchemy as sa
 
+from . import redact
 from .db import schema
+from .errors import ConfigError
 
 SECRET_ENV = "DIGEST_SECRET"
+MIN_KEY_BYTES = 16
 _MAC_BYTES = 16
 
 
@@ -41,8 +44,8 @@ class Signer:
     """Makes and checks tokens with one secret key."""
 
     def __init__(self, key: bytes) -> None:
-        if len(key) < 16:
-            raise ValueError("the signing key must be at least 16 bytes")
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"the signing key must be at least {MIN_KEY_BYTES} bytes")
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
 
     def _sign(self, purpose: str, subscriber_id: int, email: str, extra: str = "") -> str:
@@ -99,15 +102,37 @@ def subscriber_id(token: str) -> int | None:
         return None
 
 
+def env_key() -> bytes | None:
+    """``$DIGEST_SECRET`` (None when unset), or a ConfigError when it is too short to sign
+    with: checked by every command that signs or previews links, ``digest check`` too."""
+    value = os.environ.get(SECRET_ENV)
+    if not value:
+        return None
+    redact.secret(value)
+    key = value.encode()
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            "the environment",
+            [
+                f"{SECRET_ENV}: {len(key)} bytes long, and the key that signs subscribers' "
+                f"links must be at least {MIN_KEY_BYTES} bytes: set it to a long random "
+                'string (python -c "import secrets; print(secrets.token_urlsafe(32))"), or '
+                "unset it to use a key generated once and kept in the database"
+            ],
+        )
+    return key
+
+
 def load_key(engine: sa.Engine) -> bytes:
     """The signing key: ``$DIGEST_SECRET``, else one generated once and kept in the database."""
-    from_env = os.environ.get(SECRET_ENV)
-    if from_env:
-        return from_env.encode()
+    from_env = env_key()
+    if from_env is not None:
+        return from_env
     query = sa.select(schema.meta.c.value).where(schema.meta.c.key == "secret")
     with engine.connect() as conn:
         row = conn.execute(query).first()
     if row is not None:
+        redact.secret(str(row[0]))
         return str(row[0]).encode()
     try:
         with engine.begin() as conn:
@@ -117,4 +142,6 @@ def load_key(engine: sa.Engine) -> bytes:
     except sa.exc.IntegrityError:
         pass  # another process made it first: use theirs
     with engine.connect() as conn:
-        return str(conn.execute(query).scalar_one()).encode()
+        made = str(conn.execute(query).scalar_one())
+    redact.secret(made)
+    return made.encode()

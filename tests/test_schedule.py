@@ -124,10 +124,44 @@ def test_past_the_window_it_skips_and_says_why() -> None:
     assert "schedule.catch_up (3h)" in d.reason
 
 
-def test_zero_catch_up_never_catches_up() -> None:
-    plan = Schedule("0 7 * * *", "UTC", catch_up=timedelta(0))
-    d = decide(plan, utc(2027, 1, 1, 7, 0, 30), last_sent=None)
-    assert d.action is Action.SKIP
+MS = timedelta(milliseconds=1)
+US = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "late", "action", "said"),
+    [
+        # "0s": every edition on time, none caught up. APScheduler fires a moment after the
+        # instant (milliseconds; seconds under load): that is on time, up to ON_TIME.
+        ("0s", timedelta(0), Action.RUN, "scheduled for"),
+        ("0s", 3 * MS, Action.RUN, "scheduled for"),
+        ("0s", timedelta(seconds=1), Action.RUN, "scheduled for"),
+        ("0s", timedelta(seconds=30), Action.RUN, "scheduled for"),
+        ("0s", schedule.ON_TIME, Action.RUN, "scheduled for"),
+        ("0s", schedule.ON_TIME + US, Action.SKIP, "schedule.catch_up (0s)"),
+        ("0s", timedelta(hours=2), Action.SKIP, "missed Fri 2027-01-01 07:00 UTC by 2h"),
+        # a window shorter than ON_TIME is ON_TIME
+        ("30s", schedule.ON_TIME, Action.RUN, "scheduled for"),
+        ("30s", schedule.ON_TIME + US, Action.SKIP, "schedule.catch_up (30s)"),
+        # a longer one: on time, then catching up, then skipped
+        ("3h", schedule.ON_TIME, Action.RUN, "scheduled for"),
+        ("3h", schedule.ON_TIME + US, Action.RUN, "catching up"),
+        ("3h", timedelta(hours=3), Action.RUN, "catching up"),
+        ("3h", timedelta(hours=3) + US, Action.SKIP, "schedule.catch_up (3h)"),
+    ],
+)
+def test_on_time_and_catch_up_at_the_boundary(
+    catch_up: str, late: timedelta, action: Action, said: str
+) -> None:
+    from digest.durations import parse_duration
+
+    plan = Schedule("0 7 * * *", "UTC", catch_up=parse_duration(catch_up))
+    slot = utc(2027, 1, 1, 7)
+    d = decide(plan, slot + late, last_sent=slot - timedelta(days=1))
+    assert (d.action, d.slot) == (action, slot)
+    assert said in d.reason
+    # already sent: nothing to do, whatever the lateness
+    assert decide(plan, slot + late, last_sent=slot).action is Action.SKIP
 
 
 def test_an_unfinished_edition_is_resumed_even_when_nothing_is_due() -> None:
@@ -321,6 +355,42 @@ def test_the_scheduler_fires_with_coalesce_and_grace_set_explicitly(
         scheduler.shutdown()  # waits for the start-up run
     assert scheduler.last_outcome is Outcome.RAN
     assert editions(r.services.engine) == [(1, SLOT, EditionStatus.DONE)]
+
+
+def test_with_zero_catch_up_the_scheduler_sends_the_edition_it_fires_a_moment_late(
+    sampled: Project,
+) -> None:
+    sampled.data["schedule"]["catch_up"] = "0s"
+    clock = Clock(SLOT + timedelta(milliseconds=250))  # APScheduler fires just after the instant
+    services = pipeline.build(
+        sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
+    )
+    r = schedule.Runner(services, schedule.schedule_of(sampled.config()))
+    ticked = threading.Event()
+    tick = r.tick
+
+    def counted() -> Outcome:
+        try:
+            return tick()
+        finally:
+            ticked.set()
+
+    r.tick = counted  # type: ignore[method-assign]
+    scheduler = schedule.Scheduler(r)
+    scheduler.start()
+    try:
+        job = scheduler._aps.get_job("edition")
+        # APScheduler runs a fire time up to a minute late, and the decision agrees
+        assert job.misfire_grace_time == schedule.ON_TIME.total_seconds() == 60
+        assert ticked.wait(60)  # the start-up tick (a deadline for a hang, not a measurement)
+    finally:
+        scheduler.shutdown()
+    assert scheduler.last_outcome is Outcome.RAN
+    assert editions(services.engine) == [(1, SLOT, EditionStatus.DONE)]
+    assert len(sampled.outbox()) == 2
+    clock.now = SLOT + timedelta(days=1, minutes=2)  # tomorrow's, two minutes late: not sent
+    assert r.tick() is Outcome.SKIPPED
+    assert len(editions(services.engine)) == 1
 
 
 def test_a_held_lease_outside_the_scheduler_is_busy(

@@ -16,12 +16,13 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from .. import permissions
 from ..errors import StoreError
 from . import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["connect", "current_revision", "head_revision", "schema", "upgrade"]
+__all__ = ["connect", "current_revision", "head_revision", "open_engine", "schema", "upgrade"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -33,25 +34,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def connect(url: str, *, auto_upgrade: bool | None = None) -> sa.Engine:
-    """An engine for ``url`` with the schema at head.
-
-    ``auto_upgrade`` defaults to True for SQLite and False elsewhere.
-    """
+def open_engine(url: str) -> sa.Engine:
+    """An engine for ``url``, schema unchecked. A new SQLite file is created owner-only
+    (0600, in a 0700 folder when that is new too), whatever the umask: it holds every
+    subscriber's address and, without ``DIGEST_SECRET``, the key that signs their links.
+    SQLite gives its -wal and -shm files the same mode."""
     try:
         engine = sa.create_engine(url, future=True)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise StoreError(f"storage.url: cannot use {url!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        database = engine.url.database
-        if database and database != ":memory:":
+        database = permissions.sqlite_file(url)
+        if database is not None:
             try:
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                permissions.make_folder(database.parent)
+                permissions.make_file(database)
             except OSError as exc:
                 raise StoreError(
-                    f"storage.url: cannot create the folder for {database}: {exc.strerror}"
+                    f"storage.url: cannot create {database}: {exc.strerror or exc}"
                 ) from exc
+    return engine
+
+
+def connect(url: str, *, auto_upgrade: bool | None = None) -> sa.Engine:
+    """An engine for ``url`` with the schema at head.
+
+    ``auto_upgrade`` defaults to True for SQLite and False elsewhere.
+    """
+    engine = open_engine(url)
     if auto_upgrade is None:
         auto_upgrade = engine.dialect.name == "sqlite"
     try:

@@ -1,7 +1,8 @@
 """The ``outbox`` backend: one ``.eml`` file per recipient and edition, written atomically.
 
 Each file is written to a hidden temporary name, flushed to disk, then renamed into
-place, so a reader (or a crash) never sees half a message. The embedded default:
+place, so a reader (or a crash) never sees half a message. Files are 0600 (mkstemp's
+mode) in a folder created 0700: they are personal mail. The embedded default:
 it needs no network and no keys, and any mail client opens the files.
 """
 
@@ -12,7 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .. import faults
+from .. import faults, permissions
 from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, Composed
 from .base import Letterhead, Personalizer, Sent
@@ -37,7 +38,7 @@ class OutboxBackend:
 
     def probe(self) -> str:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            permissions.make_folder(self.folder)  # 0700: file names are addresses
             with tempfile.NamedTemporaryFile(prefix=_TEMP_PREFIX, dir=self.folder):
                 pass
         except OSError as exc:
@@ -49,7 +50,7 @@ class OutboxBackend:
 
     def open(self, composed: Composed) -> OutboxSender:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            permissions.make_folder(self.folder)  # 0700: file names are addresses
         except OSError as exc:
             raise PermanentDeliveryError(
                 f"cannot create the outbox folder {self.folder}: {exc.strerror}", fatal=True

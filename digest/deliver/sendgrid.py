@@ -61,7 +61,7 @@ _FATAL = {401, 403, 404, 405, 415}
 
 @dataclass(frozen=True, slots=True)
 class SendgridSettings:
-    api_key: str
+    api_key: str = field(repr=False)  # a secret: never in a repr, a log or a traceback
     api_url: str = "https://api.sendgrid.com"
     batch_size: int = MAX_BATCH
     timeout: float = 30.0

@@ -121,7 +121,7 @@ class SmtpSettings:
     port: int
     security: str = "starttls"  # starttls | tls | none
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # a secret: never in a repr
     timeout: float = 30.0
     ca_file: Path | None = None
     max_per_connection: int = 0  # 0: no limit
