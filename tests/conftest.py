@@ -242,3 +242,6 @@ def add_post(samples: Path, guid: str, published: str = "Mon, 15 Mar 2027 08:00:
             1,
         )
     )
+
+
+from tests.web_site import key, site  # noqa: E402, F401
