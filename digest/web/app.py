@@ -4,9 +4,11 @@ SendGrid's event webhook and a health check. ``docs/web.md`` lists every endpoin
 Handlers are thin: they read the request, call ``work.py`` in a worker thread (the
 database is synchronous), which calls the modules that decide (``signup``,
 ``webhook``, ``archive``, ``subscribers``), and render a small page from
-``templates/web/``. Links that act on a
-subscriber carry signed tokens (``tokens.py``); a page reached through one is never
-cached, never indexed and never sends a Referer, so the token stays in the mail.
+``templates/web/``. What holds on every route (only POST acts, bodies bounded by the
+bytes read, security headers on every response) is ``guard.Guard``, in front of it
+all. Links that act on a subscriber carry signed tokens (``tokens.py``); a page
+reached through one is never cached, never indexed and never sends a Referer, so the
+token stays in the mail.
 """
 
 from __future__ import annotations
@@ -119,14 +121,16 @@ class Web:
         headers: Mapping[str, str] | None = None,
         **context: Any,
     ) -> HTMLResponse:
+        sent = _headers(PAGE_CSP, private, headers)
         body = self.html.get_template(template).render(
             title=self.settings.title,
             url=self.url,
             postal_address=self.settings.postal_address,
             archive=self.settings.archive,
+            referrer_policy=sent["Referrer-Policy"],  # the page's <meta> says the same
             **context,
         )
-        return HTMLResponse(body, status, headers=_headers(PAGE_CSP, private, headers))
+        return HTMLResponse(body, status, headers=sent)
 
     def error(self, status: int, heading: str, message: str) -> HTMLResponse:
         return self.page("error.html.j2", status, heading=heading, message=message)
@@ -205,6 +209,9 @@ MAX_FIELDS = 1000
 #: The sign-up form's page lets the browser send its origin with the form (``Origin``
 #: is ``null`` under ``no-referrer``), which ``signup.same_site`` checks.
 FORM_HEADERS = {"Referrer-Policy": "same-origin"}
+CROSS_SITE = (
+    "This sign-up came from another web site. Open the sign-up page and send the form from there."
+)
 
 
 async def _form(request: Request) -> FormData:
@@ -234,10 +241,6 @@ def _number(text: str) -> int | None:
     return n if 0 < n <= MAX_ID else None
 
 
-def _retry_after(wait: float) -> dict[str, str]:
-    return {"Retry-After": str(int(wait) + 1)}
-
-
 # -- handlers -----------------------------------------------------------------------------
 #
 # Only POST acts. Handlers never see HEAD (``guard.Guard`` turns it into a GET), and
@@ -254,26 +257,30 @@ def routes(web: Web) -> list[Route]:
     async def home(request: Request) -> Response:
         return await subscribe(request)
 
+    def later(status: int, heading: str, why: str, wait: float) -> HTMLResponse:
+        return web.page(
+            "error.html.j2",
+            status,
+            headers={"Retry-After": str(int(wait) + 1)},
+            heading=heading,
+            message=f"{why} Please try again in {int(wait // 60) + 1} minutes.",
+        )
+
     async def subscribe(request: Request) -> Response:
         now = web.clock()
         if request.method != "POST":
             return form_page()
+        headers = request.headers
         if not signup.same_site(
-            request.headers.get("origin"),
-            request.headers.get("referer"),
-            request.headers.get("sec-fetch-site"),
+            headers.get("origin"),
+            headers.get("referer"),
+            headers.get("sec-fetch-site"),
             web.settings.base_url,
         ):
             log.info("sign-up refused: posted from another site")
-            return web.error(
-                403,
-                "Please use the form on this site",
-                "This sign-up came from another web site. Open the sign-up page and send "
-                "the form from there.",
-            )
+            return web.error(403, "Please use the form on this site", CROSS_SITE)
         form = await _form(request)
-        email = _field(form, "email").strip()
-        name = _field(form, "name").strip() or None
+        email, name = _field(form, "email").strip(), _field(form, "name").strip() or None
         if _field(form, "website"):  # the honeypot: people never see it, bots fill it
             log.info("sign-up ignored: the honeypot field was filled")
             return web.page("subscribe_sent.html.j2")
@@ -282,26 +289,15 @@ def routes(web: Web) -> list[Route]:
                 400, email=email, problem="The form had expired. Please send it again."
             )
         result = await run_in_threadpool(work.subscribe, web, email, name, _client_ip(request), now)
-        if result.outcome is signup.Outcome.INVALID:
-            return form_page(400, email=email, problem=result.message)
-        if result.outcome is signup.Outcome.LIMITED:
-            return web.page(
-                "error.html.j2",
-                429,
-                headers=_retry_after(result.wait),
-                heading="Too many sign-ups",
-                message="Too many sign-ups came from your network. Please try again in "
-                f"{int(result.wait // 60) + 1} minutes.",
-            )
-        if result.outcome is signup.Outcome.BUSY:
-            return web.page(
-                "error.html.j2",
-                503,
-                headers=_retry_after(result.wait),
-                heading="Please try again later",
-                message="We have sent as many confirmation mails as we can this hour. Please "
-                f"try again in {int(result.wait // 60) + 1} minutes.",
-            )
+        match result.outcome:
+            case signup.Outcome.INVALID:
+                return form_page(400, email=email, problem=result.message)
+            case signup.Outcome.LIMITED:
+                why = "Too many sign-ups came from your network."
+                return later(429, "Too many sign-ups", why, result.wait)
+            case signup.Outcome.BUSY:
+                why = "We have sent as many confirmation mails as we can this hour."
+                return later(503, "Please try again later", why, result.wait)
         return web.page("subscribe_sent.html.j2")  # PLANNED or QUIET: the same answer
 
     async def confirm(request: Request) -> Response:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -156,6 +157,43 @@ def _quiet_reason(
 
 
 @dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    counted: dict[str, list[float]]  # the hits to write back, by limit key
+    wait: float = 0.0  # LIMITED, BUSY
+    why_not: str | None = None  # QUIET: why no mail goes out
+
+
+def decide(
+    hits: Mapping[str, list[float]],
+    network: str,
+    person: str | None,
+    existing: subscribers.Subscriber | None,
+    now: float,
+    per_hour: int,
+) -> Decision:
+    """What a sign-up gets, from the hits counted so far (pure): ``hits`` holds
+    ``limits.ALL``, ``network`` and (for a valid address) ``person``."""
+    if (wait := PER_NETWORK.wait(hits[network], now)) is not None:
+        return Decision(Outcome.LIMITED, {}, wait)
+    from_network = PER_NETWORK.recent([*hits[network], now], now)
+    if person is None:
+        return Decision(Outcome.INVALID, {network: from_network})
+    everyone = limits.Window(per_hour, HOUR)
+    if (wait := everyone.wait(hits[limits.ALL], now)) is not None:
+        return Decision(Outcome.BUSY, {network: from_network}, wait)
+    why_not = _quiet_reason(existing, hits[person], now)
+    new = [now] if why_not is None else []
+    counted = {
+        limits.ALL: everyone.recent([*hits[limits.ALL], *new], now),
+        network: from_network,
+        person: PER_ADDRESS[-1].recent([*hits[person], *new], now),
+    }
+    outcome = Outcome.PLANNED if why_not is None else Outcome.QUIET
+    return Decision(outcome, counted, why_not=why_not)
+
+
+@dataclass(frozen=True)
 class Planned:
     """A mail to send after answering (``send``)."""
 
@@ -175,46 +213,30 @@ def plan(
     """Count the request against the limits, record it, and say whether a mail goes out
     (in one transaction). Whatever the address, the same statements run in the same
     order; only their values differ."""
-    at = now.timestamp()
     try:
         address: str | None = subscribers.normalize(email)
     except UsageError:
         address = None
     network = limits.network_key(ip)
-    person = limits.address_key(address) if address else ""
-    hits = limits.take(conn, [network, person] if address else [network], now)
-    if (wait := PER_NETWORK.wait(hits[network], at)) is not None:
-        return Result(Outcome.LIMITED, wait=wait)
-    hits[network].append(at)
-    everyone = limits.Window(per_hour, HOUR)
-    if address is None:
-        limits.put(conn, {network: PER_NETWORK.recent(hits[network], at)}, now)
-        return Result(Outcome.INVALID, "That does not look like an e-mail address.")
-    if (wait := everyone.wait(hits[limits.ALL], at)) is not None:
-        limits.put(conn, {network: PER_NETWORK.recent(hits[network], at)}, now)
-        return Result(Outcome.BUSY, wait=wait)
-    existing = subscribers.get(conn, address)
-    why_not = _quiet_reason(existing, hits[person], at)
-    if why_not is None:
-        hits[limits.ALL].append(at)
-        hits[person].append(at)
-    counted = {
-        limits.ALL: everyone.recent(hits[limits.ALL], at),
-        network: PER_NETWORK.recent(hits[network], at),
-        person: PER_ADDRESS[-1].recent(hits[person], at),
-    }
-    limits.put(conn, counted, now)
+    person = limits.address_key(address) if address else None
+    hits = limits.take(conn, [network, person] if person else [network], now)
+    existing = subscribers.get(conn, address) if address else None
+    d = decide(hits, network, person, existing, now.timestamp(), per_hour)
+    limits.put(conn, d.counted, now)
+    if address is None or d.outcome in (Outcome.LIMITED, Outcome.INVALID, Outcome.BUSY):
+        invalid = "That does not look like an e-mail address."
+        return Result(d.outcome, invalid if d.outcome is Outcome.INVALID else "", d.wait)
     row = {
         "email_key": address.lower(),
         "subscriber_id": existing.id if existing else None,
         "ip": ip[:64] or None,
         "requested_at": now,
         "mailed": False,
-        "error": why_not,
+        "error": d.why_not,
     }
     key = conn.execute(sa.insert(SG).values(row)).inserted_primary_key
-    if why_not is not None:
-        log.info("sign-up not mailed: %s", why_not)
+    if d.why_not is not None:
+        log.info("sign-up not mailed: %s", d.why_not)
         return Result(Outcome.QUIET)
     assert key is not None
     return Planned(int(key[0]), address, name)
