@@ -288,6 +288,7 @@ class WebSection(Section):
     archive: bool = True
     sendgrid_public_key: str | None = None
     webhook_max_age: Duration = timedelta(minutes=10)
+    max_confirmations_per_hour: int = Field(100, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _proxies_parse(self) -> WebSection:

@@ -254,6 +254,7 @@ class Runner:
         self.services = services
         self.schedule = schedule
         self.clock = clock or services.clock
+        self.last_error: str | None = None  # why the last tick failed (for /healthz)
 
     def decide_now(self) -> Decision:
         """What the database and the clock say should happen now."""
@@ -266,12 +267,18 @@ class Runner:
             )
 
     def tick(self) -> Outcome:
-        """Never raises for digest's own errors: a scheduler thread must survive them."""
+        """Never raises: a scheduler thread must survive any failure, and /healthz
+        reports it (``last_error``)."""
+        self.last_error = None
         try:
             return self._tick()
         except DigestError as exc:
             log.error("scheduled run failed: %s", exc)
-            return Outcome.FAILED
+            self.last_error = str(exc)
+        except Exception as exc:  # a bug: the traceback goes to the log
+            log.exception("scheduled run failed")
+            self.last_error = f"{type(exc).__name__}: {exc}"
+        return Outcome.FAILED
 
     def _tick(self) -> Outcome:
         with self.services.engine.begin() as conn:

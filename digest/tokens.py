@@ -82,10 +82,9 @@ class Signer:
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _b36(subscriber_id):
             return False
-        try:
-            made = int(parts[1], 36)
-        except ValueError:
+        if not parts[1] or len(parts[1]) > 8 or not (parts[1].isascii() and parts[1].isalnum()):
             return False
+        made = int(parts[1], 36)
         if (now if now is not None else time.time()) - made > max_age:
             return False
         return hmac.compare_digest(parts[2], self._sign(purpose, subscriber_id, email, parts[1]))
@@ -94,12 +93,10 @@ class Signer:
 def subscriber_id(token: str) -> int | None:
     """The subscriber a token names (not yet verified: load them, then call ``verify``)."""
     head = token.split(".", 1)[0]
-    if not head or len(head) > 13 or not head.isalnum():
-        return None
-    try:
-        return int(head, 36)
-    except ValueError:
-        return None
+    if not head or len(head) > 7 or not (head.isascii() and head.isalnum()):
+        return None  # 7 base-36 digits hold every id up to schema.MAX_ID
+    n = int(head, 36)
+    return n if n <= schema.MAX_ID else None
 
 
 def env_key() -> bytes | None:

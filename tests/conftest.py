@@ -242,3 +242,28 @@ def add_post(samples: Path, guid: str, published: str = "Mon, 15 Mar 2027 08:00:
             1,
         )
     )
+
+
+from tests.web_site import key, site  # noqa: E402, F401
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[str]:
+    """The URL of a new PostgreSQL database with digest's schema, dropped afterwards."""
+    import uuid
+
+    url = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"digest_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    fresh = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        db.connect(fresh, auto_upgrade=True).dispose()
+        yield fresh
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

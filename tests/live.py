@@ -62,15 +62,16 @@ class Served:
 
 
 @contextmanager
-def serve_process(config: Any, port: int, env: dict[str, str]) -> Iterator[Served]:
-    """Start ``python -m digest --config CONFIG serve``; wait until /healthz answers."""
+def serve_process(config: Any, port: int, env: dict[str, str], *options: str) -> Iterator[Served]:
+    """Start ``python -m digest --config CONFIG serve [OPTIONS]``; wait until /healthz
+    answers."""
     import subprocess
     import sys
 
     log_path = config.parent / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "digest", "--config", str(config), "serve"],
+            [sys.executable, "-m", "digest", "--config", str(config), "serve", *options],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -26,6 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+#: The largest value an ``Integer`` id column holds (PostgreSQL's ``integer``): an id from
+#: outside (a token, a URL, a webhook event) beyond it names nothing.
+MAX_ID = 2**31 - 1
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -221,4 +225,12 @@ signups = Table(
     Column("mailed", Boolean, nullable=False, default=False),  # a mail went out for it
     Column("error", Text),  # why no mail went out
     Column("confirmed_at", UTCDateTime),
+)
+
+signup_limits = Table(  # web/limits.py: what the sign-up limits count, and the row lock
+    "signup_limits",
+    metadata,
+    Column("key", String(400), primary_key=True),  # all | network:... | address:...
+    Column("hits", Text, nullable=False),  # JSON: the recent counted times (epoch seconds)
+    Column("updated_at", UTCDateTime, nullable=False, index=True),
 )

@@ -60,6 +60,7 @@ def build(
         public_key=load_public_key(w.sendgrid_public_key) if w.sendgrid_public_key else None,
         webhook_max_age=w.webhook_max_age,
         topics=topics(config, titles),
+        max_confirmations_per_hour=w.max_confirmations_per_hour,
     )
     return Web(
         settings=settings,

@@ -4,9 +4,11 @@ SendGrid's event webhook and a health check. ``docs/web.md`` lists every endpoin
 Handlers are thin: they read the request, call ``work.py`` in a worker thread (the
 database is synchronous), which calls the modules that decide (``signup``,
 ``webhook``, ``archive``, ``subscribers``), and render a small page from
-``templates/web/``. Links that act on a
-subscriber carry signed tokens (``tokens.py``); a page reached through one is never
-cached, never indexed and never sends a Referer, so the token stays in the mail.
+``templates/web/``. What holds on every route (only POST acts, bodies bounded by the
+bytes read, security headers on every response) is ``guard.Guard``, in front of it
+all. Links that act on a subscriber carry signed tokens (``tokens.py``); a page
+reached through one is never cached, never indexed and never sends a Referer, so the
+token stays in the mail.
 """
 
 from __future__ import annotations
@@ -22,19 +24,23 @@ from zoneinfo import ZoneInfo
 import jinja2
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
+from python_multipart.exceptions import FormParserError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Scope
 
 from .. import subscribers, tokens
+from ..db.schema import MAX_ID
 from ..personal import Skips
 from ..render import default_templates_dir
 from ..tokens import Signer
 from . import signup, webhook, work
-from .limits import RateLimiter
+from .guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,7 @@ class WebSettings:
     public_key: ec.EllipticCurvePublicKey | None = None
     webhook_max_age: timedelta = timedelta(minutes=10)
     topics: tuple[Topic, ...] = ()
+    max_confirmations_per_hour: int = 100
 
     @property
     def prefix(self) -> str:
@@ -85,9 +92,7 @@ class Web:
     mailer: signup.Mailer
     clock: Callable[[], datetime]
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
-    per_ip: RateLimiter = field(
-        default_factory=lambda: RateLimiter(signup.PER_IP, signup.PER_IP_WINDOW)
-    )
+    followups: work.Followups = field(default_factory=work.Followups)
 
     def __post_init__(self) -> None:
         loader = jinja2.FileSystemLoader(str(default_templates_dir() / "web"))
@@ -116,14 +121,16 @@ class Web:
         headers: Mapping[str, str] | None = None,
         **context: Any,
     ) -> HTMLResponse:
+        sent = _headers(PAGE_CSP, private, headers)
         body = self.html.get_template(template).render(
             title=self.settings.title,
             url=self.url,
             postal_address=self.settings.postal_address,
             archive=self.settings.archive,
+            referrer_policy=sent["Referrer-Policy"],  # the page's <meta> says the same
             **context,
         )
-        return HTMLResponse(body, status, headers=_headers(PAGE_CSP, private, headers))
+        return HTMLResponse(body, status, headers=sent)
 
     def error(self, status: int, heading: str, message: str) -> HTMLResponse:
         return self.page("error.html.j2", status, heading=heading, message=message)
@@ -197,82 +204,101 @@ def _headers(csp: str, private: bool, extra: Mapping[str, str] | None = None) ->
     return out
 
 
-MAX_FORM = 64 * 1024
+MAX_FORM = 64 * 1024  # bytes: far more than any form of ours sends
+MAX_FIELDS = 1000
+#: The sign-up form's page lets the browser send its origin with the form (``Origin``
+#: is ``null`` under ``no-referrer``), which ``signup.same_site`` checks.
+FORM_HEADERS = {"Referrer-Policy": "same-origin"}
+CROSS_SITE = (
+    "This sign-up came from another web site. Open the sign-up page and send the form from there."
+)
 
 
-def _too_large(request: Request, limit: int) -> bool:
+async def _form(request: Request) -> FormData:
+    """The posted form (urlencoded or multipart); a 400 when it cannot be read: malformed,
+    a file in it, or more than ``MAX_FIELDS`` fields. (The body is complete and at most
+    ``MAX_FORM`` bytes: ``guard.Guard`` read it.)"""
     try:
-        return int(request.headers.get("content-length", "0")) > limit
-    except ValueError:
-        return True
+        return await request.form(max_files=0, max_fields=MAX_FIELDS)
+    except (HTTPException, FormParserError, ValueError) as exc:
+        raise HTTPException(400, "The form could not be read.") from exc
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The posted form (urlencoded or multipart), as strings; {} when unreadable or
-    larger than any form of ours could be."""
-    if _too_large(request, MAX_FORM):
-        return {}
-    try:
-        form = await request.form(max_files=0, max_fields=100)
-    except Exception:  # a malformed body is a bad request, never a traceback
-        return {}
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _number(text: str) -> int | None:
+    """A positive id or page number from a URL, or None (also beyond any id we store)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_ID)):
+        return None
+    n = int(text)
+    return n if 0 < n <= MAX_ID else None
+
+
 # -- handlers -----------------------------------------------------------------------------
+#
+# Only POST acts. Handlers never see HEAD (``guard.Guard`` turns it into a GET), and
+# each one that acts checks ``request.method == "POST"`` itself as well.
 
 
 def routes(web: Web) -> list[Route]:
+    def form_page(status: int = 200, **context: Any) -> HTMLResponse:
+        stamp = signup.form_stamp(web.signer, web.clock())
+        return web.page(
+            "subscribe.html.j2", status, private=False, headers=FORM_HEADERS, stamp=stamp, **context
+        )
+
     async def home(request: Request) -> Response:
         return await subscribe(request)
 
+    def later(status: int, heading: str, why: str, wait: float) -> HTMLResponse:
+        return web.page(
+            "error.html.j2",
+            status,
+            headers={"Retry-After": str(int(wait) + 1)},
+            heading=heading,
+            message=f"{why} Please try again in {int(wait // 60) + 1} minutes.",
+        )
+
     async def subscribe(request: Request) -> Response:
         now = web.clock()
-        if request.method == "GET":
-            return web.page(
-                "subscribe.html.j2", private=False, stamp=signup.form_stamp(web.signer, now)
-            )
+        if request.method != "POST":
+            return form_page()
+        headers = request.headers
+        if not signup.same_site(
+            headers.get("origin"),
+            headers.get("referer"),
+            headers.get("sec-fetch-site"),
+            web.settings.base_url,
+        ):
+            log.info("sign-up refused: posted from another site")
+            return web.error(403, "Please use the form on this site", CROSS_SITE)
         form = await _form(request)
-        email, name = form.get("email", "").strip(), form.get("name", "").strip() or None
-        if form.get("website"):  # the honeypot: people never see it, bots fill it
+        email, name = _field(form, "email").strip(), _field(form, "name").strip() or None
+        if _field(form, "website"):  # the honeypot: people never see it, bots fill it
             log.info("sign-up ignored: the honeypot field was filled")
             return web.page("subscribe_sent.html.j2")
-        if not signup.stamp_ok(web.signer, form.get("stamp", ""), now):
-            return web.page(
-                "subscribe.html.j2",
-                400,
-                private=False,
-                stamp=signup.form_stamp(web.signer, now),
-                email=email,
-                problem="The form had expired. Please send it again.",
-            )
-        wait = web.per_ip.hit(_client_ip(request))
-        if wait is not None:
-            return web.page(
-                "error.html.j2",
-                429,
-                headers={"Retry-After": str(int(wait) + 1)},
-                heading="Too many sign-ups",
-                message="Too many sign-ups came from your network. Please try again in "
-                f"{int(wait // 60) + 1} minutes.",
+        if not signup.stamp_ok(web.signer, _field(form, "stamp"), now):
+            return form_page(
+                400, email=email, problem="The form had expired. Please send it again."
             )
         result = await run_in_threadpool(work.subscribe, web, email, name, _client_ip(request), now)
-        if result.outcome is signup.Outcome.INVALID:
-            return web.page(
-                "subscribe.html.j2",
-                400,
-                private=False,
-                stamp=signup.form_stamp(web.signer, now),
-                email=email,
-                problem=result.message,
-            )
-        if result.outcome is signup.Outcome.FAILED:
-            return web.error(503, "Please try again later", result.message)
-        return web.page("subscribe_sent.html.j2")
+        match result.outcome:
+            case signup.Outcome.INVALID:
+                return form_page(400, email=email, problem=result.message)
+            case signup.Outcome.LIMITED:
+                why = "Too many sign-ups came from your network."
+                return later(429, "Too many sign-ups", why, result.wait)
+            case signup.Outcome.BUSY:
+                why = "We have sent as many confirmation mails as we can this hour."
+                return later(503, "Please try again later", why, result.wait)
+        return web.page("subscribe_sent.html.j2")  # PLANNED or QUIET: the same answer
 
     async def confirm(request: Request) -> Response:
         token = request.path_params["token"]
@@ -290,7 +316,7 @@ def routes(web: Web) -> list[Route]:
                 "This address cannot be subscribed",
                 "Mail to it bounced or was reported as spam. Please write to the sender.",
             )
-        if request.method == "GET":
+        if request.method != "POST":
             if s.status in (subscribers.ACTIVE, subscribers.PAUSED):
                 return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
             return web.page("confirm.html.j2", email=s.email)
@@ -303,17 +329,17 @@ def routes(web: Web) -> list[Route]:
         s = await run_in_threadpool(web.holder, token)
         if s is None:
             return web.bad_link()
-        if request.method == "GET":  # never acts: link scanners follow links
+        if request.method != "POST":  # never acts: link scanners follow links
             return web.page("unsubscribe.html.j2", subscriber=s, token=token)
-        body = b"" if _too_large(request, MAX_FORM) else await request.body()  # first:
-        form = await _form(request)  # the form is then parsed from the kept body
-        if form.get("List-Unsubscribe") != "One-Click" and ONE_CLICK.encode() not in body:
+        body = await request.body()
+        form = await _form(request)  # parsed from the body kept
+        if _field(form, "List-Unsubscribe") != "One-Click" and ONE_CLICK.encode() not in body:
             return web.error(
                 400, "Not unsubscribed", "The request did not ask to unsubscribe (RFC 8058)."
             )
         reason = (
             "unsubscribed on the web page"
-            if form.get("via") == "page"
+            if _field(form, "via") == "page"
             else "one-click unsubscribe from the mail program (RFC 8058)"
         )
         changed = await run_in_threadpool(work.unsubscribe, web, s, reason)
@@ -342,9 +368,7 @@ def routes(web: Web) -> list[Route]:
         if s is None:
             return web.bad_link()
         if request.method == "POST":
-            if _too_large(request, MAX_FORM):
-                return web.error(413, "Too large", "That is more than this form sends.")
-            form = await request.form(max_files=0)
+            form = await _form(request)
             done = await run_in_threadpool(work.preferences, web, s, form)
             return RedirectResponse(web.url(f"/preferences/{token}?done={done}"), 303)
         skips = Skips.of(s.preferences)
@@ -367,17 +391,19 @@ def routes(web: Web) -> list[Route]:
     async def archive_list(request: Request) -> Response:
         if not web.settings.archive:
             raise HTTPException(404)
-        try:
-            number = max(1, int(request.query_params.get("page", "1")))
-        except ValueError:
-            number = 1
+        number = _number(request.query_params.get("page", "1"))
+        if number is None:
+            raise HTTPException(404)
         editions, more = await run_in_threadpool(work.listing, web, number)
+        if not editions and number > 1:
+            raise HTTPException(404)
         return web.page("archive.html.j2", private=False, editions=editions, page=number, more=more)
 
     async def archive_edition(request: Request) -> Response:
-        if not web.settings.archive:
+        edition_id = _number(request.path_params["id"])
+        if not web.settings.archive or edition_id is None:
             raise HTTPException(404)
-        html = await run_in_threadpool(work.edition, web, request.path_params["id"])
+        html = await run_in_threadpool(work.edition, web, edition_id)
         if html is None:
             raise HTTPException(404)
         return HTMLResponse(html, headers=_headers(ARCHIVE_CSP, private=False))
@@ -389,11 +415,7 @@ def routes(web: Web) -> list[Route]:
         return Response(xml, media_type="application/atom+xml; charset=utf-8")
 
     async def sendgrid_webhook(request: Request) -> Response:
-        if _too_large(request, webhook.MAX_BODY):
-            return JSONResponse({"error": "too large"}, 413)
-        body = await request.body()
-        if len(body) > webhook.MAX_BODY:
-            return JSONResponse({"error": "too large"}, 413)
+        body = await request.body()  # at most webhook.MAX_BODY: guard.Guard read it
         try:
             webhook.verify(
                 web.settings.public_key,
@@ -409,10 +431,12 @@ def routes(web: Web) -> list[Route]:
             return JSONResponse({"error": exc.reason}, exc.status)
         handled = await run_in_threadpool(work.record, web, events)
         log.info(
-            "SendGrid webhook: %s events, %s new, %s repeated, %s suppressed, %s unsubscribed",
+            "SendGrid webhook: %s events, %s new, %s repeated, %s ignored, %s suppressed, "
+            "%s unsubscribed",
             handled.received,
             handled.recorded,
             handled.duplicates,
+            handled.ignored,
             handled.suppressed,
             handled.unsubscribed,
         )
@@ -434,31 +458,62 @@ def routes(web: Web) -> list[Route]:
         Route("/preferences/{token}", preferences, methods=both),
         Route("/archive", archive_list),
         Route("/archive/feed.xml", archive_feed),
-        Route("/archive/{id:int}", archive_edition),
-        Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
+        Route("/archive/{id}", archive_edition),
+        Route(WEBHOOK, sendgrid_webhook, methods=["POST"]),
         Route("/healthz", healthz),
     ]
+
+
+WEBHOOK = "/webhooks/sendgrid"
+ERRORS = {
+    400: ("Bad request", "This request could not be read."),
+    404: ("Not found", "There is no page here."),
+    405: ("Not allowed", "This page does not accept that request."),
+    413: ("Too large", "That is more than this page accepts."),
+}
 
 
 # -- the app ------------------------------------------------------------------------------
 
 
+class _Guarded(Starlette):
+    """Starlette with ``guard.Guard`` outside everything, its error handling included."""
+
+    guard: Callable[[ASGIApp], ASGIApp]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.guard(super().build_middleware_stack())
+
+
 def create_app(web: Web) -> Starlette:
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         code = getattr(exc, "status_code", 404)
-        if code == 405:
-            return web.error(405, "Not allowed", "This page does not accept that request.")
-        return web.error(404, "Not found", "There is no page here.")
+        code = code if code in ERRORS else 404
+        heading, message = ERRORS[code]
+        headers = getattr(exc, "headers", None)  # 405: Allow
+        return web.page("error.html.j2", code, headers=headers, heading=heading, message=message)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("error answering %s %s", request.method, request.url.path)
         return web.error(500, "Something went wrong", "Please try again in a moment.")
 
+    def too_large(scope: Scope) -> ASGIApp:
+        if scope["path"] == web.url(WEBHOOK):
+            return JSONResponse({"error": "too large"}, 413)
+        return web.error(413, *ERRORS[413])
+
     inner = routes(web)
     prefix = web.settings.prefix
     health = next(r for r in inner if r.path == "/healthz")  # also at the root, for supervisors
     mounted: list[Any] = [Mount(prefix, routes=inner), Route("/healthz", health.endpoint)]
-    return Starlette(
+    app = _Guarded(
         routes=mounted if prefix else inner,
-        exception_handlers={HTTPException: not_found, Exception: server_error},
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    app.guard = lambda stack: Guard(
+        stack,
+        headers=_headers(PAGE_CSP, private=False),
+        limit=lambda path: webhook.MAX_BODY if path == web.url(WEBHOOK) else MAX_FORM,
+        too_large=too_large,
+    )
+    return app

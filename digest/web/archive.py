@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from html.parser import HTMLParser
 from xml.sax.saxutils import escape, quoteattr
 
 import sqlalchemy as sa
@@ -70,9 +71,8 @@ def with_hidden_stories(conn: sa.Connection, edition_id: int, html: str) -> str:
         .where(N.c.edition_id == edition_id)
         .order_by(N.c.published_at.desc())
     ).all()
-    missing = [
-        (t, link) for t, link in rows if link and escape(link) not in html and link not in html
-    ]
+    shown = links_in(html)
+    missing = [(t, link) for t, link in rows if link and link not in shown]
     if not missing:
         return html
     items = "".join(
@@ -87,6 +87,26 @@ def with_hidden_stories(conn: sa.Connection, edition_id: int, html: str) -> str:
     )
     at = html.lower().rfind("</body>")
     return html[:at] + section + html[at:] if at >= 0 else html + section
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.found.update(value for name, value in attrs if name == "href" and value)
+
+
+def links_in(html: str) -> set[str]:
+    """The targets of the page's links, as written before HTML escaping: an entry's link
+    is compared with these, never searched for in the markup (which escapes ``&``, ``"``
+    and more, each serializer its own way)."""
+    parser = _Links()
+    parser.feed(html)
+    parser.close()
+    return parser.found
 
 
 def _iso(when: datetime) -> str:

@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -72,6 +73,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def health_of(
+    scheduler: schedule.Scheduler | None, stopping: Callable[[], bool]
+) -> Callable[[], dict[str, Any]]:
+    """What ``/healthz`` says of the scheduler: running or not, the next edition, and how
+    the last scheduled run ended (``failed`` makes it unhealthy, with ``last_error``)."""
+
+    def health() -> dict[str, Any]:
+        if scheduler is None:
+            return {"scheduler": "off"}
+        if not scheduler.running:
+            return {"scheduler": "stopping" if stopping() else "stopped"}
+        nxt = scheduler.next_run()
+        return {
+            "scheduler": "running",
+            "next_edition": nxt.isoformat() if nxt else None,
+            "last_run": str(scheduler.last_outcome) if scheduler.last_outcome else None,
+            "last_error": scheduler.runner.last_error,
+        }
+
+    return health
+
+
 def serve(
     config: Config,
     *,
@@ -85,19 +108,7 @@ def serve(
     plan = schedule.schedule_of(config)
     scheduler = schedule.Scheduler(schedule.Runner(services, plan)) if scheduler_on else None
 
-    def health() -> dict[str, Any]:
-        if scheduler is None:
-            return {"scheduler": "off"}
-        if not scheduler.running:
-            return {"scheduler": "stopping" if stop.is_set() else "stopped"}
-        nxt = scheduler.next_run()
-        return {
-            "scheduler": "running",
-            "next_edition": nxt.isoformat() if nxt else None,
-            "last_run": str(scheduler.last_outcome) if scheduler.last_outcome else None,
-        }
-
-    web = build(config, services, health)
+    web = build(config, services, health_of(scheduler, stop.is_set))
     app = create_app(web)
     w = config.web
     uv = uvicorn.Config(
@@ -132,6 +143,7 @@ def serve(
         stop.set()
         if scheduler is not None:
             scheduler.shutdown()
+        web.followups.close()  # sign-up mails already promised
         services.engine.dispose()
     ran = datetime.now(UTC) - started
     log.info("digest serve stopped after %s", str(ran).split(".")[0])

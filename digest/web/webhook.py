@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import subscribers
 from ..db import schema
+from ..db.schema import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +94,28 @@ def verify(
         raise Rejected(403, "no web.sendgrid_public_key is configured: every event is refused")
     if not signature or not timestamp:
         raise Rejected(403, "the signature or timestamp header is missing")
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise Rejected(403, "the timestamp is not a number of seconds")
     try:
         der = base64.b64decode(signature, validate=True)
         key.verify(der, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, binascii.Error):
         raise Rejected(403, "bad signature") from None
-    try:
-        signed_at = int(timestamp)
-    except ValueError:
-        raise Rejected(403, "the timestamp is not a number") from None
-    age = now.timestamp() - signed_at
+    age = now.timestamp() - int(timestamp)
     if abs(age) > max_age.total_seconds():
         raise Rejected(
             403, f"stale timestamp ({int(age)}s old; at most {int(max_age.total_seconds())}s)"
         )
 
 
-def parse(body: bytes) -> list[Mapping[str, Any]]:
+def parse(body: bytes) -> list[Any]:
+    """The JSON array of events (an element that is not an event is ignored later, by
+    itself: ``record_events``)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise Rejected(400, "the body is not JSON") from None
-    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+    if not isinstance(data, list):
         raise Rejected(400, "the body is not a JSON array of events")
     return data
 
@@ -127,10 +128,10 @@ class Act:
 
 def action(event: Mapping[str, Any]) -> Act | None:
     """What an event does to its subscriber (pure; see the module's table)."""
-    kind = str(event.get("event", ""))
-    why = str(event.get("reason") or event.get("response") or "").strip()[:300]
+    kind = text(event.get("event"), 32) or ""
+    why = (text(event.get("reason"), 300) or text(event.get("response"), 300) or "").strip()
     if kind == "bounce":
-        if str(event.get("type", "bounce")).lower() == "blocked":
+        if (text(event.get("type"), 32) or "bounce").lower() == "blocked":
             return None
         return Act(
             subscribers.SUPPRESSED, f"hard bounce reported by SendGrid: {why or 'no reason'}"
@@ -151,15 +152,45 @@ class Handled:
     received: int = 0
     recorded: int = 0
     duplicates: int = 0
+    ignored: int = 0  # not an event (not a JSON object): skipped, the rest recorded
     suppressed: int = 0
     unsubscribed: int = 0
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
+def text(value: Any, limit: int) -> str | None:
+    """A value of an event as text fit for any column: at most ``limit`` characters, no
+    NUL, no lone surrogate (JSON can carry both; PostgreSQL takes neither); None if empty."""
+    if value is None or isinstance(value, dict | list):
         return None
+    out = str(value).encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    return out[:limit] or None
+
+
+def _id(value: Any) -> int | None:
+    """An id from an event (a custom argument): an int or digits, within ``MAX_ID``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
+            return None
+    if not isinstance(value, int | str):
+        return None
+    n = int(value)
+    return n if 0 < n <= MAX_ID else None
+
+
+def row_of(event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The ``events`` row for an event (pure): every value bounded to its column."""
+    return {
+        "event_id": text(event.get("sg_event_id"), 100),
+        "kind": text(event.get("event"), 32) or "unknown",
+        "email": text(event.get("email"), 320),
+        "subscriber_id": _id(event.get("subscriber_id")),
+        "edition_id": _id(event.get("digest_edition")) or _id(event.get("edition_id")),
+        "received_at": now,
+        "payload": json.dumps(event, sort_keys=True, default=str),  # ASCII: \u escapes
+    }
 
 
 def _dialect_insert(conn: sa.Connection) -> Any:
@@ -172,50 +203,47 @@ def _dialect_insert(conn: sa.Connection) -> Any:
     return sqlite.insert(schema.events)
 
 
-def record_events(
-    conn: sa.Connection, events: Sequence[Mapping[str, Any]], now: datetime
-) -> Handled:
+def record_events(conn: sa.Connection, events: Sequence[Any], now: datetime) -> Handled:
     """Record each event once (by ``sg_event_id``) and act on the new ones.
 
     A batch is a few queries, not a few per event: the subscribers named are looked up
     together, and the rows go in with one INSERT ... ON CONFLICT DO NOTHING RETURNING,
-    which also says which events are new (a retry racing this one acts only once)."""
+    which also says which events are new (a retry racing this one acts only once).
+    Every value is bounded to its column first (``row_of``), so one odd event cannot
+    make the batch fail; an element that is not an event at all is ignored."""
     E, S = schema.events, schema.subscribers
     out = Handled(received=len(events))
-    keys = sorted({str(e.get("email") or "").strip().lower() for e in events} - {""})
-    known: dict[str, tuple[int, str]] = {}
+    good = [e for e in events if isinstance(e, dict)]
+    out.ignored = len(events) - len(good)
+    if out.ignored:
+        log.warning("SendGrid webhook: %s element(s) that are not events ignored", out.ignored)
+    rows: list[tuple[Mapping[str, Any], dict[str, Any]]] = [(e, row_of(e, now)) for e in good]
+    keys = sorted({r["email"].strip().lower() for _e, r in rows if r["email"]} - {""})
+    known: dict[str, int] = {}
     for i in range(0, len(keys), 500):
-        rows = conn.execute(
-            sa.select(S.c.id, S.c.email_key, S.c.status).where(S.c.email_key.in_(keys[i : i + 500]))
+        found = conn.execute(
+            sa.select(S.c.id, S.c.email_key).where(S.c.email_key.in_(keys[i : i + 500]))
         )
-        known.update({r.email_key: (r.id, r.status) for r in rows})
+        known.update({r.email_key: r.id for r in found})
+
+    def holder(row: Mapping[str, Any]) -> int | None:
+        return known.get(row["email"].strip().lower()) if row["email"] else None
+
     rows_with_id: list[dict[str, Any]] = []
     rows_without: list[dict[str, Any]] = []
-    by_id: dict[str, Mapping[str, Any]] = {}
+    by_id: dict[str, tuple[Mapping[str, Any], dict[str, Any]]] = {}
     acting: list[tuple[Mapping[str, Any], int | None]] = []
-    for event in events:
-        event_id = event.get("sg_event_id")
-        event_id = str(event_id)[:100] if event_id else None
-        email = str(event.get("email") or "")[:320] or None
-        found = known.get(email.strip().lower()) if email else None
+    for event, row in rows:
         # custom_args arrive as top-level keys: the backend may name the subscriber.
-        subscriber_id = _int(event.get("subscriber_id")) or (found[0] if found else None)
-        row = {
-            "event_id": event_id,
-            "kind": str(event.get("event", "unknown"))[:32],
-            "email": email,
-            "subscriber_id": subscriber_id,
-            "edition_id": _int(event.get("digest_edition") or event.get("edition_id")),
-            "received_at": now,
-            "payload": json.dumps(event, sort_keys=True, default=str),
-        }
+        row["subscriber_id"] = row["subscriber_id"] or holder(row)
+        event_id = row["event_id"]
         if event_id is None:
             rows_without.append(row)
-            acting.append((event, found[0] if found else None))
+            acting.append((event, holder(row)))
         elif event_id in by_id:
             out.duplicates += 1  # twice in one batch
         else:
-            by_id[event_id] = event
+            by_id[event_id] = (event, row)
             rows_with_id.append(row)
     new_ids: set[str] = set()
     for i in range(0, len(rows_with_id), 500):
@@ -227,9 +255,8 @@ def record_events(
     out.duplicates += len(rows_with_id) - len(new_ids)
     out.recorded = len(new_ids) + len(rows_without)
     for event_id in new_ids:
-        email = str(by_id[event_id].get("email") or "").strip().lower()
-        found = known.get(email)
-        acting.append((by_id[event_id], found[0] if found else None))
+        event, row = by_id[event_id]
+        acting.append((event, holder(row)))
     for event, subscriber_id in acting:
         act = action(event)
         if act is None or subscriber_id is None:

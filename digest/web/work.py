@@ -4,7 +4,9 @@ each function opens its own transaction and returns plain values for a page."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +29,59 @@ PAUSES = {
 }
 
 
+class Followups:
+    """Work done after its answer has gone (sign-up mails), on one worker thread, so one
+    mail at a time: the answer never waits for a mail server, and never tells by its
+    timing whether a mail went out. ``wait`` until all is done (tests; ``close`` at
+    shutdown)."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="digest-followup")
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        with self._idle:
+            self._count += 1
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:  # a worker thread: nobody else would see it
+                log.exception("work after answering a request failed")
+            finally:
+                with self._idle:
+                    self._count -= 1
+                    self._idle.notify_all()
+
+        self._pool.submit(run)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until nothing is queued or running; False if ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) -> signup.Result:
+    """The request path of a sign-up: limits, the record, and the mail queued for after
+    the answer (``send_signup``)."""
     with web.engine.begin() as conn:
-        planned = signup.plan(conn, email, name, ip, now)
+        planned = signup.plan(conn, email, name, ip, now, web.settings.max_confirmations_per_hour)
     if isinstance(planned, signup.Result):
         return planned
-    s = planned.subscriber
-    if planned.already:
+    web.followups.submit(send_signup, web, planned, now)
+    return signup.Result(signup.Outcome.PLANNED)
+
+
+def send_signup(web: Web, planned: signup.Planned, now: datetime) -> None:
+    with web.engine.begin() as conn:
+        s = signup.recipient(conn, planned, now)
+    if s is None:
+        return
+    if signup.already(s):
         manage = web.manage_token(s)
         mail = web.mail("already", preferences_url=f"{web.settings.base_url}/preferences/{manage}")
     else:
@@ -43,7 +91,7 @@ def subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) ->
             confirm_url=f"{web.settings.base_url}/confirm/{token}",
             days=signup.CONFIRM_MAX_AGE.days,
         )
-    return signup.send(web.engine, web.mailer, planned, mail, now)
+    signup.send(web.engine, web.mailer, planned, s, mail, now)
 
 
 def confirm(web: Web, s: subscribers.Subscriber) -> None:
@@ -123,4 +171,7 @@ def health(web: Web) -> dict[str, Any]:
     status.update(extra)
     if extra.get("scheduler") == "stopped":
         status["ok"] = False
+    if extra.get("last_run") == "failed":
+        status["ok"] = False
+        status["reason"] = f"the last scheduled run failed: {extra.get('last_error')}"
     return status
