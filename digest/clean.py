@@ -8,7 +8,8 @@
 * the summary is the feed's own when it has one, else an excerpt of the body, cut at a
   word boundary, never longer than ``summary_length``;
 * an entry link that is not http(s) is dropped; every entry gets a UTC date
-  (published, else updated, else first seen), and a date in the future is clamped.
+  (published, else updated, else first seen): a date in the future is clamped, one
+  before ``EARLIEST`` (year 1, 1900...: no feed is that old) counts as no date.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import hashlib
 import html
 import re
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 import nh3
 
+from . import faults
 from .links import absolute, canonical, http_only
 from .model import Entry, FeedSource, RawEntry
 from .mojibake import repair
@@ -80,7 +82,7 @@ ALLOWED_TAGS = frozenset(
 )
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
-    "img": {"src", "alt", "title", "width", "height"},
+    "img": {"src", "alt", "title", "width", "height", "style"},
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan", "scope"},
     "ol": {"start"},
@@ -111,9 +113,31 @@ DROPPED_WITH_CONTENT = frozenset(
     }
 )
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
+#: The style properties read on an image to tell a tracking pixel (then the style goes).
+IMAGE_STYLE = frozenset({"width", "height", "max-width", "max-height", "display", "visibility"})
+#: An image this many CSS pixels wide or high, or less, is a tracking pixel or a spacer.
+PIXEL = 3.0
+#: CSS pixels per unit (em and rem at the usual 16px; a bare number is pixels, as in
+#: quirks mode, where mail is often shown; % and viewport units unknown).
+_UNITS = {
+    "": 1.0,
+    "px": 1.0,
+    "pt": 4 / 3,
+    "pc": 16.0,
+    "in": 96.0,
+    "cm": 96 / 2.54,
+    "mm": 96 / 25.4,
+    "q": 96 / 101.6,
+    "em": 16.0,
+    "rem": 16.0,
+    "ex": 8.0,
+    "ch": 8.0,
+}
 #: How much of a body the summary and sanitizer look at: a 200 KB post costs no more.
 MAX_SOURCE_CHARS = 100_000
 MAX_TITLE_CHARS = 300
+#: Dates before this are not publication dates (0001-01-01, a zero timestamp...).
+EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 
 _BLOCK = re.compile(
     r"<(/?(?:p|div|br|li|ul|ol|h[1-6]|tr|td|th|blockquote|section|article|table|figure|"
@@ -128,7 +152,11 @@ _READ_MORE = re.compile(
     r"\s*(?:\[(?:…|\.\.\.|&hellip;)\]|(?:continue reading|read more)\W*)\s*$", re.IGNORECASE
 )
 _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
-_ATTR = re.compile(r'\b(src|width|height)="([^"]*)"')
+_ATTR = re.compile(r'\b(src|width|height|style)="([^"]*)"')
+_IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
+_STYLE_ATTR = re.compile(r'\sstyle="[^"]*"')
+_CSS_LENGTH = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)([a-z%]*)", re.IGNORECASE)
+_HTML_LENGTH = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)")
 
 
 def clean(
@@ -146,6 +174,7 @@ def clean(
     entries, so ``finish`` sanitizes those it will show. Until then ``content_html``
     is empty and the untrusted source waits in ``body_source``.
     """
+    faults.fail("clean", source.url)
     base = raw.base or source.url
     link = http_only(absolute(raw.link, base))
     fragment = (raw.content or raw.summary or "")[:MAX_SOURCE_CHARS]
@@ -158,7 +187,7 @@ def clean(
     title = truncate(plain_text(raw.title), MAX_TITLE_CHARS)
     if not title:
         title = truncate(summary, 80) or "(untitled)"
-    published = raw.published or raw.updated
+    published = _plausible(raw.published) or _plausible(raw.updated)
     dated = published is not None
     if published is None or published > first_seen:
         published = first_seen
@@ -182,6 +211,10 @@ def clean(
     )
 
 
+def _plausible(when: datetime | None) -> datetime | None:
+    return when if when is not None and when >= EARLIEST else None
+
+
 def fingerprint(raw: RawEntry) -> str:
     """What "the entry changed" means: its title or its content, as the feed wrote them."""
     text = f"{raw.title or ''}\n{raw.content or raw.summary or ''}"
@@ -193,6 +226,7 @@ def finish(entry: Entry) -> Entry:
     the body when the feed named none: for entries an edition shows."""
     if not entry.body_source:
         return entry
+    faults.fail("finish", entry.source.url)
     body = sanitize(entry.body_source, entry.body_base)
     return replace(
         entry,
@@ -249,8 +283,14 @@ def sanitize(fragment: str, base: str) -> str:
         url_relative=("rewrite_with_base", base) if _is_url(base) else "deny",
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
+        filter_style_properties=set(IMAGE_STYLE),
+        attribute_filter=_lower_style,  # property names are case-blind, the filter is not
     )
     return _IMG.sub(_drop_pixel, cleaned) if "<img" in cleaned else cleaned
+
+
+def _lower_style(tag: str, attribute: str, value: str) -> str:
+    return value.lower() if attribute == "style" else value
 
 
 def _is_url(base: str) -> bool:
@@ -258,19 +298,55 @@ def _is_url(base: str) -> bool:
 
 
 def _drop_pixel(match: re.Match[str]) -> str:
-    attrs = dict(_ATTR.findall(match.group(0)))
+    """An image as kept (without its style), or nothing: no source, a tracking pixel
+    (``PIXEL`` or less wide or high, by its attributes or its style), or hidden."""
+    tag = match.group(0)
+    attrs = dict(_ATTR.findall(tag))
     if "src" not in attrs:
         return ""
-    if _tiny(attrs.get("width")) or _tiny(attrs.get("height")):  # 1×1 (or 1-px) trackers
+    style = _declarations(html.unescape(attrs.get("style", "")))
+    sizes = [
+        _html_pixels(attrs.get("width")),
+        _html_pixels(attrs.get("height")),
+        *(_css_pixels(style.get(p)) for p in ("width", "height", "max-width", "max-height")),
+    ]
+    hidden = style.get("display") == "none" or style.get("visibility") in ("hidden", "collapse")
+    if hidden or any(size is not None and size <= PIXEL for size in sizes):
         return ""
-    return match.group(0)
+    return _STYLE_ATTR.sub("", tag)
 
 
-def _tiny(size: str | None) -> bool:
-    if size is None:
-        return False
-    digits = size.strip().removesuffix("px")
-    return digits.isdigit() and int(digits) <= 1
+def _declarations(style: str) -> dict[str, str]:
+    """``width: 1px; HEIGHT:2PX !important`` → {"width": "1px", "height": "2px"}."""
+    found = {}
+    for part in style.split(";"):
+        name, colon, value = part.partition(":")
+        if colon:
+            found[name.strip().lower()] = _IMPORTANT.sub("", value).strip().lower()
+    return found
+
+
+def _css_pixels(value: str | None) -> float | None:
+    """A CSS length in CSS pixels; None when it is not one, or relative to something
+    unknown here (%, vw...) and not zero."""
+    match = _CSS_LENGTH.fullmatch(value or "")
+    if not match:
+        return None
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if number == 0:
+        return 0.0
+    if number < 0 or unit not in _UNITS:
+        return None
+    return number * _UNITS[unit]
+
+
+def _html_pixels(value: str | None) -> float | None:
+    """A ``width``/``height`` attribute in pixels, read as browsers do (leading number,
+    the rest ignored); None for a percentage or no number."""
+    match = _HTML_LENGTH.match(value or "")
+    if not match or value is None or value[match.end() :].lstrip().startswith("%"):
+        return None
+    return float(match.group(1))
 
 
 def first_image(body: str) -> str | None:

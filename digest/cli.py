@@ -455,6 +455,10 @@ def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
                 "name": source.name or (s.title if s else None) or source.url,
                 "status": status,
                 "moved_to": s.validators.moved_to if s else None,
+                "pending_move": s.pending_move if s else None,
+                "pending_move_since": s.pending_since.isoformat()
+                if s and s.pending_since
+                else None,
                 "last_success_at": s.last_success_at.isoformat()
                 if s and s.last_success_at
                 else None,

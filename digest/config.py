@@ -204,6 +204,7 @@ class FetchSection(Section):
     max_entity_expansion: int = Field(1_000_000, ge=0)
     max_entries: int = Field(1000, ge=1)
     parse_timeout: Duration = timedelta(seconds=30)
+    allow_private: bool = False
 
 
 class OutboxSection(Section):

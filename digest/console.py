@@ -11,8 +11,10 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from .model import EditionReport, FeedReport, RunReport
 
@@ -63,10 +65,13 @@ def run_summary(report: RunReport) -> None:
     out.print(line)
     for f in failed + skipped:
         colour = "red" if f.status == "failed" else "yellow"
-        out.print(f"  [{colour}]✗[/{colour}] {f.name}: {f.error}", markup=True)
+        out.print(f"  [{colour}]✗[/{colour}] {escape(f.name)}: {escape(f.error or '')}")
     for f in report.feeds:
         if f.moved_to:
-            out.print(f"  [yellow]→[/yellow] {f.name} moved to {f.moved_to}: update the config")
+            out.print(
+                f"  [yellow]→[/yellow] {escape(f.name)} redirects permanently to "
+                f"{escape(f.moved_to)} (`digest feeds`: adopted once it holds for a day)"
+            )
     for e in report.editions:
         verb = (
             "Resumed edition"
@@ -107,13 +112,21 @@ def feeds_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for r in rows:
         table.add_row(
-            r["name"],
+            Text(r["name"]),  # Text: a feed's title is not markup
             r["status"],
             (r["last_success_at"] or "never")[:16],
             str(r["consecutive_failures"]),
-            (r["last_error"] or "")[:80],
+            Text((r["last_error"] or "")[:80]),
         )
     out.print(table)
+    for r in rows:
+        if r["pending_move"]:
+            out.print(
+                Text(
+                    f"→ {r['name']} redirects permanently to {r['pending_move']} since "
+                    f"{r['pending_move_since'][:16]}: adopted if it still does a day later"
+                )
+            )
 
 
 class Bars:

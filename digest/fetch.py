@@ -14,10 +14,20 @@ person understands); nothing here raises for one bad feed. HTTP goes through aio
 * connect and total timeouts (a server dripping a byte a second is cut off); waiting
   for a turn does not count against them;
 * proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``);
+* no connection inside the network (loopback, private, link-local...) unless the
+  configured URL names it or ``allow_private`` is set: see ``egress``;
 * redirects followed by hand: at most ``max_redirects``, permanent ones (301/308)
-  reported so the new URL is remembered;
+  reported so ``health`` can adopt the new URL once it has proved stable;
 * 429/503 ``Retry-After`` honoured: a short wait is waited once, a long one is
-  recorded so the feed is not asked again before then.
+  recorded so the feed is not asked again before then (never more than
+  ``MAX_RETRY_AFTER`` away).
+
+Every value a server sends is bounded before it is used or kept: Retry-After (seconds
+or a date) to ``MAX_RETRY_AFTER``, validators (ETag, Last-Modified) to what the
+database holds (longer or unprintable ones are not kept), the reason phrase to a
+line, a permanent redirect's URL to what the database holds. The body is counted as
+it streams, whatever Content-Length says. An unexpected exception while fetching one
+feed becomes that feed's failure, with a reason; it never reaches the other feeds.
 
 ``file://`` URLs are read from disk under the same size limit.
 """
@@ -27,11 +37,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import logging
+import socket
 import time
 import urllib.request
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -42,9 +62,11 @@ from urllib.request import url2pathname
 
 import aiohttp
 
-from . import __version__
+from . import __version__, egress, faults
 from .errors import FetchError
 from .model import FeedSource, Fetched, FetchStatus, Validators
+
+log = logging.getLogger(__name__)
 
 ACCEPT = (
     "application/atom+xml, application/rss+xml, application/rdf+xml, application/feed+json, "
@@ -53,6 +75,15 @@ ACCEPT = (
 PERMANENT = {301, 308}
 REDIRECTS = {301, 302, 303, 307, 308}
 CHUNK = 64 * 1024
+#: The longest a server may ask us to stay away (429/503 Retry-After).
+MAX_RETRY_AFTER = timedelta(days=7)
+#: The longest ETag and Last-Modified kept, and the longest URL remembered for a move:
+#: the sizes of their columns (db/schema.py).
+MAX_ETAG = 500
+MAX_LAST_MODIFIED = 200
+MAX_URL = 2048
+#: The most of a server's reason phrase ("Not Found") repeated in an error.
+MAX_REASON = 100
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -85,8 +116,12 @@ class FetchSettings:
     max_entries: int = 1000
     #: ...and the most CPU seconds spent parsing and cleaning one feed.
     parse_timeout: float = 30.0
+    #: Connect to internal addresses (loopback, private...) wherever a feed leads.
+    allow_private: bool = False
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
     clock: Clock = field(default=_utcnow, compare=False)
+    #: Makes the DNS resolver (tests map names to 127.0.0.1); None: aiohttp's own.
+    resolver: Callable[[], aiohttp.abc.AbstractResolver] | None = field(default=None, compare=False)
 
 
 def run_sync(coroutine: Coroutine[object, object, T]) -> T:
@@ -119,7 +154,12 @@ async def fetch_all(
     downloads = asyncio.Semaphore(settings.concurrency)
     hosts: dict[str, asyncio.Semaphore] = {}
     proxies = _Proxies()
-    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(
+        limit=connections,
+        ttl_dns_cache=300,
+        socket_factory=egress.socket_factory,
+        resolver=settings.resolver() if settings.resolver else None,
+    )
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=settings.connect_timeout, connect=settings.connect_timeout
     )
@@ -196,6 +236,7 @@ async def _fetch_one(
     started = time.perf_counter()
     url = known.moved_to or source.url
     try:
+        faults.fail("fetch", source.url)
         async with asyncio.timeout(settings.timeout) as deadline:
             if urlsplit(url).scheme == "file":
                 result = await _read_file(source, url, known, settings)
@@ -208,7 +249,17 @@ async def _fetch_one(
         result = Fetched(source, FetchStatus.FAILED, url=url, error=error)
     except FetchError as exc:
         result = Fetched(source, FetchStatus.FAILED, url=url, error=exc)
+    except Exception as exc:  # a bug, or a library's surprise: this feed's failure alone
+        log.warning("%s: unexpected error while fetching", source.url, exc_info=True)
+        error = FetchError(url, f"unexpected error while fetching: {_named(exc)}")
+        result = Fetched(source, FetchStatus.FAILED, url=url, error=error)
     return replace(result, seconds=time.perf_counter() - started)
+
+
+def _named(exc: BaseException) -> str:
+    """An unexpected exception in one line of bounded length, for a feed's error."""
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text[:300]}" if text else exc.__class__.__name__
 
 
 async def _read_file(
@@ -251,34 +302,38 @@ async def _get(
         headers["If-None-Match"] = known.etag
     if known.last_modified:
         headers["If-Modified-Since"] = known.last_modified
+    configured = urlsplit(source.url).hostname
     moved_to: str | None = None
     permanent_so_far = True
     waited = False
     hops = 0
     while True:
-        try:
+        proxy = client.proxies(url)
+        attempt = egress.Attempt.of(
+            urlsplit(url).hostname, configured, settings.allow_private, proxy is not None
+        )
+        with _translated(url, attempt), egress.attempting(attempt):
+            await _check_target(attempt, url)
             async with client.session.get(
-                url, headers=headers, allow_redirects=False, proxy=client.proxies(url)
+                url, headers=headers, allow_redirects=False, proxy=proxy
             ) as response:
                 status = response.status
                 if status in REDIRECTS:
-                    location = response.headers.get("Location")
-                    if not location:
-                        raise FetchError(url, f"HTTP {status} redirect without a Location")
                     hops += 1
-                    if hops > settings.max_redirects:
-                        raise FetchError(
-                            source.url,
-                            f"more than {settings.max_redirects} redirects (fetch.max_redirects)",
-                        )
-                    url = urljoin(url, location)
-                    if urlsplit(url).scheme not in ("http", "https"):
-                        raise FetchError(source.url, f"redirected to a non-HTTP URL: {url}")
-                    if permanent_so_far and status in PERMANENT:
+                    url = _next_hop(source, url, response, hops, settings)
+                    if permanent_so_far and status in PERMANENT and len(url) <= MAX_URL:
                         moved_to = url
                     else:
                         permanent_so_far = False
                     continue
+                if status in (429, 503):
+                    now = settings.clock()
+                    wait = _retry_after(response.headers.get("Retry-After"), now)
+                    if wait is not None and wait <= settings.max_retry_wait and not waited:
+                        waited = True
+                        await settings.sleep(wait)
+                        continue
+                    return _come_back_later(source, url, status, wait, now, moved_to)
                 if status == 304:
                     return Fetched(
                         source,
@@ -287,78 +342,131 @@ async def _get(
                         validators=known,
                         moved_to=moved_to,
                     )
-                if status in (429, 503):
-                    wait = _retry_after(response.headers.get("Retry-After"), settings.clock())
-                    if wait is not None and wait <= settings.max_retry_wait and not waited:
-                        waited = True
-                        await settings.sleep(max(wait, 0.0))
-                        continue
-                    raise _RetryLater(url, status, wait, settings.clock())
                 if status == 410:
-                    return Fetched(
-                        source,
-                        FetchStatus.FAILED,
-                        url=url,
-                        gone=True,
-                        moved_to=moved_to,
-                        error=FetchError(
-                            url,
-                            "HTTP 410 Gone: the site removed this feed; it is disabled, "
-                            "remove it from the config",
-                        ),
-                    )
+                    return _gone(source, url, moved_to)
                 if status >= 400:
-                    reason = response.reason or ""
-                    raise FetchError(url, f"HTTP {status} {reason}".strip())
+                    raise FetchError(url, f"HTTP {status} {_reason(response.reason)}".strip())
                 async with _turn(client.downloads, deadline):
                     body = await _read_body(response, settings, url)
                 lowered = {k.lower(): v for k, v in response.headers.items()}
                 lowered["content-location"] = _document_url(url, lowered.get("content-location"))
                 lowered.pop("content-encoding", None)
                 return _finished(source, url, body, lowered, known, moved_to)
-        except _RetryLater as exc:
-            return Fetched(
-                source,
-                FetchStatus.FAILED,
-                url=url,
-                moved_to=moved_to,
-                error=exc.error,
-                retry_after=exc.until,
+
+
+@contextmanager
+def _translated(url: str, attempt: egress.Attempt) -> Iterator[None]:
+    """aiohttp's exceptions (and bad values it lets through) → ``FetchError``, in words."""
+    try:
+        yield
+    except aiohttp.InvalidURL:
+        raise FetchError(url, "not a valid URL") from None
+    except aiohttp.ClientConnectorError as exc:
+        if attempt.refused:  # every address the name had was refused: say why
+            raise FetchError(url, attempt.refused[0]) from None
+        raise FetchError(url, f"cannot connect to {exc.host}:{exc.port}: {_why(exc)}") from None
+    except aiohttp.ClientPayloadError as exc:
+        raise FetchError(url, f"the server broke off the response: {exc}") from None
+    except aiohttp.ClientResponseError as exc:
+        raise FetchError(url, f"bad HTTP response: {exc.message}") from None
+    except aiohttp.ClientError as exc:
+        raise FetchError(url, f"HTTP error: {exc.__class__.__name__}: {exc}") from None
+    except (ValueError, UnicodeError) as exc:
+        raise FetchError(url, f"bad HTTP response: {exc}") from None
+
+
+async def _check_target(attempt: egress.Attempt, url: str) -> None:
+    """Refuse a request whose host is internal by its name alone; through a proxy (which
+    resolves names itself), also one whose name resolves to an internal address here."""
+    why = attempt.check_name()
+    if why is None and attempt.via_proxy and not attempt.exempt:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                attempt.host, port, type=socket.SOCK_STREAM
             )
-        except aiohttp.InvalidURL:
-            raise FetchError(url, "not a valid URL") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise FetchError(url, f"cannot connect to {exc.host}:{exc.port}: {_why(exc)}") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise FetchError(url, f"the server broke off the response: {exc}") from None
-        except aiohttp.ClientResponseError as exc:
-            raise FetchError(url, f"bad HTTP response: {exc.message}") from None
-        except aiohttp.ClientError as exc:
-            raise FetchError(url, f"HTTP error: {exc.__class__.__name__}: {exc}") from None
-        except (ValueError, UnicodeError) as exc:
-            raise FetchError(url, f"bad HTTP response: {exc}") from None
+        except OSError:
+            found = []  # unknown here: the proxy may know it
+        why = next((w for *_, a in found if (w := attempt.check_address(str(a[0])))), None)
+    if why:
+        raise FetchError(url, why)
 
 
-class _RetryLater(Exception):
-    def __init__(self, url: str, status: int, wait: float | None, now: datetime) -> None:
-        self.until = now + timedelta(seconds=wait) if wait else None
-        when = f"; not asked again before {self.until:%Y-%m-%d %H:%M} UTC" if self.until else ""
-        self.error = FetchError(url, f"HTTP {status}: the server asks us to come back later{when}")
+def _next_hop(
+    source: FeedSource,
+    url: str,
+    response: aiohttp.ClientResponse,
+    hops: int,
+    settings: FetchSettings,
+) -> str:
+    """Where a redirect leads, or ``FetchError`` when it leads nowhere we go."""
+    location = response.headers.get("Location")
+    if not location:
+        raise FetchError(url, f"HTTP {response.status} redirect without a Location")
+    if hops > settings.max_redirects:
+        raise FetchError(
+            source.url, f"more than {settings.max_redirects} redirects (fetch.max_redirects)"
+        )
+    url = urljoin(url, location)
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise FetchError(source.url, f"redirected to a non-HTTP URL: {url[:MAX_URL]}")
+    return url
+
+
+def _come_back_later(
+    source: FeedSource,
+    url: str,
+    status: int,
+    wait: float | None,
+    now: datetime,
+    moved_to: str | None,
+) -> Fetched:
+    until = now + timedelta(seconds=wait) if wait else None
+    when = f"; not asked again before {until:%Y-%m-%d %H:%M} UTC" if until else ""
+    error = FetchError(url, f"HTTP {status}: the server asks us to come back later{when}")
+    return Fetched(
+        source, FetchStatus.FAILED, url=url, moved_to=moved_to, error=error, retry_after=until
+    )
+
+
+def _gone(source: FeedSource, url: str, moved_to: str | None) -> Fetched:
+    return Fetched(
+        source,
+        FetchStatus.FAILED,
+        url=url,
+        gone=True,
+        moved_to=moved_to,
+        error=FetchError(
+            url,
+            "HTTP 410 Gone: the site removed this feed; it is disabled, remove it from the config",
+        ),
+    )
+
+
+def _reason(phrase: str | None) -> str:
+    """The server's reason phrase, if it is a short printable line."""
+    phrase = (phrase or "").strip()
+    return phrase if phrase.isprintable() and len(phrase) <= MAX_REASON else ""
 
 
 def _retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds, or an HTTP date), between 0
+    and ``MAX_RETRY_AFTER``; None when there is no usable value."""
+    value = (value or "").strip()
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    longest = MAX_RETRY_AFTER.total_seconds()
+    if value.isascii() and value.isdigit():
+        return float(min(int(value[:20]), longest))  # 20 digits: past any limit already
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - now).total_seconds()
+    return min(max(seconds, 0.0), longest)
 
 
 def _document_url(url: str, declared: str | None) -> str:
@@ -450,10 +558,10 @@ def _finished(
 ) -> Fetched:
     body_hash = hashlib.sha256(body).hexdigest()
     validators = Validators(
-        etag=headers.get("etag"),
-        last_modified=headers.get("last-modified"),
+        etag=_kept(headers.get("etag"), MAX_ETAG),
+        last_modified=_kept(headers.get("last-modified"), MAX_LAST_MODIFIED),
         body_hash=body_hash,
-        moved_to=moved_to or known.moved_to,
+        moved_to=known.moved_to,  # a move is adopted by ``health``, once it proved stable
     )
     return Fetched(
         source,
@@ -465,3 +573,11 @@ def _finished(
         moved_to=moved_to,
         unchanged=body_hash == known.body_hash,
     )
+
+
+def _kept(validator: str | None, limit: int) -> str | None:
+    """A validator worth keeping to send back: printable ASCII that fits its column. Any
+    other is dropped (not cut: a cut ETag never matches), and the next fetch is a full one."""
+    if validator and len(validator) <= limit and validator.isascii() and validator.isprintable():
+        return validator
+    return None

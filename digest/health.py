@@ -1,24 +1,40 @@
 """Feed state kept between runs: conditional-GET validators, moves, and health.
 
 A feed's row remembers its ETag / Last-Modified and the hash of its last body, a
-permanent redirect (used from then on), when it was first read (the first-run rule),
-and its health: last success, last error, consecutive failures. After
-``pause_after`` failures in a row, or a 410 Gone, the feed is paused: skipped by runs,
-reported by ``digest feeds``, until ``digest feeds --resume``.
+permanent redirect, when it was first read (the first-run rule), and its health: last
+success, last error, consecutive failures. After ``pause_after`` failures in a row, or
+a 410 Gone, the feed is paused: skipped by runs, reported by ``digest feeds``, until
+``digest feeds --resume``.
+
+A permanent redirect (301/308) is a claim by whoever answers the feed's address, so it
+is adopted (read from then on instead of the configured URL) only once it has proved
+stable: seen again, to the same URL, at least ``ADOPT_AFTER`` after it was first seen,
+with no answer without it in between (``move``). Until then it is *pending*: followed
+on each run and shown by ``digest feeds``. A move to an address inside the network is
+followed when allowed, never adopted.
+
+Everything stored here came from outside, so each value is made to fit its column:
+text without NUL or other control characters, cut to the column's length.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from . import egress
 from .db import schema
 from .model import Fetched, FetchStatus, Validators
 
 F = schema.feeds
+#: How long a permanent redirect must hold, across runs, before it is adopted.
+ADOPT_AFTER = timedelta(hours=24)
+#: The most characters kept of a text column without a length (an error, a reason).
+MAX_TEXT = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +52,9 @@ class FeedState:
     paused_at: datetime | None
     pause_reason: str | None
     retry_after: datetime | None
+    #: A permanent redirect seen but not adopted yet, and since when it has held.
+    pending_move: str | None = None
+    pending_since: datetime | None = None
 
     @property
     def paused(self) -> bool:
@@ -58,6 +77,8 @@ def _state(row: sa.Row[tuple[object, ...]]) -> FeedState:
         paused_at=m["paused_at"],
         pause_reason=m["pause_reason"],
         retry_after=m["retry_after"],
+        pending_move=m["move_pending"],
+        pending_since=m["move_seen_at"],
     )
 
 
@@ -90,12 +111,15 @@ def record_fetch(
     row = conn.execute(sa.select(F).where(F.c.url == url)).one()
     state = _state(row)
     values: dict[str, object] = {"last_fetched_at": now}
+    decided = move(state, fetched, now)
+    values.update(move_pending=decided.pending, move_seen_at=decided.since)
     warning = None
-    if fetched.moved_to and fetched.moved_to != state.validators.moved_to:
-        values["moved_to"] = fetched.moved_to
+    if decided.adopt:
+        values["moved_to"] = decided.adopt
         warning = (
-            f"{url} moved permanently to {fetched.moved_to}: digest reads the new address "
-            "from now on; update the config"
+            f"{url} moved permanently to {decided.adopt} (the same answer for "
+            f"{ADOPT_AFTER.total_seconds() / 3600:g} hours): digest reads the new address from "
+            "now on; update the config"
         )
     error = fetched.error.message if fetched.error else parse_error
     if fetched.status is FetchStatus.FAILED or parse_error:
@@ -123,9 +147,65 @@ def record_fetch(
             v = fetched.validators
             values.update(etag=v.etag, last_modified=v.last_modified, body_hash=v.body_hash)
         if title:
-            values["title"] = title[:500]
-    conn.execute(sa.update(F).where(F.c.id == state.id).values(values))
+            values["title"] = title
+    conn.execute(sa.update(F).where(F.c.id == state.id).values(_fitted(values)))
     return warning
+
+
+def _fitted(values: dict[str, object]) -> dict[str, object]:
+    """Each text value as its column can hold it: no NUL or other control characters
+    (PostgreSQL refuses NUL; none belongs in a title, an error or a URL), cut to the
+    column's length (PostgreSQL refuses longer). Validators arrive fitted already
+    (``fetch`` drops the ones that do not fit: a cut ETag would never match)."""
+    out: dict[str, object] = {}
+    for name, value in values.items():
+        if isinstance(value, str):
+            value = "".join(c if c.isprintable() or c in "\n\t" else " " for c in value)
+            value = value[: _length(name)]
+        out[name] = value
+    return out
+
+
+def _length(column: str) -> int:
+    length = getattr(F.c[column].type, "length", None)
+    return int(length) if length else MAX_TEXT
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """What a fetch means for a feed's permanent redirect: the move still pending (and
+    since when), and the URL adopted now, if any."""
+
+    pending: str | None
+    since: datetime | None
+    adopt: str | None = None
+
+
+def move(state: FeedState, fetched: Fetched, now: datetime) -> Move:
+    """Pure: a permanent redirect is adopted when it is seen again, to the same URL, at
+    least ``ADOPT_AFTER`` after first seen, with no plain answer in between. A fetch
+    that got no answer (a timeout...) neither confirms nor contradicts it."""
+    pending, since = state.pending_move, state.pending_since
+    seen = fetched.moved_to
+    if seen is None:
+        if fetched.status is FetchStatus.FAILED:
+            return Move(pending, since)
+        return Move(None, None)  # answered where it is: not moving after all
+    if not _adoptable(seen, fetched.source.url):
+        return Move(None, None)
+    if seen != pending or since is None:
+        return Move(seen, now)
+    if now - since >= ADOPT_AFTER:
+        return Move(None, None, adopt=seen)
+    return Move(pending, since)
+
+
+def _adoptable(url: str, configured: str) -> bool:
+    """Never remember a move inside the network (it may be followed when allowed), nor
+    one longer than the column holds."""
+    host = urlsplit(url).hostname or ""
+    same_host = egress.normal_host(host) == egress.normal_host(urlsplit(configured).hostname)
+    return len(url) <= _length("moved_to") and (same_host or not egress.names_internal(host))
 
 
 def resume(conn: sa.Connection, urls: Iterable[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from . import lease
-from .clean import clean, identity
+from .clean import MAX_TITLE_CHARS, clean, identity, plain_text, truncate
 from .errors import FeedError, ParseError
 from .fetch import FetchSettings, fetch_all, run_sync
 from .model import Entry, FeedSource, Fetched, FetchStatus, Validators
@@ -78,14 +78,19 @@ def digest_feed(
     limits: ParseLimits = DEFAULT_LIMITS,
 ) -> Digested:
     """Parse one fetched feed and clean its entries not in ``known`` (identities), in
-    at most ``limits.max_seconds`` of CPU time. Top-level so a process pool can run it."""
+    at most ``limits.max_seconds`` of CPU time. Top-level so a process pool can run it.
+    Never raises for the feed: whatever goes wrong (a bug, a library's surprise on
+    hostile input) becomes this feed's error, with a reason."""
     if fetched.status is not FetchStatus.OK or fetched.unchanged:
         return Digested(fetched, error=fetched.error)
     url = fetched.url or fetched.source.url
+    stage = "parsing"
     try:
         with _cpu_limit(limits.max_seconds):
             parsed = parse(fetched.body, url, fetched.headers, limits)
-            name = display_name(fetched.source, parsed.title)
+            stage = "cleaning"
+            title = truncate(plain_text(parsed.title), MAX_TITLE_CHARS) or None
+            name = display_name(fetched.source, title)
             entries = tuple(
                 clean(raw, fetched.source, name, now, summary_length, key)
                 for raw in parsed.entries
@@ -100,9 +105,18 @@ def digest_feed(
             "(fetch.parse_timeout): skipped",
         )
         return Digested(fetched, error=error)
-    return Digested(
-        fetched, parsed.title, entries, warnings=parsed.warnings, total=len(parsed.entries)
-    )
+    except Exception as exc:
+        return Digested(fetched, error=unexpected(fetched, stage, exc))
+    return Digested(fetched, title, entries, warnings=parsed.warnings, total=len(parsed.entries))
+
+
+def unexpected(fetched: Fetched, stage: str, exc: Exception) -> ParseError:
+    """An exception nobody expected while ``stage`` one feed: logged with its traceback
+    for whoever fixes it, and that feed's error (the others carry on)."""
+    log.warning("%s: unexpected error while %s it", fetched.source.url, stage, exc_info=exc)
+    text = " ".join(str(exc).split())[:300]
+    what = f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+    return ParseError(fetched.url or fetched.source.url, f"unexpected error while {stage}: {what}")
 
 
 class _TooSlow(BaseException):
@@ -231,6 +245,8 @@ def ingest(
                 return future.result()
             except BrokenProcessPool:
                 pass
+            except Exception as exc:  # the result could not come back (pickling...)
+                return Digested(result, error=unexpected(result, "parsing", exc))
         return _isolated(result, now, summary_length, ids(url), limits)
 
     try:

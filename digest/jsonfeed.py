@@ -25,13 +25,18 @@ def looks_like_json(body: bytes, content_type: str) -> bool:
 def parse(body: bytes, url: str) -> ParsedFeed:
     try:
         doc = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
         raise ParseError(url, f"not a feed: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise ParseError(url, "not a feed: JSON nested too deeply to read") from None
     if not isinstance(doc, dict) or "jsonfeed.org/version/" not in str(doc.get("version", "")):
         raise ParseError(url, "not a feed: JSON, but not a JSON Feed (no jsonfeed.org version)")
     version = "json11" if str(doc["version"]).rstrip("/").endswith("1.1") else "json10"
     home = _str(doc.get("home_page_url"))
-    base = urljoin(url, home) if home else url
+    try:
+        base = urljoin(url, home) if home else url
+    except ValueError:
+        base = url
     items = doc.get("items")
     if not isinstance(items, list):
         raise ParseError(url, "not a feed: a JSON Feed needs an items list")
@@ -40,7 +45,10 @@ def parse(body: bytes, url: str) -> ParsedFeed:
         if not isinstance(item, dict):
             warnings.append(f"items[{i}] is not an object: skipped")
             continue
-        entries.append(_entry(item, base, _author(doc)))
+        try:
+            entries.append(_entry(item, base, _author(doc)))
+        except ValueError as exc:  # a URL urljoin cannot read
+            warnings.append(f"items[{i}] skipped: {exc}")
     return ParsedFeed(
         format=version,
         title=_str(doc.get("title")),
@@ -102,6 +110,6 @@ def _date(value: Any) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or out of range once in UTC
         return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

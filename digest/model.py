@@ -173,6 +173,9 @@ class Known:
     canonical_links: frozenset[str] = frozenset()
     #: (feed url, identity) → the fingerprint recorded, for feeds with resend_updated.
     fingerprints: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: (feed url, fingerprint) of entries recorded recently (sent or baseline) → whether
+    #: one of them had no link: the same title and content under a new guid.
+    recent_content: Mapping[tuple[str, str], bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

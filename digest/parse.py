@@ -23,7 +23,7 @@ import feedparser
 import feedparser.mixin
 import feedparser.urls
 
-from . import jsonfeed
+from . import faults, jsonfeed
 from .errors import ParseError
 from .model import ParsedFeed, RawEntry
 
@@ -78,6 +78,7 @@ def parse(
     """Parse one feed. Raises ParseError when the bytes are not a feed at all, or are
     an entity bomb (see ``entity_bomb``). At most ``limits.max_entries`` entries are
     kept: the newest."""
+    faults.fail("parse", url)
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     headers.setdefault("content-location", url)
     if jsonfeed.looks_like_json(body, headers.get("content-type", "")):

@@ -12,6 +12,10 @@ link (the same story sent before under another feed or guid). Among new entries:
   is back catalogue that surfaced late (a feed re-ordering its archive): baseline too;
 * the same story twice in one run (same canonical link) is kept once, from the feed
   listed first in the config;
+* an entry with the same feed, title and content as one recorded recently (``known``
+  says which: the last 30 days) or earlier in this run is the same story under a new
+  guid (feeds that make one up on every fetch), unless both have links and they
+  differ: two addresses are two posts (a weekly "Open thread" with no body);
 * an entry sent before whose title or content changed since is new again, marked
   ``updated``, only for feeds with ``resend_updated`` (by default an update is not
   news);
@@ -39,6 +43,7 @@ def pick(
     fresh: list[list[Entry]] = []
     baseline: list[Entry] = []
     links_this_run: set[str] = set()
+    content = dict(known.recent_content)  # grows with this run's entries
     duplicates = 0
     for feed in feeds:
         window = feed.source.first_run_window
@@ -55,7 +60,9 @@ def pick(
                     if link is not None:
                         links_this_run.add(link)
                 continue
-            if link is not None and (link in known.canonical_links or link in links_this_run):
+            if (
+                link is not None and (link in known.canonical_links or link in links_this_run)
+            ) or _same_content(entry, content):
                 duplicates += 1
                 baseline.append(entry)
                 continue
@@ -64,6 +71,9 @@ def pick(
                 continue
             if link is not None:
                 links_this_run.add(link)
+            if entry.fingerprint is not None:
+                key = (entry.source.url, entry.fingerprint)
+                content[key] = content.get(key, False) or link is None
             new.append(entry)
         fresh.append(sorted(new, key=_newest_first))
 
@@ -80,6 +90,14 @@ def pick(
         baseline=tuple(baseline),
         duplicates=duplicates,
     )
+
+
+def _same_content(entry: Entry, content: dict[tuple[str, str], bool]) -> bool:
+    """Seen with this feed, title and content, where one of the two has no link."""
+    if entry.fingerprint is None:
+        return False
+    linkless = content.get((entry.source.url, entry.fingerprint))
+    return linkless is not None and (linkless or entry.canonical_link is None)
 
 
 def _changed(entry: Entry, known: Known) -> bool:

@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -31,11 +31,12 @@ from . import faults, health, lease, personal, record, retention, subscribers
 from .clean import finish
 from .config import Config
 from .deliver.dispatch import dispatch
-from .ingest import Digested, display_name, ingest
+from .ingest import Digested, display_name, ingest, unexpected
 from .model import (
     Composed,
     EditionReport,
     EditionStatus,
+    Entry,
     FeedEntries,
     FeedReport,
     FetchStatus,
@@ -49,6 +50,8 @@ from .services import build as build  # the entry point: pipeline.run(pipeline.b
 log = logging.getLogger(__name__)
 #: Entries the ledger learned this recently are not cleaned again (see ingest).
 KNOWN_WINDOW = timedelta(days=90)
+#: An entry with the title and content of one recorded this recently is a duplicate.
+CONTENT_WINDOW = timedelta(days=30)
 
 
 class Progress(Protocol):
@@ -220,22 +223,12 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         on_fetched=lambda f: progress.fetched(f.source.name or f.source.url),
         known=recent,
     )
-    feeds = [
-        FeedEntries(
-            source=d.source,
-            entries=d.entries,
-            first_run=(
-                states.get(d.source.url) is None or states[d.source.url].first_read_at is None
-            ),
-            first_read=states[d.source.url].first_read_at if d.source.url in states else None,
-        )
-        for d in digested
-    ]
-    every_entry = [e for d in digested for e in d.entries]
+    digested, feeds = _pick_input(digested, states)
+    every_entry = [e for f in feeds for e in f.entries]
     with services.engine.connect() as conn:
-        known = record.known(conn, every_entry, feed_ids)
+        known = record.known(conn, every_entry, feed_ids, since=now - CONTENT_WINDOW)
     selection = pick(feeds, known, now, config.digest.max_items, config.digest.max_items_per_feed)
-    selection = replace(selection, items=tuple(finish(e) for e in selection.items))
+    selection = replace(selection, items=tuple(finished(e) for e in selection.items))
     new = Counter(e.source.url for e in selection.entries)
     for d in digested:
         for warning in d.warnings:
@@ -253,6 +246,47 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         )
     ordered = tuple(reports[s.url] for s in sources)
     return Gathered(digested, selection, ordered, feed_ids)
+
+
+def _pick_input(
+    digested: Sequence[Digested], states: Mapping[str, health.FeedState]
+) -> tuple[list[Digested], list[FeedEntries]]:
+    """What ``pick`` needs of each feed; a feed whose entries cannot be made ready
+    fails alone, with a reason (its entries are not recorded: they stay new)."""
+    ready: list[Digested] = []
+    feeds: list[FeedEntries] = []
+    for d in digested:
+        state = states.get(d.source.url)
+        try:
+            faults.fail("pick", d.source.url)
+            feeds.append(
+                FeedEntries(
+                    source=d.source,
+                    entries=d.entries,
+                    first_run=state is None or state.first_read_at is None,
+                    first_read=state.first_read_at if state else None,
+                )
+            )
+        except Exception as exc:
+            d = replace(d, entries=(), error=unexpected(d.fetched, "choosing from", exc))
+        ready.append(d)
+    return ready, feeds
+
+
+def finished(entry: Entry) -> Entry:
+    """``clean.finish`` (the body sanitized), or, should that fail on some body, the
+    entry without it: its title, link and summary (plain text, clean already) still go
+    out, and the failure is logged with the feed it came from."""
+    try:
+        return finish(entry)
+    except Exception:
+        log.warning(
+            "%s: cleaning the body of %r failed: sent without it",
+            entry.source.url,
+            entry.title,
+            exc_info=True,
+        )
+        return replace(entry, content_html="", body_source="")
 
 
 def _error_words(
@@ -322,7 +356,7 @@ def commit_edition(
         for number, dropped in variants.dropped.items():
             variant = personal.without(selection, dropped)
             # headlines moved up into the items get what items have: a sanitized body
-            variant = replace(variant, items=tuple(finish(e) for e in variant.items))
+            variant = replace(variant, items=tuple(finished(e) for e in variant.items))
             record.save_variant(
                 conn, number, services.renderer.compose(edition_id, variant, now, nonce), dropped
             )

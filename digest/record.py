@@ -86,8 +86,14 @@ def insert_ignoring_duplicates(
 # -- what is known ------------------------------------------------------------------------
 
 
-def known(conn: sa.Connection, entries: Sequence[Entry], feed_ids: Mapping[str, int]) -> Known:
-    """Which of these entries the ledger already knows, by identity and by canonical link."""
+def known(
+    conn: sa.Connection,
+    entries: Sequence[Entry],
+    feed_ids: Mapping[str, int],
+    since: datetime | None = None,
+) -> Known:
+    """Which of these entries the ledger already knows: by identity, by canonical link,
+    and (recorded after ``since``) by feed, title and content."""
     by_feed_id = {v: k for k, v in feed_ids.items()}
     identities: set[tuple[str, str]] = set()
     wanted = sorted({e.identity for e in entries})
@@ -105,7 +111,29 @@ def known(conn: sa.Connection, entries: Sequence[Entry], feed_ids: Mapping[str, 
         identities=frozenset(identities),
         canonical_links=frozenset(links),
         fingerprints=_sent_fingerprints(conn, entries, feed_ids),
+        recent_content=_recent_content(conn, entries, feed_ids, since) if since else {},
     )
+
+
+def _recent_content(
+    conn: sa.Connection, entries: Sequence[Entry], feed_ids: Mapping[str, int], since: datetime
+) -> dict[tuple[str, str], bool]:
+    """(feed url, fingerprint) of the entries recorded since ``since`` with the
+    fingerprint of one of these → whether one of those had no link."""
+    by_feed_id = {v: k for k, v in feed_ids.items()}
+    wanted = sorted({e.fingerprint for e in entries if e.fingerprint})
+    found: dict[tuple[str, str], bool] = {}
+    for chunk in _chunks(wanted):
+        rows = conn.execute(
+            sa.select(N.c.feed_id, N.c.fingerprint, N.c.link_key).where(
+                N.c.fingerprint.in_(chunk) & (N.c.first_seen_at >= since)
+            )
+        )
+        for feed_id, fingerprint, key in rows:
+            if feed_id in by_feed_id:
+                where = (by_feed_id[feed_id], fingerprint)
+                found[where] = found.get(where, False) or key is None
+    return found
 
 
 def _sent_fingerprints(

@@ -95,6 +95,7 @@ def fetch_settings(config: Config) -> FetchSettings:
         max_entity_expansion=f.max_entity_expansion,
         max_entries=f.max_entries,
         parse_timeout=f.parse_timeout.total_seconds(),
+        allow_private=f.allow_private,
     )
 
 

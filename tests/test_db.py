@@ -74,3 +74,34 @@ def test_postgres_upgrade_head_matches_models(postgres_url: str) -> None:
     engine = db.connect(postgres_url, auto_upgrade=True)
     assert diff(engine) == []
     engine.dispose()
+
+
+def test_0006_forgets_only_the_moves_into_the_network(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    db.upgrade(engine, "0004")
+    moves = {
+        "https://a.example/feed": "https://b.example/feed",  # kept: a move elsewhere
+        "https://c.example/feed": "http://169.254.169.254/latest/meta-data/",
+        "https://d.example/feed": "http://localhost:8080/admin",
+        "https://e.example/feed": "http://[::ffff:10.0.0.1]/",
+        "http://127.0.0.1:8080/old": "http://127.0.0.1:8080/new",  # kept: its own host
+    }
+    with engine.begin() as conn:
+        for url, moved_to in moves.items():
+            conn.execute(
+                sa.text(
+                    "INSERT INTO feeds (url, moved_to, consecutive_failures) VALUES (:u, :m, 0)"
+                ),
+                {"u": url, "m": moved_to},
+            )
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        left = dict(conn.execute(sa.text("SELECT url, moved_to FROM feeds")).all())
+    engine.dispose()
+    assert left == {
+        "https://a.example/feed": "https://b.example/feed",
+        "https://c.example/feed": None,
+        "https://d.example/feed": None,
+        "https://e.example/feed": None,
+        "http://127.0.0.1:8080/old": "http://127.0.0.1:8080/new",
+    }

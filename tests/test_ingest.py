@@ -259,6 +259,31 @@ def test_entries_without_guid_are_never_sent_twice(
     assert "B" in mail and "About A" not in mail and "No link" not in mail
 
 
+def test_guids_that_change_on_every_fetch_do_not_resend_the_stories(
+    project: Project, httpserver: HTTPServer
+) -> None:
+    """The issue's feed: no links, a new guid for every item on every fetch."""
+    fetches: list[int] = []
+
+    def handler(request: Request) -> Response:
+        fetches.append(1)
+        n = len(fetches)
+        titles = ["Storm warning", "Ferry times"] + (["Harbour fete"] if n >= 3 else [])
+        return Response(rss([(f"urn:uuid:{n}-{i}", None, t) for i, t in enumerate(titles)]))
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    project.feed(httpserver.url_for("/feed"), first_run_window="all")
+    project.subscriber("ada@example.org")
+    assert run(project).editions[0].entries == 2
+    again = run(project, NOW + timedelta(days=1))
+    assert again.editions == () and again.feeds[0].status is FetchStatus.OK
+    third = run(project, NOW + timedelta(days=29))  # still within 30 days of the last sight
+    assert third.editions[0].entries == 1
+    assert "Harbour fete" in sorted(project.outbox())[-1].read_text(encoding="utf-8")
+    # each sight is recorded: 45 days after the first, the last sight was 16 days ago
+    assert run(project, NOW + timedelta(days=45)).editions == ()
+
+
 # -- what a person sees -----------------------------------------------------------------------
 
 

@@ -326,15 +326,17 @@ def test_the_edition_goes_out_with_the_good_feeds(
     assert feeds[urls["etag"]]["status"] == "not_modified"
     assert feeds[urls["gone"]]["status"] == "skipped"
     assert "paused" in feeds[urls["gone"]]["error"]
-    assert [r.path for r, _ in server.log].count("/old") == 1  # the move was remembered
+    # the move is followed, and pending until it has held for a day (health.ADOPT_AFTER)
+    assert [r.path for r, _ in server.log].count("/old") == 2
 
     health = json.loads(digest(project, cli_env, "feeds", "--json").stdout)
     rows = {r["url"]: r for r in health}
+    assert rows[urls["old"]]["pending_move"] == server.url_for("/new")
     assert rows[urls["gone"]]["paused"] and "410" in rows[urls["gone"]]["pause_reason"]
     assert rows[urls["broken"]]["status"] == "failing"
     assert rows[urls["broken"]]["consecutive_failures"] == 2
     assert "HTTP 500" in rows[urls["broken"]]["last_error"]
-    assert rows[urls["old"]]["moved_to"] == server.url_for("/new")
+    assert rows[urls["old"]]["moved_to"] is None  # not adopted yet
     assert rows[urls["etag"]]["status"] == "ok" and rows[urls["etag"]]["last_success_at"]
 
 

@@ -4,6 +4,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.clean import clean, finish, identity, plain_text, sanitize, truncate
 from digest.errors import ParseError
@@ -257,3 +259,177 @@ def test_bodies_are_sanitized_only_when_finished() -> None:
     assert done.content_html == '<p>Hi <img src="https://blog.example/a.png"></p>'
     assert done.body_source == "" and done.thumbnail == "https://blog.example/a.png"
     assert finish(done) == done
+
+
+# -- tracking pixels, however they are sized ------------------------------------------------
+
+#: CSS pixels per unit, written out here (not taken from the code under test).
+UNITS = {"px": 1, "": 1, "pt": 4 / 3, "in": 96, "em": 16, "rem": 16, "pc": 16}
+TINY = [0, 0.5, 1, 2, 2.5, 3]  # a tracking pixel or a spacer
+REAL = [4, 5, 20, 300, 1200]  # an image
+
+
+def length(pixels: float, unit: str, upper: bool) -> str:
+    text = f"{pixels / UNITS[unit]:g}{unit}"
+    return text.upper() if upper else text
+
+
+SIZED = st.fixed_dictionaries(
+    {
+        "pixels": st.sampled_from(TINY + REAL),
+        "unit": st.sampled_from(sorted(UNITS)),
+        "upper": st.booleans(),
+        "important": st.booleans(),
+        "how": st.sampled_from(
+            ["width=", "height=", "width:", "height:", "max-width:", "max-height:"]
+        ),
+    }
+)
+
+
+def image(sizes: list[dict[str, object]], other: str) -> str:
+    attributes, style = [], [other] if other else []
+    for s in sizes:
+        how = str(s["how"])
+        unit = str(s["unit"]) if not how.endswith("=") or s["unit"] in ("", "px") else ""
+        value = length(s["pixels"], unit, bool(s["upper"]))  # type: ignore[arg-type]
+        if how.endswith("="):  # an attribute is read in pixels, whatever follows the number
+            attributes.append(f'{how}"{value}"')
+        else:
+            important = " !important" if s["important"] else ""
+            style.append(f"{how.upper() if s['upper'] else how} {value}{important}")
+    style_attribute = f' style="{"; ".join(style)}"' if style else ""
+    return f'<p>Text</p><img src="/i.png" alt="An image" {" ".join(attributes)}{style_attribute}>'
+
+
+@given(
+    sizes=st.lists(SIZED, max_size=3, unique_by=lambda s: str(s["how"])),
+    other=st.sampled_from(["", "color: red", "border: 0", "position: fixed"]),
+)
+def test_images_sized_a_few_pixels_either_way_are_dropped(
+    sizes: list[dict[str, object]], other: str
+) -> None:
+    """By attribute or by style, in any unit, in any case, !important or not."""
+    out = sanitize(image(sizes, other), "https://x.example/")
+    tiny = any(s["pixels"] in TINY for s in sizes)  # a bare number: pixels (quirks mode)
+    assert ("<img" not in out) == tiny, out
+    assert "style" not in out and "<p>Text</p>" in out
+
+
+@pytest.mark.parametrize(
+    "pixel",
+    [
+        '<img src="/t.gif" style="width:1px;height:1px">',
+        '<img src="/t.gif" style="display:none">',
+        '<img src="/t.gif" style="visibility: hidden">',
+        '<img src="/t.gif" style="WIDTH: 0">',
+        '<img src="/t.gif" width="1.0" height="1.0">',
+        '<img src="/t.gif" width="0">',
+        '<img src="/t.gif" height="2px">',
+        '<img src="/t.gif" style="max-height: 0.1em">',
+        '<img src="/t.gif" style="width: 1px !important">',
+    ],
+)
+def test_tracking_pixels_are_dropped(pixel: str) -> None:
+    assert "<img" not in sanitize(f"<p>a</p>{pixel}<p>b</p>", "https://x.example/")
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        '<img src="/i.png" width="600" height="400">',
+        '<img src="/i.png" width="50%">',
+        '<img src="/i.png" style="width: 100%; height: auto">',
+        '<img src="/i.png" style="max-width: 100vw">',
+        '<img src="/i.png" alt="a > b">',
+    ],
+)
+def test_real_images_stay_without_their_style(kept: str) -> None:
+    out = sanitize(kept, "https://x.example/")
+    assert out.startswith('<img src="https://x.example/i.png"') and "style" not in out
+
+
+# -- hostile values never break parsing or cleaning -------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.sampled_from(
+        [
+            "0001-01-01T00:00:00+05:00",
+            "9999-12-31T23:59:59-10:00",
+            "1970-01-01T00:00:00Z",
+            "http://[::1",
+            "javascript:alert(1)",
+            "<img src=x style='width:1px'>",
+        ]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+ITEM_KEYS = st.sampled_from(
+    [
+        "id",
+        "url",
+        "external_url",
+        "title",
+        "content_html",
+        "content_text",
+        "summary",
+        "date_published",
+        "date_modified",
+        "image",
+        "tags",
+        "authors",
+        "author",
+    ]
+)
+
+
+@given(
+    items=st.lists(st.dictionaries(ITEM_KEYS, JSON_VALUES, max_size=6), max_size=4),
+    home=JSON_VALUES,
+)
+def test_any_json_feed_parses_or_is_refused_and_cleans(items: list[object], home: object) -> None:
+    doc = {"version": "https://jsonfeed.org/version/1.1", "home_page_url": home, "items": items}
+    try:
+        parsed = parse(json.dumps(doc).encode(), "https://j.example/feed.json")
+    except ParseError:
+        return
+    for entry in parsed.entries:
+        done = finish(clean(entry, SOURCE, "J", NOW))
+        assert done.published <= NOW and done.published.tzinfo is not None
+
+
+def test_dates_before_1970_count_as_no_date() -> None:
+    ancient = clean(raw(published=datetime(1, 1, 1, tzinfo=UTC)), SOURCE, "B", NOW)
+    assert ancient.published == NOW and not ancient.dated
+    zero = clean(raw(published=datetime(1970, 1, 1, tzinfo=UTC)), SOURCE, "B", NOW)
+    assert not zero.dated
+    fallback = clean(
+        raw(published=datetime(1, 1, 1, tzinfo=UTC), updated=NOW - timedelta(days=1)),
+        SOURCE,
+        "B",
+        NOW,
+    )
+    assert fallback.dated and fallback.published == NOW - timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            b'{"version": "https://jsonfeed.org/version/1", "x": ' + b"1" * 5000 + b"}",
+            "invalid JSON",
+        ),
+    ],
+)
+def test_json_that_python_cannot_read_is_not_a_feed(body: bytes, why: str) -> None:
+    with pytest.raises(ParseError, match=why):
+        parse(body, "https://j.example/feed.json", {"content-type": "application/feed+json"})

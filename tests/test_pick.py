@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from digest.links import canonical
 from digest.model import Entry, FeedEntries, FeedSource, Known
 from digest.pick import pick
@@ -163,3 +166,77 @@ def test_an_update_is_news_only_where_the_feed_asks_for_it() -> None:
     sel = pick([feed(watched, changed, same, never_sent), feed(B, plain)], known, NOW, 20, 5)
     assert ids(sel.items) == ["changed"] and sel.items[0].updated
     assert sel.baseline == () and sel.duplicates == 0
+
+
+# -- the same story under a new guid ------------------------------------------------------
+
+
+def churned(source: FeedSource, guid: str, title: str, link: str | None = None) -> Entry:
+    """An entry as a feed that makes up a guid on every fetch gives it: the fingerprint
+    (title and content) is what stays the same."""
+    return Entry(
+        source=source,
+        source_title="",
+        identity=guid,
+        title=title,
+        link=link,
+        canonical_link=canonical(link),
+        summary="",
+        content_html="",
+        published=NOW,
+        dated=False,
+        fingerprint=f"fp-{title}",
+    )
+
+
+def test_same_feed_title_and_content_under_a_new_guid_is_a_duplicate() -> None:
+    known = Known(recent_content={(A.url, "fp-Story"): True})
+    sel = pick([feed(A, churned(A, "guid-2", "Story"))], known, NOW, 20, 5)
+    assert sel.empty and ids(sel.baseline) == ["guid-2"] and sel.duplicates == 1
+    # another feed with the same words is another feed's story
+    assert ids(pick([feed(B, churned(B, "g", "Story"))], known, NOW, 20, 5).items) == ["g"]
+
+
+def test_the_same_story_twice_in_one_fetch_is_kept_once() -> None:
+    twice = feed(A, churned(A, "g1", "Story"), churned(A, "g2", "Story"))
+    sel = pick([twice], Known(), NOW, 20, 5)
+    assert len(sel.items) == 1 and sel.duplicates == 1
+
+
+def test_two_posts_at_two_addresses_are_two_posts() -> None:
+    """A weekly "Open thread" with no body: same title and content, different links."""
+    known = Known(recent_content={(A.url, "fp-Open thread"): False})  # had a link
+    week2 = churned(A, "g2", "Open thread", "https://a.example/open-thread-2")
+    assert ids(pick([feed(A, week2)], known, NOW, 20, 5).items) == ["g2"]
+    # ...but without a link, nothing tells it from the one before
+    bare = churned(A, "g3", "Open thread")
+    assert pick([feed(A, bare)], known, NOW, 20, 5).empty
+    # and a linked copy of a story first seen without a link is the same story
+    linkless = Known(recent_content={(A.url, "fp-Open thread"): True})
+    assert pick([feed(A, week2)], linkless, NOW, 20, 5).empty
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=12),
+    st.dictionaries(st.sampled_from("abc"), st.booleans()),
+)
+def test_no_story_goes_out_twice_whatever_its_guids(
+    stories: list[tuple[str, bool]], recent: dict[str, bool]
+) -> None:
+    """Each entry a fresh guid; a story is its title and content. Whatever the mix of
+    links, a story already recorded (or already chosen) is only chosen again when both
+    it and the earlier one have links (different ones)."""
+    known = Known(recent_content={(A.url, f"fp-{t}"): linkless for t, linkless in recent.items()})
+    entries = [
+        churned(A, f"g{i}", title, f"https://a.example/{title}/{i}" if linked else None)
+        for i, (title, linked) in enumerate(stories)
+    ]
+    sel = pick([feed(A, *entries)], known, NOW, 100, 100)
+    chosen = sel.items + sel.more
+    for title in "abc":
+        linked_out = [e for e in chosen if e.title == title and e.link]
+        bare_out = [e for e in chosen if e.title == title and not e.link]
+        assert len(bare_out) <= (0 if title in recent else 1)
+        if bare_out or recent.get(title):
+            assert len(linked_out) + len(bare_out) <= (0 if title in recent else 1)
+    assert len(chosen) + len(sel.baseline) == len(entries)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 import shutil
+import subprocess
+import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
-from digest import pipeline
+from digest import health, pipeline
 from digest.db import schema
 from digest.model import EditionStatus, FetchStatus
 
@@ -188,20 +193,125 @@ def test_links_in_messages_are_distinct_signed_and_under_base_url(sampled: Proje
     assert len(links) == 2
 
 
-def test_moved_feed_is_remembered(project: Project, httpserver: HTTPServer) -> None:
-    httpserver.expect_request("/old").respond_with_data(
-        "", status=308, headers={"Location": "/new"}
-    )
-    httpserver.expect_request("/new").respond_with_data(
-        rss([("a", "A post", "Sat, 28 Nov 2026 05:00:00 +0000")])
-    )
+def test_a_move_is_adopted_only_once_it_has_held_for_a_day(
+    project: Project, httpserver: HTTPServer
+) -> None:
+    target = {"path": "/new"}
+
+    def old(request: Request) -> Response:
+        if target["path"] is None:
+            return Response(rss([("a", "A post", "Sat, 28 Nov 2026 05:00:00 +0000")]))
+        return Response("", 308, {"Location": target["path"]})
+
+    httpserver.expect_request("/old").respond_with_handler(old)
+    for path in ("/new", "/other"):
+        httpserver.expect_request(path).respond_with_data(
+            rss([("a", "A post", "Sat, 28 Nov 2026 05:00:00 +0000")])
+        )
     project.feed(httpserver.url_for("/old"))
     project.subscriber("ada@example.org")
-    report = run(project)
-    assert report.feeds[0].moved_to == httpserver.url_for("/new")
-    run(project, NOW + timedelta(hours=1))
-    paths = [r.path for r, _ in httpserver.log]
-    assert paths == ["/old", "/new", "/new"]
+    new = httpserver.url_for("/new")
+
+    def pending(at: datetime) -> tuple[str | None, str | None]:
+        report = run(project, at)
+        assert report.feeds[0].status is not FetchStatus.FAILED
+        with project.engine().connect() as conn:
+            state = health.states(conn, [project.data["feeds"][0]["url"]], create=False)
+        (s,) = state.values()
+        return s.pending_move, s.validators.moved_to
+
+    assert pending(NOW) == (new, None)
+    assert pending(NOW + timedelta(hours=23, minutes=59)) == (new, None)  # not a day yet
+    target["path"] = "/other"  # another answer: the clock starts again
+    assert pending(NOW + timedelta(hours=24)) == (httpserver.url_for("/other"), None)
+    target["path"] = None  # answered in place: not moving after all
+    assert pending(NOW + timedelta(hours=30)) == (None, None)
+    target["path"] = "/new"
+    assert pending(NOW + timedelta(hours=40)) == (new, None)
+    assert pending(NOW + timedelta(hours=64)) == (None, new)  # held 24 hours: adopted
+    httpserver.clear_log()
+    assert pending(NOW + timedelta(hours=65)) == (None, new)
+    assert [r.path for r, _ in httpserver.log] == ["/new"]  # read in its new place
+
+
+def test_feeds_shows_a_pending_move(
+    project: Project, httpserver: HTTPServer, cli_env: dict[str, str]
+) -> None:
+    httpserver.expect_request("/old").respond_with_data("", 301, {"Location": "/new"})
+    httpserver.expect_request("/new").respond_with_data(rss([]))
+    project.feed(httpserver.url_for("/old"), name="Moving")
+    project.subscriber("ada@example.org")
+    project.write()
+    run(project, datetime.now(UTC))
+    base = [sys.executable, "-m", "digest", "--config", str(project.path), "feeds"]
+    table = subprocess.run(base, env=cli_env, capture_output=True, text=True, check=True)
+    assert f"Moving redirects permanently to {httpserver.url_for('/new')}" in table.stdout
+    (row,) = json.loads(
+        subprocess.run([*base, "--json"], env=cli_env, capture_output=True, text=True).stdout
+    )
+    assert row["pending_move"] == httpserver.url_for("/new") and row["moved_to"] is None
+    assert row["pending_move_since"]
+
+
+def test_a_move_into_the_network_is_never_adopted() -> None:
+    from digest.model import FeedSource, Fetched
+
+    source = FeedSource("https://feeds.example/feed")
+    state = health.FeedState(
+        id=1,
+        url=source.url,
+        validators=health.Validators(),
+        title=None,
+        first_read_at=NOW,
+        last_fetched_at=NOW,
+        last_success_at=NOW,
+        last_error_at=None,
+        last_error=None,
+        consecutive_failures=0,
+        paused_at=None,
+        pause_reason=None,
+        retry_after=None,
+    )
+    for inside in ("http://127.0.0.1/feed", "http://localhost/x", "http://[fe80::1]/"):
+        seen = Fetched(source, FetchStatus.OK, moved_to=inside)
+        assert health.move(state, seen, NOW) == health.Move(None, None)
+    outside = Fetched(source, FetchStatus.OK, moved_to="https://elsewhere.example/feed")
+    assert health.move(state, outside, NOW) == health.Move(outside.moved_to, NOW)
+    held = replace(state, pending_move=outside.moved_to, pending_since=NOW)
+    later = NOW + health.ADOPT_AFTER
+    assert health.move(held, outside, later).adopt == outside.moved_to
+    failed = Fetched(source, FetchStatus.FAILED)  # no answer: neither for nor against
+    assert health.move(held, failed, later) == health.Move(outside.moved_to, NOW)
+
+
+def test_a_feeds_title_is_kept_as_plain_text(
+    project: Project, httpserver: HTTPServer, cli_env: dict[str, str]
+) -> None:
+    """A feed's title is kept as plain text of bounded length, and shown as written: it
+    is no console markup (rich would choke on "[/]")."""
+    title = "<b>Bold</b> [red]markup[/] \x00" + "long " * 200
+    state = {"up": True}
+
+    def handler(request: Request) -> Response:
+        if not state["up"]:
+            return Response("down", 500)
+        return Response(
+            f'<?xml version="1.0"?><rss version="2.0"><channel><title><![CDATA[{title}]]>'
+            "</title></channel></rss>"
+        )
+
+    httpserver.expect_request("/t").respond_with_handler(handler)
+    project.feed(httpserver.url_for("/t"))
+    project.subscriber("ada@example.org")
+    name = run(project).feeds[0].name
+    assert name.startswith("Bold [red]markup[/]") and len(name) <= 300 and "<b>" not in name
+    project.write()
+    state["up"] = False
+    base = [sys.executable, "-m", "digest", "--config", str(project.path)]
+    ran = subprocess.run([*base, "run"], env=cli_env, capture_output=True, text=True)
+    assert ran.returncode == 0 and "✗ Bold [red]markup[/]" in ran.stdout, ran.stderr
+    table = subprocess.run([*base, "feeds"], env=cli_env, capture_output=True, text=True)
+    assert table.returncode == 0 and "[red]markup" in table.stdout, table.stderr
 
 
 def test_gone_feed_is_paused(project: Project, httpserver: HTTPServer) -> None:

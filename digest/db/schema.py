@@ -74,7 +74,9 @@ feeds = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("url", String(2048), nullable=False, unique=True),  # as written in the config
-    Column("moved_to", String(2048)),  # a permanent redirect, used from then on
+    Column("moved_to", String(2048)),  # a permanent redirect, adopted: used from then on
+    Column("move_pending", String(2048)),  # a permanent redirect seen, not adopted yet...
+    Column("move_seen_at", UTCDateTime),  # ...first seen then (adopted 24 h later)
     Column("title", String(500)),
     Column("etag", String(500)),
     Column("last_modified", String(200)),
@@ -125,7 +127,8 @@ entries = Table(
     # NULL: known but never sent (back catalogue on a first run).
     Column("edition_id", Integer, ForeignKey("editions.id"), index=True),
     # Title and content hash when recorded: with resend_updated, a change is sent again.
-    Column("fingerprint", String(32)),
+    # The same feed, title and content seen recently under another guid is a duplicate.
+    Column("fingerprint", String(32), index=True),
     UniqueConstraint("feed_id", "identity", name="uq_entries_feed_identity"),
 )
 

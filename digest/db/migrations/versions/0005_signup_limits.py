@@ -1,6 +1,6 @@
 """sign-up limits counted in the database (several processes, one limit)
 
-Revision ID: 0005w
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01 10:00:00
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005w"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
