@@ -65,7 +65,7 @@ def build(
         settings=settings,
         engine=services.engine,
         signer=signer,
-        mailer=Mailer(make_backend(config, signer)),
+        mailer=Mailer(make_backend(config, signer), config.delivery.address_rules),
         clock=services.clock,
         health=health or (lambda: {}),
     )

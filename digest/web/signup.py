@@ -31,9 +31,10 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from .. import subscribers
+from ..addresses import ASCII_ONLY, AddressError, Rules, normalize
 from ..db import schema
 from ..deliver.base import Backend
-from ..errors import DeliveryError, UsageError
+from ..errors import DeliveryError
 from ..model import Batch, Composed, Recipient
 from ..tokens import Signer
 
@@ -68,10 +69,12 @@ class Mail:
 
 
 class Mailer:
-    """Sends one-recipient mails (confirmations) through the configured backend."""
+    """Sends one-recipient mails (confirmations) through the configured backend, which
+    can deliver to the addresses ``rules`` allows."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, rules: Rules = ASCII_ONLY) -> None:
         self.backend = backend
+        self.rules = rules
 
     def send(self, recipient: Recipient, mail: Mail, now: datetime, number: int) -> None:
         composed = Composed(
@@ -119,13 +122,26 @@ class Planned:
 
 
 def plan(
-    conn: sa.Connection, email: str, name: str | None, ip: str | None, now: datetime
+    conn: sa.Connection,
+    email: str,
+    name: str | None,
+    ip: str | None,
+    now: datetime,
+    rules: Rules = ASCII_ONLY,
 ) -> Planned | Result:
     """Record the request and say whether a mail should go out (inside a transaction)."""
     try:
-        address = subscribers.normalize(email)
-    except UsageError:
+        address = normalize(email, Rules(utf8=True))
+    except AddressError:
         return Result(Outcome.INVALID, "That does not look like an e-mail address.")
+    try:
+        address = normalize(address, rules)
+    except AddressError:
+        return Result(
+            Outcome.INVALID,
+            "We cannot deliver to an address with letters outside ASCII (like é or ü) "
+            "before the @. Please use another address.",
+        )
     key = address.lower()
     existing = subscribers.get(conn, address)
     why_not = None
@@ -147,7 +163,7 @@ def plan(
         return Result(Outcome.QUIET)
     if existing is None:
         existing = subscribers.add(
-            conn, address, name, "web", now, status=subscribers.PENDING
+            conn, address, name, "web", now, status=subscribers.PENDING, rules=rules
         ).subscriber
         row["subscriber_id"] = existing.id
     result = conn.execute(sa.insert(SG).values(row))

@@ -29,7 +29,7 @@ PAUSES = {
 
 def subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) -> signup.Result:
     with web.engine.begin() as conn:
-        planned = signup.plan(conn, email, name, ip, now)
+        planned = signup.plan(conn, email, name, ip, now, web.mailer.rules)
     if isinstance(planned, signup.Result):
         return planned
     s = planned.subscriber
