@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from rich.markup import escape
 
 from . import __version__, console, redact
 from .config import Config, load_config, warnings_for
@@ -83,23 +84,23 @@ def handled(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
-            console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_USAGE)
         except UsageError as exc:
-            console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_USAGE)
         except LeaseError as exc:
-            console.err.print(f"[yellow]busy:[/yellow] {exc}", markup=True)
+            console.err.print(f"[yellow]busy:[/yellow] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_BUSY)
         except DigestError as exc:
-            console.err.print(f"[red]error:[/red] {exc}", markup=True)
+            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_FAILED)
         except Exception as exc:
             if not _database_failed(exc):
                 raise
             logging.getLogger("digest").debug("database error", exc_info=True)
             console.err.print(
-                f"[red]error:[/red] the database failed: {getattr(exc, 'orig', exc)} "
+                f"[red]error:[/red] the database failed: {escape(str(getattr(exc, 'orig', exc)))} "
                 "(storage.url; -vv shows the traceback)",
                 markup=True,
             )
@@ -210,7 +211,8 @@ def preview(
     for report in upcoming.reports:
         if report.error:
             console.err.print(
-                f"[yellow]warning:[/yellow] {report.name}: {report.error}", markup=True
+                f"[yellow]warning:[/yellow] {escape(report.name)}: {escape(str(report.error))}",
+                markup=True,
             )
     render = previews.live(state.config_path, upcoming, _now)
     if serve:
@@ -260,15 +262,15 @@ def check(state: State, online: bool) -> None:
 
     config = state.config
     for warning in warnings_for(config):
-        console.err.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
+        console.err.print(f"[yellow]warning:[/yellow] {escape(warning)}", markup=True)
     services = pipeline.build(config, engine=state.engine(), readonly=True)
     try:
         problems = services.renderer.check(_now())
     except RenderError as exc:
-        console.err.print(f"[red]error:[/red] templates: {exc}", markup=True)
+        console.err.print(f"[red]error:[/red] templates: {escape(str(exc))}", markup=True)
         sys.exit(EXIT_USAGE)
     for problem in problems:
-        console.err.print(f"[red]error:[/red] templates: {problem}", markup=True)
+        console.err.print(f"[red]error:[/red] templates: {escape(problem)}", markup=True)
     if problems:
         sys.exit(EXIT_USAGE)
     if online:
@@ -286,14 +288,15 @@ def _check_online(services: Services) -> None:
     bad = [r for r in gathered.reports if r.error]
     for r in gathered.reports:
         mark = "[red]✗[/red]" if r.error else "[green]✓[/green]"
-        console.out.print(f"  {mark} {r.name}: {r.error or f'{r.entries} entries'}", markup=True)
+        said = escape(str(r.error)) if r.error else f"{r.entries} entries"
+        console.out.print(f"  {mark} {escape(r.name)}: {said}", markup=True)
     backend = services.config.delivery.backend
     try:
         checked = services.backend.probe()
     except DeliveryError as exc:
-        console.out.print(f"  [red]✗[/red] delivery ({backend}): {exc}", markup=True)
+        console.out.print(f"  [red]✗[/red] delivery ({backend}): {escape(str(exc))}", markup=True)
         sys.exit(EXIT_FAILED)
-    console.out.print(f"  [green]✓[/green] delivery ({backend}): {checked}", markup=True)
+    console.out.print(f"  [green]✓[/green] delivery ({backend}): {escape(checked)}", markup=True)
     if bad:
         sys.exit(EXIT_FAILED)
 
@@ -317,7 +320,15 @@ def subscribers_add(state: State, email: str, name: str | None, resubscribe: boo
     from . import subscribers
 
     with state.engine().begin() as conn:
-        result = subscribers.add(conn, email, name, "cli", _now(), resubscribe=resubscribe)
+        result = subscribers.add(
+            conn,
+            email,
+            name,
+            "cli",
+            _now(),
+            resubscribe=resubscribe,
+            rules=state.config.delivery.address_rules,
+        )
     s = result.subscriber
     if result.outcome == "refused":
         raise UsageError(
@@ -360,7 +371,7 @@ def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
     for s in rows:
         name = f" ({s.name})" if s.name else ""
         console.out.print(f"{s.email}{name}  {s.status}")
-    console.out.print(f"[dim]{len(rows)} subscribers[/dim]")
+    console.out.print(f"[dim]{len(rows)} subscribers[/dim]", markup=True)
 
 
 @subscribers_group.command("import")
@@ -374,7 +385,9 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
 
     text = subscribers.read_file(file)
     with state.engine().begin() as conn:
-        report = subscribers.import_csv(conn, text, _now(), resubscribe=resubscribe)
+        report = subscribers.import_csv(
+            conn, text, _now(), resubscribe=resubscribe, rules=state.config.delivery.address_rules
+        )
     for line, why in report.rejected:
         console.err.print(f"{file}:{line}: rejected: {why}")
     for line, why in report.refused:
@@ -530,16 +543,12 @@ def db_status(state: State) -> None:
 @handled
 def send_test(state: State, email: str, use_sample: bool) -> None:
     """Send the next edition to one address, marked as a test; nothing is recorded."""
-    import email_validator
-
     from . import pipeline
     from . import preview as previews
+    from .addresses import normalize
 
-    try:
-        address = email_validator.validate_email(email, check_deliverability=False).normalized
-    except email_validator.EmailNotValidError as exc:
-        raise UsageError(f"{email!r} is not a valid e-mail address ({exc})") from None
     config = state.config
+    address = normalize(email, config.delivery.address_rules)
     services = pipeline.build(config, engine=state.engine(), readonly=True)
     upcoming = previews.next_edition(services, use_sample)
     composed = services.renderer.compose(upcoming.edition_id, upcoming.selection, _now())

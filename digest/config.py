@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import email_validator
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import redact
+from . import addresses, redact
 from .durations import parse_duration
 from .errors import ConfigError
 from .model import FeedSource
@@ -59,11 +58,12 @@ def _window(value: Any) -> timedelta | str:
 
 
 def _address(value: str) -> str:
-    """A bare e-mail address, syntax only."""
+    """A bare e-mail address, syntax only (what the backend can deliver to is checked
+    by ``Config``, which knows the backend)."""
     try:
-        return email_validator.validate_email(value, check_deliverability=False).normalized
-    except email_validator.EmailNotValidError as exc:
-        raise ValueError(f"{value!r} is not a valid e-mail address ({exc})") from None
+        return addresses.normalize(value, addresses.Rules(utf8=True))
+    except addresses.AddressError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _mailbox(value: str) -> str:
@@ -78,6 +78,10 @@ def _mailbox(value: str) -> str:
 
 
 def _http_url(value: str) -> str:
+    if any(c.isspace() or not c.isprintable() for c in value):
+        # urlsplit quietly drops CR, LF and tab; the links in every mail (and their
+        # List-Unsubscribe header) would still carry them
+        raise ValueError(f"{value!r} must be one URL, without spaces or line breaks")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f'{value!r} is not an http(s) URL: write "https://digest.example.org"')
@@ -224,6 +228,7 @@ class SmtpSection(Section):
     dkim_key_file: str | None = None
     dkim_selector: str | None = None
     dkim_domain: str | None = None
+    smtputf8: bool = False
 
     @model_validator(mode="after")
     def _dkim_complete(self) -> SmtpSection:
@@ -268,6 +273,11 @@ class DeliverySection(Section):
     retry_unanswered: bool = True
     workers: int | None = Field(None, ge=1, le=64)
     keep_ledger: Duration = timedelta(days=90)
+
+    @property
+    def address_rules(self) -> addresses.Rules:
+        """Which addresses the configured backend can deliver to."""
+        return addresses.rules_for(self.backend, self.smtp.smtputf8)
 
     @property
     def effective_workers(self) -> int:
@@ -358,6 +368,28 @@ class Config(Section):
 
     #: The file this came from, and the folder relative paths are read against.
     path: Path = Field(default=Path(DEFAULT_PATH), exclude=True)
+
+    @model_validator(mode="after")
+    def _addresses_deliverable(self) -> Config:
+        """Every address the config names can go out through the configured backend."""
+        rules = self.delivery.address_rules
+        named = [(f"subscribers[{i}].email", s.email) for i, s in enumerate(self.subscribers)]
+        for key, mailbox in (
+            ("digest.from", self.digest.from_),
+            ("digest.reply_to", self.digest.reply_to),
+        ):
+            if mailbox:
+                named.insert(0, (key, parseaddr(mailbox)[1]))
+        problems = []
+        for key, address in named:
+            try:
+                addresses.normalize(address, rules)
+            except addresses.AddressError as exc:
+                problems.append(f"{key}: {exc}")
+        if problems:
+            more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
+            raise ValueError(problems[0] + more)
+        return self
 
     @model_validator(mode="after")
     def _feeds_unique(self) -> Config:
@@ -541,7 +573,7 @@ def _describe(err: Any, raw: dict[str, Any]) -> str:
     ):
         if message.startswith(own + ": "):
             return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
-    if message.startswith("feeds["):  # raised by Config's own validator, key included
+    if message.startswith(("feeds[", "subscribers[", "digest.")):  # Config's own, key included
         return message
     if kind == "literal_error":
         message = f"{err.get('input')!r} is not one of the choices: {message.split(': ', 1)[-1]}"

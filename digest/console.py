@@ -18,8 +18,10 @@ from rich.text import Text
 
 from .model import EditionReport, FeedReport, RunReport
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup unless a call asks for it (markup=True), with outside text in it escaped: a
+# feed's name or a subscriber's "[/b]" is text, never a tag (it used to crash the output).
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def print_json(data: Any) -> None:
@@ -62,15 +64,18 @@ def run_summary(report: RunReport) -> None:
         line += f", [red]{len(failed)} failed[/red]"
     if skipped:
         line += f", [yellow]{len(skipped)} skipped[/yellow]"
-    out.print(line)
+    out.print(line, markup=True)
     for f in failed + skipped:
         colour = "red" if f.status == "failed" else "yellow"
-        out.print(f"  [{colour}]✗[/{colour}] {escape(f.name)}: {escape(f.error or '')}")
+        out.print(
+            f"  [{colour}]✗[/{colour}] {escape(f.name)}: {escape(f.error or '')}", markup=True
+        )
     for f in report.feeds:
         if f.moved_to:
             out.print(
                 f"  [yellow]→[/yellow] {escape(f.name)} redirects permanently to "
-                f"{escape(f.moved_to)} (`digest feeds`: adopted once it holds for a day)"
+                f"{escape(f.moved_to)} (`digest feeds`: adopted once it holds for a day)",
+                markup=True,
             )
     for e in report.editions:
         verb = (
@@ -90,13 +95,14 @@ def run_summary(report: RunReport) -> None:
                     if e.recipients_unknown
                     else ""
                 )
-            )
+            ),
+            markup=True,
         )
         for problem in e.problems:
             out.print(f"  • {problem}")
     if report.skipped:
         out.print(f"Nothing sent: {report.skipped}.")
-    out.print(f"[dim]Done in {report.seconds:.1f}s.[/dim]")
+    out.print(f"[dim]Done in {report.seconds:.1f}s.[/dim]", markup=True)
 
 
 def feeds_table(rows: list[dict[str, Any]]) -> None:

@@ -6,11 +6,13 @@ reached), in which case the process kills itself with SIGKILL right there: no
 cleanup, no flush, exactly like a power cut. The tests then run ``digest run`` again
 and check that no subscriber got an edition twice and none was lost silently.
 
-``faults.fail("parse", url)`` does nothing unless the environment says
-``DIGEST_FAULT=parse@TEXT`` and ``TEXT`` occurs in ``url``, in which case it raises
-``InjectedFault``: an exception digest does not expect (a bug, a library's surprise),
-for the tests that prove one feed's failure never stops a run. The environment is
-read where the point is reached, so the parser processes see it too.
+``faults.fail(name, subject)`` does nothing unless the environment says
+``DIGEST_FAULT=name@TEXT`` and ``TEXT`` is the subject (``build-message@<subscriber
+id>``) or occurs in it (``parse@TEXT`` for the feeds whose URL contains it), in which
+case it raises ``InjectedFault``: an exception digest does not expect (a bug, a
+library's surprise), for the tests that prove one item's failure (a feed, a
+recipient's message) never stops a run. The environment is read where the point is
+reached, so the parser processes see it too.
 """
 
 from __future__ import annotations
@@ -38,10 +40,17 @@ def point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def fail(name: str, subject: str) -> None:
+def armed(name: str) -> bool:
+    """Whether ``fail(name, ...)`` may raise: a hot loop asks once, not per item."""
+    return os.environ.get(_ENV, "").startswith(f"{name}@")
+
+
+def fail(name: str, subject: object) -> None:
     wanted = os.environ.get(_ENV)
     if not wanted or "@" not in wanted:
         return
     target, _, text = wanted.partition("@")
-    if target == name and text and text in subject:
-        raise InjectedFault(f"fault injected at {name!r} (DIGEST_FAULT)")
+    if target != name or not text:
+        return
+    if text == str(subject) or (isinstance(subject, str) and text in subject):
+        raise InjectedFault(f"fault injected at {name!r} for {subject} (DIGEST_FAULT)")

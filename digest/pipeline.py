@@ -104,9 +104,9 @@ def run(
     with lease.held(engine, clock=services.clock) if hold_lease else contextlib.nullcontext():
         now = services.clock()
         with engine.begin() as conn:
-            for warning in subscribers.sync_config(
-                conn, [(s.email, s.name) for s in config.subscribers], now
-            ):
+            listed = [(s.email, s.name) for s in config.subscribers]
+            rules = config.delivery.address_rules
+            for warning in subscribers.sync_config(conn, listed, now, rules):
                 log.warning("%s", warning)
             subscribers.wake(conn, now)
         with engine.connect() as conn:

@@ -33,6 +33,7 @@ import jinja2
 from . import budget, sample
 from .budget import Plan
 from .errors import RenderError
+from .headers import header_safe
 from .i18n import Formats, catalogs, parse_locale
 from .model import Composed, Entry, Selection
 from .views import (
@@ -72,8 +73,6 @@ DEFAULT_MAX_BYTES = 90_000
 PERSONAL_RESERVE = 200
 HTML_TEMPLATE, TEXT_TEMPLATE = "digest.html.j2", "digest.txt.j2"
 TEXT_WIDTH = 72
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 
 def default_templates_dir() -> Path:
@@ -335,16 +334,6 @@ def _wrap(exc: jinja2.TemplateError, name: str) -> RenderError:
     if frames:
         return RenderError(str(exc), frames[-1].filename, frames[-1].lineno)
     return RenderError(str(exc), name)
-
-
-def header_safe(text: str, limit: int) -> str:
-    """One line, no control characters (so no CR/LF can reach a header), at most ``limit``."""
-    flat = " ".join(_CONTROL.sub(" ", text).split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[: limit - 1]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:-") + "…"
 
 
 def personalize(composed: Composed, values: Mapping[str, str]) -> tuple[str, str]:

@@ -47,14 +47,15 @@ class Services:
 
 
 def letterhead(config: Config) -> Letterhead:
-    domain = config.digest.from_.rsplit("@", 1)[-1].rstrip(">").strip().lower()
-    slug = "".join(c if c.isalnum() else "-" for c in config.digest.title.lower()).strip("-")
-    return Letterhead(
+    head = Letterhead(
         sender=config.digest.from_,
         reply_to=config.digest.reply_to,
-        list_id=f"{config.digest.title} <{slug or 'digest'}.{domain}>",
+        list_id="",
         base_url=config.digest.base_url,
     )
+    title = config.digest.title
+    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in title.lower()).strip("-")
+    return replace(head, list_id=f"{title} <{slug or 'digest'}.{head.domain}>")
 
 
 def render_settings(config: Config) -> RenderSettings:
@@ -135,6 +136,7 @@ def make_backend(config: Config, signer: Signer) -> Backend:
                 max_per_connection=s.max_per_connection,
                 rate=s.rate,
                 dkim=_dkim_key(config),
+                smtputf8=s.smtputf8,
             ),
             head,
             personalizer,

@@ -1,6 +1,7 @@
 """The subscriber list: adding, removing, importing, exporting, and the config's list.
 
-Addresses are checked for syntax (email-validator) and are unique case-insensitively.
+Addresses are checked by ``addresses.normalize`` (syntax, and what the configured
+backend can deliver to) and are unique case-insensitively.
 Subscribers the operator adds (config, CLI, import) are confirmed at once. An address
 that unsubscribed (or was suppressed after a bounce or complaint) is never added back
 by ``add``, ``import`` or the config unless the operator says ``resubscribe``.
@@ -23,13 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-import email_validator
 import sqlalchemy as sa
 
+from .addresses import ASCII_ONLY, AddressError, Rules, normalize
 from .db import schema
 from .errors import UsageError
+from .headers import header_safe
 from .model import SUBSCRIBER_STATUSES
-from .render import header_safe
 from .spreadsheet import escape, unescape
 
 S = schema.subscribers
@@ -91,14 +92,6 @@ def _subscriber(row: sa.Row[tuple[object, ...]]) -> Subscriber:
     )
 
 
-def normalize(email: str) -> str:
-    """The address as email-validator normalizes it; raises UsageError when invalid."""
-    try:
-        return email_validator.validate_email(email.strip(), check_deliverability=False).normalized
-    except email_validator.EmailNotValidError as exc:
-        raise UsageError(f"{email!r} is not a valid e-mail address: {exc}") from None
-
-
 def _clean_name(name: str | None) -> str | None:
     cleaned = header_safe(name or "", 200)
     return cleaned or None
@@ -129,10 +122,12 @@ def add(
     *,
     resubscribe: bool = False,
     status: str = ACTIVE,
+    rules: Rules = ASCII_ONLY,
 ) -> Added:
     """Add (or re-activate) a subscriber. An unsubscribed address is refused unless
-    ``resubscribe``; the outcome says which happened."""
-    address = normalize(email)
+    ``resubscribe``; the outcome says which happened. An address the backend cannot
+    deliver to (``rules``) raises AddressError, saying why."""
+    address = normalize(email, rules)
     name = _clean_name(name)
     existing = get(conn, address)
     if existing is None:
@@ -322,7 +317,12 @@ class ImportReport:
 
 
 def import_csv(
-    conn: sa.Connection, text: TextIO, now: datetime, *, resubscribe: bool = False
+    conn: sa.Connection,
+    text: TextIO,
+    now: datetime,
+    *,
+    resubscribe: bool = False,
+    rules: Rules = ASCII_ONLY,
 ) -> ImportReport:
     """Import ``email,name`` rows; bad rows are reported by line, good ones imported. A
     cell ``export_csv`` marked as text (a leading ``'``) is read without the mark."""
@@ -350,15 +350,15 @@ def import_csv(
             report.rejected.append((line, "no e-mail address"))
             continue
         try:
-            address = normalize(email)
-        except UsageError as exc:
+            address = normalize(email, rules)
+        except AddressError as exc:
             report.rejected.append((line, str(exc)))
             continue
         if address.lower() in seen:
             report.rejected.append((line, f"{address} appears twice in the file"))
             continue
         seen.add(address.lower())
-        result = add(conn, address, name, "import", now, resubscribe=resubscribe)
+        result = add(conn, address, name, "import", now, resubscribe=resubscribe, rules=rules)
         if result.outcome == "refused":
             report.refused.append(
                 (
@@ -397,17 +397,21 @@ def export_csv(conn: sa.Connection, out: TextIO, status: str | None = None) -> i
 
 
 def sync_config(
-    conn: sa.Connection, listed: Sequence[tuple[str, str | None]], now: datetime
+    conn: sa.Connection,
+    listed: Sequence[tuple[str, str | None]],
+    now: datetime,
+    rules: Rules = ASCII_ONLY,
 ) -> list[str]:
     """Make the config's ``[[subscribers]]`` true in the database. Returns warnings.
 
     Listed addresses are added (never over an unsubscribe); addresses that came from
-    the config and are no longer listed are marked removed.
+    the config and are no longer listed are marked removed. (The config was checked
+    against ``rules`` when it was read.)
     """
     warnings = []
     keep: set[str] = set()
     for email, name in listed:
-        result = add(conn, email, name, "config", now)
+        result = add(conn, email, name, "config", now, rules=rules)
         keep.add(result.subscriber.email.lower())
         if result.outcome == "refused":
             warnings.append(

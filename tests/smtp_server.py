@@ -1,7 +1,8 @@
 """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps what it receives.
 
 Options: STARTTLS or implicit TLS with a self-signed certificate made on the spot,
-AUTH with one user, and scripted replies (e.g. a 451 for the next message).
+AUTH with one user, SMTPUTF8 announced or not, and scripted replies (e.g. a 451 for the
+next message).
 """
 
 from __future__ import annotations
@@ -99,12 +100,19 @@ class Handler:
 
 
 class SmtpServer:
-    def __init__(self, tmp: Path, *, security: str = "none", user: tuple[str, str] | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        security: str = "none",
+        user: tuple[str, str] | None = None,
+        smtputf8: bool = False,
+    ):
         self.handler = Handler()
         self.port = free_port()
         self.security = security
         self.cert: Path | None = None
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if security in ("starttls", "tls"):
             self.cert, key = self_signed(tmp)
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

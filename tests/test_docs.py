@@ -39,7 +39,7 @@ def key_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
 def documented() -> set[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([a-z_\[\].]+)` \|", section, re.MULTILINE))
+    return set(re.findall(r"^\| `([a-z0-9_\[\].]+)` \|", section, re.MULTILINE))
 
 
 def test_every_key_is_documented_and_every_documented_key_exists() -> None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import Any, Protocol
 
-from ..errors import TransientDeliveryError
+from ..addresses import wire
+from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, Composed, Recipient
 from ..tokens import Signer
 
@@ -32,7 +34,8 @@ class Letterhead:
 
     @property
     def domain(self) -> str:
-        return self.sender.rsplit("@", 1)[-1].rstrip(">").strip().lower()
+        """The sender's domain, in IDNA (for Message-IDs)."""
+        return wire(parseaddr(self.sender)[1]).rsplit("@", 1)[-1].lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,11 @@ class Sent:
 
     provider_id: str | None = None
     rejected: Mapping[int, str] = field(default_factory=dict)
+
+
+class RecipientError(PermanentDeliveryError):
+    """One recipient's message cannot be built or is refused: recorded as that
+    recipient's failure, with the reason; the batch and the edition go on."""
 
 
 class UnansweredError(TransientDeliveryError):

@@ -11,16 +11,26 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import faults, permissions
 from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, Composed
-from .base import Letterhead, Personalizer, Sent
-from .message import build
+from .base import Letterhead, Personalizer, RecipientError, Sent
+from .message import check_edition, encode
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 _TEMP_PREFIX = ".digest-"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch's files (name, bytes), and the recipients left out of it, with why."""
+
+    files: list[tuple[str, bytes]]
+    rejected: Mapping[int, str]
 
 
 def file_name(edition_id: int, subscriber_id: int, email: str) -> str:
@@ -49,6 +59,7 @@ class OutboxBackend:
         return f"the outbox folder {self.folder} is writable"
 
     def open(self, composed: Composed) -> OutboxSender:
+        check_edition(composed, self.letterhead, self.personalizer)
         try:
             permissions.make_folder(self.folder)  # 0700: file names are addresses
         except OSError as exc:
@@ -65,19 +76,28 @@ class OutboxSender:
         self.backend = backend
         self.composed = composed
 
-    def prepare(self, batch: Batch) -> list[tuple[str, bytes]]:
+    def prepare(self, batch: Batch) -> Prepared:
+        """Each recipient's file, or why it cannot be written (theirs alone)."""
         files = []
+        rejected: dict[int, str] = {}
         for recipient in batch.recipients:
             values = self.backend.personalizer.values(recipient)
-            message = build(self.composed, recipient, values, self.backend.letterhead)
+            try:
+                message = encode(self.composed, recipient, values, self.backend.letterhead)
+            except RecipientError as exc:
+                rejected[recipient.subscriber_id] = str(exc)
+                continue
             name = file_name(batch.edition_id, recipient.subscriber_id, recipient.email)
-            files.append((name, message.as_bytes()))
-        return files
+            files.append((name, message.data))
+        return Prepared(files, rejected)
 
-    def deliver(self, prepared: list[tuple[str, bytes]]) -> Sent:
-        for name, data in prepared:
+    def deliver(self, prepared: Prepared) -> Sent:
+        if not prepared.files:  # every recipient's message failed: nothing to write
+            raise PermanentDeliveryError("; ".join(prepared.rejected.values()))
+        for name, data in prepared.files:
             write_atomically(self.backend.folder / name, data)
-        return Sent(provider_id=",".join(name for name, _ in prepared))
+        names = ",".join(name for name, _ in prepared.files)
+        return Sent(provider_id=names, rejected=prepared.rejected)
 
     def send(self, batch: Batch) -> Sent:
         return self.deliver(self.prepare(batch))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import html
 import http.client
 import json
+import logging
 import re
 import socket
 import time
@@ -43,17 +44,23 @@ from typing import Any
 
 from python_http_client.exceptions import HTTPError
 
+from .. import faults
+from ..addresses import AddressError, wire
 from ..errors import PermanentDeliveryError, TransientDeliveryError
+from ..headers import header_safe
 from ..model import Batch, Composed
-from ..render import Marker, header_safe
+from ..render import Marker
 from .base import Letterhead, Personalizer, Sent, UnansweredError
 
 MAX_BATCH = 1000
+#: Requests for one batch when SendGrid refuses some of its recipients (each round
+#: leaves at least one out).
+REFUSAL_ROUNDS = 5
+log = logging.getLogger(__name__)
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TLD = r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
 _ADDRESS = re.compile(rf"{_LOCAL}@(?:{_LABEL}\.)+{_TLD}")
-_NAME_UNSAFE = re.compile(r"[;,\"\x00-\x1f\x7f]+")
 _NAME_BAD = re.compile(r'[;,"]')
 _HTML_SPECIAL = re.compile(r"[&<>\"']")
 _FATAL = {401, 403, 404, 405, 415}
@@ -73,12 +80,16 @@ class SendgridSettings:
 
 
 def address_problem(email: str) -> str | None:
-    """Why SendGrid would refuse this address (None: it is fine). Cheap: a regex."""
+    """Why SendGrid would refuse this address (in its wire form: the domain in IDNA;
+    None: it is fine). Cheap: a regex."""
     if len(email) > 254:
         return "longer than 254 characters"
     if _ADDRESS.fullmatch(email) is None:
-        if not email.isascii():
-            return "has non-ASCII characters, which SendGrid does not accept in an address"
+        if not email.partition("@")[0].isascii():
+            return (
+                "has letters outside ASCII before the @, which SendGrid does not accept in "
+                "an address"
+            )
         return "is not a valid e-mail address"
     if email.index("@") > 64:
         return "its part before the @ is longer than 64 characters"
@@ -86,7 +97,8 @@ def address_problem(email: str) -> str | None:
 
 
 def display_name(name: str | None) -> str:
-    """A ``to.name`` SendGrid accepts: one line, no ``;`` or ``,`` (it refuses those)."""
+    """A ``to.name`` SendGrid accepts: ``header_safe`` (one line, nothing to decode), and
+    no ``;`` or ``,`` (SendGrid refuses those)."""
     if not name:
         return ""
     if (  # the usual case, quickly: printable, no runs of spaces, nothing SendGrid refuses
@@ -94,10 +106,20 @@ def display_name(name: str | None) -> str:
         and name.isprintable()
         and name == name.strip()
         and "  " not in name
+        and "=?" not in name
         and _NAME_BAD.search(name) is None
     ):
         return name
-    return " ".join(_NAME_UNSAFE.sub(" ", header_safe(name, 200)).split())
+    return " ".join(_NAME_BAD.sub(" ", header_safe(name, 200)).split())
+
+
+def _mailbox(mailbox: str) -> dict[str, str]:
+    """``{"email", "name"}`` of the operator's ``Name <address>`` (the address in IDNA)."""
+    name, address = parseaddr(mailbox)
+    out = {"email": wire(address)}
+    if display_name(name):
+        out["name"] = display_name(name)
+    return out
 
 
 def _escape(value: str) -> str:
@@ -108,13 +130,9 @@ def message_fields(
     composed: Composed, letterhead: Letterhead, settings: SendgridSettings
 ) -> dict[str, Any]:
     """Everything of the request body but the personalizations (the same for every batch)."""
-    name, addr = parseaddr(letterhead.sender)
-    sender: dict[str, str] = {"email": addr}
-    if display_name(name):
-        sender["name"] = display_name(name)
     body: dict[str, Any] = {
-        "from": sender,
-        "subject": header_safe(("[TEST] " if composed.test else "") + composed.subject, 998)
+        "from": _mailbox(letterhead.sender),
+        "subject": header_safe(("[TEST] " if composed.test else "") + composed.subject, 900)
         or "Digest",
         "content": [
             {"type": "text/plain", "value": composed.text or " "},
@@ -131,11 +149,7 @@ def message_fields(
         body["custom_args"] = {"digest_test": "1"}
         body["headers"]["X-Digest-Edition"] = "test"
     if letterhead.reply_to:
-        rname, raddr = parseaddr(letterhead.reply_to)
-        reply: dict[str, str] = {"email": raddr}
-        if display_name(rname):
-            reply["name"] = display_name(rname)
-        body["reply_to"] = reply
+        body["reply_to"] = _mailbox(letterhead.reply_to)
     if settings.categories:
         body["categories"] = list(settings.categories)
     if settings.asm_group_id is not None:
@@ -173,8 +187,8 @@ class SendgridBackend:
             nonce="probe",
         )
         body = message_fields(composed, self.letterhead, replace(self.settings, sandbox=True))
-        body["personalizations"] = [{"to": [{"email": parseaddr(self.letterhead.sender)[1]}]}]
-        self.open(composed).deliver(Prepared(body, {}, 1))
+        body["personalizations"] = [{"to": [{"email": body["from"]["email"]}]}]
+        self.open(composed).deliver(Prepared(body, {}, (0,)))
         return (
             f"SendGrid ({self.settings.api_url}) accepted a sandbox request: the API key works "
             "and digest.from is accepted; nothing was sent"
@@ -187,7 +201,25 @@ class Prepared:
 
     body: dict[str, Any]
     rejected: Mapping[int, str]
-    recipients: int
+    #: The subscriber of each personalization, in order.
+    ids: tuple[int, ...]
+
+    @property
+    def recipients(self) -> int:
+        return len(self.ids)
+
+    def without(self, refused: Mapping[int, str]) -> Prepared:
+        """This body without the personalizations SendGrid refused (index → why),
+        their recipients rejected with SendGrid's words."""
+        if any(i >= len(self.ids) for i in refused):  # not this body's: refuse it whole
+            raise PermanentDeliveryError(f"SendGrid refused personalizations {sorted(refused)}")
+        parts = self.body["personalizations"]
+        keep = [i for i in range(len(self.ids)) if i not in refused]
+        body = {**self.body, "personalizations": [parts[i] for i in keep]}
+        rejected = dict(self.rejected)
+        for i, why in refused.items():
+            rejected[self.ids[i]] = f"SendGrid refused this recipient: {why}"
+        return Prepared(body, rejected, tuple(self.ids[i] for i in keep))
 
 
 class SendgridSender:
@@ -232,56 +264,84 @@ class SendgridSender:
         rejected: dict[int, str] = {}
         seen: dict[str, int] = {}
         personalizations = []
+        ids = []
         token = self.signer.token
         unsubscribe, preferences = self.links["unsubscribe_url"], self.links["preferences_url"]
         markers = self.markers
+        doomed = faults.armed("build-message")  # fault-injection tests only
         for recipient in batch.recipients:
-            email = recipient.email
-            problem = address_problem(email)
-            if problem is not None:
-                rejected[recipient.subscriber_id] = f"{email!r} {problem}: not sent"
+            rid = recipient.subscriber_id
+            try:
+                if doomed:
+                    faults.fail("build-message", rid)
+                email = wire(recipient.email)
+                problem = address_problem(email)
+                if problem is not None:
+                    rejected[rid] = f"{recipient.email!r} {problem}: not sent"
+                    continue
+                low = email.lower()
+                if low in seen:
+                    rejected[rid] = (
+                        f"{email} is also subscriber {seen[low]}'s address: sent once, to them"
+                    )
+                    continue
+                seen[low] = rid
+                secret = token(rid, recipient.email)
+                link = unsubscribe + secret
+                name = display_name(recipient.name)
+                values = {
+                    "unsubscribe_url": link,
+                    "preferences_url": preferences + secret,
+                    "email": recipient.email,
+                    "name": name,
+                }
+                subs = {}
+                for key, h, t in markers:
+                    value = values[key]
+                    if h is not None:
+                        subs[h] = _escape(value)
+                    if t is not None:
+                        subs[t] = value
+                p: dict[str, Any] = {
+                    "to": [{"email": email, "name": name} if name else {"email": email}],
+                    "headers": {
+                        "List-Unsubscribe": f"<{link}>",
+                        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                    },
+                }
+                if subs:
+                    p["substitutions"] = subs
+            except AddressError as exc:
+                rejected[rid] = f"{exc}: not sent"
                 continue
-            low = email.lower()
-            if low in seen:
-                rejected[recipient.subscriber_id] = (
-                    f"{email} is also subscriber {seen[low]}'s address: sent once, to them"
+            except Exception as exc:  # anything this one recipient's part met: theirs alone
+                rejected[rid] = (
+                    f"the request for {recipient.email} could not be built ({exc!r}): not sent"
                 )
                 continue
-            seen[low] = recipient.subscriber_id
-            secret = token(recipient.subscriber_id, email)
-            link = unsubscribe + secret
-            name = display_name(recipient.name)
-            values = {
-                "unsubscribe_url": link,
-                "preferences_url": preferences + secret,
-                "email": email,
-                "name": name,
-            }
-            subs = {}
-            for key, h, t in markers:
-                value = values[key]
-                if h is not None:
-                    subs[h] = _escape(value)
-                if t is not None:
-                    subs[t] = value
-            p: dict[str, Any] = {
-                "to": [{"email": email, "name": name} if name else {"email": email}],
-                "headers": {
-                    "List-Unsubscribe": f"<{link}>",
-                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                },
-            }
-            if subs:
-                p["substitutions"] = subs
             personalizations.append(p)
+            ids.append(rid)
         body = dict(self.fields)
         body["personalizations"] = personalizations
-        return Prepared(body, rejected, len(personalizations))
+        return Prepared(body, rejected, tuple(ids))
 
     def deliver(self, prepared: Prepared) -> Sent:
-        """Post one prepared body. Raises Transient/Permanent/UnansweredError."""
-        if not prepared.recipients:  # every address was refused: nothing to post
-            return Sent(provider_id=None, rejected=prepared.rejected)
+        """Post one prepared body. Raises Transient/Permanent/UnansweredError.
+
+        A 400 whose every error names a personalization (SendGrid refused those
+        recipients) leaves them out, each recorded with SendGrid's words, and posts
+        the others again: nothing was accepted, so nothing can arrive twice."""
+        for _ in range(REFUSAL_ROUNDS):
+            if not prepared.recipients:  # every recipient was refused: nothing to post
+                return Sent(provider_id=None, rejected=prepared.rejected)
+            try:
+                return self._post(prepared)
+            except RefusedError as exc:
+                log.warning("SendGrid refused %s recipient(s) of a batch: %s", len(exc.parts), exc)
+                prepared = prepared.without(exc.parts)
+        return self._post(prepared)
+
+    def _post(self, prepared: Prepared) -> Sent:
         url = self.backend.settings.api_url
         try:
             response = self.client.client.mail.send.post(request_body=prepared.body)
@@ -319,6 +379,8 @@ class SendgridSender:
                 body = b""
         said = error_text(body) or _reason(status)
         text = f"SendGrid answered {status}: {said}"
+        if status == 400 and (parts := refused_parts(body)):
+            return RefusedError(text, parts)
         if status == 429:
             return TransientDeliveryError(text, retry_after=self._wait(headers) or 1.0)
         if status >= 500 or status == 408:
@@ -356,6 +418,34 @@ _HINTS = {
     404: " (check delivery.sendgrid.api_url)",
     405: " (check delivery.sendgrid.api_url)",
 }
+
+
+class RefusedError(PermanentDeliveryError):
+    """A 400 naming personalizations: SendGrid refused those recipients (``parts``:
+    personalization index → SendGrid's words), not the request as a whole."""
+
+    def __init__(self, message: str, parts: Mapping[int, str]) -> None:
+        super().__init__(message)
+        self.parts = parts
+
+
+_PART = re.compile(r"personalizations\.(\d{1,4})(?:\.|$)")
+
+
+def refused_parts(body: bytes | str | None) -> dict[int, str]:
+    """SendGrid's errors by personalization index, when every error of the body names
+    one; otherwise nothing (the request as a whole was refused)."""
+    out: dict[int, str] = {}
+    try:
+        errors = json.loads(body or b"")["errors"]
+        for e in errors:
+            found = _PART.match(str(e.get("field") or ""))
+            if found is None:
+                return {}
+            out.setdefault(int(found[1]), header_safe(str(e.get("message") or "refused"), 300))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+    return out
 
 
 def error_text(body: bytes | str | None) -> str:

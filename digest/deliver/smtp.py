@@ -16,6 +16,10 @@ Options: ``max_per_connection`` (reconnect after that many messages), ``rate``
 config names; the signature covers From, To, Subject, Date, Message-ID, List-Id and
 both ``List-Unsubscribe`` headers, as RFC 8058 asks for one-click unsubscribe. Messages
 are built and signed in ``prepare``, before the batch is marked sending.
+
+Addresses go out in their wire form (the domain in IDNA). A recipient whose message
+cannot be built, or whose address needs SMTPUTF8 the relay does not announce, is left
+out with the reason; the others go on.
 """
 
 from __future__ import annotations
@@ -25,17 +29,17 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from email.policy import SMTP as SMTP_POLICY
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .. import faults
+from ..addresses import wire
 from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, Composed, Recipient
-from .base import Letterhead, Personalizer, Sent, UnansweredError
-from .message import build
+from .base import Letterhead, Personalizer, RecipientError, Sent, UnansweredError
+from .message import Encoded, check_edition, encode
 
 #: Headers the DKIM signature covers (those present in the message).
 SIGNED_HEADERS = (
@@ -127,6 +131,8 @@ class SmtpSettings:
     max_per_connection: int = 0  # 0: no limit
     rate: float = 0.0  # messages per second over all workers; 0: no limit
     dkim: DkimKey | None = None
+    #: The relay takes addresses with letters outside ASCII before the @ (RFC 6531).
+    smtputf8: bool = False
 
 
 class SmtpBackend:
@@ -146,6 +152,14 @@ class SmtpBackend:
     def probe(self) -> str:
         s = self.settings
         conn = self.connect()  # raises with the reason: refused, TLS, login...
+        if s.smtputf8 and not conn.has_extn("smtputf8"):
+            conn.close()
+            raise PermanentDeliveryError(
+                f"{s.host}:{s.port} does not announce SMTPUTF8, but delivery.smtp.smtputf8 is "
+                "true: addresses with letters outside ASCII before the @ would be refused; set "
+                "it to false, or use a relay that supports SMTPUTF8",
+                fatal=True,
+            )
         try:
             conn.noop()
             conn.quit()
@@ -155,6 +169,7 @@ class SmtpBackend:
         return f"{s.host}:{s.port} answered ({s.security}{login}); nothing was sent"
 
     def open(self, composed: Composed) -> SmtpSender:
+        check_edition(composed, self.letterhead, self.personalizer)
         return SmtpSender(self, composed)
 
     def connect(self) -> _SMTP | _SMTPS:
@@ -201,7 +216,12 @@ class SmtpBackend:
         return conn
 
 
-_CRLF = SMTP_POLICY.clone(linesep="\r\n")
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch's messages, and the recipients left out of it, with why."""
+
+    messages: list[tuple[Recipient, Encoded]]
+    rejected: Mapping[int, str]
 
 
 class SmtpSender:
@@ -211,30 +231,35 @@ class SmtpSender:
         self.conn: _SMTP | _SMTPS | None = None
         self.on_connection = 0  # messages sent over the current connection
 
-    def prepare(self, batch: Batch) -> list[tuple[Recipient, bytes]]:
-        """Every message of the batch, built (and signed) with CRLF line ends."""
+    def prepare(self, batch: Batch) -> Prepared:
+        """Every message of the batch, built (and signed) with CRLF line ends; a recipient
+        whose message cannot be built is left out, with the reason."""
         backend = self.backend
         out = []
+        rejected: dict[int, str] = {}
         for recipient in batch.recipients:
             values = backend.personalizer.values(recipient)
-            message = build(self.composed, recipient, values, backend.letterhead)
-            data = message.as_bytes(policy=_CRLF)
+            try:
+                message = encode(self.composed, recipient, values, backend.letterhead, "\r\n")
+            except RecipientError as exc:
+                rejected[recipient.subscriber_id] = str(exc)
+                continue
             if backend.settings.dkim is not None:
-                data = backend.settings.dkim.sign(data)
-            out.append((recipient, data))
-        return out
+                message = replace(message, data=backend.settings.dkim.sign(message.data))
+            out.append((recipient, message))
+        return Prepared(out, rejected)
 
     def send(self, batch: Batch) -> Sent:
         return self.deliver(self.prepare(batch))
 
-    def deliver(self, prepared: list[tuple[Recipient, bytes]]) -> Sent:
+    def deliver(self, prepared: Prepared) -> Sent:
         backend = self.backend
         settings = backend.settings
         where = f"{settings.host}:{settings.port}"
-        sender = _bare(backend.letterhead.sender)
-        rejected: dict[int, str] = {}
+        sender = wire(_bare(backend.letterhead.sender))
+        rejected: dict[int, str] = dict(prepared.rejected)
         queue_id = None
-        for recipient, data in prepared:
+        for recipient, message in prepared.messages:
             if self.conn is not None and 0 < settings.max_per_connection <= self.on_connection:
                 self.close()  # a polite QUIT, then a fresh connection
             if self.conn is None:
@@ -244,10 +269,16 @@ class SmtpSender:
                 backend.limit.wait()
             conn = self.conn
             assert conn is not None
+            if message.smtputf8 and not conn.has_extn("smtputf8"):
+                rejected[recipient.subscriber_id] = (
+                    f"{recipient.email}: {where} does not announce SMTPUTF8, which an address "
+                    "with letters outside ASCII before the @ needs: not sent"
+                )
+                continue
             conn.body_sent = False
             try:
-                options = [] if (sender + recipient.email).isascii() else ["SMTPUTF8"]
-                refused = conn.sendmail(sender, [recipient.email], data, mail_options=options)
+                options = ["SMTPUTF8"] if message.smtputf8 else []
+                refused = conn.sendmail(sender, [message.to], message.data, mail_options=options)
                 self.on_connection += 1
                 queue_id = _queue_id(conn)
             except smtplib.SMTPRecipientsRefused as exc:
@@ -278,7 +309,7 @@ class SmtpSender:
                 raise TransientDeliveryError(f"{where}: connection lost: {_why(exc)}") from exc
             for addr, (code, reply) in refused.items():
                 rejected[recipient.subscriber_id] = f"{addr}: {code} {_text(reply)}"
-        if rejected and len(rejected) == len(prepared):
+        if rejected and len(rejected) == len(prepared.messages) + len(prepared.rejected):
             raise PermanentDeliveryError("; ".join(rejected.values()))
         return Sent(provider_id=queue_id, rejected=rejected)
 

@@ -66,7 +66,7 @@ def build(
         settings=settings,
         engine=services.engine,
         signer=signer,
-        mailer=Mailer(make_backend(config, signer)),
+        mailer=Mailer(make_backend(config, signer), config.delivery.address_rules),
         clock=services.clock,
         health=health or (lambda: {}),
     )

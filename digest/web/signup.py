@@ -38,9 +38,10 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from .. import subscribers
+from ..addresses import ASCII_ONLY, AddressError, Rules, normalize
 from ..db import schema
 from ..deliver.base import Backend
-from ..errors import DeliveryError, UsageError
+from ..errors import DeliveryError
 from ..model import Batch, Composed, Recipient
 from ..tokens import Signer
 from . import limits
@@ -78,10 +79,12 @@ class Mail:
 
 
 class Mailer:
-    """Sends one-recipient mails (confirmations) through the configured backend."""
+    """Sends one-recipient mails (confirmations) through the configured backend, which
+    can deliver to the addresses ``rules`` allows."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, rules: Rules = ASCII_ONLY) -> None:
         self.backend = backend
+        self.rules = rules
 
     def send(self, recipient: Recipient, mail: Mail, now: datetime, number: int) -> None:
         composed = Composed(
@@ -202,6 +205,24 @@ class Planned:
     name: str | None
 
 
+UNDELIVERABLE = (
+    "We cannot deliver to an address with letters outside ASCII (like é or ü) "
+    "before the @. Please use another address."
+)
+
+
+def _address(email: str, rules: Rules) -> tuple[str | None, str]:
+    """The address to store, or None and what to tell the visitor."""
+    try:
+        address = normalize(email, Rules(utf8=True))
+    except AddressError:
+        return None, "That does not look like an e-mail address."
+    try:
+        return normalize(address, rules), ""
+    except AddressError:
+        return None, UNDELIVERABLE
+
+
 def plan(
     conn: sa.Connection,
     email: str,
@@ -209,14 +230,12 @@ def plan(
     ip: str,
     now: datetime,
     per_hour: int,
+    rules: Rules = ASCII_ONLY,
 ) -> Planned | Result:
     """Count the request against the limits, record it, and say whether a mail goes out
     (in one transaction). Whatever the address, the same statements run in the same
     order; only their values differ."""
-    try:
-        address: str | None = subscribers.normalize(email)
-    except UsageError:
-        address = None
+    address, refusal = _address(email, rules)
     network = limits.network_key(ip)
     person = limits.address_key(address) if address else None
     hits = limits.take(conn, [network, person] if person else [network], now)
@@ -224,8 +243,7 @@ def plan(
     d = decide(hits, network, person, existing, now.timestamp(), per_hour)
     limits.put(conn, d.counted, now)
     if address is None or d.outcome in (Outcome.LIMITED, Outcome.INVALID, Outcome.BUSY):
-        invalid = "That does not look like an e-mail address."
-        return Result(d.outcome, invalid if d.outcome is Outcome.INVALID else "", d.wait)
+        return Result(d.outcome, refusal if d.outcome is Outcome.INVALID else "", d.wait)
     row = {
         "email_key": address.lower(),
         "subscriber_id": existing.id if existing else None,
@@ -243,14 +261,20 @@ def plan(
 
 
 def recipient(
-    conn: sa.Connection, planned: Planned, now: datetime
+    conn: sa.Connection, planned: Planned, now: datetime, rules: Rules = ASCII_ONLY
 ) -> subscribers.Subscriber | None:
     """The subscriber a planned mail goes to, added as ``pending`` if new (after the
     answer: see ``plan``); None when the address was suppressed meanwhile."""
     s = subscribers.get(conn, planned.address)
     if s is None:
         s = subscribers.add(
-            conn, planned.address, planned.name, "web", now, status=subscribers.PENDING
+            conn,
+            planned.address,
+            planned.name,
+            "web",
+            now,
+            status=subscribers.PENDING,
+            rules=rules,
         ).subscriber
     conn.execute(sa.update(SG).where(SG.c.id == planned.signup_id).values(subscriber_id=s.id))
     if s.status == subscribers.SUPPRESSED:

@@ -69,7 +69,9 @@ def subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) ->
     """The request path of a sign-up: limits, the record, and the mail queued for after
     the answer (``send_signup``)."""
     with web.engine.begin() as conn:
-        planned = signup.plan(conn, email, name, ip, now, web.settings.max_confirmations_per_hour)
+        planned = signup.plan(
+            conn, email, name, ip, now, web.settings.max_confirmations_per_hour, web.mailer.rules
+        )
     if isinstance(planned, signup.Result):
         return planned
     web.followups.submit(send_signup, web, planned, now)
@@ -78,7 +80,7 @@ def subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) ->
 
 def send_signup(web: Web, planned: signup.Planned, now: datetime) -> None:
     with web.engine.begin() as conn:
-        s = signup.recipient(conn, planned, now)
+        s = signup.recipient(conn, planned, now, web.mailer.rules)
     if s is None:
         return
     if signup.already(s):
