@@ -53,4 +53,4 @@ def fail(name: str, subject: object) -> None:
     if target != name or not text:
         return
     if text == str(subject) or (isinstance(subject, str) and text in subject):
-        raise InjectedFault(f"fault injected at {name!r} for {subject} (DIGEST_FAULT)")
+        raise InjectedFault(f"injected fault at {name!r} for {subject} (DIGEST_FAULT)")

@@ -405,6 +405,8 @@ def test_the_answer_does_not_wait_for_the_mail(site: Site) -> None:
     real = site.web.mailer
 
     class Held:
+        rules = real.rules
+
         def send(self, recipient: Any, mail: Any, now: Any, number: int) -> None:
             gate.wait(60)
             real.send(recipient, mail, now, number)
