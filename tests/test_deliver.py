@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -104,6 +107,39 @@ def test_outbox_writes_one_file_per_recipient_atomically(tmp_path: Path) -> None
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["00003-000001-ada@example.org.eml", "00003-000002-grace@example.org.eml"]
     assert parse((tmp_path / "out" / files[1]).read_bytes())["To"] == "grace@example.org"
+
+
+def test_outbox_leaves_a_live_writers_temporary_file_alone(tmp_path: Path) -> None:
+    """Another sender (a sign-up mail, another edition's worker) may be mid-write: only
+    the temporary files of processes that are gone are a crash's leftovers."""
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (out / f".digest-{dead}-abc").write_text("half a message")  # its writer has exited
+    (out / f".digest-{os.getppid()}-abc").write_text("being written")  # alive: our parent
+    (out / f".digest-{os.getpid()}-abc").write_text("being written")  # alive: another thread
+    OutboxBackend(out, HEAD, PERSONAL).open(composed())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f".digest-{os.getppid()}-abc", f".digest-{os.getpid()}-abc"]
+    )
+
+
+def test_outbox_one_off_mails_to_one_subscriber_are_separate_files(tmp_path: Path) -> None:
+    """Two confirmation mails (edition 0) to one subscriber: the second does not replace
+    the first."""
+    sender = OutboxBackend(tmp_path / "out", HEAD, PERSONAL).open(composed())
+    ada = Recipient(1, "ada@example.org", "Ada")
+    sender.send(Batch(0, 7, (ada,)))
+    sender.send(Batch(0, 8, (ada,)))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "00000-000007-000001-ada@example.org.eml",
+        "00000-000008-000001-ada@example.org.eml",
+    ]
 
 
 def test_outbox_unwritable_folder_is_fatal(tmp_path: Path) -> None:

@@ -33,8 +33,33 @@ class Prepared:
     rejected: Mapping[int, str]
 
 
-def file_name(edition_id: int, subscriber_id: int, email: str) -> str:
-    return f"{edition_id:05d}-{subscriber_id:06d}-{_UNSAFE.sub('_', email)[:100]}.eml"
+def file_name(batch: Batch, subscriber_id: int, email: str) -> str:
+    """``<edition>-<subscriber>-<address>.eml``; a one-off mail (edition 0: a sign-up's
+    confirmation) also carries its number, so a second one does not replace the first."""
+    one_off = f"{batch.number:06d}-" if batch.edition_id == 0 else ""
+    safe = _UNSAFE.sub("_", email)[:100]
+    return f"{batch.edition_id:05d}-{one_off}{subscriber_id:06d}-{safe}.eml"
+
+
+def _temp_prefix() -> str:
+    """Temporary files carry the writing process's id: ``open`` removes only those of
+    processes that are gone (a crash), never one another process is writing."""
+    return f"{_TEMP_PREFIX}{os.getpid()}-"
+
+
+def _writer_alive(name: str) -> bool:
+    pid = name[len(_TEMP_PREFIX) :].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, but someone else's
+        return True
+    return True
 
 
 class OutboxBackend:
@@ -66,8 +91,9 @@ class OutboxBackend:
             raise PermanentDeliveryError(
                 f"cannot create the outbox folder {self.folder}: {exc.strerror}", fatal=True
             ) from exc
-        for stale in self.folder.glob(_TEMP_PREFIX + "*"):  # left by a crash mid-write
-            stale.unlink(missing_ok=True)
+        for temp in self.folder.glob(_TEMP_PREFIX + "*"):
+            if not _writer_alive(temp.name):  # left by a crash mid-write
+                temp.unlink(missing_ok=True)
         return OutboxSender(self, composed)
 
 
@@ -87,7 +113,7 @@ class OutboxSender:
             except RecipientError as exc:
                 rejected[recipient.subscriber_id] = str(exc)
                 continue
-            name = file_name(batch.edition_id, recipient.subscriber_id, recipient.email)
+            name = file_name(batch, recipient.subscriber_id, recipient.email)
             files.append((name, message.data))
         return Prepared(files, rejected)
 
@@ -109,7 +135,7 @@ class OutboxSender:
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent or complete."""
     try:
-        fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+        fd, temp = tempfile.mkstemp(prefix=_temp_prefix(), dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 half = len(data) // 2
