@@ -6,7 +6,7 @@
 N local WordPress-like feeds (a few KB per entry) on a local server with artificial
 latency, spread over 50 loopback "hosts". It prints, from one run:
 
-* ours: ``digest.ingest`` (fetch → parse → clean), the code a run uses;
+* ours: ``digest.ingest.feeds`` (fetch → parse → clean), the code a run uses;
 * the rss2email way: one feed at a time with ``feedparser.parse(url)`` (its own
   fetching, its sanitizer on), timed on a sample of the feeds and scaled up;
 * the latency floor (latency × feeds ÷ requests in flight: ``fetch.connections``, or
@@ -47,8 +47,8 @@ from rss2email_baseline import Measured, installed, measure
 
 from digest import pipeline
 from digest.config import parse_config
-from digest.fetch import FetchSettings
-from digest.ingest import Digested, ingest
+from digest.ingest.feeds import Digested, ingest
+from digest.ingest.fetch import FetchSettings
 from digest.model import FeedSource, FetchStatus
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"  {'':58}{'seconds':>9}{'entries/s':>11}{'CPU s':>8}")
     rows = [
-        ("ours: digest.ingest (fetch → parse → clean)", wall, wall_cpu),
+        ("ours: digest.ingest.feeds (fetch → parse → clean)", wall, wall_cpu),
         (
             f"rss2email way: feedparser.parse(url), one at a time ({len(sample)}-feed sample, "
             f"× {n / len(sample):g})",

@@ -1,4 +1,4 @@
-"""Benchmark digest.mojibake.repair against ftfy on the same inputs.
+"""Benchmark digest.ingest.mojibake.repair against ftfy on the same inputs.
 
 Run from the repository root:
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ftfy
 
-from digest import mojibake
+from digest.ingest import mojibake
 
 SIZE = 10_000  # characters per input
 

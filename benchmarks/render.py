@@ -26,8 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from digest.mail.markers import personalize
 from digest.model import Entry, FeedSource, Selection
-from digest.render import HTML_TEMPLATE, Renderer, RenderSettings, personalize
+from digest.render.edition import HTML_TEMPLATE, Renderer, RenderSettings
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 VALUES = {

@@ -23,9 +23,9 @@ from pathlib import Path
 import feedparser
 import nh3
 
-from digest.clean import clean, finish
+from digest.ingest.clean import clean, finish
+from digest.ingest.parse import parse
 from digest.model import FeedSource
-from digest.parse import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

@@ -91,9 +91,9 @@ def populate(config_path: Path, n: int) -> None:
     """N active subscribers, inserted in chunks (not timed)."""
     import sqlalchemy as sa
 
-    from digest import db
     from digest.config import load_config
-    from digest.db import schema
+    from digest.state import db
+    from digest.state.db import schema
 
     engine = db.connect(load_config(config_path).storage_url)
     now = "2026-11-28 07:00:00.000000"
@@ -129,7 +129,7 @@ def edition_child(config_path: str) -> None:
     (edition,) = report.editions
     import sqlalchemy as sa
 
-    from digest.db import schema
+    from digest.state.db import schema
 
     with services.engine.connect() as conn:
         requests = conn.execute(sa.select(sa.func.count()).select_from(schema.batches)).scalar_one()
@@ -163,11 +163,11 @@ def run_edition(config_path: Path) -> dict[str, Any]:
 def edition_parts(config_path: Path) -> tuple[dict[str, Any], list[Any]]:
     """The edition's fixed request fields and which personal markers it uses (h, t), as
     digest's sender computed them once for the edition: the floor posts the same bodies."""
-    from digest import db, record
     from digest.config import load_config
     from digest.deliver.base import Letterhead, Personalizer
     from digest.deliver.sendgrid import SendgridBackend, SendgridSettings
-    from digest.tokens import Signer
+    from digest.state import db, record
+    from digest.state.tokens import Signer
 
     engine = db.connect(load_config(config_path).storage_url)
     with engine.connect() as conn:
@@ -242,7 +242,7 @@ def floor_sendgrid(
 
 def bench_tokens(count: int) -> tuple[float, float]:
     """Tokens per second: digest's Signer against one bare HMAC-SHA256 per id."""
-    from digest.tokens import Signer
+    from digest.state.tokens import Signer
 
     signer = Signer(b"k" * 32)
     started = time.perf_counter()

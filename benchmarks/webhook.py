@@ -36,8 +36,8 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from digest import db
-from digest.db import schema
+from digest.state import db
+from digest.state.db import schema
 from digest.web import webhook
 
 NOW = datetime(2027, 3, 15, 12, tzinfo=UTC)

@@ -30,11 +30,12 @@ from pydantic import (
     model_validator,
 )
 
-from . import addresses, redact
+from . import redact
 from .durations import parse_duration
 from .errors import ConfigError
+from .mail import addresses
 from .model import FeedSource
-from .views import DEFAULT_SUBJECT
+from .render.views import DEFAULT_SUBJECT
 
 DEFAULT_PATH = "config.toml"
 SECRET_WORDS = ("password", "api_key", "apikey", "secret", "token")
@@ -100,7 +101,7 @@ def _timezone(value: str) -> str:
 
 
 def _locale(value: str) -> str:
-    from .i18n import parse_locale
+    from .render.i18n import parse_locale
 
     return str(parse_locale(value))
 
@@ -190,7 +191,7 @@ class ScheduleSection(Section):
 
 
 class StorageSection(Section):
-    url: Text = "sqlite:///digest.db"
+    url: Text = "sqlite:///digest.state.db"
 
 
 class FetchSection(Section):
@@ -600,7 +601,7 @@ def _example(loc: Sequence[int | str]) -> str:
 
 def warnings_for(config: Config) -> list[str]:
     """Things that work but that an operator should know about (``digest check``)."""
-    from .permissions import warnings as exposed
+    from .state.permissions import warnings as exposed
 
     out = exposed(config)
     if not config.digest.base_url.startswith("https://"):

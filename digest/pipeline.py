@@ -27,11 +27,11 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from . import faults, health, lease, personal, record, retention, subscribers
-from .clean import finish
+from . import faults, personal
 from .config import Config
 from .deliver.dispatch import dispatch
-from .ingest import Digested, display_name, ingest, unexpected
+from .ingest.clean import finish
+from .ingest.feeds import Digested, display_name, ingest, unexpected
 from .model import (
     Composed,
     EditionReport,
@@ -46,6 +46,7 @@ from .model import (
 from .pick import pick
 from .services import Services
 from .services import build as build  # the entry point: pipeline.run(pipeline.build(config))
+from .state import health, lease, record, retention, subscribers
 
 log = logging.getLogger(__name__)
 #: Entries the ledger learned this recently are not cleaned again (see ingest).

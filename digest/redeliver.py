@@ -16,12 +16,12 @@ import time
 
 import sqlalchemy as sa
 
-from . import lease, record
-from .db import schema
 from .errors import UsageError
 from .model import BatchStatus, EditionStatus, RunReport
 from .pipeline import NoProgress, Progress, deliver
 from .services import Services
+from .state import lease, record
+from .state.db import schema
 
 
 def resend(

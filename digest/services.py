@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from . import __version__, db
+from . import __version__
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
 from .deliver.dispatch import DispatchSettings
 from .errors import ConfigError
-from .fetch import FetchSettings
-from .render import Renderer, RenderSettings
-from .tokens import Signer, env_key, load_key
+from .ingest.fetch import FetchSettings
+from .render.edition import Renderer, RenderSettings
+from .state import db
+from .state.tokens import Signer, env_key, load_key
 
 if TYPE_CHECKING:
     from .deliver.smtp import DkimKey

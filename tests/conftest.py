@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from digest import db
 from digest.config import Config, parse_config
 from digest.model import RunReport
+from digest.state import db
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "digest" / "samples"

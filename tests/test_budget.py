@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from digest.budget import Plan, fit
+from digest.mail.markers import personalize, unused_markers
 from digest.model import Entry, FeedSource, Selection
-from digest.render import Renderer, RenderSettings, personalize, unused_markers
+from digest.render.budget import Plan, fit
+from digest.render.edition import Renderer, RenderSettings
 
 from .html_tree import Html
 

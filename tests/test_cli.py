@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from digest import lease
 from digest.cli import main
+from digest.state import lease
 
 from .conftest import ROOT, Project
 from .smtp_server import SmtpServer
@@ -113,8 +113,8 @@ def test_broken_config_exits_2_without_traceback(tmp_path: Path, cli_env: dict[s
 
 def test_a_run_holding_the_lease_blocks_another(shipped: Path, cli_env: dict[str, str]) -> None:
     project = Project(shipped)
-    from digest import db
     from digest.config import load_config
+    from digest.state import db
 
     engine = db.connect(load_config(shipped / "config.toml").storage_url)
     with lease.held(engine):
@@ -214,8 +214,8 @@ def test_unsubscribed_address_needs_resubscribe(project: Project) -> None:
     project.feed("https://example.org/feed.xml")
     project.write()
     invoke(project, "subscribers", "add", "ada@example.org")
-    from digest import subscribers
-    from digest.db import connect
+    from digest.state import subscribers
+    from digest.state.db import connect
 
     engine = connect(project.config().storage_url)
     with engine.begin() as conn:

@@ -32,9 +32,9 @@ from urllib.parse import quote
 
 import pytest
 
-from digest.clean import finish
-from digest.fetch import FetchSettings
-from digest.ingest import Digested, ingest
+from digest.ingest.clean import finish
+from digest.ingest.feeds import Digested, ingest
+from digest.ingest.fetch import FetchSettings
 from digest.model import FeedSource
 
 from .conftest import SHARED

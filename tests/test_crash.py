@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from digest.db import schema
+from digest.state.db import schema
 
 from .conftest import NOW, SAMPLES, Project
 from .sendgrid_server import DEFAULT_API_KEY, ReceivedRequest, SendGridServer, load_log

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from digest import db
-from digest.db.schema import metadata
 from digest.errors import StoreError
+from digest.state import db
+from digest.state.db.schema import metadata
 
 POSTGRES = os.environ.get("DIGEST_TEST_POSTGRES_URL")
 

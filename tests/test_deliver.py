@@ -18,8 +18,8 @@ from digest.deliver.outbox import OutboxBackend
 from digest.deliver.smtp import SmtpBackend, SmtpSettings
 from digest.errors import PermanentDeliveryError, TransientDeliveryError
 from digest.model import Batch, Composed, Entry, FeedSource, Recipient, Selection
-from digest.render import Renderer, RenderSettings
-from digest.tokens import Signer, subscriber_id
+from digest.render.edition import Renderer, RenderSettings
+from digest.state.tokens import Signer, subscriber_id
 
 from .smtp_server import SmtpServer
 

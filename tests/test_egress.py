@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from digest import egress
-from digest.egress import Attempt, refusal
-from digest.fetch import FetchSettings, fetch_all, run_sync
+from digest.ingest import egress
+from digest.ingest.egress import Attempt, refusal
+from digest.ingest.fetch import FetchSettings, fetch_all, run_sync
 from digest.model import FeedSource, Fetched, FetchStatus
 
 from .conftest import NOW, SAMPLES, Project

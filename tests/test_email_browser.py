@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from digest import sample
-from digest.render import Renderer, RenderSettings, personalize
+from digest.mail.markers import personalize
+from digest.render import sample
+from digest.render.edition import Renderer, RenderSettings
 
 pytestmark = pytest.mark.slow
 

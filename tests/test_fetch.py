@@ -12,7 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from digest.fetch import FetchSettings, fetch_all, run_sync
+from digest.ingest.fetch import FetchSettings, fetch_all, run_sync
 from digest.model import FeedSource, Fetched, FetchStatus, Validators
 
 from .conftest import SAMPLES
@@ -286,7 +286,7 @@ def test_not_modified_answers_do_not_wait_for_a_download_turn(
 def test_waiting_for_a_turn_does_not_count_against_the_timeout() -> None:
     import asyncio
 
-    from digest.fetch import _turn
+    from digest.ingest.fetch import _turn
 
     async def scenario() -> str:
         slots = asyncio.Semaphore(1)

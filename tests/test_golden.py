@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from digest import sample
-from digest.render import Renderer, RenderSettings, personalize
+from digest.mail.markers import personalize
+from digest.render import sample
+from digest.render.edition import Renderer, RenderSettings
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digest import db, health
 from digest.errors import FetchError
-from digest.fetch import MAX_RETRY_AFTER, FetchSettings, _retry_after, fetch_all, run_sync
+from digest.ingest.fetch import MAX_RETRY_AFTER, FetchSettings, _retry_after, fetch_all, run_sync
 from digest.model import FeedSource, Fetched, FetchStatus, Validators
+from digest.state import db, health
 
 from .conftest import NOW, SAMPLES, Project
 from .raw_http import RawServer, raw_server, response

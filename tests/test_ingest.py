@@ -18,13 +18,13 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from digest import ingest as ingest_module
 from digest import pipeline
-from digest.clean import identity
-from digest.fetch import FetchSettings, run_sync
-from digest.ingest import digest_feed, ingest
+from digest.ingest import feeds as ingest_module
+from digest.ingest.clean import identity
+from digest.ingest.feeds import digest_feed, ingest
+from digest.ingest.fetch import FetchSettings, run_sync
+from digest.ingest.parse import ParseLimits, parse
 from digest.model import FeedSource, Fetched, FetchStatus, ParsedFeed
-from digest.parse import ParseLimits, parse
 
 from .conftest import SAMPLES, Project
 
@@ -454,9 +454,9 @@ def test_with_other_threads_running_workers_come_from_a_fork_server(tmp_path: Pa
     be forked from it. They come from a fork server, and parse as well."""
     script = (
         "import sqlalchemy as sa\n"
-        "from digest import lease\n"
-        "from digest.db import schema\n"
-        "from digest.ingest import start_method\n"
+        "from digest.state import lease\n"
+        "from digest.state.db import schema\n"
+        "from digest.ingest.feeds import start_method\n"
         "print(start_method())\n"
         f"engine = sa.create_engine('sqlite:///{tmp_path / 'lease.db'}')\n"
         "schema.metadata.create_all(engine)\n"

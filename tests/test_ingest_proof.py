@@ -25,10 +25,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from digest.errors import ParseError
-from digest.fetch import FetchSettings
-from digest.ingest import Digested, ingest
+from digest.ingest.feeds import Digested, ingest
+from digest.ingest.fetch import FetchSettings
+from digest.ingest.parse import newest, parse
 from digest.model import FeedSource, FetchStatus, RawEntry, Validators
-from digest.parse import newest, parse
 
 from .conftest import SAMPLES, Project
 

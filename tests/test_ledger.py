@@ -15,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest import pipeline, record, retention, subscribers
+from digest import pipeline
 from digest.cli import main
-from digest.db import schema
 from digest.deliver import dispatch as dispatch_module
 from digest.model import EditionStatus
+from digest.state import record, retention, subscribers
+from digest.state.db import schema
 
 from .conftest import NOW, SAMPLES, Project
 from .sendgrid_server import DEFAULT_API_KEY, Fault, SendGridServer
@@ -221,7 +222,7 @@ def test_resend_is_listed_in_the_readme() -> None:
 def test_the_ledger_on_postgresql(
     project: Project, sendgrid_server: SendGridServer, postgres_url: str
 ) -> None:
-    from digest import db
+    from digest.state import db
 
     db.connect(postgres_url, auto_upgrade=True).dispose()
     project.data["storage"] = {"url": postgres_url}

@@ -25,15 +25,15 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digest import db
-from digest.addresses import wire
 from digest.deliver.base import Letterhead, Personalizer
 from digest.deliver.message import encode
 from digest.deliver.outbox import OutboxBackend
 from digest.deliver.sendgrid import SendgridBackend, SendgridSettings
-from digest.headers import decode_words, header_safe
+from digest.mail.addresses import wire
+from digest.mail.headers import decode_words, header_safe
 from digest.model import Batch, Composed, Recipient
-from digest.tokens import Signer
+from digest.state import db
+from digest.state.tokens import Signer
 from digest.web import signup
 
 from .mailcheck import exact_shape

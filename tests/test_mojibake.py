@@ -1,4 +1,4 @@
-"""Tests for digest.mojibake: repair of UTF-8 read through single-byte code pages."""
+"""Tests for digest.ingest.mojibake: repair of UTF-8 read through single-byte code pages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digest.mojibake import repair
+from digest.ingest.mojibake import repair
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_FILE = (

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.clean import clean, finish, identity, plain_text, sanitize, truncate
 from digest.errors import ParseError
+from digest.ingest.clean import clean, finish, identity, plain_text, sanitize, truncate
+from digest.ingest.parse import parse
 from digest.model import FeedSource, RawEntry
-from digest.parse import parse
 
 from .conftest import SAMPLES
 

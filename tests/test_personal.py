@@ -11,10 +11,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from digest import record, subscribers
-from digest.db import schema
 from digest.model import EditionStatus, Entry, FeedSource, Selection
 from digest.personal import Skips, Variants, plan, without
+from digest.state import record, subscribers
+from digest.state.db import schema
 
 from .conftest import Project
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.links import canonical
+from digest.ingest.links import canonical
 from digest.model import Entry, FeedEntries, FeedSource, Known
 from digest.pick import pick
 

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from digest import health, pipeline
-from digest.db import schema
+from digest import pipeline
 from digest.model import EditionStatus, FetchStatus
+from digest.state import health
+from digest.state.db import schema
 
 from .conftest import SAMPLES, Project
 

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest import pipeline, preview
-from digest.cli import main
-from digest.db import schema
+from digest import pipeline
+from digest.cli import main, previews
+from digest.state.db import schema
 
 from .conftest import NOW, SAMPLES, Project
 from .smtp_server import SmtpServer
@@ -53,10 +53,10 @@ def test_served_preview_renders_again_on_every_reload(sampled: Project) -> None:
     services = pipeline.build(
         sampled.config(), engine=sampled.engine(), readonly=True, clock=lambda: NOW
     )
-    upcoming = preview.next_edition(services)
+    upcoming = previews.next_edition(services)
     assert len(upcoming.selection.entries) == 6 and upcoming.edition_id == 1
-    httpd = preview.server(preview.live(sampled.path, upcoming, lambda: NOW), port=0)
-    preview.serve_in_thread(httpd)
+    httpd = previews.server(previews.live(sampled.path, upcoming, lambda: NOW), port=0)
+    previews.serve_in_thread(httpd)
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
         first = httpx.get(base + "/")
@@ -130,7 +130,7 @@ def test_preview_out_text_and_sample(sampled: Project, tmp_path: Path) -> None:
 
 
 def test_serving_on_a_taken_port_is_a_clear_error(sampled: Project) -> None:
-    taken = preview.server(lambda: preview.Rendered("", "", ""), port=0)
+    taken = previews.server(lambda: previews.Rendered("", "", ""), port=0)
     try:
         code, _, stderr = invoke(
             sampled, "preview", "--serve", "--sample", "--port", str(taken.server_address[1])

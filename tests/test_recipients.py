@@ -23,16 +23,17 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest import pipeline, subscribers, web
-from digest.addresses import AddressError, normalize, rules_for, wire
+from digest import pipeline, web
 from digest.cli import main
 from digest.config import parse_config
-from digest.db import schema
 from digest.deliver.base import Letterhead, Personalizer, RecipientError
 from digest.deliver.message import written
 from digest.deliver.smtp import SmtpBackend, SmtpSettings
 from digest.errors import ConfigError, DeliveryError
-from digest.tokens import Signer
+from digest.mail.addresses import AddressError, normalize, rules_for, wire
+from digest.state import subscribers
+from digest.state.db import schema
+from digest.state.tokens import Signer
 
 from .conftest import NOW, SAMPLES, Clock, Project
 from .live import live

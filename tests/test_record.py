@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from digest import lease, record
-from digest.db import schema
 from digest.deliver.base import Sent
 from digest.deliver.dispatch import DispatchSettings, dispatch
 from digest.errors import LeaseError, PermanentDeliveryError, TransientDeliveryError
 from digest.model import Batch, BatchStatus, Composed, EditionStatus, Entry, FeedSource
+from digest.state import lease, record
+from digest.state.db import schema
 
 from .conftest import FakeTime
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from digest import sample
 from digest.errors import RenderError
+from digest.mail.headers import header_safe
+from digest.mail.markers import personalize, substitutions, unused_markers
 from digest.model import Entry, FeedSource, Selection
-from digest.render import (
+from digest.render import sample
+from digest.render.edition import (
     EditionView,
     GroupView,
     ItemView,
@@ -17,10 +19,6 @@ from digest.render import (
     Renderer,
     RenderSettings,
     default_templates_dir,
-    header_safe,
-    personalize,
-    substitutions,
-    unused_markers,
 )
 
 from .conftest import ROOT

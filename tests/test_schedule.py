@@ -12,11 +12,14 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from digest import lease, pipeline, record, schedule
-from digest.db import schema
+from digest import pipeline, schedule
+from digest import scheduler as scheduling
 from digest.errors import LeaseError
 from digest.model import Batch, BatchStatus, Composed, EditionStatus
-from digest.schedule import Action, Outcome, Schedule, decide, fire_times
+from digest.schedule import Action, Schedule, decide, fire_times
+from digest.scheduler import Outcome
+from digest.state import lease, record
+from digest.state.db import schema
 
 from .conftest import Clock, Project, add_post
 
@@ -186,12 +189,12 @@ def sampled(project: Project, samples: Path) -> Project:
 
 
 @pytest.fixture
-def runner(sampled: Project) -> Iterator[tuple[schedule.Runner, Clock]]:
+def runner(sampled: Project) -> Iterator[tuple[scheduling.Runner, Clock]]:
     clock = Clock(SLOT)
     services = pipeline.build(
         sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
     )
-    yield schedule.Runner(services, schedule.schedule_of(sampled.config())), clock
+    yield scheduling.Runner(services, schedule.schedule_of(sampled.config())), clock
     services.engine.dispose()
 
 
@@ -202,7 +205,7 @@ def editions(engine: sa.Engine) -> list[tuple[int, datetime | None, str]]:
 
 
 def test_catch_up_after_downtime_sends_once_and_survives_restarts(
-    runner: tuple[schedule.Runner, Clock], sampled: Project
+    runner: tuple[scheduling.Runner, Clock], sampled: Project
 ) -> None:
     r, clock = runner
     clock.now = SLOT + timedelta(hours=2)  # started two hours late
@@ -211,13 +214,13 @@ def test_catch_up_after_downtime_sends_once_and_survives_restarts(
     assert len(sampled.outbox()) == 2
     clock.now += timedelta(minutes=5)  # started again (a restart): the database knows
     assert r.tick() is Outcome.SKIPPED
-    restarted = schedule.Runner(r.services, r.schedule, clock)
+    restarted = scheduling.Runner(r.services, r.schedule, clock)
     assert restarted.tick() is Outcome.SKIPPED
     assert len(editions(r.services.engine)) == 1 and len(sampled.outbox()) == 2
 
 
 def test_past_the_grace_period_nothing_is_sent(
-    runner: tuple[schedule.Runner, Clock], sampled: Project
+    runner: tuple[scheduling.Runner, Clock], sampled: Project
 ) -> None:
     r, clock = runner
     clock.now = SLOT + timedelta(hours=3, minutes=1)
@@ -229,14 +232,14 @@ def test_past_the_grace_period_nothing_is_sent(
 
 
 def test_a_slot_with_nothing_new_is_handled_too(
-    runner: tuple[schedule.Runner, Clock], sampled: Project, samples: Path
+    runner: tuple[scheduling.Runner, Clock], sampled: Project, samples: Path
 ) -> None:
     r, clock = runner
     assert r.tick() is Outcome.RAN  # edition 1 at the slot
     clock.now = SLOT + timedelta(days=1, hours=1)
     assert r.tick() is Outcome.RAN  # nothing new: no edition, but the slot is handled
     with r.services.engine.connect() as conn:
-        assert schedule.last_sent(conn) == SLOT + timedelta(days=1)
+        assert scheduling.last_sent(conn) == SLOT + timedelta(days=1)
     add_post(samples, "late-news")  # new content after the slot: waits for the next
     clock.now += timedelta(minutes=30)
     assert r.tick() is Outcome.SKIPPED
@@ -246,10 +249,10 @@ def test_a_slot_with_nothing_new_is_handled_too(
 
 
 def test_two_overlapping_runs_send_once(
-    runner: tuple[schedule.Runner, Clock], sampled: Project
+    runner: tuple[scheduling.Runner, Clock], sampled: Project
 ) -> None:
     r, clock = runner
-    second = schedule.Runner(r.services, r.schedule, clock)  # a second process, same slot
+    second = scheduling.Runner(r.services, r.schedule, clock)  # a second process, same slot
     entered, release = threading.Event(), threading.Event()
     original = r.services.backend.open
 
@@ -274,7 +277,7 @@ def test_two_overlapping_runs_send_once(
 
 
 def test_the_slot_is_unique_even_past_the_lease(
-    runner: tuple[schedule.Runner, Clock], sampled: Project, samples: Path
+    runner: tuple[scheduling.Runner, Clock], sampled: Project, samples: Path
 ) -> None:
     r, clock = runner
     assert r.tick() is Outcome.RAN
@@ -314,7 +317,7 @@ def test_stop_finishes_the_batch_in_flight_and_leaves_the_rest(
             self.inner.close()
 
     object.__setattr__(services.backend, "open", Stopping)
-    r = schedule.Runner(services, schedule.schedule_of(sampled.config()))
+    r = scheduling.Runner(services, schedule.schedule_of(sampled.config()))
     assert r.tick() is Outcome.RAN
     assert sent == [0]
     with services.engine.connect() as conn:
@@ -340,10 +343,10 @@ def test_stop_finishes_the_batch_in_flight_and_leaves_the_rest(
 
 
 def test_the_scheduler_fires_with_coalesce_and_grace_set_explicitly(
-    runner: tuple[schedule.Runner, Clock], sampled: Project
+    runner: tuple[scheduling.Runner, Clock], sampled: Project
 ) -> None:
     r, _clock = runner  # the clock says SLOT: the start-up tick sends that edition
-    scheduler = schedule.Scheduler(r)
+    scheduler = scheduling.Scheduler(r)
     scheduler.start()
     try:
         job = scheduler._aps.get_job("edition")
@@ -365,7 +368,7 @@ def test_with_zero_catch_up_the_scheduler_sends_the_edition_it_fires_a_moment_la
     services = pipeline.build(
         sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
     )
-    r = schedule.Runner(services, schedule.schedule_of(sampled.config()))
+    r = scheduling.Runner(services, schedule.schedule_of(sampled.config()))
     ticked = threading.Event()
     tick = r.tick
 
@@ -376,7 +379,7 @@ def test_with_zero_catch_up_the_scheduler_sends_the_edition_it_fires_a_moment_la
             ticked.set()
 
     r.tick = counted  # type: ignore[method-assign]
-    scheduler = schedule.Scheduler(r)
+    scheduler = scheduling.Scheduler(r)
     scheduler.start()
     try:
         job = scheduler._aps.get_job("edition")
@@ -394,7 +397,7 @@ def test_with_zero_catch_up_the_scheduler_sends_the_edition_it_fires_a_moment_la
 
 
 def test_a_held_lease_outside_the_scheduler_is_busy(
-    runner: tuple[schedule.Runner, Clock],
+    runner: tuple[scheduling.Runner, Clock],
 ) -> None:
     r, clock = runner
     with lease.held(r.services.engine, clock=clock):  # e.g. a manual `digest run`
@@ -440,7 +443,7 @@ def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> 
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        from digest import db
+        from digest.state import db
 
         pg_url = admin.url.set(database=name).render_as_string(hide_password=False)
         db.connect(pg_url, auto_upgrade=True).dispose()
@@ -449,19 +452,19 @@ def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> 
         services = pipeline.build(
             sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
         )
-        first = schedule.Runner(services, schedule.schedule_of(sampled.config()))
-        second = schedule.Runner(services, first.schedule)
+        first = scheduling.Runner(services, schedule.schedule_of(sampled.config()))
+        second = scheduling.Runner(services, first.schedule)
         with lease.held(services.engine, clock=clock):
             assert first.tick() is Outcome.BUSY
         assert first.tick() is Outcome.RAN
         assert second.tick() is Outcome.SKIPPED
         with services.engine.connect() as conn:
-            assert schedule.last_sent(conn) == SLOT + timedelta(hours=1)
+            assert scheduling.last_sent(conn) == SLOT + timedelta(hours=1)
         assert editions(services.engine) == [(1, SLOT, EditionStatus.DONE)]
         clock.now = SLOT + timedelta(days=1)
         assert second.tick() is Outcome.RAN  # nothing new: handled, recorded
         with services.engine.connect() as conn:
-            assert schedule.last_sent(conn) == SLOT + timedelta(days=1)
+            assert scheduling.last_sent(conn) == SLOT + timedelta(days=1)
         add_post(samples, "sneaky")
         try:
             with pytest.raises(sa.exc.IntegrityError):
@@ -475,9 +478,9 @@ def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> 
 
 
 def test_sign_ups_never_confirmed_are_forgotten_after_30_days(
-    runner: tuple[schedule.Runner, Clock],
+    runner: tuple[scheduling.Runner, Clock],
 ) -> None:
-    from digest import subscribers
+    from digest.state import subscribers
 
     r, clock = runner
     engine = r.services.engine

@@ -27,8 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest import pipeline, redact
-from digest.db import schema
-from digest.tokens import Signer
+from digest.state.db import schema
+from digest.state.tokens import Signer
 
 from .conftest import ROOT, Project, add_post
 from .live import free_port
@@ -102,15 +102,15 @@ def test_database_wal_and_outbox_are_owner_only_with_umask_022(
 
 
 def test_a_new_database_folder_is_owner_only(tmp_path: Path) -> None:
-    from digest import db
+    from digest.state import db
 
     old = os.umask(0o022)
     try:
-        engine = db.connect(f"sqlite:///{tmp_path / 'new' / 'digest.db'}")
+        engine = db.connect(f"sqlite:///{tmp_path / 'new' / 'digest.state.db'}")
     finally:
         os.umask(old)
     engine.dispose()
-    assert mode(tmp_path / "new") == 0o700 and mode(tmp_path / "new" / "digest.db") == 0o600
+    assert mode(tmp_path / "new") == 0o700 and mode(tmp_path / "new" / "digest.state.db") == 0o600
 
 
 def test_check_warns_when_every_local_user_can_read_them(

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from digest import pipeline, record, subscribers
-from digest.db import schema
+from digest import pipeline
 from digest.deliver.base import Letterhead, Personalizer
 from digest.deliver.dispatch import DispatchSettings, dispatch
 from digest.deliver.sendgrid import (
@@ -25,9 +24,11 @@ from digest.deliver.sendgrid import (
     error_text,
 )
 from digest.errors import ConfigError
+from digest.mail.markers import unused_markers
 from digest.model import Composed, EditionStatus
-from digest.render import unused_markers
-from digest.tokens import Signer, load_key, subscriber_id
+from digest.state import record, subscribers
+from digest.state.db import schema
+from digest.state.tokens import Signer, load_key, subscriber_id
 
 from .conftest import SAMPLES, FakeTime, Project
 from .sendgrid_server import DEFAULT_API_KEY, Fault, SendGridServer
@@ -524,7 +525,7 @@ def test_workers_default_by_backend(project: Project) -> None:
 def test_send_test_goes_through_sendgrid_marked_as_a_test(
     engine: sa.Engine, sendgrid_server: SendGridServer, ten: Composed
 ) -> None:
-    from digest.preview import send_test
+    from digest.cli.previews import send_test
 
     sent = send_test(backend(sendgrid_server), ten, "tester@example.org")
     (request,) = sendgrid_server.requests

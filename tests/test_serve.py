@@ -14,8 +14,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from digest import pipeline, subscribers
+from digest import pipeline
 from digest.cli import main
+from digest.state import subscribers
 
 from .conftest import Project
 from .live import free_port, serve_process

@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest import pipeline, subscribers, web
-from digest.db import schema
+from digest import pipeline, web
+from digest.state import subscribers
+from digest.state.db import schema
 from digest.web import limits, signup, work
 
 from .conftest import Clock, Project
@@ -175,7 +176,7 @@ def test_ten_concurrent_sign_ups_from_ten_addresses_mail_once(
 def test_concurrent_sign_ups_mail_once_on_postgresql(
     project: Project, samples: Path, tmp_path: Path, fresh_postgres: str
 ) -> None:
-    from digest import db
+    from digest.state import db
 
     with (
         SmtpServer(tmp_path) as server,
@@ -229,7 +230,7 @@ def test_two_serve_processes_on_one_database_share_the_limits(
 ) -> None:
     if database == "sqlite":
         storage = f"sqlite:///{tmp_path / 'shared.db'}"
-        from digest import db
+        from digest.state import db
 
         db.connect(storage).dispose()
     else:

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import db, subscribers
 from digest.cli import main
-from digest.db import schema
-from digest.spreadsheet import FORMULA_STARTS, MARK, escape, unescape
+from digest.state import db, subscribers
+from digest.state.db import schema
+from digest.state.spreadsheet import FORMULA_STARTS, MARK, escape, unescape
 
 from .conftest import Project
 

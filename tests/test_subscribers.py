@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from digest import subscribers as subs
 from digest.errors import UsageError
+from digest.state import subscribers as subs
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ import re
 
 import sqlalchemy as sa
 
-from digest.tokens import Signer, load_key, subscriber_id
+from digest.state.tokens import Signer, load_key, subscriber_id
 
 KEY = b"k" * 32
 

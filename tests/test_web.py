@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from digest import pipeline, record, subscribers, web
-from digest.db import schema
-from digest.tokens import Signer
+from digest import pipeline, web
+from digest.state import record, subscribers
+from digest.state.db import schema
+from digest.state.tokens import Signer
 from digest.web import signup, webhook
 
 from .conftest import Clock, Project, add_post
@@ -533,7 +534,7 @@ def test_record_events_on_postgresql() -> None:
     import os
     import uuid
 
-    from digest import db
+    from digest.state import db
 
     url = os.environ.get("DIGEST_TEST_POSTGRES_URL")
     if not url:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from digest import subscribers
+from digest.state import subscribers
 
 from .conftest import Project
 from .live import free_port, serve_process

@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digest import db, pipeline, schedule, subscribers, web
-from digest.db import schema
+from digest import pipeline, schedule, web
+from digest import scheduler as scheduling
+from digest.state import db, subscribers
+from digest.state.db import schema
 from digest.web import app as web_app
 from digest.web import webhook
 
@@ -559,7 +561,7 @@ def test_healthz_is_503_with_the_reason_after_a_failed_scheduled_run(
     project.subscriber("ada@example.org")
     services = pipeline.build(project.config(), engine=project.engine(), sleep=lambda s: None)
     plan = schedule.Schedule(cron="0 7 1 1 *", timezone="UTC", catch_up=timedelta(days=400))
-    scheduler = schedule.Scheduler(schedule.Runner(services, plan))
+    scheduler = scheduling.Scheduler(scheduling.Runner(services, plan))
 
     def overflow(*args: Any, **kwargs: Any) -> None:
         raise OverflowError("int too large to convert to float")
@@ -571,7 +573,7 @@ def test_healthz_is_503_with_the_reason_after_a_failed_scheduled_run(
         deadline = time.monotonic() + 60
         while scheduler.last_outcome is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert scheduler.last_outcome is schedule.Outcome.FAILED
+        assert scheduler.last_outcome is scheduling.Outcome.FAILED
         with live(web.create_app(app)) as client:
             r = client.get("/healthz")
             assert r.status_code == 503, r.text
@@ -579,7 +581,7 @@ def test_healthz_is_503_with_the_reason_after_a_failed_scheduled_run(
             assert "last scheduled run failed: OverflowError: int too large" in r.json()["reason"]
             monkeypatch.undo()
             scheduler._tick()  # the next run goes well
-            assert scheduler.last_outcome is schedule.Outcome.RAN
+            assert scheduler.last_outcome is scheduling.Outcome.RAN
             r = client.get("/healthz")
             assert r.status_code == 200 and "reason" not in r.json(), r.text
     finally:

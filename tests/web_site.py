@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from digest import pipeline, subscribers, web
+from digest import pipeline, web
 from digest.services import Services
+from digest.state import subscribers
 
 from .conftest import Clock, Project
 from .live import live

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any, Protocol
 
-from ..addresses import wire
 from ..errors import PermanentDeliveryError, TransientDeliveryError
+from ..mail.addresses import wire
 from ..model import Batch, Composed, Recipient
-from ..tokens import Signer
+from ..state.tokens import Signer
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import faults, record
+from .. import faults
 from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, BatchResult, BatchStatus, Composed
+from ..state import record
 from .base import Backend, Sender, UnansweredError
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ from email.policy import default as DEFAULT_POLICY
 from email.utils import format_datetime, parseaddr
 
 from .. import faults
-from ..addresses import needs_smtputf8, wire
 from ..errors import PermanentDeliveryError
-from ..headers import header_safe
+from ..mail.addresses import needs_smtputf8, wire
+from ..mail.headers import header_safe
+from ..mail.markers import personalize
 from ..model import Composed, Recipient
-from ..render import personalize
 from .base import Letterhead, Personalizer, RecipientError
 
 #: A line break a parser would read as the end of a header (not a fold).

@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import faults, permissions
+from .. import faults
 from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..model import Batch, Composed
+from ..state import permissions
 from .base import Letterhead, Personalizer, RecipientError, Sent
 from .message import check_edition, encode
 

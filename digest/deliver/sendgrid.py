@@ -2,7 +2,7 @@
 
 The edition is rendered once; each recipient is one personalization (so nobody sees
 another's address) carrying their personal values as ``substitutions`` (the markers
-of ``render.substitutions``), their own ``List-Unsubscribe`` / ``List-Unsubscribe-Post``
+of ``mail.markers.substitutions``), their own ``List-Unsubscribe`` / ``List-Unsubscribe-Post``
 headers, and nothing else. The body is a plain dict handed to the official client
 (``sg.client.mail.send.post(request_body=...)``): its helper classes cost 4.6 times
 as much for the same JSON.
@@ -45,11 +45,11 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 
 from .. import faults
-from ..addresses import AddressError, wire
 from ..errors import PermanentDeliveryError, TransientDeliveryError
-from ..headers import header_safe
+from ..mail.addresses import AddressError, wire
+from ..mail.headers import header_safe
+from ..mail.markers import Marker
 from ..model import Batch, Composed
-from ..render import Marker
 from .base import Letterhead, Personalizer, Sent, UnansweredError
 
 MAX_BATCH = 1000

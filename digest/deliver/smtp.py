@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import faults
-from ..addresses import wire
 from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from ..mail.addresses import wire
 from ..model import Batch, Composed, Recipient
 from .base import Letterhead, Personalizer, RecipientError, Sent, UnansweredError
 from .message import Encoded, check_edition, encode

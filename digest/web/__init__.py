@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
-from ..ingest import display_name
+from ..ingest.feeds import display_name
 from ..services import Services, make_backend
-from ..tokens import Signer, load_key
+from ..state.tokens import Signer, load_key
 from .app import Topic, Web, WebSettings, create_app
 from .signup import Mailer
 from .webhook import load_public_key
@@ -40,7 +40,7 @@ def build(
 ) -> Web:
     import sqlalchemy as sa
 
-    from ..db import schema
+    from ..state.db import schema
 
     with services.engine.connect() as conn:
         titles = {

@@ -34,11 +34,11 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Scope
 
-from .. import subscribers, tokens
-from ..db.schema import MAX_ID
 from ..personal import Skips
-from ..render import default_templates_dir
-from ..tokens import Signer
+from ..render.edition import default_templates_dir
+from ..state import subscribers, tokens
+from ..state.db.schema import MAX_ID
+from ..state.tokens import Signer
 from . import signup, webhook, work
 from .guard import Guard
 

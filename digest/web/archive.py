@@ -14,9 +14,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 import sqlalchemy as sa
 
-from ..db import schema
+from ..mail.markers import personalize
 from ..model import Composed, EditionStatus
-from ..render import personalize
+from ..state.db import schema
 
 E, N = schema.editions, schema.entries
 PAGE = 50

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..db import schema
+from ..state.db import schema
 
 ALL = "all"
 T = schema.signup_limits

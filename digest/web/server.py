@@ -23,6 +23,7 @@ import uvicorn
 from .. import pipeline, schedule
 from ..config import Config
 from ..errors import DigestError
+from ..scheduler import Runner, Scheduler
 from . import build, create_app
 
 log = logging.getLogger("digest.serve")
@@ -74,7 +75,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def health_of(
-    scheduler: schedule.Scheduler | None, stopping: Callable[[], bool]
+    scheduler: Scheduler | None, stopping: Callable[[], bool]
 ) -> Callable[[], dict[str, Any]]:
     """What ``/healthz`` says of the scheduler: running or not, the next edition, and how
     the last scheduled run ended (``failed`` makes it unhealthy, with ``last_error``)."""
@@ -106,7 +107,7 @@ def serve(
     stop = threading.Event()
     services = pipeline.build(config, should_stop=stop.is_set)
     plan = schedule.schedule_of(config)
-    scheduler = schedule.Scheduler(schedule.Runner(services, plan)) if scheduler_on else None
+    scheduler = Scheduler(Runner(services, plan)) if scheduler_on else None
 
     web = build(config, services, health_of(scheduler, stop.is_set))
     app = create_app(web)

@@ -37,13 +37,13 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from .. import subscribers
-from ..addresses import ASCII_ONLY, AddressError, Rules, normalize
-from ..db import schema
 from ..deliver.base import Backend
 from ..errors import DeliveryError
+from ..mail.addresses import ASCII_ONLY, AddressError, Rules, normalize
 from ..model import Batch, Composed, Recipient
-from ..tokens import Signer
+from ..state import subscribers
+from ..state.db import schema
+from ..state.tokens import Signer
 from . import limits
 
 log = logging.getLogger(__name__)

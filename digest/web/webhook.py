@@ -40,9 +40,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .. import subscribers
-from ..db import schema
-from ..db.schema import MAX_ID
+from ..state import subscribers
+from ..state.db import schema
+from ..state.db.schema import MAX_ID
 
 log = logging.getLogger(__name__)
 

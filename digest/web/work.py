@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .. import subscribers
+from ..state import subscribers
 from . import archive, signup, webhook
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .model import Entry, FeedSource, Selection
+from ..model import Entry, FeedSource, Selection
 
 IMAGES = "https://images.example.org/digest-sample"
 

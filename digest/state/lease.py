@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from ..errors import LeaseError
 from .db import schema
-from .errors import LeaseError
 
 #: The renewing thread; parser processes may still be forked beside it (ingest.py).
 THREAD_NAME = "digest-lease"

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from .errors import ParseError
-from .model import ParsedFeed, RawEntry
+from ..errors import ParseError
+from ..model import ParsedFeed, RawEntry
 
 
 def looks_like_json(body: bytes, content_type: str) -> bool:

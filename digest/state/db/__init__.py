@@ -16,8 +16,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from ...errors import StoreError
 from .. import permissions
-from ..errors import StoreError
 from . import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"

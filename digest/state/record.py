@@ -28,17 +28,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..model import Batch, BatchStatus, Composed, EditionStatus, Entry, Known, Recipient
+from ..personal import Variants
 from .db import schema
-from .model import (
-    Batch,
-    BatchStatus,
-    Composed,
-    EditionStatus,
-    Entry,
-    Known,
-    Recipient,
-)
-from .personal import Variants
 
 _CHUNK = 500
 E, B, D, N = schema.editions, schema.batches, schema.deliveries, schema.entries

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from .model import Entry
+from ..mail.markers import Marker
+from ..model import Entry
 
 GroupBy = Literal["category", "feed", "none"]
 ELLIPSIS = "…"
@@ -112,20 +113,6 @@ class RecipientView:
     preferences_url: Marker
     email: Marker
     name: Marker
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """A personal value in a template: one spelling for HTML, another for text."""
-
-    nonce: str
-    key: str
-
-    def __str__(self) -> str:
-        return f"%%{self.nonce}.{self.key}.t%%"
-
-    def __html__(self) -> str:
-        return f"%%{self.nonce}.{self.key}.h%%"
 
 
 def group(entries: Sequence[Entry], by: GroupBy) -> list[tuple[str | None, list[Entry]]]:

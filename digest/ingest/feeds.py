@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from . import lease
+from ..errors import FeedError, ParseError
+from ..model import Entry, FeedSource, Fetched, FetchStatus, Validators
+from ..state import lease
 from .clean import MAX_TITLE_CHARS, clean, identity, plain_text, truncate
-from .errors import FeedError, ParseError
 from .fetch import FetchSettings, fetch_all, run_sync
-from .model import Entry, FeedSource, Fetched, FetchStatus, Validators
 from .parse import DEFAULT_LIMITS, ParseLimits, parse
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,7 @@
 Rendered once per edition (Jinja2, autoescape on for HTML, ``StrictUndefined`` so a
 typo in a template fails loudly instead of printing nothing). The parts a recipient
 sees differently (their unsubscribe and preferences links, their name) are *markers*
-in the rendered text; ``personalize`` replaces them per recipient, and the SendGrid
-backend hands them to SendGrid as substitutions.
+in the rendered text (``digest/mail/markers.py``), filled in per recipient.
 
 The HTML part has its CSS inlined (css-inline, keeping ``@media`` rules for phones and
 dark mode) and is kept under a size budget (``budget.py``). Dates and numbers follow
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import html
 import logging
-import re
 import secrets
 import textwrap
 import traceback
@@ -30,41 +28,25 @@ from zoneinfo import ZoneInfo
 import css_inline
 import jinja2
 
+from ..errors import RenderError
+from ..mail.headers import header_safe
+from ..mail.markers import Marker, markers
+from ..model import Composed, Entry, Selection
 from . import budget, sample
 from .budget import Plan
-from .errors import RenderError
-from .headers import header_safe
 from .i18n import Formats, catalogs, parse_locale
-from .model import Composed, Entry, Selection
 from .views import (
     DEFAULT_SUBJECT,
     EditionView,
     GroupBy,
     GroupView,
     ItemView,
-    Marker,
     RecipientView,
     group,
 )
 
-__all__ = [
-    "EditionView",
-    "GroupView",
-    "ItemView",
-    "Marker",
-    "RecipientView",
-    "RenderSettings",
-    "Renderer",
-    "header_safe",
-    "personalize",
-    "substitutions",
-    "unused_markers",
-]
-
 log = logging.getLogger(__name__)
 
-#: The personal values every message carries, and what a template calls them.
-PERSONAL_KEYS = ("unsubscribe_url", "preferences_url", "email", "name")
 SUBJECT_LIMIT = 150
 #: Gmail clips an HTML part over about 102 KB; the default budget leaves room for the
 #: bytes a provider adds after hand-off (click tracking rewrites every link).
@@ -77,7 +59,7 @@ TEXT_WIDTH = 72
 
 def default_templates_dir() -> Path:
     """``templates/`` of the source tree, or the copy inside an installed wheel."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # digest/
     for candidate in (here / "templates", here.parent / "templates"):
         if (candidate / HTML_TEMPLATE).is_file():
             return candidate
@@ -97,10 +79,6 @@ class RenderSettings:
     thumbnails: bool = True
     contents_from: int = 5  # a table of contents from this many items up (0: never)
     max_bytes: int = DEFAULT_MAX_BYTES
-
-
-def markers(nonce: str) -> dict[str, Marker]:
-    return {key: Marker(nonce, key) for key in PERSONAL_KEYS}
 
 
 class Renderer:
@@ -334,28 +312,3 @@ def _wrap(exc: jinja2.TemplateError, name: str) -> RenderError:
     if frames:
         return RenderError(str(exc), frames[-1].filename, frames[-1].lineno)
     return RenderError(str(exc), name)
-
-
-def personalize(composed: Composed, values: Mapping[str, str]) -> tuple[str, str]:
-    """The HTML and text parts for one recipient."""
-    html_part, text_part = composed.html, composed.text
-    for key, value in values.items():
-        marker = Marker(composed.nonce, key)
-        html_part = html_part.replace(marker.__html__(), html.escape(value))
-        text_part = text_part.replace(str(marker), value)
-    return html_part, text_part
-
-
-def substitutions(composed: Composed, values: Mapping[str, str]) -> dict[str, str]:
-    """The same replacements as ``personalize``, as a marker → value map (for SendGrid)."""
-    out = {}
-    for key, value in values.items():
-        marker = Marker(composed.nonce, key)
-        out[marker.__html__()] = html.escape(value)
-        out[str(marker)] = value
-    return out
-
-
-def unused_markers(parts: Sequence[str], nonce: str) -> list[str]:
-    """Markers left in rendered parts (a personal value nobody filled in)."""
-    return sorted(set(re.findall(rf"%%{re.escape(nonce)}\.\w+\.[ht]%%", "".join(parts))))

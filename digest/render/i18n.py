@@ -22,7 +22,7 @@ from babel.messages.pofile import PoFileError, read_po
 from babel.numbers import format_decimal
 from babel.support import Translations
 
-from .errors import RenderError
+from ..errors import RenderError
 
 DOMAIN = "digest"
 

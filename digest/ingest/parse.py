@@ -23,9 +23,10 @@ import feedparser
 import feedparser.mixin
 import feedparser.urls
 
-from . import faults, jsonfeed
-from .errors import ParseError
-from .model import ParsedFeed, RawEntry
+from .. import faults
+from ..errors import ParseError
+from ..model import ParsedFeed, RawEntry
+from . import jsonfeed
 
 # bozo exceptions that mean "parsed, with a caveat" rather than "not a feed"
 _SURVIVABLE = ("CharacterEncodingOverride", "NonXMLContentType", "CharacterEncodingUnknown")

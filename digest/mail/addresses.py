@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import email_validator
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class AddressError(UsageError):

@@ -18,22 +18,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.markup import escape
 
-from . import __version__, console, redact
-from .config import Config, load_config, warnings_for
-from .errors import (
-    ConfigError,
-    DeliveryError,
-    DigestError,
-    LeaseError,
-    RenderError,
-    UsageError,
-)
-from .model import SUBSCRIBER_STATUSES, RunReport
+from .. import __version__, redact
+from ..config import Config, load_config, warnings_for
+from ..errors import ConfigError, DeliveryError, DigestError, LeaseError, RenderError, UsageError
+from ..model import SUBSCRIBER_STATUSES, RunReport
+from . import console
 
 if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help stays quick
     import sqlalchemy as sa
 
-    from .services import Services
+    from ..services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -59,7 +53,7 @@ class State:
 
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            from . import db
+            from ..state import db
 
             self._engine = db.connect(self.config.storage_url)
         return self._engine
@@ -145,7 +139,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 @handled
 def run(state: State, dry_run: bool, as_json: bool) -> None:
     """Make and deliver one edition now (after finishing one a crash left unfinished)."""
-    from . import pipeline
+    from .. import pipeline
 
     services = pipeline.build(state.config, engine=state.engine(), readonly=dry_run)
     work = pipeline.dry_run if dry_run else pipeline.run
@@ -203,8 +197,8 @@ def preview(
     state: State, out_path: Path | None, as_text: bool, serve: bool, port: int, use_sample: bool
 ) -> None:
     """Render the next edition without sending or recording anything."""
-    from . import pipeline
-    from . import preview as previews
+    from .. import pipeline
+    from . import previews
 
     services = pipeline.build(state.config, engine=state.engine(), readonly=True)
     upcoming = previews.next_edition(services, use_sample)
@@ -232,7 +226,7 @@ def preview(
 
 
 def _serve(render: Callable[[], Any], port: int) -> None:
-    from . import preview as previews
+    from . import previews
 
     try:
         httpd = previews.server(render, port)
@@ -258,7 +252,7 @@ def _serve(render: Callable[[], Any], port: int) -> None:
 @handled
 def check(state: State, online: bool) -> None:
     """Validate the config (and the templates); exit 0 when valid, 2 when not."""
-    from . import pipeline
+    from .. import pipeline
 
     config = state.config
     for warning in warnings_for(config):
@@ -282,7 +276,7 @@ def check(state: State, online: bool) -> None:
 
 def _check_online(services: Services) -> None:
     """Fetch every feed and try the delivery backend's credentials, sending nothing."""
-    from . import pipeline
+    from .. import pipeline
 
     gathered = pipeline.gather(services, pipeline.NoProgress(), dry_run=True)
     bad = [r for r in gathered.reports if r.error]
@@ -317,7 +311,7 @@ def subscribers_group() -> None:
 @handled
 def subscribers_add(state: State, email: str, name: str | None, resubscribe: bool) -> None:
     """Add a subscriber (confirmed at once)."""
-    from . import subscribers
+    from ..state import subscribers
 
     with state.engine().begin() as conn:
         result = subscribers.add(
@@ -345,7 +339,7 @@ def subscribers_add(state: State, email: str, name: str | None, resubscribe: boo
 @handled
 def subscribers_remove(state: State, email: str, forget: bool) -> None:
     """Take a subscriber off the list."""
-    from . import subscribers
+    from ..state import subscribers
 
     with state.engine().begin() as conn:
         found = subscribers.remove(conn, email, _now(), forget=forget)
@@ -361,7 +355,7 @@ def subscribers_remove(state: State, email: str, forget: bool) -> None:
 @handled
 def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
     """List subscribers."""
-    from . import subscribers
+    from ..state import subscribers
 
     with state.engine().connect() as conn:
         rows = list(subscribers.all_subscribers(conn, status))
@@ -381,7 +375,7 @@ def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
 @handled
 def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
     """Import subscribers from a CSV file with an email,name header."""
-    from . import subscribers
+    from ..state import subscribers
 
     text = subscribers.read_file(file)
     with state.engine().begin() as conn:
@@ -412,7 +406,7 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
 @handled
 def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
     """Export subscribers as CSV."""
-    from . import permissions, subscribers
+    from ..state import permissions, subscribers
 
     with state.engine().connect() as conn:
         if out_path is None:
@@ -439,7 +433,7 @@ def subscribers_export(state: State, out_path: Path | None, status: str | None) 
 @handled
 def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
     """Feed health: one line per feed of the config."""
-    from . import health
+    from ..state import health
 
     config = state.config
     sources = config.sources()
@@ -490,7 +484,7 @@ def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
 
 
 def _resolve_urls(config: Config, urls: tuple[str, ...]) -> list[str]:
-    from .config import feed_url
+    from ..config import feed_url
 
     return [feed_url(u, config.base_dir) for u in urls]
 
@@ -505,7 +499,7 @@ def db_group() -> None:
 @handled
 def db_upgrade(state: State) -> None:
     """Bring the schema up to date (back the database up first)."""
-    from . import db
+    from ..state import db
 
     engine = db.connect(state.config.storage_url, auto_upgrade=True)
     try:
@@ -519,7 +513,7 @@ def db_upgrade(state: State) -> None:
 @handled
 def db_status(state: State) -> None:
     """Show the schema revision and what this version needs."""
-    from . import db
+    from ..state import db
 
     engine = db.open_engine(state.config.storage_url)
     try:
@@ -543,9 +537,9 @@ def db_status(state: State) -> None:
 @handled
 def send_test(state: State, email: str, use_sample: bool) -> None:
     """Send the next edition to one address, marked as a test; nothing is recorded."""
-    from . import pipeline
-    from . import preview as previews
-    from .addresses import normalize
+    from .. import pipeline
+    from ..mail.addresses import normalize
+    from . import previews
 
     config = state.config
     address = normalize(email, config.delivery.address_rules)
@@ -582,8 +576,8 @@ def send_test(state: State, email: str, use_sample: bool) -> None:
 @handled
 def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: bool) -> None:
     """Send an edition again to the recipients it did not reach."""
-    from . import pipeline
-    from .redeliver import resend as redeliver
+    from .. import pipeline
+    from ..redeliver import resend as redeliver
 
     services = pipeline.build(state.config, engine=state.engine())
     report = _with_progress(
@@ -606,7 +600,7 @@ def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: 
 def serve(ctx: click.Context, host: str | None, port: int | None, no_schedule: bool) -> None:
     """Run the scheduler and the web app (unsubscribe, preferences, sign-up, archive,
     webhooks) until SIGTERM or Ctrl-C."""
-    from .web.server import serve as run_server
+    from ..web.server import serve as run_server
 
     state: State = ctx.obj
     root = logging.getLogger()
@@ -630,16 +624,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_schedule: b
 def schedule_command(state: State, count: int, as_json: bool) -> None:
     """The next fire times (in the configured zone and in UTC), the last edition, and
     what `digest serve` would do if started now."""
-    from . import schedule
+    from .. import schedule, scheduler
 
     config = state.config
     plan = schedule.schedule_of(config)
     now = _now()
     times = schedule.fire_times(plan, now, max(count, 0))
     with state.engine().connect() as conn:
-        last = schedule.last_edition(conn)
-        sent = schedule.last_sent(conn)
-        from . import record
+        last = scheduler.last_edition(conn)
+        sent = scheduler.last_sent(conn)
+        from ..state import record
 
         decision = schedule.decide(plan, now, sent, bool(record.unfinished(conn)))
     if as_json:
@@ -667,7 +661,7 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
             }
         )
         return
-    from .durations import format_duration
+    from ..durations import format_duration
 
     console.out.print(
         f"Schedule: {plan.cron!r} in {plan.timezone}, catch-up window "

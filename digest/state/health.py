@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from . import egress
+from ..ingest import egress
+from ..model import Fetched, FetchStatus, Validators
 from .db import schema
-from .model import Fetched, FetchStatus, Validators
 
 F = schema.feeds
 #: How long a permanent redirect must hold, across runs, before it is adopted.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from alembic import context
 
-from digest.db.schema import metadata
+from digest.state.db.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("digest migrations run through digest.db.upgrade(), not the alembic CLI")
+    raise RuntimeError(
+        "digest migrations run through digest.state.db.upgrade(), not the alembic CLI"
+    )
 
 context.configure(
     connection=connection,

@@ -17,9 +17,9 @@ import time
 
 import sqlalchemy as sa
 
-from . import redact
+from .. import redact
+from ..errors import ConfigError
 from .db import schema
-from .errors import ConfigError
 
 SECRET_ENV = "DIGEST_SECRET"
 MIN_KEY_BYTES = 16

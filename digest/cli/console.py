@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from .model import EditionReport, FeedReport, RunReport
+from ..model import EditionReport, FeedReport, RunReport
 
 # No markup unless a call asks for it (markup=True), with outside text in it escaped: a
 # feed's name or a subscriber's "[/b]" is text, never a tag (it used to crash the output).

@@ -26,11 +26,11 @@ from typing import TextIO
 
 import sqlalchemy as sa
 
-from .addresses import ASCII_ONLY, AddressError, Rules, normalize
+from ..errors import UsageError
+from ..mail.addresses import ASCII_ONLY, AddressError, Rules, normalize
+from ..mail.headers import header_safe
+from ..model import SUBSCRIBER_STATUSES
 from .db import schema
-from .errors import UsageError
-from .headers import header_safe
-from .model import SUBSCRIBER_STATUSES
 from .spreadsheet import escape, unescape
 
 S = schema.subscribers

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 
 import nh3
 
-from . import faults
+from .. import faults
+from ..model import Entry, FeedSource, RawEntry
 from .links import absolute, canonical, http_only
-from .model import Entry, FeedSource, RawEntry
 from .mojibake import repair
 
 #: Tags a digest keeps from a feed's body; everything else is stripped (text kept).

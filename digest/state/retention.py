@@ -15,8 +15,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from ..model import EditionStatus
 from .db import schema
-from .model import EditionStatus
 
 E, B, D = schema.editions, schema.batches, schema.deliveries
 

@@ -19,13 +19,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import pipeline, record, sample
-from .config import load_config
-from .deliver.base import Backend, Sent
-from .errors import DigestError
-from .model import Batch, Composed, FeedReport, Recipient, Selection
-from .render import Renderer, personalize
-from .services import Services, render_settings
+from .. import pipeline
+from ..config import load_config
+from ..deliver.base import Backend, Sent
+from ..errors import DigestError
+from ..mail.markers import personalize
+from ..model import Batch, Composed, FeedReport, Recipient, Selection
+from ..render import sample
+from ..render.edition import Renderer
+from ..services import Services, render_settings
+from ..state import record
 
 log = logging.getLogger(__name__)
 

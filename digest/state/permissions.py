@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700

@@ -62,9 +62,10 @@ from urllib.request import url2pathname
 
 import aiohttp
 
-from . import __version__, egress, faults
-from .errors import FetchError
-from .model import FeedSource, Fetched, FetchStatus, Validators
+from .. import __version__, faults
+from ..errors import FetchError
+from ..model import FeedSource, Fetched, FetchStatus, Validators
+from . import egress
 
 log = logging.getLogger(__name__)
 
