@@ -8,6 +8,8 @@ environment variable that holds them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import os
 import tomllib
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -36,9 +38,13 @@ from .errors import ConfigError
 from .mail import addresses
 from .model import FeedSource
 from .render.views import DEFAULT_SUBJECT
+from .state import permissions
 
 DEFAULT_PATH = "config.toml"
 SECRET_WORDS = ("password", "api_key", "apikey", "secret", "token")
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 
 # -- value types --------------------------------------------------------------------------
@@ -293,6 +299,27 @@ class DeliverySection(Section):
     sendgrid: SendgridSection = SendgridSection()
 
 
+def load_public_key(text: str) -> EllipticCurvePublicKey:
+    """The key as SendGrid shows it (base64 DER), or PEM. ValueError when it is neither."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise ValueError(
+            "not a public key: paste the verification key SendGrid shows for the signed "
+            f"event webhook (base64, starting with MFkw...) ({exc})"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an elliptic-curve (ECDSA) public key, which SendGrid uses")
+    return key
+
+
 class WebSection(Section):
     host: Text = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -319,11 +346,13 @@ class WebSection(Section):
                 ) from None
         return self
 
+    def public_key(self) -> EllipticCurvePublicKey | None:
+        """``sendgrid_public_key`` loaded (None when unset)."""
+        return load_public_key(self.sendgrid_public_key) if self.sendgrid_public_key else None
+
     @model_validator(mode="after")
     def _key_loads(self) -> WebSection:
         if self.sendgrid_public_key:
-            from .web.webhook import load_public_key
-
             try:
                 load_public_key(self.sendgrid_public_key)
             except ValueError as exc:
@@ -601,9 +630,7 @@ def _example(loc: Sequence[int | str]) -> str:
 
 def warnings_for(config: Config) -> list[str]:
     """Things that work but that an operator should know about (``digest check``)."""
-    from .state.permissions import warnings as exposed
-
-    out = exposed(config)
+    out = _exposed(config)
     if not config.digest.base_url.startswith("https://"):
         out.append(
             f"digest.base_url: {config.digest.base_url!r} is not https: fine for local "
@@ -623,4 +650,44 @@ def warnings_for(config: Config) -> list[str]:
             local = Path(url2pathname(urlsplit(url).path))
             if not local.exists():
                 out.append(f"feeds[{i}].url: {local} does not exist")
+    return out
+
+
+def _exposed(config: Config) -> list[str]:
+    """The config, the database, the outbox and the DKIM key, when every local user can
+    read them."""
+    out = []
+    mode = permissions.open_to_all(config.path)
+    if mode:
+        out.append(
+            f"{config.path} can be read by every local user ({mode}), and it may list "
+            f"subscribers' addresses: chmod 600 {config.path} (or 640 for a trusted group)"
+        )
+    database = permissions.sqlite_file(config.storage_url)
+    if database is not None:
+        for path in [database, *(Path(f"{database}{c}") for c in permissions.SQLITE_COMPANIONS)]:
+            mode = permissions.open_to_all(path)
+            if mode:
+                out.append(
+                    f"storage.url: {path} can be read by every local user ({mode}), and it "
+                    "holds every subscriber's address and, without DIGEST_SECRET, the key "
+                    f"that signs their unsubscribe links: chmod 600 {path}"
+                )
+    smtp = config.delivery.smtp
+    if smtp.dkim_key_file:
+        key = config.resolve(smtp.dkim_key_file)
+        mode = permissions.open_to_all(key)
+        if mode:
+            out.append(
+                f"delivery.smtp.dkim_key_file: {key} can be read by every local user ({mode}), "
+                f"and whoever reads it can sign mail as {smtp.dkim_domain}: chmod 600 {key}"
+            )
+    if config.delivery.backend == "outbox":
+        folder = config.resolve(config.delivery.outbox.dir)
+        mode = permissions.open_to_all(folder)
+        if mode:
+            out.append(
+                f"delivery.outbox.dir: every local user can list {folder} ({mode}), whose "
+                f"files are named after their recipients: chmod 700 {folder}"
+            )
     return out

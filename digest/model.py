@@ -15,6 +15,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from .errors import FeedError
 
@@ -60,6 +61,11 @@ class FeedSource:
     first_run_window: timedelta | None = timedelta(hours=24)
     #: Send an entry again when its title or content changed since it went out.
     resend_updated: bool = False
+
+    def display_name(self, title: str | None) -> str:
+        """What the digest calls the feed: its configured name, else its own ``title``,
+        else its host."""
+        return self.name or title or urlsplit(self.url).hostname or self.url
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +296,15 @@ class RunReport:
     @property
     def ok(self) -> bool:
         return all(e.recipients_failed == 0 and e.recipients_unknown == 0 for e in self.editions)
+
+
+@dataclass(frozen=True, slots=True)
+class Variants:
+    """Who gets which version of one edition."""
+
+    #: Variant number (1, 2, ...) → the feed URLs it leaves out.
+    dropped: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    #: Subscriber id → variant number, for those not on the edition itself (0).
+    assigned: Mapping[int, int] = field(default_factory=dict)
+    #: Subscribers who left out every feed with news this time: no mail for them.
+    nothing: frozenset[int] = frozenset()

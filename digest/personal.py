@@ -12,9 +12,9 @@ mail. Nothing here reads a clock or a database.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .model import FeedSource, Selection
+from .model import FeedSource, Selection, Variants
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +40,6 @@ class Skips:
 
 def _strings(value: object) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-@dataclass(frozen=True, slots=True)
-class Variants:
-    """Who gets which version of one edition."""
-
-    #: Variant number (1, 2, ...) → the feed URLs it leaves out.
-    dropped: Mapping[int, frozenset[str]] = field(default_factory=dict)
-    #: Subscriber id → variant number, for those not on the edition itself (0).
-    assigned: Mapping[int, int] = field(default_factory=dict)
-    #: Subscribers who left out every feed with news this time: no mail for them.
-    nothing: frozenset[int] = frozenset()
 
 
 def plan(selection: Selection, preferences: Mapping[int, Mapping[str, object]]) -> Variants:

@@ -31,7 +31,7 @@ from . import faults, personal
 from .config import Config
 from .deliver.dispatch import dispatch
 from .ingest.clean import finish
-from .ingest.feeds import Digested, display_name, ingest, unexpected
+from .ingest.feeds import Digested, ingest, unexpected
 from .model import (
     Composed,
     EditionReport,
@@ -193,14 +193,14 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         if state is not None and state.paused:
             reports[source.url] = FeedReport(
                 source.url,
-                display_name(source, state.title),
+                source.display_name(state.title),
                 FetchStatus.SKIPPED,
                 error=f"paused: {state.pause_reason} (`digest feeds --resume` to read it again)",
             )
         elif state is not None and state.retry_after and state.retry_after > now:
             reports[source.url] = FeedReport(
                 source.url,
-                display_name(source, state.title),
+                source.display_name(state.title),
                 FetchStatus.SKIPPED,
                 error=f"the server asked us to wait until {state.retry_after:%Y-%m-%d %H:%M} UTC",
             )
@@ -223,6 +223,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         workers=config.fetch.workers,
         on_fetched=lambda f: progress.fetched(f.source.name or f.source.url),
         known=recent,
+        quiet_threads=(lease.THREAD_NAME,),
     )
     digested, feeds = _pick_input(digested, states)
     every_entry = [e for f in feeds for e in f.entries]
@@ -237,7 +238,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         state = states.get(d.source.url)
         reports[d.source.url] = FeedReport(
             url=d.source.url,
-            name=display_name(d.source, d.title or (state.title if state else None)),
+            name=d.source.display_name(d.title or (state.title if state else None)),
             status=d.status,
             error=_error_words(d, state, config.fetch.pause_after, dry_run),
             entries=d.total,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from digest.model import EditionStatus, Entry, FeedSource, Selection
-from digest.personal import Skips, Variants, plan, without
+from digest.model import EditionStatus, Entry, FeedSource, Selection, Variants
+from digest.personal import Skips, plan, without
 from digest.state import record, subscribers
 from digest.state.db import schema
 

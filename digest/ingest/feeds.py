@@ -24,11 +24,9 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from ..errors import FeedError, ParseError
 from ..model import Entry, FeedSource, Fetched, FetchStatus, Validators
-from ..state import lease
 from .clean import MAX_TITLE_CHARS, clean, identity, plain_text, truncate
 from .fetch import FetchSettings, fetch_all, run_sync
 from .parse import DEFAULT_LIMITS, ParseLimits, parse
@@ -66,10 +64,6 @@ class Digested:
         return self.fetched.status
 
 
-def display_name(source: FeedSource, title: str | None) -> str:
-    return source.name or title or urlsplit(source.url).hostname or source.url
-
-
 def digest_feed(
     fetched: Fetched,
     now: datetime,
@@ -90,7 +84,7 @@ def digest_feed(
             parsed = parse(fetched.body, url, fetched.headers, limits)
             stage = "cleaning"
             title = truncate(plain_text(parsed.title), MAX_TITLE_CHARS) or None
-            name = display_name(fetched.source, title)
+            name = fetched.source.display_name(title)
             entries = tuple(
                 clean(raw, fetched.source, name, now, summary_length, key)
                 for raw in parsed.entries
@@ -153,36 +147,39 @@ def _ready() -> None:
     """Run once per pool worker before fetching starts, so workers are forked early."""
 
 
-def start_method() -> str:
+def start_method(quiet: Collection[str] = ()) -> str:
     """``fork`` while no other thread runs here, else ``forkserver`` (``spawn`` where
     neither exists): forking a process with other threads can copy a lock one of them
-    holds into the child, which then hangs on it. The lease keeper does not count: it
-    sleeps, or renews the lease through the database, which a parser never touches."""
+    holds into the child, which then hangs on it. Threads named in ``quiet`` do not
+    count: the caller vouches that they hold nothing a parser needs (the lease keeper
+    sleeps, or renews the lease through the database, which a parser never touches)."""
     if START_METHOD is not None:
         return START_METHOD
     methods = multiprocessing.get_all_start_methods()
     others = [
         t
         for t in threading.enumerate()
-        if t is not threading.current_thread() and t.name != lease.THREAD_NAME
+        if t is not threading.current_thread() and t.name not in quiet
     ]
     if "fork" in methods and threading.current_thread() is threading.main_thread() and not others:
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
-def _pool(processes: int) -> concurrent.futures.ProcessPoolExecutor:
-    method = start_method()
+def _pool(processes: int, quiet: Collection[str]) -> concurrent.futures.ProcessPoolExecutor:
+    method = start_method(quiet)
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload([__name__])  # imported once, by the server
     return concurrent.futures.ProcessPoolExecutor(processes, mp_context=context)
 
 
-def _start_pool(processes: int) -> concurrent.futures.ProcessPoolExecutor | None:
+def _start_pool(
+    processes: int, quiet: Collection[str]
+) -> concurrent.futures.ProcessPoolExecutor | None:
     """A process pool with its workers already running (forked before the event loop
     and its threads start), or None where processes cannot be started: parse inline."""
-    pool = _pool(processes)
+    pool = _pool(processes, quiet)
     try:
         for started in [pool.submit(_ready) for _ in range(processes)]:
             started.result()
@@ -202,11 +199,13 @@ def ingest(
     workers: int = 0,
     on_fetched: Callable[[Fetched], None] | None = None,
     known: Mapping[str, Collection[str]] | None = None,
+    quiet_threads: Collection[str] = (),
 ) -> list[Digested]:
     """Fetch, parse and clean every source; results in the order of ``sources``.
 
     ``known`` maps a feed URL to identities of its entries the ledger knows: those are
     not cleaned, and left out of the result (they could not be new anyway).
+    ``quiet_threads``: see ``start_method``.
     """
     if not sources:
         return []
@@ -216,7 +215,7 @@ def ingest(
     )
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
-    pool = _start_pool(processes) if use_pool else None
+    pool = _start_pool(processes, quiet_threads) if use_pool else None
     #: Feeds handed to the pool; None when the pool had broken before it could take one.
     futures: dict[str, concurrent.futures.Future[Digested] | None] = {}
 
@@ -247,7 +246,7 @@ def ingest(
                 pass
             except Exception as exc:  # the result could not come back (pickling...)
                 return Digested(result, error=unexpected(result, "parsing", exc))
-        return _isolated(result, now, summary_length, ids(url), limits)
+        return _isolated(result, now, summary_length, ids(url), limits, quiet_threads)
 
     try:
         fetched = run_sync(fetch_all(sources, validators, settings, fetched_one))
@@ -263,11 +262,12 @@ def _isolated(
     summary_length: int,
     known: frozenset[str],
     limits: ParseLimits,
+    quiet: Collection[str] = (),
 ) -> Digested:
     """Parse one feed in a process of its own, after a worker died (killed for memory,
     or a library crashed on hostile input): the feed that did it fails alone."""
     log.warning("a parser process died; reading %s again on its own", fetched.source.url)
-    with _pool(1) as solo:
+    with _pool(1, quiet) as solo:
         try:
             return solo.submit(digest_feed, fetched, now, summary_length, known, limits).result()
         except BrokenProcessPool:

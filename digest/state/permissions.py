@@ -4,9 +4,9 @@ The SQLite database holds every subscriber's address and, without ``DIGEST_SECRE
 the key that signs their links (whoever reads it can unsubscribe anyone); the outbox
 holds every message, named after its recipient; an export is the whole list. digest
 creates them owner-only (files 0600, folders 0700) whatever the umask; SQLite gives its
-``-wal``, ``-shm`` and ``-journal`` files the database file's mode. ``warnings`` is for
-``digest check`` (and ``digest serve`` at start): the config, the database, the
-outbox or the DKIM key readable by every local user.
+``-wal``, ``-shm`` and ``-journal`` files the database file's mode. ``open_to_all`` is
+for ``digest check`` (``config.warnings_for``, and ``digest serve`` at start): the
+config, the database, the outbox or the DKIM key readable by every local user.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
-
-if TYPE_CHECKING:
-    from ..config import Config
+from typing import TextIO
 
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700
@@ -60,7 +57,7 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
-def _open_to_all(path: Path) -> str | None:
+def open_to_all(path: Path) -> str | None:
     """``mode 0644`` when every local user can read ``path`` (list it, for a folder)."""
     try:
         mode = path.stat().st_mode
@@ -69,43 +66,3 @@ def _open_to_all(path: Path) -> str | None:
     if mode & stat.S_IROTH:
         return f"mode {stat.S_IMODE(mode):04o}"
     return None
-
-
-def warnings(config: Config) -> list[str]:
-    """The config, the database, the outbox and the DKIM key, when every local user can
-    read them."""
-    out = []
-    mode = _open_to_all(config.path)
-    if mode:
-        out.append(
-            f"{config.path} can be read by every local user ({mode}), and it may list "
-            f"subscribers' addresses: chmod 600 {config.path} (or 640 for a trusted group)"
-        )
-    database = sqlite_file(config.storage_url)
-    if database is not None:
-        for path in [database, *(Path(f"{database}{c}") for c in SQLITE_COMPANIONS)]:
-            mode = _open_to_all(path)
-            if mode:
-                out.append(
-                    f"storage.url: {path} can be read by every local user ({mode}), and it "
-                    "holds every subscriber's address and, without DIGEST_SECRET, the key "
-                    f"that signs their unsubscribe links: chmod 600 {path}"
-                )
-    smtp = config.delivery.smtp
-    if smtp.dkim_key_file:
-        key = config.resolve(smtp.dkim_key_file)
-        mode = _open_to_all(key)
-        if mode:
-            out.append(
-                f"delivery.smtp.dkim_key_file: {key} can be read by every local user ({mode}), "
-                f"and whoever reads it can sign mail as {smtp.dkim_domain}: chmod 600 {key}"
-            )
-    if config.delivery.backend == "outbox":
-        folder = config.resolve(config.delivery.outbox.dir)
-        mode = _open_to_all(folder)
-        if mode:
-            out.append(
-                f"delivery.outbox.dir: every local user can list {folder} ({mode}), whose "
-                f"files are named after their recipients: chmod 700 {folder}"
-            )
-    return out

@@ -28,8 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..model import Batch, BatchStatus, Composed, EditionStatus, Entry, Known, Recipient
-from ..personal import Variants
+from ..model import Batch, BatchStatus, Composed, EditionStatus, Entry, Known, Recipient, Variants
 from .db import schema
 
 _CHUNK = 500

@@ -10,12 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
-from ..ingest.feeds import display_name
 from ..services import Services, make_backend
 from ..state.tokens import Signer, load_key
 from .app import Topic, Web, WebSettings, create_app
 from .signup import Mailer
-from .webhook import load_public_key
 
 __all__ = ["Topic", "Web", "WebSettings", "build", "create_app", "topics"]
 
@@ -31,7 +29,7 @@ def topics(config: Config, titles: dict[str, str]) -> tuple[Topic, ...]:
                 seen.add(source.category)
                 out.append(Topic("category", source.category, source.category))
         else:
-            out.append(Topic("feed", source.url, display_name(source, titles.get(source.url))))
+            out.append(Topic("feed", source.url, source.display_name(titles.get(source.url))))
     return tuple(out)
 
 
@@ -57,7 +55,7 @@ def build(
         postal_address=d.postal_address,
         timezone=config.schedule.timezone,
         archive=w.archive,
-        public_key=load_public_key(w.sendgrid_public_key) if w.sendgrid_public_key else None,
+        public_key=w.public_key(),
         webhook_max_age=w.webhook_max_age,
         topics=topics(config, titles),
         max_confirmations_per_hour=w.max_confirmations_per_hour,

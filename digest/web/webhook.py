@@ -37,7 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..state import subscribers
@@ -52,24 +52,6 @@ MAX_BODY = 5 * 1024 * 1024
 
 #: ``dropped`` reasons that mean the address must not be mailed again.
 DROPPED_SUPPRESS = ("bounced address", "invalid", "unsubscribed address", "spam reporting address")
-
-
-def load_public_key(text: str) -> ec.EllipticCurvePublicKey:
-    """The key as SendGrid shows it (base64 DER), or PEM. ValueError when it is neither."""
-    text = text.strip()
-    try:
-        if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(text.encode())
-        else:
-            key = serialization.load_der_public_key(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error, TypeError) as exc:
-        raise ValueError(
-            "not a public key: paste the verification key SendGrid shows for the signed "
-            f"event webhook (base64, starting with MFkw...) ({exc})"
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ValueError("not an elliptic-curve (ECDSA) public key, which SendGrid uses")
-    return key
 
 
 class Rejected(Exception):
