@@ -19,9 +19,6 @@ from urllib.parse import urlsplit
 
 from .errors import FeedError
 
-#: A subscriber's status: see ``subscribers.py`` for what each means.
-SUBSCRIBER_STATUSES = ("active", "pending", "paused", "unsubscribed", "suppressed", "removed")
-
 
 class FetchStatus(enum.StrEnum):
     OK = "ok"
@@ -42,6 +39,18 @@ class BatchStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+
+class SubscriberStatus(enum.StrEnum):
+    """Where a subscriber stands; only ``active`` ones receive editions (``state/subscribers.py``
+    says how each is reached)."""
+
+    ACTIVE = "active"
+    PENDING = "pending"  # signed up on the web, not confirmed yet
+    PAUSED = "paused"  # asked for a break; active again at ``paused_until`` or on resuming
+    UNSUBSCRIBED = "unsubscribed"  # left
+    SUPPRESSED = "suppressed"  # bounced or complained
+    REMOVED = "removed"  # taken off by the operator (re-adding is fine)
 
 
 class EditionStatus(enum.StrEnum):

@@ -1,7 +1,8 @@
 """Which version of an edition each subscriber receives: their preferences, applied.
 
 A subscriber who unticked categories or feeds on the preferences page (stored as
-``skip_categories`` and ``skip_feeds``) receives the edition without those entries.
+``skip_categories`` and ``skip_feeds``: ``Skips`` writes and reads that format)
+receives the edition without those entries.
 Decided here, apart from rendering and sending: per subscriber, the set of *this
 edition's* feeds they leave out. Everyone who leaves out none of them (usually nearly
 everyone) shares the edition itself, variant 0; each distinct set is rendered once, as
@@ -15,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .model import FeedSource, Selection, Variants
+
+#: The version of the stored preferences' format.
+PREFERENCES_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,16 @@ class Skips:
             frozenset(_strings(preferences.get("skip_categories"))),
             frozenset(_strings(preferences.get("skip_feeds"))),
         )
+
+    def stored(self, preferences: Mapping[str, object]) -> dict[str, object]:
+        """``preferences`` with these choices written in, as ``of`` reads them back (any
+        other key kept)."""
+        return {
+            **preferences,
+            "version": PREFERENCES_VERSION,
+            "skip_categories": sorted(self.categories),
+            "skip_feeds": sorted(self.feeds),
+        }
 
     def leaves_out(self, source: FeedSource) -> bool:
         return source.url in self.feeds or (

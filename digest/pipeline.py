@@ -10,7 +10,8 @@
     | dispatch batches                           sending committed before each request
     | settle                                     done / abandoned; the report
 
-``build`` (in ``services.py``) turns a ``Config`` into the working parts a run takes.
+``build`` (in ``services.py``) turns a ``Config`` into the working parts a run takes,
+its settings (``RunSettings``) among them: nothing here reads the config.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from . import faults, personal
-from .config import Config
 from .deliver.dispatch import dispatch
 from .ingest.clean import finish
 from .ingest.feeds import Digested, ingest, unexpected
@@ -101,13 +101,12 @@ def run(
     editions and makes no new one."""
     progress = progress or NoProgress()
     started = time.perf_counter()
-    engine, config = services.engine, services.config
+    engine, settings = services.engine, services.run
     with lease.held(engine, clock=services.clock) if hold_lease else contextlib.nullcontext():
         now = services.clock()
         with engine.begin() as conn:
-            listed = [(s.email, s.name) for s in config.subscribers]
-            rules = config.delivery.address_rules
-            for warning in subscribers.sync_config(conn, listed, now, rules):
+            rules = settings.address_rules
+            for warning in subscribers.sync_config(conn, settings.listed, now, rules):
                 log.warning("%s", warning)
             subscribers.wake(conn, now)
         with engine.connect() as conn:
@@ -125,21 +124,16 @@ def run(
                 seconds=round(time.perf_counter() - started, 3),
             )
         gathered = gather(services, progress)
-        selection, feed_reports = gathered.selection, gathered.reports
-        skipped: str | None = None
+        feed_reports = gathered.reports
         with engine.begin() as conn:
             active = subscribers.count(conn)
-        if selection.empty and config.digest.skip_if_empty:
-            skipped = "nothing new since the last edition"
-            commit_feeds(services, gathered, None)
-        elif active == 0:
-            # Nobody to send to: what is new now stays new, so record only failures.
-            skipped = "no active subscribers: add some with `digest subscribers add`"
-            commit_feeds(services, gathered, None, failures_only=True)
-        else:
+        skipped = nothing_to_send(gathered.selection, settings.skip_if_empty, active)
+        if skipped is None:
             composed = commit_edition(services, gathered, slot)
             faults.point("recipients-frozen")
             editions.append(deliver(services, composed.edition_id, progress, resumed=False))
+        else:  # with nobody to send to, what is new stays new: only failures are recorded
+            commit_feeds(services, gathered, None, failures_only=skipped == NOBODY)
         compact_ledger(services)
     progress.done()
     return RunReport(
@@ -169,6 +163,21 @@ def _no_new_edition(
     return None
 
 
+#: Why a run that read the feeds makes no edition.
+NOTHING_NEW = "nothing new since the last edition"
+NOBODY = "no active subscribers: add some with `digest subscribers add`"
+
+
+def nothing_to_send(selection: Selection, skip_if_empty: bool, recipients: int) -> str | None:
+    """Why a run (or a dry run) makes no edition of ``selection`` for ``recipients``
+    active subscribers, if it makes none."""
+    if selection.empty and skip_if_empty:
+        return NOTHING_NEW
+    if recipients == 0:
+        return NOBODY
+    return None
+
+
 @dataclass(frozen=True)
 class Gathered:
     """What ingest and pick produced: not yet written anywhere."""
@@ -182,30 +191,19 @@ class Gathered:
 def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gathered:
     """Fetch, parse and clean every feed, then decide what is new. Writes nothing but
     the rows of feeds seen for the first time (none on a dry run)."""
-    config, now = services.config, services.clock()
-    sources = config.sources()
+    settings, now = services.run, services.clock()
+    sources = settings.sources
     with services.engine.begin() as conn:
         states = health.states(conn, [s.url for s in sources], create=not dry_run)
     reports: dict[str, FeedReport] = {}
     active = []
     for source in sources:
         state = states.get(source.url)
-        if state is not None and state.paused:
-            reports[source.url] = FeedReport(
-                source.url,
-                source.display_name(state.title),
-                FetchStatus.SKIPPED,
-                error=f"paused: {state.pause_reason} (`digest feeds --resume` to read it again)",
-            )
-        elif state is not None and state.retry_after and state.retry_after > now:
-            reports[source.url] = FeedReport(
-                source.url,
-                source.display_name(state.title),
-                FetchStatus.SKIPPED,
-                error=f"the server asked us to wait until {state.retry_after:%Y-%m-%d %H:%M} UTC",
-            )
-        else:
+        if state is None or (held := state.held(now)) is None:
             active.append(source)
+            continue
+        name = source.display_name(state.title)
+        reports[source.url] = FeedReport(source.url, name, FetchStatus.SKIPPED, error=held)
     progress.fetching(len(active))
     feed_ids = health.ids(states)
     with services.engine.connect() as conn:
@@ -219,8 +217,8 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         {url: s.validators for url, s in states.items()},
         services.fetch,
         now,
-        config.digest.summary_length,
-        workers=config.fetch.workers,
+        settings.summary_length,
+        workers=settings.workers,
         on_fetched=lambda f: progress.fetched(f.source.name or f.source.url),
         known=recent,
         quiet_threads=(lease.THREAD_NAME,),
@@ -229,7 +227,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
     every_entry = [e for f in feeds for e in f.entries]
     with services.engine.connect() as conn:
         known = record.known(conn, every_entry, feed_ids, since=now - CONTENT_WINDOW)
-    selection = pick(feeds, known, now, config.digest.max_items, config.digest.max_items_per_feed)
+    selection = pick(feeds, known, now, settings.max_items, settings.max_items_per_feed)
     selection = replace(selection, items=tuple(finished(e) for e in selection.items))
     new = Counter(e.source.url for e in selection.entries)
     for d in digested:
@@ -240,7 +238,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
             url=d.source.url,
             name=d.source.display_name(d.title or (state.title if state else None)),
             status=d.status,
-            error=_error_words(d, state, config.fetch.pause_after, dry_run),
+            error=_error_words(d, state, settings.pause_after, dry_run),
             entries=d.total,
             new=new[d.source.url],
             moved_to=d.fetched.moved_to,
@@ -334,7 +332,7 @@ def commit_feeds(
             conn,
             d.fetched,
             now,
-            services.config.fetch.pause_after,
+            services.run.pause_after,
             d.title,
             parse_error=d.error.message if d.error and d.fetched.error is None else None,
         )
@@ -420,7 +418,7 @@ def deliver(
 
 def compact_ledger(services: Services) -> None:
     """Per-recipient rows of editions finished before ``delivery.keep_ledger`` → counts."""
-    keep = services.config.delivery.keep_ledger
+    keep = services.run.keep_ledger
     done = retention.compact(services.engine, services.clock() - keep)
     if done.editions:
         log.info(
@@ -447,15 +445,11 @@ def dry_run(services: Services, progress: Progress | None = None) -> RunReport:
     selection = gathered.selection
     with services.engine.connect() as conn:
         active = subscribers.count(conn)
-    listed = {s.email.lower() for s in services.config.subscribers}
+    listed = {email.lower() for email, _name in services.run.listed}
     with services.engine.connect() as conn:
         known = {s.email.lower() for s in subscribers.all_subscribers(conn)}
     recipients = active + len(listed - known)
-    skipped = None
-    if selection.empty and services.config.digest.skip_if_empty:
-        skipped = "nothing new since the last edition"
-    elif recipients == 0:
-        skipped = "no active subscribers: add some with `digest subscribers add`"
+    skipped = nothing_to_send(selection, services.run.skip_if_empty, recipients)
     editions = (
         ()
         if skipped
@@ -480,14 +474,3 @@ def dry_run(services: Services, progress: Progress | None = None) -> RunReport:
         seconds=round(time.perf_counter() - started, 3),
         dry_run=True,
     )
-
-
-def sample_values(config: Config) -> dict[str, str]:
-    """Stand-in personal values for previews: links that go nowhere personal."""
-    base = config.digest.base_url
-    return {
-        "unsubscribe_url": f"{base}/unsubscribe/preview",
-        "preferences_url": f"{base}/preferences/preview",
-        "email": "reader@example.org",
-        "name": "Reader",
-    }

@@ -93,10 +93,6 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Runner:
     """One scheduled tick: decide from the database, then run the pipeline for the slot."""
 

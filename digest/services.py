@@ -2,7 +2,8 @@
 
 ``build`` reads the config (and the secrets it names from the environment), opens the
 database and makes the backend, the renderer and the settings every stage takes as
-plain values; everything after it can be put together by hand in tests.
+plain values (``RunSettings`` for the run itself); everything after it can be put
+together by hand in tests. Nothing after it reads the config.
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from . import __version__
+from .clock import utcnow
 from .config import Config
 from .deliver.base import Backend, Letterhead, Personalizer
 from .deliver.dispatch import DispatchSettings
 from .errors import ConfigError
 from .ingest.fetch import FetchSettings
+from .mail.addresses import Rules
+from .model import FeedSource
 from .render.edition import Renderer, RenderSettings
 from .state import db
 from .state.tokens import Signer, env_key, load_key
@@ -30,21 +34,51 @@ if TYPE_CHECKING:
     from .deliver.smtp import DkimKey
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run (``pipeline``) takes of the config, as plain values."""
+
+    sources: tuple[FeedSource, ...]
+    #: The config's ``[[subscribers]]``: address and name, made true in the database.
+    listed: tuple[tuple[str, str | None], ...]
+    address_rules: Rules
+    skip_if_empty: bool
+    summary_length: int
+    max_items: int
+    max_items_per_feed: int
+    #: Parser processes (``fetch.workers``; 0: one per core).
+    workers: int
+    pause_after: int
+    keep_ledger: timedelta
+
+
+def run_settings(config: Config) -> RunSettings:
+    d = config.digest
+    return RunSettings(
+        sources=tuple(config.sources()),
+        listed=tuple((s.email, s.name) for s in config.subscribers),
+        address_rules=config.delivery.address_rules,
+        skip_if_empty=d.skip_if_empty,
+        summary_length=d.summary_length,
+        max_items=d.max_items,
+        max_items_per_feed=d.max_items_per_feed,
+        workers=config.fetch.workers,
+        pause_after=config.fetch.pause_after,
+        keep_ledger=config.delivery.keep_ledger,
+    )
 
 
 @dataclass(frozen=True)
 class Services:
     """Everything a run needs, built once from the config."""
 
-    config: Config
+    run: RunSettings
     engine: sa.Engine
     backend: Backend
     renderer: Renderer
     fetch: FetchSettings
     dispatch: DispatchSettings
-    clock: Callable[[], datetime] = field(default=_utcnow)
+    clock: Callable[[], datetime] = field(default=utcnow)
 
 
 def letterhead(config: Config) -> Letterhead:
@@ -185,7 +219,7 @@ def _dkim_key(config: Config) -> DkimKey | None:
     try:
         return load_dkim_key(config.resolve(s.dkim_key_file), s.dkim_selector, s.dkim_domain)
     except ValueError as exc:
-        raise ConfigError(str(config.path), [f"delivery.smtp.dkim_key_file: {exc}"]) from None
+        raise ConfigError(str(config.path), [f"delivery.smtp.dkim_key_file: {exc}"]) from exc
 
 
 def dispatch_settings(
@@ -211,7 +245,7 @@ def build(
     config: Config,
     *,
     engine: sa.Engine | None = None,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
     sleep: Callable[[float], None] = time.sleep,
     should_stop: Callable[[], bool] = lambda: False,
     readonly: bool = False,
@@ -225,7 +259,7 @@ def build(
             env_key()
         signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
         return Services(
-            config=config,
+            run=run_settings(config),
             engine=engine,
             backend=make_backend(config, signer),
             renderer=Renderer(render_settings(config)),

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 
 from digest.errors import StoreError
 from digest.state import db
+from digest.state.db import bulk
 from digest.state.db.schema import metadata
 
 POSTGRES = os.environ.get("DIGEST_TEST_POSTGRES_URL")
@@ -105,3 +106,35 @@ def test_0006_forgets_only_the_moves_into_the_network(tmp_path) -> None:  # type
         "https://e.example/feed": None,
         "http://127.0.0.1:8080/old": "http://127.0.0.1:8080/new",
     }
+
+
+def _insert_new_skips_what_is_there_and_says_what_is_new(url: str) -> None:
+    """More rows than one statement takes, some already there, some twice in the list."""
+    table = sa.Table(
+        "things", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("key", sa.String(20), unique=True, nullable=False),
+    )  # fmt: skip
+    engine = db.open_engine(url)
+    try:
+        with engine.begin() as conn:
+            table.create(conn)
+            conn.execute(sa.insert(table), [{"key": f"k{i}"} for i in range(0, 1200, 3)])
+        rows = [{"key": f"k{i}"} for i in range(1200)] + [{"key": "k1"}]
+        assert len(rows) > 2 * bulk.CHUNK
+        with engine.begin() as conn:
+            new = bulk.insert_new(conn, table, rows, returning=table.c.key)
+            assert bulk.insert_new(conn, table, rows) == []  # nothing asked for
+            stored = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+        assert sorted(new) == sorted(f"k{i}" for i in range(1200) if i % 3)
+        assert stored == 1200
+    finally:
+        engine.dispose()
+
+
+def test_insert_new_on_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _insert_new_skips_what_is_there_and_says_what_is_new(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+@pytest.mark.postgres
+def test_insert_new_on_postgres(postgres_url: str) -> None:
+    _insert_new_skips_what_is_there_and_says_what_is_new(postgres_url)

@@ -368,7 +368,7 @@ class DroppingSmtp:
 
 
 def test_a_connection_lost_after_the_message_went_out_is_unanswered() -> None:
-    from digest.deliver.base import UnansweredError
+    from digest.errors import UnansweredError
 
     server = DroppingSmtp()
     try:

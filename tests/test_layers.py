@@ -23,7 +23,7 @@ PACKAGE = ROOT / "digest"
 #: Lowest first. A module may import its own layer and the layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("digest", "digest.errors", "digest.durations", "digest.faults",
-                "digest.redact", "digest.crontab")),
+                "digest.redact", "digest.crontab", "digest.clock")),
     ("model", ("digest.model",)),
     ("deciders", ("digest.pick", "digest.personal", "digest.schedule")),
     ("mail format", ("digest.mail",)),
@@ -136,6 +136,17 @@ def test_the_rule_catches_a_wrong_edge() -> None:
     assert _owner("digest.pick")[0] < _owner("digest.ingest.clean")[0]
     assert _owner("digest.schedule")[1] == "digest.schedule"  # not digest.scheduler
     assert _owner("digest.scheduler")[1] == "digest.scheduler"
+
+
+def test_the_wall_clock_is_read_in_one_place() -> None:
+    """``clock.utcnow`` is the one default clock; everything else is handed one."""
+    readers = sorted(
+        str(path.relative_to(ROOT))
+        for path in PACKAGE.rglob("*.py")
+        if "datetime.now(" in path.read_text(encoding="utf-8")
+        and path.name not in ("clock.py", "config.py")  # config.py: issue 16's helper owns it
+    )
+    assert readers == []
 
 
 HEAVY = ("sqlalchemy", "jinja2", "babel", "feedparser", "aiohttp", "starlette", "uvicorn",

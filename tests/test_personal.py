@@ -5,11 +5,14 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.model import EditionStatus, Entry, FeedSource, Selection, Variants
 from digest.personal import Skips, plan, without
@@ -53,6 +56,25 @@ def test_skips_read_what_the_preferences_page_stores() -> None:
     skips = Skips.of({"version": 1, "skip_categories": ["Nature"], "skip_feeds": [GARDEN.url]})
     assert skips.leaves_out(NATURE) and skips.leaves_out(GARDEN) and not skips.leaves_out(TECH)
     assert Skips.of({"skip_categories": "Nature", "skip_feeds": [3]}) == Skips()  # malformed
+
+
+@given(
+    categories=st.frozensets(st.text(max_size=20), max_size=5),
+    feeds=st.frozensets(st.text(max_size=40), max_size=5),
+    other=st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=10), max_size=3),
+)
+def test_skips_read_back_what_they_store_and_keep_the_rest(
+    categories: frozenset[str], feeds: frozenset[str], other: dict[str, object]
+) -> None:
+    """One module owns both halves of the stored format: what ``stored`` writes (through
+    JSON, as the database keeps it), ``of`` reads back; other keys are kept."""
+    skips = Skips(categories, feeds)
+    stored = json.loads(json.dumps(skips.stored(other), sort_keys=True))
+    assert Skips.of(stored) == skips
+    names = {"version", "skip_categories", "skip_feeds"}
+    assert {k: v for k, v in stored.items() if k not in names} == {
+        k: v for k, v in other.items() if k not in names
+    }
 
 
 def test_plan_groups_equal_choices_and_ignores_what_this_edition_lacks() -> None:

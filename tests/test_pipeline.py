@@ -19,7 +19,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from digest import pipeline
-from digest.model import EditionStatus, FetchStatus
+from digest.model import EditionStatus, Entry, FeedSource, FetchStatus, Selection
 from digest.state import health
 from digest.state.db import schema
 
@@ -182,6 +182,38 @@ def test_no_subscribers_sends_nothing_and_keeps_entries_new(project: Project) ->
     assert run(project).editions[0].entries == 4
 
 
+@pytest.mark.parametrize(
+    ("empty", "skip_if_empty", "recipients", "why"),
+    [
+        (True, True, 5, pipeline.NOTHING_NEW),
+        (True, True, 0, pipeline.NOTHING_NEW),  # nothing new is said first
+        (True, False, 5, None),  # a "nothing new" edition, as asked
+        (True, False, 0, pipeline.NOBODY),
+        (False, True, 0, pipeline.NOBODY),
+        (False, True, 1, None),
+    ],
+)
+def test_why_a_run_sends_nothing_is_decided_once_for_runs_and_dry_runs(
+    empty: bool, skip_if_empty: bool, recipients: int, why: str | None
+) -> None:
+    selection = Selection(items=(), more=(), baseline=())
+    if not empty:
+        selection = Selection(items=(entry_of("https://example.org/feed"),), more=(), baseline=())
+    assert pipeline.nothing_to_send(selection, skip_if_empty, recipients) == why
+
+
+def test_a_run_reads_its_settings_not_the_config(sampled: Project) -> None:
+    """Everything a run takes of the config is in ``services.run``: changed there, the
+    run follows, whatever the config says."""
+    services = pipeline.build(sampled.config(), engine=sampled.engine(), clock=lambda: NOW)
+    assert not hasattr(services, "config")
+    assert len(services.run.sources) == 3 and len(services.run.listed) == 2
+    one = replace(services.run, sources=services.run.sources[:1], listed=())
+    report = pipeline.run(replace(services, run=one))
+    assert [f.url for f in report.feeds] == [one.sources[0].url]
+    assert report.skipped == pipeline.NOBODY  # the config's two subscribers were not listed
+
+
 def test_links_in_messages_are_distinct_signed_and_under_base_url(sampled: Project) -> None:
     run(sampled)
     links = set()
@@ -252,6 +284,65 @@ def test_feeds_shows_a_pending_move(
     )
     assert row["pending_move"] == httpserver.url_for("/new") and row["moved_to"] is None
     assert row["pending_move_since"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "held"),
+    [
+        ({"last_fetched_at": None}, "never read", None),
+        ({}, "ok", None),
+        ({"consecutive_failures": 2}, "failing", None),
+        (
+            {"consecutive_failures": 2, "retry_after": NOW + timedelta(hours=1)},
+            "failing",
+            "the server asked us to wait until 2026-11-28 08:00 UTC",
+        ),
+        ({"consecutive_failures": 2, "retry_after": NOW}, "failing", None),  # the time has come
+        (
+            {"paused_at": NOW, "pause_reason": "410 Gone", "consecutive_failures": 1},
+            "paused",
+            "paused: 410 Gone (`digest feeds --resume` to read it again)",
+        ),
+    ],
+)
+def test_a_feeds_status_and_whether_a_run_reads_it_are_the_states_to_say(
+    changes: dict[str, object], status: str, held: str | None
+) -> None:
+    state = replace(feed_state("https://feeds.example/feed"), **changes)  # type: ignore[arg-type]
+    assert (state.status, state.held(NOW)) == (status, held)
+
+
+def feed_state(url: str) -> health.FeedState:
+    return health.FeedState(
+        id=1,
+        url=url,
+        validators=health.Validators(),
+        title=None,
+        first_read_at=NOW,
+        last_fetched_at=NOW,
+        last_success_at=NOW,
+        last_error_at=None,
+        last_error=None,
+        consecutive_failures=0,
+        paused_at=None,
+        pause_reason=None,
+        retry_after=None,
+    )
+
+
+def entry_of(url: str) -> Entry:
+    return Entry(
+        source=FeedSource(url),
+        source_title=url,
+        identity=f"{url}#1",
+        title="One",
+        link=f"{url}/1",
+        canonical_link=f"{url}/1",
+        summary="",
+        content_html="",
+        published=NOW,
+        dated=True,
+    )
 
 
 def test_a_move_into_the_network_is_never_adopted() -> None:

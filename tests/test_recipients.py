@@ -26,11 +26,11 @@ from click.testing import CliRunner
 from digest import pipeline, web
 from digest.cli import main
 from digest.config import parse_config
-from digest.deliver.base import Letterhead, Personalizer, RecipientError
+from digest.deliver.base import Letterhead, Personalizer
 from digest.deliver.message import written
 from digest.deliver.smtp import SmtpBackend, SmtpSettings
-from digest.errors import ConfigError, DeliveryError
-from digest.mail.addresses import AddressError, normalize, rules_for, wire
+from digest.errors import AddressError, ConfigError, DeliveryError, RecipientError
+from digest.mail.addresses import normalize, rules_for, wire
 from digest.state import subscribers
 from digest.state.db import schema
 from digest.state.tokens import Signer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -255,6 +256,28 @@ def test_lease_excludes_a_second_run_and_expires(engine: sa.Engine) -> None:
     # the first holder was killed: its lease runs out
     assert lease.acquire(engine, "send", "second", ttl, NOW + timedelta(minutes=4)) is None
     assert not lease.renew(engine, "send", "first", ttl, NOW + timedelta(minutes=4))
+
+
+def test_the_lease_outlives_a_database_that_fails_a_beat(engine: sa.Engine) -> None:
+    """A renewal the database refuses (locked: digest's DatabaseFailed) is tried again
+    at the next beat; the heartbeat does not die with it."""
+    renewals: list[str] = []
+    enough = threading.Event()
+
+    def locked_once(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("UPDATE leases"):
+            renewals.append(statement)
+            if len(renewals) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            if len(renewals) >= 3:
+                enough.set()
+
+    sa.event.listen(engine, "before_cursor_execute", locked_once)
+    try:
+        with lease.held(engine, ttl=timedelta(seconds=0.3)):
+            assert enough.wait(60), f"{len(renewals)} renewal(s): the heartbeat stopped"
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", locked_once)
 
 
 def test_lease_context(engine: sa.Engine) -> None:

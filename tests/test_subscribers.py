@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+from digest.cli import main
 from digest.errors import UsageError
+from digest.model import SubscriberStatus
 from digest.state import subscribers as subs
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -98,3 +100,19 @@ def test_names_are_flattened(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         s = subs.add(conn, "a@example.org", "Evil\r\nBcc: x@example.org", "cli", NOW).subscriber
     assert s.name == "Evil Bcc: x@example.org"
+
+
+def test_a_subscribers_status_is_one_enum_everywhere(engine: sa.Engine) -> None:
+    """Read back from the database, offered by ``--status``: the same six values."""
+    with engine.begin() as conn:
+        s = subs.add(conn, "ada@example.org", None, "cli", NOW).subscriber
+        assert s.status is SubscriberStatus.ACTIVE
+        subs.unsubscribe(conn, s.id, NOW, "spam report", status=SubscriberStatus.SUPPRESSED)
+        (again,) = subs.all_subscribers(conn, SubscriberStatus.SUPPRESSED)
+    assert again.status is SubscriberStatus.SUPPRESSED
+    assert again.as_json()["status"] == "suppressed"
+    for command in ("list", "export"):
+        option = next(
+            p for p in main.commands["subscribers"].commands[command].params if p.name == "status"
+        )  # type: ignore[attr-defined]
+        assert list(option.type.choices) == [s.value for s in SubscriberStatus]  # type: ignore[attr-defined]

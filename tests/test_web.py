@@ -8,6 +8,7 @@ import email
 import email.policy
 import json
 import re
+import sqlite3
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from datetime import timedelta
@@ -502,6 +503,34 @@ def test_served_under_the_path_of_base_url(project: Project, samples: Path) -> N
         assert page.status_code == 200 and 'action="/news/subscribe"' in page.text
         assert client.get("/healthz").status_code == 200
     services.engine.dispose()
+
+
+def test_healthz_says_the_database_failed(site: Site) -> None:
+    """The database refusing (digest's DatabaseFailed) is a 503 that names it, not a 500."""
+
+    def refuse(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement == "SELECT 1":
+            raise sqlite3.OperationalError("unable to open database file")
+
+    sa.event.listen(site.engine, "before_cursor_execute", refuse)
+    try:
+        r = site.client.get("/healthz")
+    finally:
+        sa.event.remove(site.engine, "before_cursor_execute", refuse)
+    assert r.status_code == 503
+    assert r.json()["ok"] is False and r.json()["database"] == "unreachable: OperationalError"
+    assert site.client.get("/healthz").status_code == 200
+
+
+def test_two_apps_share_the_handlers_and_each_reads_its_own_state(site: Site) -> None:
+    """The handlers are module-level (``app.ROUTES``) and read ``request.app.state``:
+    two apps in one process answer each with their own settings."""
+    closed = replace(site.web, settings=replace(site.web.settings, archive=False))
+    with live(web.create_app(closed)) as other:
+        assert other.get("/archive").status_code == 404
+        assert site.client.get("/archive").status_code == 200
+        assert other.get("/archive/feed.xml").status_code == 404
+        assert site.client.get("/archive/feed.xml").status_code == 200
 
 
 def _record_twice(engine: sa.Engine) -> None:

@@ -11,7 +11,6 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,9 +18,18 @@ import click
 from rich.markup import escape
 
 from .. import __version__, redact
+from ..clock import utcnow as _now
 from ..config import Config, load_config, warnings_for
-from ..errors import ConfigError, DeliveryError, DigestError, LeaseError, RenderError, UsageError
-from ..model import SUBSCRIBER_STATUSES, RunReport
+from ..errors import (
+    ConfigError,
+    DatabaseFailed,
+    DeliveryError,
+    DigestError,
+    LeaseError,
+    RenderError,
+    UsageError,
+)
+from ..model import RunReport, SubscriberStatus
 from . import console
 
 if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help stays quick
@@ -31,10 +39,6 @@ if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help st
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class State:
@@ -64,12 +68,6 @@ class State:
             self._engine = None
 
 
-def _database_failed(exc: Exception) -> bool:
-    """Locked, unreachable, disk full... (SQLAlchemy is loaded by then if it failed)."""
-    sa = sys.modules.get("sqlalchemy")
-    return sa is not None and isinstance(exc, sa.exc.OperationalError)
-
-
 def handled(func: F) -> F:
     """Turn digest's own errors into a message and an exit code."""
 
@@ -86,18 +84,15 @@ def handled(func: F) -> F:
         except LeaseError as exc:
             console.err.print(f"[yellow]busy:[/yellow] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_BUSY)
-        except DigestError as exc:
-            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
-            sys.exit(EXIT_FAILED)
-        except Exception as exc:
-            if not _database_failed(exc):
-                raise
+        except DatabaseFailed as exc:  # locked, unreachable, disk full...
             logging.getLogger("digest").debug("database error", exc_info=True)
             console.err.print(
-                f"[red]error:[/red] the database failed: {escape(str(getattr(exc, 'orig', exc)))} "
-                "(storage.url; -vv shows the traceback)",
+                f"[red]error:[/red] {escape(str(exc))} (storage.url; -vv shows the traceback)",
                 markup=True,
             )
+            sys.exit(EXIT_FAILED)
+        except DigestError as exc:
+            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
@@ -284,7 +279,7 @@ def _check_online(services: Services) -> None:
         mark = "[red]✗[/red]" if r.error else "[green]✓[/green]"
         said = escape(str(r.error)) if r.error else f"{r.entries} entries"
         console.out.print(f"  {mark} {escape(r.name)}: {said}", markup=True)
-    backend = services.config.delivery.backend
+    backend = services.backend.name
     try:
         checked = services.backend.probe()
     except DeliveryError as exc:
@@ -350,7 +345,7 @@ def subscribers_remove(state: State, email: str, forget: bool) -> None:
 
 @subscribers_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES))
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
 @click.pass_obj
 @handled
 def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
@@ -401,7 +396,7 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to a file instead of stdout.",
 )
-@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES))
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
 @click.pass_obj
 @handled
 def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
@@ -447,15 +442,7 @@ def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
     rows = []
     for source in sources:
         s = states.get(source.url)
-        status = (
-            "never read"
-            if s is None or s.last_fetched_at is None
-            else "paused"
-            if s.paused
-            else "failing"
-            if s.consecutive_failures
-            else "ok"
-        )
+        status = s.status if s else health.FeedStatus.NEVER_READ
         rows.append(
             {
                 "url": source.url,

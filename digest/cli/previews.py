@@ -139,10 +139,20 @@ def live(
         config = load_config(config_path)
         renderer = Renderer(render_settings(config))
         composed = renderer.compose(upcoming.edition_id, upcoming.selection, clock())
-        html_part, text_part = personalize(composed, pipeline.sample_values(config))
+        html_part, text_part = personalize(composed, sample_values(config.digest.base_url))
         return Rendered(composed.subject, html_part, text_part)
 
     return render
+
+
+def sample_values(base_url: str) -> dict[str, str]:
+    """Stand-in personal values for previews: links that go nowhere personal."""
+    return {
+        "unsubscribe_url": f"{base_url}/unsubscribe/preview",
+        "preferences_url": f"{base_url}/preferences/preview",
+        "email": "reader@example.org",
+        "name": "Reader",
+    }
 
 
 def send_test(backend: Backend, composed: Composed, address: str) -> Sent:

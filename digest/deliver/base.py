@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any, Protocol
 
-from ..errors import PermanentDeliveryError, TransientDeliveryError
 from ..mail.addresses import wire
 from ..model import Batch, Composed, Recipient
 from ..state.tokens import Signer
@@ -44,17 +43,6 @@ class Sent:
 
     provider_id: str | None = None
     rejected: Mapping[int, str] = field(default_factory=dict)
-
-
-class RecipientError(PermanentDeliveryError):
-    """One recipient's message cannot be built or is refused: recorded as that
-    recipient's failure, with the reason; the batch and the edition go on."""
-
-
-class UnansweredError(TransientDeliveryError):
-    """The message or request went out but no answer came back (a timeout, a dropped
-    connection): the server may have accepted it. Retried only when the operator says
-    so (``delivery.retry_unanswered``); otherwise the batch is recorded ``unknown``."""
 
 
 class Sender(Protocol):

@@ -34,24 +34,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from .. import faults
-from ..errors import PermanentDeliveryError, TransientDeliveryError
+from ..clock import utcnow
+from ..errors import PermanentDeliveryError, TransientDeliveryError, UnansweredError
 from ..model import Batch, BatchResult, BatchStatus, Composed
 from ..state import record
-from .base import Backend, Sender, UnansweredError
+from .base import Backend, Sender
 
 log = logging.getLogger(__name__)
 #: Recipients loaded from the database at a time (at least one batch).
 PAGE_RECIPIENTS = 2000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +61,7 @@ class DispatchSettings:
     #: Retry a request that went out but got no answer (it may then arrive twice).
     retry_unanswered: bool = True
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
-    clock: Callable[[], datetime] = field(default=_utcnow, compare=False)
+    clock: Callable[[], datetime] = field(default=utcnow, compare=False)
     monotonic: Callable[[], float] = field(default=time.monotonic, compare=False)
     should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)

@@ -25,12 +25,12 @@ from email.policy import default as DEFAULT_POLICY
 from email.utils import format_datetime, parseaddr
 
 from .. import faults
-from ..errors import PermanentDeliveryError
+from ..errors import MisreadError, PermanentDeliveryError, RecipientError
 from ..mail.addresses import needs_smtputf8, wire
 from ..mail.headers import header_safe
 from ..mail.markers import personalize
 from ..model import Composed, Recipient
-from .base import Letterhead, Personalizer, RecipientError
+from .base import Letterhead, Personalizer
 
 #: A line break a parser would read as the end of a header (not a fold).
 _BARE_BREAK = re.compile(rb"\r\n(?![ \t])|\r(?!\n)|\n(?![ \t])")
@@ -144,12 +144,6 @@ def written(message: EmailMessage, policy: EmailPolicy[EmailMessage]) -> bytes:
             if isinstance(value, AddressHeader) and not _reads_back(policy, name, value, folded):
                 raise MisreadError(f"its {name} header would not read back as written: not sent")
     return message.as_bytes(policy=policy)
-
-
-class MisreadError(RecipientError):
-    """An address header whose folded form reads back as other addresses or names (the
-    ``email`` package of some Pythons drops the quotes of a long quoted name when it
-    folds it: "Ada, <evil@example.org> ..." would then name another mailbox)."""
 
 
 def _reads_back(

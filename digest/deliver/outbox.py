@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import faults
-from ..errors import PermanentDeliveryError, TransientDeliveryError
+from ..errors import PermanentDeliveryError, RecipientError, TransientDeliveryError
 from ..model import Batch, Composed
 from ..state import permissions
-from .base import Letterhead, Personalizer, RecipientError, Sent
+from .base import Letterhead, Personalizer, Sent
 from .message import check_edition, encode
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")

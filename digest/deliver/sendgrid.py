@@ -38,19 +38,25 @@ import time
 import urllib.error
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any
 
 from python_http_client.exceptions import HTTPError
 
 from .. import faults
-from ..errors import PermanentDeliveryError, TransientDeliveryError
-from ..mail.addresses import AddressError, wire
+from ..clock import utcnow
+from ..errors import (
+    AddressError,
+    PermanentDeliveryError,
+    RefusedError,
+    TransientDeliveryError,
+    UnansweredError,
+)
+from ..mail.addresses import wire
 from ..mail.headers import header_safe
 from ..mail.markers import Marker
 from ..model import Batch, Composed
-from .base import Letterhead, Personalizer, Sent, UnansweredError
+from .base import Letterhead, Personalizer, Sent
 
 MAX_BATCH = 1000
 #: Requests for one batch when SendGrid refuses some of its recipients (each round
@@ -183,7 +189,7 @@ class SendgridBackend:
             subject="digest check --online",
             html="<p>check</p>",
             text="check",
-            created=datetime.now(UTC),
+            created=utcnow(),
             nonce="probe",
         )
         body = message_fields(composed, self.letterhead, replace(self.settings, sandbox=True))
@@ -418,15 +424,6 @@ _HINTS = {
     404: " (check delivery.sendgrid.api_url)",
     405: " (check delivery.sendgrid.api_url)",
 }
-
-
-class RefusedError(PermanentDeliveryError):
-    """A 400 naming personalizations: SendGrid refused those recipients (``parts``:
-    personalization index → SendGrid's words), not the request as a whole."""
-
-    def __init__(self, message: str, parts: Mapping[int, str]) -> None:
-        super().__init__(message)
-        self.parts = parts
 
 
 _PART = re.compile(r"personalizations\.(\d{1,4})(?:\.|$)")

@@ -35,10 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import faults
-from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from ..errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RecipientError,
+    TransientDeliveryError,
+    UnansweredError,
+)
 from ..mail.addresses import wire
 from ..model import Batch, Composed, Recipient
-from .base import Letterhead, Personalizer, RecipientError, Sent, UnansweredError
+from .base import Letterhead, Personalizer, Sent
 from .message import Encoded, check_edition, encode
 
 #: Headers the DKIM signature covers (those present in the message).
@@ -84,14 +90,14 @@ def load_dkim_key(path: Path, selector: str, domain: str) -> DkimKey:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read the DKIM key {path}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot read the DKIM key {path}: {exc.strerror or exc}") from exc
     key = DkimKey(selector, domain, data)
     try:
         key.sign(b"From: a@example.org\r\nSubject: t\r\n\r\nt\r\n")
     except Exception as exc:
         raise ValueError(
             f"{path} is not a usable DKIM private key (PEM, RSA or Ed25519): {exc}"
-        ) from None
+        ) from exc
     return key
 
 

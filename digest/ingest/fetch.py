@@ -63,6 +63,7 @@ from urllib.request import url2pathname
 import aiohttp
 
 from .. import __version__, faults
+from ..clock import Clock, utcnow
 from ..errors import FetchError
 from ..model import FeedSource, Fetched, FetchStatus, Validators
 from . import egress
@@ -88,11 +89,6 @@ MAX_REASON = 100
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +116,7 @@ class FetchSettings:
     #: Connect to internal addresses (loopback, private...) wherever a feed leads.
     allow_private: bool = False
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
-    clock: Clock = field(default=_utcnow, compare=False)
+    clock: Clock = field(default=utcnow, compare=False)
     #: Makes the DNS resolver (tests map names to 127.0.0.1); None: aiohttp's own.
     resolver: Callable[[], aiohttp.abc.AbstractResolver] | None = field(default=None, compare=False)
 
@@ -277,12 +273,12 @@ async def _read_file(
 
     try:
         body = await asyncio.to_thread(read)
-    except _Limit:
+    except _Limit:  # from None: our own signal, raised just above; the message says it all
         raise FetchError(url, _too_big(settings)) from None
-    except FileNotFoundError:
-        raise FetchError(url, f"no such file: {path}") from None
+    except FileNotFoundError as exc:
+        raise FetchError(url, f"no such file: {path}") from exc
     except OSError as exc:
-        raise FetchError(url, f"cannot read {path}: {exc.strerror or exc}") from None
+        raise FetchError(url, f"cannot read {path}: {exc.strerror or exc}") from exc
     return _finished(source, url, body, {"content-location": url}, known, None)
 
 
@@ -360,20 +356,20 @@ def _translated(url: str, attempt: egress.Attempt) -> Iterator[None]:
     """aiohttp's exceptions (and bad values it lets through) → ``FetchError``, in words."""
     try:
         yield
-    except aiohttp.InvalidURL:
-        raise FetchError(url, "not a valid URL") from None
+    except aiohttp.InvalidURL as exc:
+        raise FetchError(url, "not a valid URL") from exc
     except aiohttp.ClientConnectorError as exc:
         if attempt.refused:  # every address the name had was refused: say why
-            raise FetchError(url, attempt.refused[0]) from None
-        raise FetchError(url, f"cannot connect to {exc.host}:{exc.port}: {_why(exc)}") from None
+            raise FetchError(url, attempt.refused[0]) from exc
+        raise FetchError(url, f"cannot connect to {exc.host}:{exc.port}: {_why(exc)}") from exc
     except aiohttp.ClientPayloadError as exc:
-        raise FetchError(url, f"the server broke off the response: {exc}") from None
+        raise FetchError(url, f"the server broke off the response: {exc}") from exc
     except aiohttp.ClientResponseError as exc:
-        raise FetchError(url, f"bad HTTP response: {exc.message}") from None
+        raise FetchError(url, f"bad HTTP response: {exc.message}") from exc
     except aiohttp.ClientError as exc:
-        raise FetchError(url, f"HTTP error: {exc.__class__.__name__}: {exc}") from None
+        raise FetchError(url, f"HTTP error: {exc.__class__.__name__}: {exc}") from exc
     except (ValueError, UnicodeError) as exc:
-        raise FetchError(url, f"bad HTTP response: {exc}") from None
+        raise FetchError(url, f"bad HTTP response: {exc}") from exc
 
 
 async def _check_target(attempt: egress.Attempt, url: str) -> None:
@@ -518,7 +514,7 @@ async def _read_body(response: aiohttp.ClientResponse, settings: FetchSettings, 
         if decoder is not None:
             out += decoder.flush()
     except zlib.error as exc:
-        raise FetchError(url, f"the compressed body is corrupt: {exc}") from None
+        raise FetchError(url, f"the compressed body is corrupt: {exc}") from exc
     if len(out) > limit:
         raise FetchError(url, _too_big(settings))
     return bytes(out)

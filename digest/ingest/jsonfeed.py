@@ -26,9 +26,9 @@ def parse(body: bytes, url: str) -> ParsedFeed:
     try:
         doc = json.loads(body.decode("utf-8-sig"))
     except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
-        raise ParseError(url, f"not a feed: invalid JSON ({exc})") from None
-    except RecursionError:
-        raise ParseError(url, "not a feed: JSON nested too deeply to read") from None
+        raise ParseError(url, f"not a feed: invalid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ParseError(url, "not a feed: JSON nested too deeply to read") from exc
     if not isinstance(doc, dict) or "jsonfeed.org/version/" not in str(doc.get("version", "")):
         raise ParseError(url, "not a feed: JSON, but not a JSON Feed (no jsonfeed.org version)")
     version = "json11" if str(doc["version"]).rstrip("/").endswith("1.1") else "json10"

@@ -20,11 +20,7 @@ from functools import lru_cache
 
 import email_validator
 
-from ..errors import UsageError
-
-
-class AddressError(UsageError):
-    """Not an address digest can deliver to. The message says why, in digest's words."""
+from ..errors import AddressError as AddressError  # config.py catches addresses.AddressError
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +59,7 @@ def normalize(text: str, rules: Rules = ASCII_ONLY) -> str:
             shown, check_deliverability=False, allow_smtputf8=True
         )
     except email_validator.EmailNotValidError as exc:
-        raise AddressError(f"{shown!r} is not a valid e-mail address: {exc}") from None
+        raise AddressError(f"{shown!r} is not a valid e-mail address: {exc}") from exc
     if found.ascii_email is None and not rules.utf8:
         letters = sorted({c for c in found.local_part if not c.isascii()})
         raise AddressError(
@@ -88,7 +84,7 @@ def _wire(address: str) -> str:
             address, check_deliverability=False, allow_smtputf8=True
         )
     except email_validator.EmailNotValidError as exc:
-        raise AddressError(f"{address!r} is not a valid e-mail address: {exc}") from None
+        raise AddressError(f"{address!r} is not a valid e-mail address: {exc}") from exc
     return f"{found.local_part}@{found.ascii_domain}"
 
 

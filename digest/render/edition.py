@@ -89,7 +89,7 @@ class Renderer:
         try:
             locale = parse_locale(settings.locale)
         except ValueError as exc:
-            raise RenderError(str(exc)) from None
+            raise RenderError(str(exc)) from exc
         self.zone = ZoneInfo(settings.timezone)
         self.formats = Formats(locale, self.zone)
         folders = [settings.templates] if settings.templates else []

@@ -32,11 +32,11 @@ def parse_locale(value: str) -> Locale:
     text = value.strip().replace("-", "_")
     try:
         return Locale.parse(text)
-    except (UnknownLocaleError, ValueError):
+    except (UnknownLocaleError, ValueError) as exc:
         raise ValueError(
             f'{value!r} is not a locale: write a language, or language_TERRITORY, like "en", '
             '"en_GB", "de" or "pt_BR"'
-        ) from None
+        ) from exc
 
 
 class Formats:

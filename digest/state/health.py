@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -29,12 +30,22 @@ import sqlalchemy as sa
 from ..ingest import egress
 from ..model import Fetched, FetchStatus, Validators
 from .db import schema
+from .db.bulk import chunks
 
 F = schema.feeds
 #: How long a permanent redirect must hold, across runs, before it is adopted.
 ADOPT_AFTER = timedelta(hours=24)
 #: The most characters kept of a text column without a length (an error, a reason).
 MAX_TEXT = 2000
+
+
+class FeedStatus(StrEnum):
+    """A feed's health, as ``digest feeds`` shows it."""
+
+    NEVER_READ = "never read"
+    OK = "ok"
+    FAILING = "failing"  # its last read failed; paused after ``fetch.pause_after`` in a row
+    PAUSED = "paused"  # not read until ``digest feeds --resume``
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,24 @@ class FeedState:
     @property
     def paused(self) -> bool:
         return self.paused_at is not None
+
+    @property
+    def status(self) -> FeedStatus:
+        """Where the feed stands, as ``digest feeds`` shows it."""
+        if self.last_fetched_at is None:
+            return FeedStatus.NEVER_READ
+        if self.paused:
+            return FeedStatus.PAUSED
+        return FeedStatus.FAILING if self.consecutive_failures else FeedStatus.OK
+
+    def held(self, now: datetime) -> str | None:
+        """Why a run leaves the feed unread at ``now``, if it does: paused, or the server
+        asked to be left alone until later (a Retry-After)."""
+        if self.paused:
+            return f"paused: {self.pause_reason} (`digest feeds --resume` to read it again)"
+        if self.retry_after and self.retry_after > now:
+            return f"the server asked us to wait until {self.retry_after:%Y-%m-%d %H:%M} UTC"
+        return None
 
 
 def _state(row: sa.Row[tuple[object, ...]]) -> FeedState:
@@ -231,9 +260,7 @@ def recent_identities(
     """
     by_id = {v: k for k, v in feed_ids.items()}
     found: dict[str, set[str]] = {}
-    ids_ = sorted(by_id)
-    for start in range(0, len(ids_), 500):
-        chunk = ids_[start : start + 500]
+    for chunk in chunks(sorted(by_id)):
         rows = conn.execute(
             sa.select(schema.entries.c.feed_id, schema.entries.c.identity).where(
                 schema.entries.c.feed_id.in_(chunk), schema.entries.c.first_seen_at >= since

@@ -18,11 +18,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from ..errors import LeaseError
+from ..clock import utcnow
+from ..errors import LeaseError, StoreError
 from .db import schema
 
 #: The renewing thread; parser processes may still be forked beside it (ingest.py).
@@ -30,10 +31,6 @@ THREAD_NAME = "digest-lease"
 
 L = schema.leases
 DEFAULT_TTL = timedelta(minutes=2)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def holder_name() -> str:
@@ -107,7 +104,7 @@ def held(
     engine: sa.Engine,
     name: str = "send",
     ttl: timedelta = DEFAULT_TTL,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Iterator[str]:
     """Hold the lease for the duration of the block, renewing it in the background."""
     holder = holder_name()
@@ -122,7 +119,7 @@ def held(
 
     def keep_alive() -> None:
         while not stop.wait(ttl.total_seconds() / 3):
-            with contextlib.suppress(sa.exc.SQLAlchemyError):  # busy: the next beat tries again
+            with contextlib.suppress(StoreError, sa.exc.SQLAlchemyError):  # busy: next beat
                 renew(engine, name, holder, ttl, clock())
 
     beat = threading.Thread(target=keep_alive, name=THREAD_NAME, daemon=True)

@@ -21,17 +21,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..model import Batch, BatchStatus, Composed, EditionStatus, Entry, Known, Recipient, Variants
+from ..model import (
+    Batch,
+    BatchStatus,
+    Composed,
+    EditionStatus,
+    Entry,
+    Known,
+    Recipient,
+    SubscriberStatus,
+    Variants,
+)
 from .db import schema
+from .db.bulk import chunks, insert_new
 
-_CHUNK = 500
 E, B, D, N = schema.editions, schema.batches, schema.deliveries, schema.entries
 V = schema.variants
 
@@ -44,34 +54,6 @@ def _recipients(conn: sa.Connection, where: sa.ColumnElement[bool]) -> int:
     """How many recipients the batches matching ``where`` hold."""
     query = sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)
     return int(conn.execute(query).scalar_one())
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def insert_ignoring_duplicates(
-    conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """Insert rows, skipping any that would break a unique constraint."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(table).on_conflict_do_nothing(), list(rows))
-    elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))
-    else:  # pragma: no cover - other databases: one at a time
-        for row in rows:
-            try:
-                with conn.begin_nested():
-                    conn.execute(sa.insert(table), [row])
-            except sa.exc.IntegrityError:
-                pass
 
 
 # -- what is known ------------------------------------------------------------------------
@@ -88,14 +70,14 @@ def known(
     by_feed_id = {v: k for k, v in feed_ids.items()}
     identities: set[tuple[str, str]] = set()
     wanted = sorted({e.identity for e in entries})
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         rows = conn.execute(sa.select(N.c.feed_id, N.c.identity).where(N.c.identity.in_(chunk)))
         for feed_id, ident in rows:
             if feed_id in by_feed_id:
                 identities.add((by_feed_id[feed_id], ident))
     keys = {link_key(e.canonical_link): e.canonical_link for e in entries if e.canonical_link}
     links: set[str] = set()
-    for chunk in _chunks(sorted(keys)):
+    for chunk in chunks(sorted(keys)):
         for (key,) in conn.execute(sa.select(N.c.link_key).where(N.c.link_key.in_(chunk))):
             links.add(keys[key])
     return Known(
@@ -114,7 +96,7 @@ def _recent_content(
     by_feed_id = {v: k for k, v in feed_ids.items()}
     wanted = sorted({e.fingerprint for e in entries if e.fingerprint})
     found: dict[tuple[str, str], bool] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         rows = conn.execute(
             sa.select(N.c.feed_id, N.c.fingerprint, N.c.link_key).where(
                 N.c.fingerprint.in_(chunk) & (N.c.first_seen_at >= since)
@@ -135,7 +117,7 @@ def _sent_fingerprints(
     by_feed_id = {v: k for k, v in feed_ids.items()}
     wanted = sorted({e.identity for e in entries if e.source.resend_updated})
     found: dict[tuple[str, str], str] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         rows = conn.execute(
             sa.select(N.c.feed_id, N.c.identity, N.c.fingerprint).where(
                 N.c.identity.in_(chunk)
@@ -174,8 +156,7 @@ def remember(
         for e in entries
         if not e.updated
     ]
-    for chunk in _chunks(rows):
-        insert_ignoring_duplicates(conn, N, chunk)
+    insert_new(conn, N, rows)
     for e in entries:
         if e.updated:
             conn.execute(
@@ -272,7 +253,7 @@ def freeze_recipients(
         number // batch_size,
         S.c.email,
         S.c.name,
-    ).where(S.c.status == "active")
+    ).where(S.c.status == SubscriberStatus.ACTIVE)
     conn.execute(
         sa.insert(D).from_select(["edition_id", "subscriber_id", "batch", "email", "name"], select)
     )
@@ -286,7 +267,7 @@ def freeze_recipients(
                 D.c.batch,
                 D.c.variant,
                 sa.func.count(),
-                sa.literal("pending"),
+                sa.literal(BatchStatus.PENDING.value),
                 sa.literal(0),
                 sa.literal(now, schema.UTCDateTime),
             )
@@ -294,13 +275,7 @@ def freeze_recipients(
             .group_by(D.c.batch, D.c.variant),
         )
     )
-    total = int(
-        conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(
-                B.c.edition_id == edition_id
-            )
-        ).scalar_one()
-    )
+    total = _recipients(conn, B.c.edition_id == edition_id)
     conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=total))
     return total
 
@@ -309,7 +284,7 @@ def _sort_into_variants(
     conn: sa.Connection, edition_id: int, batch_size: int, variants: Variants
 ) -> None:
     mine = D.c.edition_id == edition_id
-    for chunk in _chunks(sorted(variants.nothing)):
+    for chunk in chunks(sorted(variants.nothing)):
         conn.execute(sa.delete(D).where(mine & D.c.subscriber_id.in_(chunk)))
     members: dict[int, list[int]] = {}
     for subscriber_id, variant in variants.assigned.items():
@@ -317,9 +292,9 @@ def _sort_into_variants(
     last = sa.select(sa.func.coalesce(sa.func.max(D.c.batch), -1)).where(mine)
     batch = int(conn.execute(last).scalar_one())
     for variant in sorted(members):
-        for group in _chunks(sorted(members[variant]), batch_size):
+        for group in chunks(sorted(members[variant]), batch_size):
             batch += 1
-            for chunk in _chunks(group):  # IN lists of a size every database takes
+            for chunk in chunks(group):  # IN lists of a size every database takes
                 conn.execute(
                     sa.update(D)
                     .where(mine & D.c.subscriber_id.in_(chunk))
@@ -384,7 +359,7 @@ def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     pending = sa.select(B.c.number).where(
         (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING)
     )
-    active = sa.select(S.c.id).where(S.c.status == "active")
+    active = sa.select(S.c.id).where(S.c.status == SubscriberStatus.ACTIVE)
     conn.execute(
         sa.update(D)
         .where(
@@ -396,11 +371,7 @@ def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
         .values(error=DEPARTED)
     )
     where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.SENDING)
-    count = int(
-        conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)
-        ).scalar_one()
-    )
+    count = _recipients(conn, where)
     conn.execute(
         sa.update(B)
         .where(where)
@@ -517,11 +488,7 @@ def requeue(
     """Put batches in these states back to pending, and the edition back to sending.
     Returns how many recipients they hold. ``digest resend`` does this."""
     where = (B.c.edition_id == edition_id) & B.c.status.in_(list(statuses))
-    count = int(
-        conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0)).where(where)
-        ).scalar_one()
-    )
+    count = _recipients(conn, where)
     conn.execute(sa.update(B).where(where).values(status=BatchStatus.PENDING, updated_at=now))
     if count:
         conn.execute(sa.update(E).where(E.c.id == edition_id).values(status=EditionStatus.SENDING))

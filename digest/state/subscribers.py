@@ -26,25 +26,16 @@ from typing import TextIO
 
 import sqlalchemy as sa
 
-from ..errors import UsageError
-from ..mail.addresses import ASCII_ONLY, AddressError, Rules, normalize
+from ..errors import AddressError, UsageError
+from ..mail.addresses import ASCII_ONLY, Rules, normalize
 from ..mail.headers import header_safe
-from ..model import SUBSCRIBER_STATUSES
+from ..model import SubscriberStatus
 from .db import schema
 from .spreadsheet import escape, unescape
 
 S = schema.subscribers
-ACTIVE, PENDING, UNSUBSCRIBED, SUPPRESSED, REMOVED = (
-    "active",
-    "pending",
-    "unsubscribed",
-    "suppressed",
-    "removed",
-)
-PAUSED = "paused"
-LEFT = (UNSUBSCRIBED, SUPPRESSED)
-#: All six (kept in model.py, so the command line can offer them without loading this).
-STATUSES = SUBSCRIBER_STATUSES
+#: Left on their own (or their mail server's) account: never added back without asking.
+LEFT = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +43,7 @@ class Subscriber:
     id: int
     email: str
     name: str | None
-    status: str
+    status: SubscriberStatus
     source: str
     created_at: datetime
     unsubscribed_at: datetime | None = None
@@ -81,7 +72,7 @@ def _subscriber(row: sa.Row[tuple[object, ...]]) -> Subscriber:
         id=m["id"],
         email=m["email"],
         name=m["name"],
-        status=m["status"],
+        status=SubscriberStatus(m["status"]),
         source=m["source"],
         created_at=m["created_at"],
         unsubscribed_at=m["unsubscribed_at"],
@@ -121,7 +112,7 @@ def add(
     now: datetime,
     *,
     resubscribe: bool = False,
-    status: str = ACTIVE,
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
     rules: Rules = ASCII_ONLY,
 ) -> Added:
     """Add (or re-activate) a subscriber. An unsubscribed address is refused unless
@@ -140,7 +131,7 @@ def add(
                 source=source,
                 created_at=now,
                 updated_at=now,
-                confirmed_at=now if status == ACTIVE else None,
+                confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
             )
         )
         created = get(conn, address)
@@ -149,10 +140,18 @@ def add(
     if existing.status in LEFT and not resubscribe:
         return Added(existing, "refused")
     values: dict[str, object] = {}
-    paused = existing.status == PAUSED and not resubscribe  # their choice: kept
-    if existing.status != ACTIVE and status == ACTIVE and not paused:
+    paused = existing.status == SubscriberStatus.PAUSED and not resubscribe  # their choice: kept
+    if (
+        existing.status != SubscriberStatus.ACTIVE
+        and status == SubscriberStatus.ACTIVE
+        and not paused
+    ):
         values.update(
-            status=ACTIVE, confirmed_at=now, unsubscribed_at=None, reason=None, paused_until=None
+            status=SubscriberStatus.ACTIVE,
+            confirmed_at=now,
+            unsubscribed_at=None,
+            reason=None,
+            paused_until=None,
         )
     if name and name != existing.name:
         values["name"] = name
@@ -179,13 +178,19 @@ def remove(conn: sa.Connection, email: str, now: datetime, forget: bool = False)
         conn.execute(
             sa.update(S)
             .where(S.c.id == existing.id)
-            .values(status=REMOVED, updated_at=now, reason="removed by the operator")
+            .values(
+                status=SubscriberStatus.REMOVED, updated_at=now, reason="removed by the operator"
+            )
         )
     return True
 
 
 def unsubscribe(
-    conn: sa.Connection, subscriber_id: int, now: datetime, reason: str, status: str = UNSUBSCRIBED
+    conn: sa.Connection,
+    subscriber_id: int,
+    now: datetime,
+    reason: str,
+    status: SubscriberStatus = SubscriberStatus.UNSUBSCRIBED,
 ) -> bool:
     """The subscriber left (or was suppressed). Returns False if already gone."""
     result = conn.execute(
@@ -202,9 +207,14 @@ def confirm(conn: sa.Connection, subscriber_id: int, now: datetime) -> bool:
     address (it bounced or complained). Returns False when nothing changed."""
     result = conn.execute(
         sa.update(S)
-        .where((S.c.id == subscriber_id) & S.c.status.in_([PENDING, UNSUBSCRIBED, REMOVED]))
+        .where(
+            (S.c.id == subscriber_id)
+            & S.c.status.in_(
+                [SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.REMOVED]
+            )
+        )
         .values(
-            status=ACTIVE,
+            status=SubscriberStatus.ACTIVE,
             confirmed_at=now,
             updated_at=now,
             unsubscribed_at=None,
@@ -220,8 +230,11 @@ def pause(conn: sa.Connection, subscriber_id: int, until: datetime | None, now: 
     paused subscriber can pause."""
     result = conn.execute(
         sa.update(S)
-        .where((S.c.id == subscriber_id) & S.c.status.in_([ACTIVE, PAUSED]))
-        .values(status=PAUSED, paused_until=until, updated_at=now)
+        .where(
+            (S.c.id == subscriber_id)
+            & S.c.status.in_([SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED])
+        )
+        .values(status=SubscriberStatus.PAUSED, paused_until=until, updated_at=now)
     )
     return bool(result.rowcount)
 
@@ -229,8 +242,8 @@ def pause(conn: sa.Connection, subscriber_id: int, until: datetime | None, now: 
 def resume(conn: sa.Connection, subscriber_id: int, now: datetime) -> bool:
     result = conn.execute(
         sa.update(S)
-        .where((S.c.id == subscriber_id) & (S.c.status == PAUSED))
-        .values(status=ACTIVE, paused_until=None, updated_at=now)
+        .where((S.c.id == subscriber_id) & (S.c.status == SubscriberStatus.PAUSED))
+        .values(status=SubscriberStatus.ACTIVE, paused_until=None, updated_at=now)
     )
     return bool(result.rowcount)
 
@@ -239,8 +252,12 @@ def wake(conn: sa.Connection, now: datetime) -> int:
     """Paused subscribers whose break is over become active again. Returns how many."""
     result = conn.execute(
         sa.update(S)
-        .where((S.c.status == PAUSED) & S.c.paused_until.is_not(None) & (S.c.paused_until <= now))
-        .values(status=ACTIVE, paused_until=None, updated_at=now)
+        .where(
+            (S.c.status == SubscriberStatus.PAUSED)
+            & S.c.paused_until.is_not(None)
+            & (S.c.paused_until <= now)
+        )
+        .values(status=SubscriberStatus.ACTIVE, paused_until=None, updated_at=now)
     )
     return int(result.rowcount)
 
@@ -260,7 +277,7 @@ def preferences_of_active(conn: sa.Connection) -> dict[int, dict[str, object]]:
     any: the few the edition may have a variant for."""
     rows = conn.execute(
         sa.select(S.c.id, S.c.preferences).where(
-            (S.c.status == ACTIVE) & S.c.preferences.is_not(None)
+            (S.c.status == SubscriberStatus.ACTIVE) & S.c.preferences.is_not(None)
         )
     )
     found: dict[int, dict[str, object]] = {}
@@ -278,7 +295,7 @@ def forget_unconfirmed(conn: sa.Connection, before: datetime) -> int:
     """Erase web sign-ups never confirmed and made before ``before`` (their address is
     kept no longer than needed), with their sign-up requests. Returns how many."""
     stale = sa.select(S.c.id).where(
-        (S.c.status == PENDING) & (S.c.source == "web") & (S.c.created_at < before)
+        (S.c.status == SubscriberStatus.PENDING) & (S.c.source == "web") & (S.c.created_at < before)
     )
     ids = [r[0] for r in conn.execute(stale)]
     if ids:
@@ -295,7 +312,7 @@ def all_subscribers(conn: sa.Connection, status: str | None = None) -> Iterator[
         yield _subscriber(row)
 
 
-def count(conn: sa.Connection, status: str = ACTIVE) -> int:
+def count(conn: sa.Connection, status: str = SubscriberStatus.ACTIVE) -> int:
     return int(
         conn.execute(
             sa.select(sa.func.count()).select_from(S).where(S.c.status == status)
@@ -420,14 +437,20 @@ def sync_config(
                 "config, or `digest subscribers add --resubscribe` if they asked to come back)"
             )
     stale = conn.execute(
-        sa.select(S.c.id, S.c.email_key).where((S.c.source == "config") & (S.c.status == ACTIVE))
+        sa.select(S.c.id, S.c.email_key).where(
+            (S.c.source == "config") & (S.c.status == SubscriberStatus.ACTIVE)
+        )
     ).all()
     for subscriber_id, key in stale:
         if key not in keep:
             conn.execute(
                 sa.update(S)
                 .where(S.c.id == subscriber_id)
-                .values(status=REMOVED, updated_at=now, reason="no longer listed in the config")
+                .values(
+                    status=SubscriberStatus.REMOVED,
+                    updated_at=now,
+                    reason="no longer listed in the config",
+                )
             )
     return warnings
 
@@ -436,7 +459,7 @@ def read_file(path: Path) -> io.StringIO:
     """A CSV file's text, with a clear error for a missing or undecodable file."""
     try:
         return io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from None
+    except FileNotFoundError as exc:
+        raise UsageError(f"{path}: no such file") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from exc

@@ -34,6 +34,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Scope
 
+from ..errors import WebhookRejected
+from ..model import SubscriberStatus
 from ..personal import Skips
 from ..render.edition import default_templates_dir
 from ..state import subscribers, tokens
@@ -243,234 +245,276 @@ def _number(text: str) -> int | None:
 
 # -- handlers -----------------------------------------------------------------------------
 #
-# Only POST acts. Handlers never see HEAD (``guard.Guard`` turns it into a GET), and
-# each one that acts checks ``request.method == "POST"`` itself as well.
+# Each reads what it works with from the app (``request.app.state.web``). Only POST
+# acts. Handlers never see HEAD (``guard.Guard`` turns it into a GET), and each one that
+# acts checks ``request.method == "POST"`` itself as well.
 
 
-def routes(web: Web) -> list[Route]:
-    def form_page(status: int = 200, **context: Any) -> HTMLResponse:
-        stamp = signup.form_stamp(web.signer, web.clock())
-        return web.page(
-            "subscribe.html.j2", status, private=False, headers=FORM_HEADERS, stamp=stamp, **context
+def _web(request: Request) -> Web:
+    web: Web = request.app.state.web
+    return web
+
+
+def _form_page(web: Web, status: int = 200, **context: Any) -> HTMLResponse:
+    stamp = signup.form_stamp(web.signer, web.clock())
+    return web.page(
+        "subscribe.html.j2", status, private=False, headers=FORM_HEADERS, stamp=stamp, **context
+    )
+
+
+def _later(web: Web, status: int, heading: str, why: str, wait: float) -> HTMLResponse:
+    return web.page(
+        "error.html.j2",
+        status,
+        headers={"Retry-After": str(int(wait) + 1)},
+        heading=heading,
+        message=f"{why} Please try again in {int(wait // 60) + 1} minutes.",
+    )
+
+
+async def home(request: Request) -> Response:
+    return await subscribe(request)
+
+
+async def subscribe(request: Request) -> Response:
+    web = _web(request)
+    now = web.clock()
+    if request.method != "POST":
+        return _form_page(web)
+    headers = request.headers
+    if not signup.same_site(
+        headers.get("origin"),
+        headers.get("referer"),
+        headers.get("sec-fetch-site"),
+        web.settings.base_url,
+    ):
+        log.info("sign-up refused: posted from another site")
+        return web.error(403, "Please use the form on this site", CROSS_SITE)
+    form = await _form(request)
+    email, name = _field(form, "email").strip(), _field(form, "name").strip() or None
+    if _field(form, "website"):  # the honeypot: people never see it, bots fill it
+        log.info("sign-up ignored: the honeypot field was filled")
+        return web.page("subscribe_sent.html.j2")
+    if not signup.stamp_ok(web.signer, _field(form, "stamp"), now):
+        return _form_page(
+            web, 400, email=email, problem="The form had expired. Please send it again."
         )
+    result = await run_in_threadpool(work.subscribe, web, email, name, _client_ip(request), now)
+    match result.outcome:
+        case signup.Outcome.INVALID:
+            return _form_page(web, 400, email=email, problem=result.message)
+        case signup.Outcome.LIMITED:
+            why = "Too many sign-ups came from your network."
+            return _later(web, 429, "Too many sign-ups", why, result.wait)
+        case signup.Outcome.BUSY:
+            why = "We have sent as many confirmation mails as we can this hour."
+            return _later(web, 503, "Please try again later", why, result.wait)
+    return web.page("subscribe_sent.html.j2")  # PLANNED or QUIET: the same answer
 
-    async def home(request: Request) -> Response:
-        return await subscribe(request)
 
-    def later(status: int, heading: str, why: str, wait: float) -> HTMLResponse:
-        return web.page(
-            "error.html.j2",
-            status,
-            headers={"Retry-After": str(int(wait) + 1)},
-            heading=heading,
-            message=f"{why} Please try again in {int(wait // 60) + 1} minutes.",
+async def confirm(request: Request) -> Response:
+    web = _web(request)
+    token = request.path_params["token"]
+    s = await run_in_threadpool(web.confirming, token)
+    if s is None:
+        return web.error(
+            400,
+            "This confirmation link does not work",
+            "It is incomplete or older than "
+            f"{signup.CONFIRM_MAX_AGE.days} days. Please sign up again.",
         )
+    if s.status == SubscriberStatus.SUPPRESSED:
+        return web.error(
+            400,
+            "This address cannot be subscribed",
+            "Mail to it bounced or was reported as spam. Please write to the sender.",
+        )
+    if request.method != "POST":
+        if s.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
+            return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
+        return web.page("confirm.html.j2", email=s.email)
+    await run_in_threadpool(work.confirm, web, s)
+    log.info("subscriber %s confirmed", s.id)
+    return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
 
-    async def subscribe(request: Request) -> Response:
-        now = web.clock()
-        if request.method != "POST":
-            return form_page()
-        headers = request.headers
-        if not signup.same_site(
-            headers.get("origin"),
-            headers.get("referer"),
-            headers.get("sec-fetch-site"),
-            web.settings.base_url,
-        ):
-            log.info("sign-up refused: posted from another site")
-            return web.error(403, "Please use the form on this site", CROSS_SITE)
+
+async def unsubscribe(request: Request) -> Response:
+    web = _web(request)
+    token = request.path_params["token"]
+    s = await run_in_threadpool(web.holder, token)
+    if s is None:
+        return web.bad_link()
+    if request.method != "POST":  # never acts: link scanners follow links
+        return web.page("unsubscribe.html.j2", subscriber=s, token=token)
+    body = await request.body()
+    form = await _form(request)  # parsed from the body kept
+    if _field(form, "List-Unsubscribe") != "One-Click" and ONE_CLICK.encode() not in body:
+        return web.error(
+            400, "Not unsubscribed", "The request did not ask to unsubscribe (RFC 8058)."
+        )
+    reason = (
+        "unsubscribed on the web page"
+        if _field(form, "via") == "page"
+        else "one-click unsubscribe from the mail program (RFC 8058)"
+    )
+    changed = await run_in_threadpool(work.unsubscribe, web, s, reason)
+    if changed:
+        log.info("subscriber %s unsubscribed: %s", s.id, reason)
+    return web.page("unsubscribed.html.j2", subscriber=s, token=token)
+
+
+async def resubscribe(request: Request) -> Response:
+    web = _web(request)
+    token = request.path_params["token"]
+    s = await run_in_threadpool(web.holder, token)
+    if s is None:
+        return web.bad_link()
+    if s.status != SubscriberStatus.UNSUBSCRIBED:  # suppressed, removed by the operator
+        return web.error(
+            400,
+            "This address cannot be subscribed again here",
+            "Please sign up again with the form, or write to the sender.",
+        )
+    await run_in_threadpool(work.resubscribe, web, s)
+    log.info("subscriber %s resubscribed", s.id)
+    return RedirectResponse(web.url(f"/preferences/{token}?done=resubscribed"), 303)
+
+
+async def preferences(request: Request) -> Response:
+    web = _web(request)
+    token = request.path_params["token"]
+    s = await run_in_threadpool(web.holder, token)
+    if s is None:
+        return web.bad_link()
+    if request.method == "POST":
         form = await _form(request)
-        email, name = _field(form, "email").strip(), _field(form, "name").strip() or None
-        if _field(form, "website"):  # the honeypot: people never see it, bots fill it
-            log.info("sign-up ignored: the honeypot field was filled")
-            return web.page("subscribe_sent.html.j2")
-        if not signup.stamp_ok(web.signer, _field(form, "stamp"), now):
-            return form_page(
-                400, email=email, problem="The form had expired. Please send it again."
-            )
-        result = await run_in_threadpool(work.subscribe, web, email, name, _client_ip(request), now)
-        match result.outcome:
-            case signup.Outcome.INVALID:
-                return form_page(400, email=email, problem=result.message)
-            case signup.Outcome.LIMITED:
-                why = "Too many sign-ups came from your network."
-                return later(429, "Too many sign-ups", why, result.wait)
-            case signup.Outcome.BUSY:
-                why = "We have sent as many confirmation mails as we can this hour."
-                return later(503, "Please try again later", why, result.wait)
-        return web.page("subscribe_sent.html.j2")  # PLANNED or QUIET: the same answer
-
-    async def confirm(request: Request) -> Response:
-        token = request.path_params["token"]
-        s = await run_in_threadpool(web.confirming, token)
-        if s is None:
-            return web.error(
-                400,
-                "This confirmation link does not work",
-                "It is incomplete or older than "
-                f"{signup.CONFIRM_MAX_AGE.days} days. Please sign up again.",
-            )
-        if s.status == subscribers.SUPPRESSED:
-            return web.error(
-                400,
-                "This address cannot be subscribed",
-                "Mail to it bounced or was reported as spam. Please write to the sender.",
-            )
-        if request.method != "POST":
-            if s.status in (subscribers.ACTIVE, subscribers.PAUSED):
-                return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
-            return web.page("confirm.html.j2", email=s.email)
-        await run_in_threadpool(work.confirm, web, s)
-        log.info("subscriber %s confirmed", s.id)
-        return web.page("confirmed.html.j2", email=s.email, manage=web.manage_token(s))
-
-    async def unsubscribe(request: Request) -> Response:
-        token = request.path_params["token"]
-        s = await run_in_threadpool(web.holder, token)
-        if s is None:
-            return web.bad_link()
-        if request.method != "POST":  # never acts: link scanners follow links
-            return web.page("unsubscribe.html.j2", subscriber=s, token=token)
-        body = await request.body()
-        form = await _form(request)  # parsed from the body kept
-        if _field(form, "List-Unsubscribe") != "One-Click" and ONE_CLICK.encode() not in body:
-            return web.error(
-                400, "Not unsubscribed", "The request did not ask to unsubscribe (RFC 8058)."
-            )
-        reason = (
-            "unsubscribed on the web page"
-            if _field(form, "via") == "page"
-            else "one-click unsubscribe from the mail program (RFC 8058)"
-        )
-        changed = await run_in_threadpool(work.unsubscribe, web, s, reason)
-        if changed:
-            log.info("subscriber %s unsubscribed: %s", s.id, reason)
-        return web.page("unsubscribed.html.j2", subscriber=s, token=token)
-
-    async def resubscribe(request: Request) -> Response:
-        token = request.path_params["token"]
-        s = await run_in_threadpool(web.holder, token)
-        if s is None:
-            return web.bad_link()
-        if s.status != subscribers.UNSUBSCRIBED:  # suppressed, removed by the operator
-            return web.error(
-                400,
-                "This address cannot be subscribed again here",
-                "Please sign up again with the form, or write to the sender.",
-            )
-        await run_in_threadpool(work.resubscribe, web, s)
-        log.info("subscriber %s resubscribed", s.id)
-        return RedirectResponse(web.url(f"/preferences/{token}?done=resubscribed"), 303)
-
-    async def preferences(request: Request) -> Response:
-        token = request.path_params["token"]
-        s = await run_in_threadpool(web.holder, token)
-        if s is None:
-            return web.bad_link()
-        if request.method == "POST":
-            form = await _form(request)
-            done = await run_in_threadpool(work.preferences, web, s, form)
-            return RedirectResponse(web.url(f"/preferences/{token}?done={done}"), 303)
-        skips = Skips.of(s.preferences)
-        topics = [
-            (t, t.value not in (skips.categories if t.kind == "category" else skips.feeds))
-            for t in web.settings.topics
-        ]
-        return web.page(
-            "preferences.html.j2",
-            subscriber=s,
-            token=token,
-            topics=topics,
-            pauses=[(k, v[0]) for k, v in work.PAUSES.items()],
-            done=request.query_params.get("done", ""),
-        )
-
-    async def help_page(request: Request) -> Response:
-        return web.page("manage_help.html.j2", private=False)
-
-    async def archive_list(request: Request) -> Response:
-        if not web.settings.archive:
-            raise HTTPException(404)
-        number = _number(request.query_params.get("page", "1"))
-        if number is None:
-            raise HTTPException(404)
-        editions, more = await run_in_threadpool(work.listing, web, number)
-        if not editions and number > 1:
-            raise HTTPException(404)
-        return web.page("archive.html.j2", private=False, editions=editions, page=number, more=more)
-
-    async def archive_edition(request: Request) -> Response:
-        edition_id = _number(request.path_params["id"])
-        if not web.settings.archive or edition_id is None:
-            raise HTTPException(404)
-        html = await run_in_threadpool(work.edition, web, edition_id)
-        if html is None:
-            raise HTTPException(404)
-        return HTMLResponse(html, headers=_headers(ARCHIVE_CSP, private=False))
-
-    async def archive_feed(request: Request) -> Response:
-        if not web.settings.archive:
-            raise HTTPException(404)
-        xml = await run_in_threadpool(work.atom, web)
-        return Response(xml, media_type="application/atom+xml; charset=utf-8")
-
-    async def sendgrid_webhook(request: Request) -> Response:
-        body = await request.body()  # at most webhook.MAX_BODY: guard.Guard read it
-        try:
-            webhook.verify(
-                web.settings.public_key,
-                body,
-                request.headers.get(webhook.SIGNATURE_HEADER),
-                request.headers.get(webhook.TIMESTAMP_HEADER),
-                web.clock(),
-                web.settings.webhook_max_age,
-            )
-            events = webhook.parse(body)
-        except webhook.Rejected as exc:
-            log.warning("SendGrid webhook refused (%s): %s", exc.status, exc.reason)
-            return JSONResponse({"error": exc.reason}, exc.status)
-        handled = await run_in_threadpool(work.record, web, events)
-        log.info(
-            "SendGrid webhook: %s events, %s new, %s repeated, %s ignored, %s suppressed, "
-            "%s unsubscribed",
-            handled.received,
-            handled.recorded,
-            handled.duplicates,
-            handled.ignored,
-            handled.suppressed,
-            handled.unsubscribed,
-        )
-        return JSONResponse(vars(handled))
-
-    async def healthz(request: Request) -> Response:
-        status = await run_in_threadpool(work.health, web)
-        return JSONResponse(status, 200 if status["ok"] else 503)
-
-    both = ["GET", "POST"]
-    return [
-        Route("/", home),
-        Route("/subscribe", subscribe, methods=both),
-        Route("/confirm/{token}", confirm, methods=both),
-        Route("/unsubscribe", help_page),
-        Route("/preferences", help_page),
-        Route("/unsubscribe/{token}", unsubscribe, methods=both),
-        Route("/resubscribe/{token}", resubscribe, methods=["POST"]),
-        Route("/preferences/{token}", preferences, methods=both),
-        Route("/archive", archive_list),
-        Route("/archive/feed.xml", archive_feed),
-        Route("/archive/{id}", archive_edition),
-        Route(WEBHOOK, sendgrid_webhook, methods=["POST"]),
-        Route("/healthz", healthz),
+        done = await run_in_threadpool(work.preferences, web, s, form)
+        return RedirectResponse(web.url(f"/preferences/{token}?done={done}"), 303)
+    skips = Skips.of(s.preferences)
+    topics = [
+        (t, t.value not in (skips.categories if t.kind == "category" else skips.feeds))
+        for t in web.settings.topics
     ]
+    return web.page(
+        "preferences.html.j2",
+        subscriber=s,
+        token=token,
+        topics=topics,
+        pauses=[(k, v[0]) for k, v in work.PAUSES.items()],
+        done=request.query_params.get("done", ""),
+    )
+
+
+async def help_page(request: Request) -> Response:
+    return _web(request).page("manage_help.html.j2", private=False)
+
+
+async def archive_list(request: Request) -> Response:
+    web = _web(request)
+    if not web.settings.archive:
+        raise HTTPException(404)
+    number = _number(request.query_params.get("page", "1"))
+    if number is None:
+        raise HTTPException(404)
+    editions, more = await run_in_threadpool(work.listing, web, number)
+    if not editions and number > 1:
+        raise HTTPException(404)
+    return web.page("archive.html.j2", private=False, editions=editions, page=number, more=more)
+
+
+async def archive_edition(request: Request) -> Response:
+    web = _web(request)
+    edition_id = _number(request.path_params["id"])
+    if not web.settings.archive or edition_id is None:
+        raise HTTPException(404)
+    html = await run_in_threadpool(work.edition, web, edition_id)
+    if html is None:
+        raise HTTPException(404)
+    return HTMLResponse(html, headers=_headers(ARCHIVE_CSP, private=False))
+
+
+async def archive_feed(request: Request) -> Response:
+    web = _web(request)
+    if not web.settings.archive:
+        raise HTTPException(404)
+    xml = await run_in_threadpool(work.atom, web)
+    return Response(xml, media_type="application/atom+xml; charset=utf-8")
+
+
+async def sendgrid_webhook(request: Request) -> Response:
+    web = _web(request)
+    body = await request.body()  # at most webhook.MAX_BODY: guard.Guard read it
+    try:
+        webhook.verify(
+            web.settings.public_key,
+            body,
+            request.headers.get(webhook.SIGNATURE_HEADER),
+            request.headers.get(webhook.TIMESTAMP_HEADER),
+            web.clock(),
+            web.settings.webhook_max_age,
+        )
+        events = webhook.parse(body)
+    except WebhookRejected as exc:
+        log.warning("SendGrid webhook refused (%s): %s", exc.status, exc.reason)
+        return JSONResponse({"error": exc.reason}, exc.status)
+    handled = await run_in_threadpool(work.record, web, events)
+    log.info(
+        "SendGrid webhook: %s events, %s new, %s repeated, %s ignored, %s suppressed, "
+        "%s unsubscribed",
+        handled.received,
+        handled.recorded,
+        handled.duplicates,
+        handled.ignored,
+        handled.suppressed,
+        handled.unsubscribed,
+    )
+    return JSONResponse(vars(handled))
+
+
+async def healthz(request: Request) -> Response:
+    status = await run_in_threadpool(work.health, _web(request))
+    return JSONResponse(status, 200 if status["ok"] else 503)
 
 
 WEBHOOK = "/webhooks/sendgrid"
+BOTH = ["GET", "POST"]
+#: Every page, under ``digest.base_url``'s path.
+ROUTES = [
+    Route("/", home),
+    Route("/subscribe", subscribe, methods=BOTH),
+    Route("/confirm/{token}", confirm, methods=BOTH),
+    Route("/unsubscribe", help_page),
+    Route("/preferences", help_page),
+    Route("/unsubscribe/{token}", unsubscribe, methods=BOTH),
+    Route("/resubscribe/{token}", resubscribe, methods=["POST"]),
+    Route("/preferences/{token}", preferences, methods=BOTH),
+    Route("/archive", archive_list),
+    Route("/archive/feed.xml", archive_feed),
+    Route("/archive/{id}", archive_edition),
+    Route(WEBHOOK, sendgrid_webhook, methods=["POST"]),
+    Route("/healthz", healthz),
+]
 ERRORS = {
     400: ("Bad request", "This request could not be read."),
     404: ("Not found", "There is no page here."),
     405: ("Not allowed", "This page does not accept that request."),
     413: ("Too large", "That is more than this page accepts."),
 }
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    code = getattr(exc, "status_code", 404)
+    code = code if code in ERRORS else 404
+    heading, message = ERRORS[code]
+    headers = getattr(exc, "headers", None)  # 405: Allow
+    return _web(request).page(
+        "error.html.j2", code, headers=headers, heading=heading, message=message
+    )
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("error answering %s %s", request.method, request.url.path)
+    return _web(request).error(500, "Something went wrong", "Please try again in a moment.")
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -486,30 +530,20 @@ class _Guarded(Starlette):
 
 
 def create_app(web: Web) -> Starlette:
-    async def http_error(request: Request, exc: Exception) -> Response:
-        code = getattr(exc, "status_code", 404)
-        code = code if code in ERRORS else 404
-        heading, message = ERRORS[code]
-        headers = getattr(exc, "headers", None)  # 405: Allow
-        return web.page("error.html.j2", code, headers=headers, heading=heading, message=message)
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("error answering %s %s", request.method, request.url.path)
-        return web.error(500, "Something went wrong", "Please try again in a moment.")
+    """The app for ``web``: ``ROUTES`` under ``digest.base_url``'s path, and ``/healthz``
+    at the root as well, for supervisors."""
+    prefix = web.settings.prefix
+    app = _Guarded(
+        routes=[Mount(prefix, routes=ROUTES), Route("/healthz", healthz)] if prefix else ROUTES,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.state.web = web
 
     def too_large(scope: Scope) -> ASGIApp:
         if scope["path"] == web.url(WEBHOOK):
             return JSONResponse({"error": "too large"}, 413)
         return web.error(413, *ERRORS[413])
 
-    inner = routes(web)
-    prefix = web.settings.prefix
-    health = next(r for r in inner if r.path == "/healthz")  # also at the root, for supervisors
-    mounted: list[Any] = [Mount(prefix, routes=inner), Route("/healthz", health.endpoint)]
-    app = _Guarded(
-        routes=mounted if prefix else inner,
-        exception_handlers={HTTPException: http_error, Exception: server_error},
-    )
     app.guard = lambda stack: Guard(
         stack,
         headers=_headers(PAGE_CSP, private=False),

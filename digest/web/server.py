@@ -14,13 +14,13 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from .. import pipeline, schedule
+from ..clock import utcnow
 from ..config import Config
 from ..errors import DigestError
 from ..scheduler import Runner, Scheduler
@@ -69,7 +69,7 @@ def bind(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port} ({exc.strerror or exc}): another program has "
             "the port, or the address is not this machine's; set web.host / web.port, or "
             "--host / --port"
-        ) from None
+        ) from exc
     sock.set_inheritable(True)
     return sock
 
@@ -125,7 +125,7 @@ def serve(
     )
     server = _Server(uv, stop)
     sock = bind(uv.host, uv.port)  # before the scheduler starts: a busy port sends nothing
-    started = datetime.now(UTC)
+    started = utcnow()
     log.info(
         "digest serve: %s on http://%s:%s/ (public address %s)",
         config.path,
@@ -146,6 +146,6 @@ def serve(
             scheduler.shutdown()
         web.followups.close()  # sign-up mails already promised
         services.engine.dispose()
-    ran = datetime.now(UTC) - started
+    ran = utcnow() - started
     log.info("digest serve stopped after %s", str(ran).split(".")[0])
     return 0 if server.started or stop.is_set() else 1

@@ -38,9 +38,9 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from ..deliver.base import Backend
-from ..errors import DeliveryError
-from ..mail.addresses import ASCII_ONLY, AddressError, Rules, normalize
-from ..model import Batch, Composed, Recipient
+from ..errors import AddressError, DeliveryError
+from ..mail.addresses import ASCII_ONLY, Rules, normalize
+from ..model import Batch, Composed, Recipient, SubscriberStatus
 from ..state import subscribers
 from ..state.db import schema
 from ..state.tokens import Signer
@@ -151,7 +151,7 @@ def _quiet_reason(
     existing: subscribers.Subscriber | None, hits: list[float], now: float
 ) -> str | None:
     """Why no mail goes to an address (answered as if one did), or None (pure)."""
-    if existing is not None and existing.status == subscribers.SUPPRESSED:
+    if existing is not None and existing.status == SubscriberStatus.SUPPRESSED:
         return "the address is suppressed (bounced or complained)"
     for window in PER_ADDRESS:
         if window.wait(hits, now) is not None:
@@ -273,11 +273,11 @@ def recipient(
             planned.name,
             "web",
             now,
-            status=subscribers.PENDING,
+            status=SubscriberStatus.PENDING,
             rules=rules,
         ).subscriber
     conn.execute(sa.update(SG).where(SG.c.id == planned.signup_id).values(subscriber_id=s.id))
-    if s.status == subscribers.SUPPRESSED:
+    if s.status == SubscriberStatus.SUPPRESSED:
         mailed(conn, planned.signup_id, "the address is suppressed (bounced or complained)")
         return None
     return s
@@ -285,7 +285,7 @@ def recipient(
 
 def already(s: subscribers.Subscriber) -> bool:
     """Subscribed already: a note with their preferences link, not a confirmation."""
-    return s.status in (subscribers.ACTIVE, subscribers.PAUSED)
+    return s.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED)
 
 
 def mailed(conn: sa.Connection, signup_id: int, error: str | None) -> None:

@@ -40,8 +40,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..errors import WebhookRejected
+from ..model import SubscriberStatus
 from ..state import subscribers
 from ..state.db import schema
+from ..state.db.bulk import chunks, insert_new
 from ..state.db.schema import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -54,15 +57,6 @@ MAX_BODY = 5 * 1024 * 1024
 DROPPED_SUPPRESS = ("bounced address", "invalid", "unsubscribed address", "spam reporting address")
 
 
-class Rejected(Exception):
-    """The request is refused (``status``: 403, 400 or 413), with a reason for the log."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(reason)
-
-
 def verify(
     key: ec.EllipticCurvePublicKey | None,
     body: bytes,
@@ -71,21 +65,23 @@ def verify(
     now: datetime,
     max_age: timedelta,
 ) -> None:
-    """Raise ``Rejected`` unless ``body`` is signed by ``key`` at a recent ``timestamp``."""
+    """Raise ``WebhookRejected`` unless ``body`` is signed by ``key`` at a recent ``timestamp``."""
     if key is None:
-        raise Rejected(403, "no web.sendgrid_public_key is configured: every event is refused")
+        raise WebhookRejected(
+            403, "no web.sendgrid_public_key is configured: every event is refused"
+        )
     if not signature or not timestamp:
-        raise Rejected(403, "the signature or timestamp header is missing")
+        raise WebhookRejected(403, "the signature or timestamp header is missing")
     if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
-        raise Rejected(403, "the timestamp is not a number of seconds")
+        raise WebhookRejected(403, "the timestamp is not a number of seconds")
     try:
         der = base64.b64decode(signature, validate=True)
         key.verify(der, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, binascii.Error):
-        raise Rejected(403, "bad signature") from None
+    except (InvalidSignature, ValueError, binascii.Error) as exc:
+        raise WebhookRejected(403, "bad signature") from exc
     age = now.timestamp() - int(timestamp)
     if abs(age) > max_age.total_seconds():
-        raise Rejected(
+        raise WebhookRejected(
             403, f"stale timestamp ({int(age)}s old; at most {int(max_age.total_seconds())}s)"
         )
 
@@ -95,16 +91,16 @@ def parse(body: bytes) -> list[Any]:
     itself: ``record_events``)."""
     try:
         data = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise Rejected(400, "the body is not JSON") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise WebhookRejected(400, "the body is not JSON") from exc
     if not isinstance(data, list):
-        raise Rejected(400, "the body is not a JSON array of events")
+        raise WebhookRejected(400, "the body is not a JSON array of events")
     return data
 
 
 @dataclass(frozen=True, slots=True)
 class Act:
-    status: str  # subscribers.SUPPRESSED or UNSUBSCRIBED
+    status: SubscriberStatus  # SUPPRESSED or UNSUBSCRIBED
     reason: str
 
 
@@ -116,16 +112,16 @@ def action(event: Mapping[str, Any]) -> Act | None:
         if (text(event.get("type"), 32) or "bounce").lower() == "blocked":
             return None
         return Act(
-            subscribers.SUPPRESSED, f"hard bounce reported by SendGrid: {why or 'no reason'}"
+            SubscriberStatus.SUPPRESSED, f"hard bounce reported by SendGrid: {why or 'no reason'}"
         )
     if kind == "dropped":
         if why.lower() in DROPPED_SUPPRESS:
-            return Act(subscribers.SUPPRESSED, f"dropped by SendGrid: {why}")
+            return Act(SubscriberStatus.SUPPRESSED, f"dropped by SendGrid: {why}")
         return None
     if kind == "spamreport":
-        return Act(subscribers.SUPPRESSED, "marked the digest as spam (SendGrid spam report)")
+        return Act(SubscriberStatus.SUPPRESSED, "marked the digest as spam (SendGrid spam report)")
     if kind in ("unsubscribe", "group_unsubscribe"):
-        return Act(subscribers.UNSUBSCRIBED, f"unsubscribed through SendGrid ({kind})")
+        return Act(SubscriberStatus.UNSUBSCRIBED, f"unsubscribed through SendGrid ({kind})")
     return None
 
 
@@ -175,16 +171,6 @@ def row_of(event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-def _dialect_insert(conn: sa.Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(schema.events)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(schema.events)
-
-
 def record_events(conn: sa.Connection, events: Sequence[Any], now: datetime) -> Handled:
     """Record each event once (by ``sg_event_id``) and act on the new ones.
 
@@ -202,10 +188,8 @@ def record_events(conn: sa.Connection, events: Sequence[Any], now: datetime) -> 
     rows: list[tuple[Mapping[str, Any], dict[str, Any]]] = [(e, row_of(e, now)) for e in good]
     keys = sorted({r["email"].strip().lower() for _e, r in rows if r["email"]} - {""})
     known: dict[str, int] = {}
-    for i in range(0, len(keys), 500):
-        found = conn.execute(
-            sa.select(S.c.id, S.c.email_key).where(S.c.email_key.in_(keys[i : i + 500]))
-        )
+    for chunk in chunks(keys):
+        found = conn.execute(sa.select(S.c.id, S.c.email_key).where(S.c.email_key.in_(chunk)))
         known.update({r.email_key: r.id for r in found})
 
     def holder(row: Mapping[str, Any]) -> int | None:
@@ -227,11 +211,7 @@ def record_events(conn: sa.Connection, events: Sequence[Any], now: datetime) -> 
         else:
             by_id[event_id] = (event, row)
             rows_with_id.append(row)
-    new_ids: set[str] = set()
-    for i in range(0, len(rows_with_id), 500):
-        chunk = rows_with_id[i : i + 500]
-        statement = _dialect_insert(conn).on_conflict_do_nothing().returning(E.c.event_id)
-        new_ids.update(r[0] for r in conn.execute(statement, chunk))
+    new_ids = set(insert_new(conn, E, rows_with_id, returning=E.c.event_id))
     if rows_without:
         conn.execute(sa.insert(E), rows_without)
     out.duplicates += len(rows_with_id) - len(new_ids)
@@ -245,7 +225,7 @@ def record_events(conn: sa.Connection, events: Sequence[Any], now: datetime) -> 
             continue
         if subscribers.unsubscribe(conn, subscriber_id, now, act.reason, status=act.status):
             log.info("subscriber %s %s: %s", subscriber_id, act.status, act.reason)
-            if act.status == subscribers.SUPPRESSED:
+            if act.status == SubscriberStatus.SUPPRESSED:
                 out.suppressed += 1
             else:
                 out.unsubscribed += 1

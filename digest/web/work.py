@@ -11,7 +11,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from starlette.datastructures import FormData
 
+from ..errors import DatabaseFailed
+from ..personal import Skips
 from ..state import subscribers
 from . import archive, signup, webhook
 
@@ -111,23 +114,18 @@ def resubscribe(web: Web, s: subscribers.Subscriber) -> None:
         subscribers.confirm(conn, s.id, web.clock())
 
 
-def preferences(web: Web, s: subscribers.Subscriber, form: Any) -> str:
+def preferences(web: Web, s: subscribers.Subscriber, form: FormData) -> str:
     now = web.clock()
     action = form.get("action", "")
     with web.engine.begin() as conn:
         if action == "topics":
             chosen = set(form.getlist("topic"))
-            prefs = dict(s.preferences)
-            prefs["version"] = 1
-            prefs["skip_categories"] = sorted(
-                t.value
-                for t in web.settings.topics
-                if t.kind == "category" and t.value not in chosen
+            unticked = [t for t in web.settings.topics if t.value not in chosen]
+            skips = Skips(
+                categories=frozenset(t.value for t in unticked if t.kind == "category"),
+                feeds=frozenset(t.value for t in unticked if t.kind == "feed"),
             )
-            prefs["skip_feeds"] = sorted(
-                t.value for t in web.settings.topics if t.kind == "feed" and t.value not in chosen
-            )
-            subscribers.set_preferences(conn, s.id, prefs, now)
+            subscribers.set_preferences(conn, s.id, skips.stored(s.preferences), now)
             return "saved"
         if action == "pause" and form.get("for") in PAUSES:
             length = PAUSES[str(form.get("for"))][1]
@@ -167,8 +165,8 @@ def health(web: Web) -> dict[str, Any]:
         with web.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         status["database"] = "ok"
-    except sa.exc.SQLAlchemyError as exc:
-        status.update(ok=False, database=f"unreachable: {type(exc).__name__}")
+    except (DatabaseFailed, sa.exc.SQLAlchemyError) as exc:  # named by the driver's error
+        status.update(ok=False, database=f"unreachable: {type(exc.__cause__ or exc).__name__}")
     extra = web.health()
     status.update(extra)
     if extra.get("scheduler") == "stopped":

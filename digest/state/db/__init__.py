@@ -16,7 +16,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from ...errors import StoreError
+from ...errors import DatabaseFailed, StoreError
 from .. import permissions
 from . import schema
 
@@ -34,15 +34,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _failed(context: sa.engine.ExceptionContext) -> BaseException | None:
+    """SQLAlchemy's ``OperationalError`` (the database unreachable, the connection lost,
+    locked, the disk full) as digest's own ``DatabaseFailed``; SQLAlchemy raises it
+    ``from`` the driver's error. Others (an IntegrityError digest expects) pass."""
+    if isinstance(context.sqlalchemy_exception, sa.exc.OperationalError):
+        return DatabaseFailed(str(context.original_exception))
+    return None
+
+
 def open_engine(url: str) -> sa.Engine:
     """An engine for ``url``, schema unchecked. A new SQLite file is created owner-only
     (0600, in a 0700 folder when that is new too), whatever the umask: it holds every
     subscriber's address and, without ``DIGEST_SECRET``, the key that signs their links.
-    SQLite gives its -wal and -shm files the same mode."""
+    SQLite gives its -wal and -shm files the same mode. The database's failures come out
+    of it as ``DatabaseFailed``."""
     try:
         engine = sa.create_engine(url, future=True)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise StoreError(f"storage.url: cannot use {url!r}: {exc}") from exc
+    sa.event.listen(engine, "handle_error", _failed)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         database = permissions.sqlite_file(url)
@@ -75,9 +86,9 @@ def connect(url: str, *, auto_upgrade: bool | None = None) -> sa.Engine:
                     f"the database schema is at {current or 'nothing'}, this digest needs "
                     f"{head}: run `digest db upgrade` (back the database up first)"
                 )
-    except sa.exc.OperationalError as exc:
+    except DatabaseFailed as exc:
         engine.dispose()
-        raise StoreError(f"cannot open the database {engine.url!r}: {exc.orig}") from exc
+        raise StoreError(f"cannot open the database {engine.url!r}: {exc.reason}") from exc
     except BaseException:
         engine.dispose()
         raise
