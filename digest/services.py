@@ -27,7 +27,7 @@ from .state import db
 from .state.tokens import Signer, env_key, load_key
 
 if TYPE_CHECKING:
-    from .deliver.smtp import DkimKey
+    from .deliver.dkim import DkimKey
 
 
 def _utcnow() -> datetime:
@@ -180,7 +180,7 @@ def _dkim_key(config: Config) -> DkimKey | None:
     s = config.delivery.smtp
     if not (s.dkim_key_file and s.dkim_selector and s.dkim_domain):
         return None
-    from .deliver.smtp import load_dkim_key
+    from .deliver.dkim import load_dkim_key
 
     try:
         return load_dkim_key(config.resolve(s.dkim_key_file), s.dkim_selector, s.dkim_domain)
