@@ -23,6 +23,7 @@ from .deliver.dispatch import DispatchSettings
 from .errors import ConfigError
 from .ingest.fetch import FetchSettings
 from .render.edition import Renderer, RenderSettings
+from .reputation import Ramp, Thresholds
 from .state import db
 from .state.tokens import Signer, env_key, load_key
 
@@ -45,6 +46,11 @@ class Services:
     fetch: FetchSettings
     dispatch: DispatchSettings
     clock: Callable[[], datetime] = field(default=_utcnow)
+    #: The complaint and bounce breaker's limits, and the warm-up (docs/delivery.md).
+    thresholds: Thresholds = Thresholds()
+    ramp: Ramp | None = None
+    #: Where a warm-up's day starts and ends (the schedule's time zone).
+    timezone: str = "UTC"
 
 
 def letterhead(config: Config) -> Letterhead:
@@ -188,6 +194,16 @@ def _dkim_key(config: Config) -> DkimKey | None:
         raise ConfigError(str(config.path), [f"delivery.smtp.dkim_key_file: {exc}"]) from None
 
 
+def thresholds(config: Config) -> Thresholds:
+    b = config.delivery.breaker
+    return Thresholds(b.complaint_rate, b.warn_complaint_rate, b.bounce_rate, b.min_recipients)
+
+
+def ramp(config: Config) -> Ramp | None:
+    w = config.delivery.warmup
+    return Ramp(w.start, tuple(w.daily)) if w.start is not None else None
+
+
 def dispatch_settings(
     config: Config,
     sleep: Callable[[float], None],
@@ -232,6 +248,9 @@ def build(
             fetch=replace(fetch_settings(config), clock=clock),
             dispatch=dispatch_settings(config, sleep, clock, should_stop),
             clock=clock,
+            thresholds=thresholds(config),
+            ramp=ramp(config),
+            timezone=config.schedule.timezone,
         )
     except BaseException:
         if own:  # a config problem found here: do not leave the engine behind

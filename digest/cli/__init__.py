@@ -2,7 +2,8 @@
 
 Exit codes: 0 fine (delivered, or nothing to send); 1 something was not delivered or
 a command failed; 2 the config or the command line is wrong; 3 another run holds the
-lease. Errors digest expects print one clear message, never a traceback.
+lease; 4 the complaint and bounce breaker holds the next edition (``digest release``).
+Errors digest expects print one clear message, never a traceback.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help st
     from ..services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_HELD = 0, 1, 2, 3, 4
 
 
 def _now() -> datetime:
@@ -147,7 +148,7 @@ def run(state: State, dry_run: bool, as_json: bool) -> None:
     _finish(report, as_json)
     if not as_json and not dry_run and any(e.recipients_delivered for e in report.editions):
         _where_to_look(state.config)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+    sys.exit(EXIT_FAILED if not report.ok else EXIT_HELD if report.held else EXIT_OK)
 
 
 def _with_progress(as_json: bool, work: Callable[[console.Bars | None], RunReport]) -> RunReport:
@@ -586,6 +587,35 @@ def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: 
     )
     _finish(report, as_json)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+# -- deliverability: the breaker's release ------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+@handled
+def release(state: State, as_json: bool) -> None:
+    """Let the next edition go after the complaint and bounce breaker held it."""
+    from ..services import thresholds
+    from ..state import reputation
+
+    with state.engine().begin() as conn:
+        verdict = reputation.verdict(conn, thresholds(state.config), _now())
+        through = reputation.release(conn) if verdict.held else None
+    if as_json:
+        console.print_json(
+            {"released": verdict.held, "reason": verdict.reason, "through_edition": through}
+        )
+        return
+    if not verdict.held:
+        console.out.print("Nothing is held: the next run makes an edition as usual.")
+        return
+    console.out.print(
+        f"Released (editions up to {through} are forgiven): the next run sends. It was "
+        f"{verdict.reason}"
+    )
 
 
 # -- serve and schedule -------------------------------------------------------------------

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Scope
 
 from ..personal import Skips
 from ..render.edition import default_templates_dir
+from ..reputation import Thresholds
 from ..state import subscribers, tokens
 from ..state.db.schema import MAX_ID
 from ..state.tokens import Signer
@@ -75,6 +76,8 @@ class WebSettings:
     webhook_max_age: timedelta = timedelta(minutes=10)
     topics: tuple[Topic, ...] = ()
     max_confirmations_per_hour: int = 100
+    #: The complaint and bounce breaker's limits: /healthz says when it holds.
+    thresholds: Thresholds = Thresholds()
 
     @property
     def prefix(self) -> str:
