@@ -142,7 +142,7 @@ def make_backend(config: Config, signer: Signer) -> Backend:
                 ca_file=config.resolve(s.ca_file) if s.ca_file else None,
                 max_per_connection=s.max_per_connection,
                 rate=s.rate,
-                dkim=_dkim_key(config),
+                dkim=dkim_key(config),
                 smtputf8=s.smtputf8,
             ),
             head,
@@ -182,7 +182,7 @@ def sendgrid_backend(config: Config, head: Letterhead, personalizer: Personalize
     )
 
 
-def _dkim_key(config: Config) -> DkimKey | None:
+def dkim_key(config: Config) -> DkimKey | None:
     s = config.delivery.smtp
     if not (s.dkim_key_file and s.dkim_selector and s.dkim_domain):
         return None

@@ -249,10 +249,19 @@ def _serve(render: Callable[[], Any], port: int) -> None:
 
 @main.command()
 @click.option("--online", is_flag=True, help="Also fetch every feed and test the delivery login.")
+@click.option(
+    "--deliverability", is_flag=True, help="Also look up SPF, DKIM and DMARC of digest.from."
+)
+@click.option("--dns-server", metavar="ADDR[:PORT]", help="With --deliverability: ask this one.")
+@click.option("--json", "as_json", is_flag=True, help="With --deliverability: one JSON object.")
 @click.pass_obj
 @handled
-def check(state: State, online: bool) -> None:
+def check(
+    state: State, online: bool, deliverability: bool, dns_server: str | None, as_json: bool
+) -> None:
     """Validate the config (and the templates); exit 0 when valid, 2 when not."""
+    if (as_json or dns_server) and not deliverability:
+        raise UsageError("--json and --dns-server go with --deliverability")
     from .. import pipeline
 
     config = state.config
@@ -270,9 +279,40 @@ def check(state: State, online: bool) -> None:
         sys.exit(EXIT_USAGE)
     if online:
         _check_online(services)
+    if deliverability:
+        _check_deliverability(config, dns_server, as_json)
+        return
     console.out.print(
         f"{config.path}: valid ({len(config.feeds)} feeds, delivery via {config.delivery.backend})."
     )
+
+
+def _check_deliverability(config: Config, server: str | None, as_json: bool) -> None:
+    """SPF, DKIM and DMARC of digest.from's domain, with what to publish (exit 1 when
+    something must be fixed or could not be looked up)."""
+    from ..deliver import dnscheck
+    from ..mail import authrecords
+    from ..services import dkim_key, letterhead
+
+    if server:
+        try:
+            dnscheck.server_address(server)
+        except ValueError as exc:
+            raise UsageError(f"--dns-server {server!r}: give an IP address[:port] ({exc})") from exc
+    key = dkim_key(config) if config.delivery.backend == "smtp" else None
+    setup = authrecords.Setup(
+        domain=letterhead(config).domain,
+        backend=config.delivery.backend,
+        relay=config.delivery.smtp.host if config.delivery.backend == "smtp" else None,
+        dkim=(key.selector, key.domain, key.public_record()) if key else None,
+    )
+    report = dnscheck.check(setup, server)
+    if as_json:
+        console.print_json(report.as_json())
+    else:
+        console.deliverability(report)
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
 
 
 def _check_online(services: Services) -> None:

@@ -175,3 +175,18 @@ class Bars:
 
     def done(self) -> None:
         self.progress.stop()
+
+
+def deliverability(report: Any) -> None:
+    """``digest check --deliverability``: one block per check, with what to publish."""
+    marks = {"ok": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]",
+             "unknown": "[yellow]?[/yellow]"}  # fmt: skip
+    out.print(f"Mail authentication of {escape(report.domain)}:")
+    for f in report.findings:
+        out.print(
+            f"  {marks[str(f.status)]} {f.check} ({escape(f.name)}): {escape(f.says)}", markup=True
+        )
+        if f.found:
+            out.print(f"      found:   {escape(f.found)}", markup=True)
+        if f.publish:
+            out.print(f'      publish: {escape(f.name)} TXT "{escape(f.publish)}"', markup=True)
