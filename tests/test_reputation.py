@@ -134,12 +134,15 @@ def watched(project: Project, samples: Path, key: ec.EllipticCurvePrivateKey) ->
     services.engine.dispose()
 
 
-def digest_cli(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+def digest_cli(
+    project: Project, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "-m", "digest", "--config", str(project.write()), *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 
@@ -166,12 +169,12 @@ def test_a_complaint_holds_the_next_edition_until_released(
     with site.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.editions)).scalar() == 1
 
-    held = digest_cli(site.project, "run", "--json")
+    held = digest_cli(site.project, cli_env, "run", "--json")
     assert held.returncode == 4, held.stderr
     assert json.loads(held.stdout)["held"] is True
-    released = digest_cli(site.project, "release")
+    released = digest_cli(site.project, cli_env, "release")
     assert released.returncode == 0 and "Released (editions up to 1" in released.stdout
-    again = digest_cli(site.project, "release", "--json")
+    again = digest_cli(site.project, cli_env, "release", "--json")
     assert json.loads(again.stdout)["released"] is False
 
     assert site.client.get("/healthz").json()["breaker"]["held"] is False
