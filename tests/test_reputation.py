@@ -266,3 +266,18 @@ def test_a_day_is_counted_in_the_schedules_time_zone(ramped: Project) -> None:
     after_midnight = late + timedelta(hours=1)  # 00:30 in Berlin: day 2, still the 28th in UTC
     report = ramped.run(after_midnight)
     assert report.editions[0].recipients_delivered == 120
+
+
+def test_an_edition_still_going_out_is_judged_on_what_went_out(ramped: Project) -> None:
+    ramped.data["delivery"]["breaker"] = {"min_recipients": 10}
+    assert ramped.run(DAY1).editions[0].recipients_waiting == 70
+    with ramped.engine().begin() as conn:
+        from digest.web.webhook import record_events
+
+        record_events(
+            conn, [event("spamreport", "r001@example.org", "s", digest_edition="1")], DAY1
+        )
+        assert reputation.recent_rates(conn, DAY1 - timedelta(days=1)) == [
+            EditionRates(1, 50, 1, 0)  # 2% of the 50 it reached so far
+        ]
+        assert reputation.verdict(conn, Thresholds(min_recipients=10), DAY1).held

@@ -22,13 +22,23 @@ COMPLAINT, BOUNCE = "spamreport", "bounce"
 
 
 def recent_rates(conn: sa.Connection, since: datetime) -> list[EditionRates]:
-    """Each edition finished since ``since`` (newest first), with the subscribers who
-    reported it as spam and those whose address hard-bounced (a ``blocked`` bounce is a
-    refusal of the message, not of the address: not counted)."""
-    E, EV = schema.editions, schema.events
+    """Each edition finished since ``since``, or still going out (a warm-up spreads one
+    over days), newest first, with the subscribers who reported it as spam and those
+    whose address hard-bounced (a ``blocked`` bounce is a refusal of the message, not
+    of the address: not counted)."""
+    E, EV, B = schema.editions, schema.events, schema.batches
+    sent_so_far = (
+        sa.select(sa.func.coalesce(sa.func.sum(B.c.size), 0))
+        .where((B.c.edition_id == E.c.id) & (B.c.status == BatchStatus.SENT))
+        .scalar_subquery()
+    )
+    delivered = sa.case((E.c.status == EditionStatus.DONE, E.c.delivered), else_=sent_so_far)
     editions = conn.execute(
-        sa.select(E.c.id, E.c.delivered)
-        .where((E.c.status == EditionStatus.DONE) & (E.c.finished_at >= since))
+        sa.select(E.c.id, delivered.label("delivered"))
+        .where(
+            ((E.c.status == EditionStatus.DONE) & (E.c.finished_at >= since))
+            | (E.c.status == EditionStatus.SENDING)
+        )
         .order_by(E.c.id.desc())
     ).all()
     if not editions:
