@@ -121,7 +121,7 @@ class Ramp:
     @property
     def batch_size(self) -> int:
         """Recipients per batch that every day's limit is a whole number of (so a day
-        always ends exactly on its limit): the greatest common divisor of the limits."""
+        can be filled with whole batches): the greatest common divisor of the limits."""
         return math.gcd(*self.daily)
 
 

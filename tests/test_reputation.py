@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from digest.state.db import schema
 
 from .conftest import PYTHON, Clock, Project, add_post
 from .live import live
+from .sendgrid_server import DEFAULT_API_KEY, SendGridServer
 from .web_site import NOW, Site, event, public_b64, signed
 
 T = Thresholds()  # 0.3% complaints, 0.1% to aim for, 5% hard bounces, 100 recipients
@@ -281,3 +283,24 @@ def test_an_edition_still_going_out_is_judged_on_what_went_out(ramped: Project) 
             EditionRates(1, 50, 1, 0)  # 2% of the 50 it reached so far
         ]
         assert reputation.verdict(conn, Thresholds(min_recipients=10), DAY1).held
+
+
+def test_a_sendgrid_warm_up_goes_in_batches_that_fit_the_day(
+    ramped: Project, sendgrid_server: SendGridServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SendGrid's batches (1,000 recipients a request) shrink to the ramp's 50, so each
+    day's limit is reached in whole requests, and no address gets an edition twice."""
+    monkeypatch.setenv("TEST_SENDGRID_KEY", DEFAULT_API_KEY)
+    ramped.data["delivery"].update(
+        backend="sendgrid",
+        sendgrid={"api_key_env": "TEST_SENDGRID_KEY", "api_url": sendgrid_server.url},
+    )
+    assert ramped.run(DAY1).editions[0].recipients_delivered == 50
+    assert [len(r.body["personalizations"]) for r in sendgrid_server.requests] == [50]
+    day2 = ramped.run(DAY1 + timedelta(days=1))
+    assert [e.recipients_delivered for e in day2.editions] == [120]  # 50 + 20 today
+    assert sorted(len(r.body["personalizations"]) for r in sendgrid_server.requests) == [
+        20, 50, 50
+    ]  # fmt: skip
+    got = Counter(sendgrid_server.recipients())
+    assert len(got) == 120 and set(got.values()) == {1}
