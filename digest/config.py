@@ -15,7 +15,7 @@ import os
 import tomllib
 import zoneinfo
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -38,6 +38,7 @@ from .errors import ConfigError
 from .mail import addresses
 from .model import FeedSource
 from .render.views import DEFAULT_SUBJECT
+from .reputation import BOUNCE_HOLD, COMPLAINT_HOLD, COMPLAINT_WARN, DEFAULT_RAMP
 from .state import permissions
 
 DEFAULT_PATH = "config.toml"
@@ -272,6 +273,54 @@ class SendgridSection(Section):
         return cats
 
 
+# -- deliverability (issue 11): the complaint and bounce breaker, the warm-up ramp ---------
+
+
+def _rate(value: Any) -> float:
+    """A rate: "0.3%" or a fraction (0.003)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text.removesuffix("%"))
+        except ValueError:
+            raise ValueError(f'{value!r} is not a rate: write a percentage, like "0.3%"') from None
+        value = number / 100 if text.endswith("%") else number
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ValueError(f'{value!r} is not a rate between "0%" and "100%", like "0.3%"')
+    return float(value)
+
+
+Rate = Annotated[float, BeforeValidator(_rate)]
+
+
+class BreakerSection(Section):
+    """``delivery.breaker``: hold the next edition when readers complain or addresses
+    bounce (digest/reputation.py; docs/delivery.md, "Deliverability")."""
+
+    complaint_rate: Rate = COMPLAINT_HOLD
+    warn_complaint_rate: Rate = COMPLAINT_WARN
+    bounce_rate: Rate = BOUNCE_HOLD
+    min_recipients: int = Field(100, ge=1)
+
+
+class WarmupSection(Section):
+    """``delivery.warmup``: a daily ramp for a new sending domain or IP (off without
+    ``start``)."""
+
+    start: date | None = None
+    daily: tuple[int, ...] = DEFAULT_RAMP
+
+    @field_validator("daily")
+    @classmethod
+    def _daily_positive(cls, daily: tuple[int, ...]) -> tuple[int, ...]:
+        if not daily or any(n < 1 for n in daily):
+            raise ValueError("give at least one day's limit, each 1 or more, like [50, 100, 500]")
+        return daily
+
+
+# -- delivery -----------------------------------------------------------------------------
+
+
 class DeliverySection(Section):
     backend: Literal["outbox", "smtp", "sendgrid"] = "outbox"
     retries: int = Field(3, ge=0, le=20)
@@ -297,6 +346,8 @@ class DeliverySection(Section):
     outbox: OutboxSection = OutboxSection()
     smtp: SmtpSection = SmtpSection()
     sendgrid: SendgridSection = SendgridSection()
+    breaker: BreakerSection = BreakerSection()  # deliverability (issue 11)
+    warmup: WarmupSection = WarmupSection()  # deliverability (issue 11)
 
 
 def load_public_key(text: str) -> EllipticCurvePublicKey:

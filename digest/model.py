@@ -290,6 +290,8 @@ class EditionReport:
     recipients_unknown: int
     status: EditionStatus
     problems: tuple[str, ...] = ()
+    #: Still pending for the warm-up's next days (not failed: see delivery.warmup).
+    recipients_waiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +303,8 @@ class RunReport:
     dry_run: bool = False
     #: Where the dry run's rendering went, if anywhere.
     preview_path: str | None = None
+    #: No new edition: the complaint and bounce breaker holds it (``skipped`` says why).
+    held: bool = False
 
     @property
     def ok(self) -> bool:

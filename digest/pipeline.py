@@ -24,11 +24,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from datetime import time as dt_time
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from . import faults, personal
+from . import faults, personal, reputation
 from .deliver.dispatch import dispatch
 from .ingest.clean import finish
 from .ingest.feeds import Digested, ingest, unexpected
@@ -47,6 +49,7 @@ from .pick import pick
 from .services import Services
 from .services import build as build  # the entry point: pipeline.run(pipeline.build(config))
 from .state import health, lease, record, retention, subscribers
+from .state import reputation as state_reputation
 
 log = logging.getLogger(__name__)
 #: Entries the ledger learned this recently are not cleaned again (see ingest).
@@ -115,13 +118,15 @@ def run(
             deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
         ]
         held_back = _no_new_edition(editions, resume_only, services.dispatch.should_stop())
-        if held_back:
+        verdict = None if held_back else breaker(services)
+        if held_back or (verdict is not None and verdict.held):
             progress.done()
             return RunReport(
                 editions=tuple(editions),
                 feeds=(),
-                skipped=held_back,
+                skipped=held_back or (verdict.reason if verdict else None),
                 seconds=round(time.perf_counter() - started, 3),
+                held=verdict is not None and verdict.held,
             )
         gathered = gather(services, progress)
         feed_reports = gathered.reports
@@ -152,7 +157,13 @@ def _no_new_edition(
         return "only unfinished editions were resumed"
     if stopping:
         return "asked to stop"
-    stuck = [e.id for e in resumed if e.status is EditionStatus.SENDING]
+    warming = [e for e in resumed if e.status is EditionStatus.SENDING and e.recipients_waiting]
+    stuck = [e.id for e in resumed if e.status is EditionStatus.SENDING and e not in warming]
+    if warming and not stuck:
+        return (
+            f"edition {warming[0].id} goes out over the warm-up ({warming[0].recipients_waiting} "
+            "recipients wait for the next days): no new edition until it has reached everyone"
+        )
     if stuck:
         # Delivery itself is failing (bad credentials, server down): a new edition would
         # only pile up behind it. Fix the cause; the next run resumes.
@@ -360,8 +371,12 @@ def commit_edition(
             record.save_variant(
                 conn, number, services.renderer.compose(edition_id, variant, now, nonce), dropped
             )
+        warming = warmup_allowance(services, conn).limit is not None
+        batch_size = services.backend.batch_size
+        if warming and services.ramp is not None:  # each day ends on a whole batch
+            batch_size = min(batch_size, services.ramp.batch_size)
         count = record.freeze_recipients(
-            conn, edition_id, services.backend.batch_size, now, variants
+            conn, edition_id, batch_size, now, variants, engaged_first=warming
         )
     log.info("edition %s: %s entries for %s recipients", edition_id, len(selection.entries), count)
     if variants.dropped or variants.nothing:
@@ -394,8 +409,9 @@ def deliver(
         composed = record.load_composed(conn, edition_id)
         variants = record.load_variants(conn, composed)
         before = record.tally(conn, edition_id)
+        allowance = warmup_allowance(services, conn)
     progress.sending(edition_id, before.pending)
-    settings = replace(services.dispatch, on_progress=progress.sent)
+    settings = replace(services.dispatch, on_progress=progress.sent, limit=allowance.remaining)
     outcome = dispatch(engine, services.backend, composed, settings, variants)
     with engine.begin() as conn:
         tally = record.settle(conn, edition_id, services.clock())
@@ -403,17 +419,45 @@ def deliver(
         entries = record.edition_entry_count(conn, edition_id)
     if outcome.stopped:
         problems.insert(0, outcome.stopped)
+    waiting = tally.pending if outcome.capped and not outcome.stopped else 0
+    if waiting:
+        log.info("edition %s: %s", edition_id, allowance.words(waiting))
     return EditionReport(
         id=edition_id,
         resumed=resumed,
         entries=entries,
         recipients=tally.recipients,
         recipients_delivered=tally.delivered,
-        recipients_failed=tally.failed + tally.pending,
+        recipients_failed=tally.failed + tally.pending - waiting,
         recipients_unknown=tally.unknown,
         status=tally.status,
         problems=tuple(problems),
+        recipients_waiting=waiting,
     )
+
+
+def breaker(services: Services) -> reputation.Verdict:
+    """The complaint and bounce breaker's verdict on the editions sent lately; what is
+    past the level to aim for but not the hold is logged."""
+    with services.engine.connect() as conn:
+        verdict = state_reputation.verdict(conn, services.thresholds, services.clock())
+    for warning in verdict.warnings:
+        log.warning("%s", warning)
+    if verdict.held:
+        log.warning("no new edition: %s", verdict.reason)
+    return verdict
+
+
+def warmup_allowance(services: Services, conn: sa.Connection) -> reputation.Allowance:
+    """How many recipients the warm-up lets out for the rest of today (its day runs
+    midnight to midnight in the schedule's time zone)."""
+    if services.ramp is None:
+        return reputation.allowance(None, services.clock().date(), 0)
+    zone = ZoneInfo(services.timezone)
+    local = services.clock().astimezone(zone)
+    midnight = datetime.combine(local.date(), dt_time(0), zone)
+    sent = state_reputation.sent_since(conn, midnight)
+    return reputation.allowance(services.ramp, local.date(), sent)
 
 
 def compact_ledger(services: Services) -> None:

@@ -186,6 +186,8 @@ def summary(report: RunReport) -> str:
             line += f", {e.recipients_failed} failed"
         if e.recipients_unknown:
             line += f", {e.recipients_unknown} unknown"
+        if e.recipients_waiting:
+            line += f", {e.recipients_waiting} waiting for the warm-up's next days"
         if e.problems:
             line += f" ({e.problems[0]})"
         parts.append(line)

@@ -27,11 +27,12 @@ from .ingest.fetch import FetchSettings
 from .mail.addresses import Rules
 from .model import FeedSource
 from .render.edition import Renderer, RenderSettings
+from .reputation import Ramp, Thresholds
 from .state import db
 from .state.tokens import Signer, env_key, load_key
 
 if TYPE_CHECKING:
-    from .deliver.smtp import DkimKey
+    from .deliver.dkim import DkimKey
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ class Services:
     fetch: FetchSettings
     dispatch: DispatchSettings
     clock: Callable[[], datetime] = field(default=utcnow)
+    #: The complaint and bounce breaker's limits, and the warm-up (docs/delivery.md).
+    thresholds: Thresholds = Thresholds()
+    ramp: Ramp | None = None
+    #: Where a warm-up's day starts and ends (the schedule's time zone).
+    timezone: str = "UTC"
 
 
 def letterhead(config: Config) -> Letterhead:
@@ -170,7 +176,7 @@ def make_backend(config: Config, signer: Signer) -> Backend:
                 ca_file=config.resolve(s.ca_file) if s.ca_file else None,
                 max_per_connection=s.max_per_connection,
                 rate=s.rate,
-                dkim=_dkim_key(config),
+                dkim=dkim_key(config),
                 smtputf8=s.smtputf8,
             ),
             head,
@@ -210,16 +216,26 @@ def sendgrid_backend(config: Config, head: Letterhead, personalizer: Personalize
     )
 
 
-def _dkim_key(config: Config) -> DkimKey | None:
+def dkim_key(config: Config) -> DkimKey | None:
     s = config.delivery.smtp
     if not (s.dkim_key_file and s.dkim_selector and s.dkim_domain):
         return None
-    from .deliver.smtp import load_dkim_key
+    from .deliver.dkim import load_dkim_key
 
     try:
         return load_dkim_key(config.resolve(s.dkim_key_file), s.dkim_selector, s.dkim_domain)
     except ValueError as exc:
         raise ConfigError(str(config.path), [f"delivery.smtp.dkim_key_file: {exc}"]) from exc
+
+
+def thresholds(config: Config) -> Thresholds:
+    b = config.delivery.breaker
+    return Thresholds(b.complaint_rate, b.warn_complaint_rate, b.bounce_rate, b.min_recipients)
+
+
+def ramp(config: Config) -> Ramp | None:
+    w = config.delivery.warmup
+    return Ramp(w.start, tuple(w.daily)) if w.start is not None else None
 
 
 def dispatch_settings(
@@ -266,6 +282,9 @@ def build(
             fetch=replace(fetch_settings(config), clock=clock),
             dispatch=dispatch_settings(config, sleep, clock, should_stop),
             clock=clock,
+            thresholds=thresholds(config),
+            ramp=ramp(config),
+            timezone=config.schedule.timezone,
         )
     except BaseException:
         if own:  # a config problem found here: do not leave the engine behind

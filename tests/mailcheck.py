@@ -27,11 +27,11 @@ TOP = (
     "MIME-Version",
     "Content-Type",
 )
-#: The parts, in order, with their headers (``add_alternative`` gives the HTML part its
-#: own MIME-Version).
+#: The parts, in order, with their headers (each in the transfer encoding
+#: ``mail.encoding`` chose for it).
 PARTS = (
     ("text/plain", ("Content-Type", "Content-Transfer-Encoding")),
-    ("text/html", ("Content-Type", "Content-Transfer-Encoding", "MIME-Version")),
+    ("text/html", ("Content-Type", "Content-Transfer-Encoding")),
 )
 
 

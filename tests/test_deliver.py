@@ -297,7 +297,7 @@ def rsa_key(folder: Path) -> tuple[Path, str]:
 def test_dkim_signature_covers_the_one_click_headers_and_verifies(tmp_path: Path) -> None:
     import dkim
 
-    from digest.deliver.smtp import load_dkim_key
+    from digest.deliver.dkim import load_dkim_key
 
     path, record = rsa_key(tmp_path)
     key = load_dkim_key(path, "digest", "example.org")
@@ -323,7 +323,7 @@ def test_dkim_signature_covers_the_one_click_headers_and_verifies(tmp_path: Path
 
 
 def test_an_unusable_dkim_key_is_a_clear_error(tmp_path: Path) -> None:
-    from digest.deliver.smtp import load_dkim_key
+    from digest.deliver.dkim import load_dkim_key
 
     (tmp_path / "bad.pem").write_text("not a key")
     with pytest.raises(ValueError, match="not a usable DKIM private key"):

@@ -2,7 +2,8 @@
 
 Exit codes: 0 fine (delivered, or nothing to send); 1 something was not delivered or
 a command failed; 2 the config or the command line is wrong; 3 another run holds the
-lease. Errors digest expects print one clear message, never a traceback.
+lease; 4 the complaint and bounce breaker holds the next edition (``digest release``).
+Errors digest expects print one clear message, never a traceback.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help st
     from ..services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_HELD = 0, 1, 2, 3, 4
 
 
 class State:
@@ -142,7 +143,7 @@ def run(state: State, dry_run: bool, as_json: bool) -> None:
     _finish(report, as_json)
     if not as_json and not dry_run and any(e.recipients_delivered for e in report.editions):
         _where_to_look(state.config)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+    sys.exit(EXIT_FAILED if not report.ok else EXIT_HELD if report.held else EXIT_OK)
 
 
 def _with_progress(as_json: bool, work: Callable[[console.Bars | None], RunReport]) -> RunReport:
@@ -243,10 +244,19 @@ def _serve(render: Callable[[], Any], port: int) -> None:
 
 @main.command()
 @click.option("--online", is_flag=True, help="Also fetch every feed and test the delivery login.")
+@click.option(
+    "--deliverability", is_flag=True, help="Also look up SPF, DKIM and DMARC of digest.from."
+)
+@click.option("--dns-server", metavar="ADDR[:PORT]", help="With --deliverability: ask this one.")
+@click.option("--json", "as_json", is_flag=True, help="With --deliverability: one JSON object.")
 @click.pass_obj
 @handled
-def check(state: State, online: bool) -> None:
+def check(
+    state: State, online: bool, deliverability: bool, dns_server: str | None, as_json: bool
+) -> None:
     """Validate the config (and the templates); exit 0 when valid, 2 when not."""
+    if (as_json or dns_server) and not deliverability:
+        raise UsageError("--json and --dns-server go with --deliverability")
     from .. import pipeline
 
     config = state.config
@@ -264,9 +274,40 @@ def check(state: State, online: bool) -> None:
         sys.exit(EXIT_USAGE)
     if online:
         _check_online(services)
+    if deliverability:
+        _check_deliverability(config, dns_server, as_json)
+        return
     console.out.print(
         f"{config.path}: valid ({len(config.feeds)} feeds, delivery via {config.delivery.backend})."
     )
+
+
+def _check_deliverability(config: Config, server: str | None, as_json: bool) -> None:
+    """SPF, DKIM and DMARC of digest.from's domain, with what to publish (exit 1 when
+    something must be fixed or could not be looked up)."""
+    from ..deliver import dnscheck
+    from ..mail import authrecords
+    from ..services import dkim_key, letterhead
+
+    if server:
+        try:
+            dnscheck.server_address(server)
+        except ValueError as exc:
+            raise UsageError(f"--dns-server {server!r}: give an IP address[:port] ({exc})") from exc
+    key = dkim_key(config) if config.delivery.backend == "smtp" else None
+    setup = authrecords.Setup(
+        domain=letterhead(config).domain,
+        backend=config.delivery.backend,
+        relay=config.delivery.smtp.host if config.delivery.backend == "smtp" else None,
+        dkim=(key.selector, key.domain, key.public_record()) if key else None,
+    )
+    report = dnscheck.check(setup, server)
+    if as_json:
+        console.print_json(report.as_json())
+    else:
+        console.deliverability(report)
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
 
 
 def _check_online(services: Services) -> None:
@@ -573,6 +614,35 @@ def resend(state: State, edition_id: int, failed: bool, unknown: bool, as_json: 
     )
     _finish(report, as_json)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+# -- deliverability: the breaker's release ------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+@handled
+def release(state: State, as_json: bool) -> None:
+    """Let the next edition go after the complaint and bounce breaker held it."""
+    from ..services import thresholds
+    from ..state import reputation
+
+    with state.engine().begin() as conn:
+        verdict = reputation.verdict(conn, thresholds(state.config), _now())
+        through = reputation.release(conn) if verdict.held else None
+    if as_json:
+        console.print_json(
+            {"released": verdict.held, "reason": verdict.reason, "through_edition": through}
+        )
+        return
+    if not verdict.held:
+        console.out.print("Nothing is held: the next run makes an edition as usual.")
+        return
+    console.out.print(
+        f"Released (editions up to {through} are forgiven): the next run sends. It was "
+        f"{verdict.reason}"
+    )
 
 
 # -- serve and schedule -------------------------------------------------------------------

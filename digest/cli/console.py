@@ -37,6 +37,7 @@ def run_json(report: RunReport) -> dict[str, Any]:
         "feeds": [_feed_json(f) for f in report.feeds],
         "skipped": report.skipped is not None,
         "reason": report.skipped,
+        "held": report.held,
         "seconds": report.seconds,
     }
 
@@ -95,12 +96,19 @@ def run_summary(report: RunReport) -> None:
                     if e.recipients_unknown
                     else ""
                 )
+                + (
+                    f", {e.recipients_waiting} waiting for the warm-up's next days"
+                    if e.recipients_waiting
+                    else ""
+                )
             ),
             markup=True,
         )
         for problem in e.problems:
             out.print(f"  • {problem}")
-    if report.skipped:
+    if report.held:
+        out.print(f"[red]Held:[/red] {escape(report.skipped or '')}.", markup=True)
+    elif report.skipped:
         out.print(f"Nothing sent: {report.skipped}.")
     out.print(f"[dim]Done in {report.seconds:.1f}s.[/dim]", markup=True)
 
@@ -167,3 +175,18 @@ class Bars:
 
     def done(self) -> None:
         self.progress.stop()
+
+
+def deliverability(report: Any) -> None:
+    """``digest check --deliverability``: one block per check, with what to publish."""
+    marks = {"ok": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]",
+             "unknown": "[yellow]?[/yellow]"}  # fmt: skip
+    out.print(f"Mail authentication of {escape(report.domain)}:")
+    for f in report.findings:
+        out.print(
+            f"  {marks[str(f.status)]} {f.check} ({escape(f.name)}): {escape(f.says)}", markup=True
+        )
+        if f.found:
+            out.print(f"      found:   {escape(f.found)}", markup=True)
+        if f.publish:
+            out.print(f'      publish: {escape(f.name)} TXT "{escape(f.publish)}"', markup=True)

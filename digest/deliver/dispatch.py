@@ -65,6 +65,9 @@ class DispatchSettings:
     monotonic: Callable[[], float] = field(default=time.monotonic, compare=False)
     should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)
+    #: At most this many recipients in this dispatch (the warm-up's allowance for
+    #: today); the batches past it stay pending. None: no limit.
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class Dispatched:
     batches: int
     #: Why the edition stopped before every batch was tried, if it did.
     stopped: str | None = None
+    #: Batches were left pending because ``limit`` was reached.
+    capped: bool = False
 
 
 class _Shared:
@@ -138,10 +143,17 @@ def dispatch(
         for i in range(workers)
     ]
     started = False
+    left = settings.limit
+    capped = False
     with _fewer_collections():
         try:
             page = max(workers * 2, PAGE_RECIPIENTS // max(1, backend.batch_size))
             for batch in stream(engine, edition_id, page):
+                if left is not None:
+                    if len(batch.recipients) > left:
+                        capped = True  # this one and the rest wait for the next day
+                        break
+                    left -= len(batch.recipients)
                 if not started:
                     for thread in threads:
                         thread.start()
@@ -164,7 +176,7 @@ def dispatch(
                     thread.join()
     if shared.bug is not None:
         raise shared.bug
-    return Dispatched(shared.done, shared.stopped)
+    return Dispatched(shared.done, shared.stopped, capped)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address, AddressHeader
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.policy import EmailPolicy
 from email.policy import default as DEFAULT_POLICY
 from email.utils import format_datetime, parseaddr
@@ -27,6 +27,7 @@ from email.utils import format_datetime, parseaddr
 from .. import faults
 from ..errors import MisreadError, PermanentDeliveryError, RecipientError
 from ..mail.addresses import needs_smtputf8, wire
+from ..mail.encoding import CHARSET, transfer
 from ..mail.headers import header_safe
 from ..mail.markers import personalize
 from ..model import Composed, Recipient
@@ -98,9 +99,23 @@ def build(
     msg["List-Unsubscribe"] = f"<{header_safe(values['unsubscribe_url'], 2000)}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["X-Digest-Edition"] = str(composed.edition_id)
-    msg.set_content(text_part, subtype="plain", charset="utf-8")
-    msg.add_alternative(html_part, subtype="html", charset="utf-8")
+    msg["MIME-Version"] = "1.0"
+    msg["Content-Type"] = "multipart/alternative"  # the writer adds a boundary no part holds
+    msg.set_payload([_part(text_part, "plain"), _part(html_part, "html")])
     return msg
+
+
+def _part(text: str, subtype: str) -> MIMEPart:
+    """One text part in the transfer encoding ``mail.encoding`` chooses for it: the
+    smallest of 7bit, quoted-printable and base64, every line at most 76 characters
+    (the ``email`` package's own choice sniffs the first ten lines, and writes
+    quoted-printable lines of 78)."""
+    chosen = transfer(text)
+    part = MIMEPart(policy=DEFAULT_POLICY)
+    part["Content-Type"] = f'text/{subtype}; charset="{CHARSET}"'
+    part["Content-Transfer-Encoding"] = chosen.cte
+    part.set_payload(chosen.body)
+    return part
 
 
 def encode(

@@ -12,10 +12,11 @@ connection lost after the whole message went out but before the server's reply i
 ``UnansweredError``: the server may have queued it.
 
 Options: ``max_per_connection`` (reconnect after that many messages), ``rate``
-(messages per second across all workers), and DKIM signing (dkimpy) with a key the
-config names; the signature covers From, To, Subject, Date, Message-ID, List-Id and
-both ``List-Unsubscribe`` headers, as RFC 8058 asks for one-click unsubscribe. Messages
-are built and signed in ``prepare``, before the batch is marked sending.
+(messages per second across all workers), and DKIM signing with a key the config names
+(``dkim.py``: relaxed/relaxed, over-signing From, To, Subject, Date, Message-ID,
+Reply-To, List-Id, both ``List-Unsubscribe`` headers as RFC 8058 asks, and the MIME
+headers). Messages are built and signed in ``prepare``, before the batch is marked
+sending.
 
 Addresses go out in their wire form (the domain in IDNA). A recipient whose message
 cannot be built, or whose address needs SMTPUTF8 the relay does not announce, is left
@@ -45,60 +46,8 @@ from ..errors import (
 from ..mail.addresses import wire
 from ..model import Batch, Composed, Recipient
 from .base import Letterhead, Personalizer, Sent
+from .dkim import DkimKey
 from .message import Encoded, check_edition, encode
-
-#: Headers the DKIM signature covers (those present in the message).
-SIGNED_HEADERS = (
-    b"From",
-    b"To",
-    b"Subject",
-    b"Date",
-    b"Message-ID",
-    b"Reply-To",
-    b"List-Id",
-    b"List-Unsubscribe",
-    b"List-Unsubscribe-Post",
-    b"MIME-Version",
-    b"Content-Type",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class DkimKey:
-    selector: str
-    domain: str
-    private_key: bytes = field(repr=False)
-
-    def sign(self, message: bytes) -> bytes:
-        """``message`` with a DKIM-Signature header in front."""
-        import dkim
-
-        signature = dkim.sign(
-            message,
-            self.selector.encode("ascii"),
-            self.domain.encode("ascii"),
-            self.private_key,
-            include_headers=list(SIGNED_HEADERS),
-            canonicalize=(b"relaxed", b"simple"),
-        )
-        return bytes(signature) + message
-
-
-def load_dkim_key(path: Path, selector: str, domain: str) -> DkimKey:
-    """Read and try the key once, so a bad key fails at start-up, not at the first message.
-    Raises ValueError with a sentence a person understands."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read the DKIM key {path}: {exc.strerror or exc}") from exc
-    key = DkimKey(selector, domain, data)
-    try:
-        key.sign(b"From: a@example.org\r\nSubject: t\r\n\r\nt\r\n")
-    except Exception as exc:
-        raise ValueError(
-            f"{path} is not a usable DKIM private key (PEM, RSA or Ed25519): {exc}"
-        ) from exc
-    return key
 
 
 class RateLimit:
@@ -251,7 +200,8 @@ class SmtpSender:
                 rejected[recipient.subscriber_id] = str(exc)
                 continue
             if backend.settings.dkim is not None:
-                message = replace(message, data=backend.settings.dkim.sign(message.data))
+                signed = backend.settings.dkim.sign(message.data, int(time.time()))
+                message = replace(message, data=signed)
             out.append((recipient, message))
         return Prepared(out, rejected)
 

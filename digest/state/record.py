@@ -238,15 +238,24 @@ def freeze_recipients(
     batch_size: int,
     now: datetime,
     variants: Variants | None = None,
+    *,
+    engaged_first: bool = False,
 ) -> int:
     """Copy the active subscribers into the edition's deliveries, in batches. Returns how many.
 
     One INSERT ... SELECT: the list is never loaded into memory, whatever its size. The
     subscribers of ``variants`` then move into batches of their own variant, and those
-    with nothing to receive are taken out.
+    with nothing to receive are taken out. ``engaged_first`` (a warm-up sends the first
+    batches first, and the rest on later days): those who never bounced before those
+    who did, then the longest subscribed first.
     """
-    S = schema.subscribers
-    number = sa.func.row_number().over(order_by=S.c.id) - 1
+    S, EV = schema.subscribers, schema.events
+    order: list[sa.ColumnElement[Any]] = [S.c.id]
+    if engaged_first:
+        bounced = sa.exists().where((EV.c.subscriber_id == S.c.id) & (EV.c.kind == "bounce"))
+        since = sa.func.coalesce(S.c.confirmed_at, S.c.created_at)
+        order = [sa.case((bounced, 1), else_=0), since, S.c.id]
+    number = sa.func.row_number().over(order_by=order) - 1
     select = sa.select(
         sa.literal(edition_id),
         S.c.id,

@@ -59,6 +59,7 @@ def build(
         webhook_max_age=w.webhook_max_age,
         topics=topics(config, titles),
         max_confirmations_per_hour=w.max_confirmations_per_hour,
+        thresholds=services.thresholds,
     )
     return Web(
         settings=settings,

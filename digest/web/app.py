@@ -38,6 +38,7 @@ from ..errors import WebhookRejected
 from ..model import SubscriberStatus
 from ..personal import Skips
 from ..render.edition import default_templates_dir
+from ..reputation import Thresholds
 from ..state import subscribers, tokens
 from ..state.db.schema import MAX_ID
 from ..state.tokens import Signer
@@ -77,6 +78,8 @@ class WebSettings:
     webhook_max_age: timedelta = timedelta(minutes=10)
     topics: tuple[Topic, ...] = ()
     max_confirmations_per_hour: int = 100
+    #: The complaint and bounce breaker's limits: /healthz says when it holds.
+    thresholds: Thresholds = Thresholds()
 
     @property
     def prefix(self) -> str:

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData
 
 from ..errors import DatabaseFailed
 from ..personal import Skips
-from ..state import subscribers
+from ..state import reputation, subscribers
 from . import archive, signup, webhook
 
 if TYPE_CHECKING:
@@ -167,6 +167,10 @@ def health(web: Web) -> dict[str, Any]:
         status["database"] = "ok"
     except (DatabaseFailed, sa.exc.SQLAlchemyError) as exc:  # named by the driver's error
         status.update(ok=False, database=f"unreachable: {type(exc.__cause__ or exc).__name__}")
+    else:
+        status["breaker"] = breaker(web)
+        if status["breaker"]["held"]:
+            status.update(ok=False, reason=status["breaker"]["reason"])
     extra = web.health()
     status.update(extra)
     if extra.get("scheduler") == "stopped":
@@ -175,3 +179,10 @@ def health(web: Web) -> dict[str, Any]:
         status["ok"] = False
         status["reason"] = f"the last scheduled run failed: {extra.get('last_error')}"
     return status
+
+
+def breaker(web: Web) -> dict[str, Any]:
+    """The complaint and bounce breaker: does it hold the next edition, and why."""
+    with web.engine.connect() as conn:
+        verdict = reputation.verdict(conn, web.settings.thresholds, web.clock())
+    return {"held": verdict.held, "reason": verdict.reason, "warnings": list(verdict.warnings)}
