@@ -141,14 +141,14 @@ def load_dkim_key(path: Path, selector: str, domain: str) -> DkimKey:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read the DKIM key {path}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot read the DKIM key {path}: {exc.strerror or exc}") from exc
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise ValueError(
             f"{path} is not a usable DKIM private key (PEM, RSA or Ed25519, without a "
             f"passphrase): {exc}"
-        ) from None
+        ) from exc
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < 1024:
             raise ValueError(
