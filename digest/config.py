@@ -429,6 +429,7 @@ class FeedEntry(Section):
     category: str | None = None
     first_run_window: Window | None = None  # None: the [digest] value
     resend_updated: bool | None = None  # None: the [digest] value
+    weight: float = Field(1.0, gt=0, le=100)  # for ranking: 2 counts its stories twice
 
 
 class SubscriberEntry(Section):
@@ -517,6 +518,7 @@ class Config(Section):
             resend_updated=(
                 self.digest.resend_updated if feed.resend_updated is None else feed.resend_updated
             ),
+            weight=feed.weight,
         )
 
     def secret_from_env(self, name: str) -> str | None:

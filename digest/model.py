@@ -70,6 +70,8 @@ class FeedSource:
     first_run_window: timedelta | None = timedelta(hours=24)
     #: Send an entry again when its title or content changed since it went out.
     resend_updated: bool = False
+    #: The operator's weight for ranking (``feeds[].weight``): 2 counts a story twice.
+    weight: float = 1.0
 
     def display_name(self, title: str | None) -> str:
         """What the digest calls the feed: its configured name, else its own ``title``,
@@ -138,6 +140,10 @@ class ParsedFeed:
     warnings: tuple[str, ...] = ()
 
 
+#: The title of an entry whose feed gave neither a title nor text to make one of.
+UNTITLED = "(untitled)"
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A clean entry: plain-text title and summary, sanitized HTML, absolute links, UTC date."""
@@ -166,6 +172,14 @@ class Entry:
     fingerprint: str | None = None
     #: Sent before, and changed since: this is the update (set by ``pick``).
     updated: bool = False
+    #: The same story from other feeds, shown as "Also in" under this, its best source
+    #: (set by ``cluster``; each of them has no ``also`` of its own).
+    also: tuple[Entry, ...] = ()
+
+    @property
+    def titled(self) -> bool:
+        """False when the feed gave neither a title nor text to make one of."""
+        return self.title != UNTITLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +207,36 @@ class Known:
     recent_content: Mapping[tuple[str, str], bool] = field(default_factory=dict)
 
 
+class Place(enum.StrEnum):
+    """Where a story goes in an edition (``rank.order`` decides)."""
+
+    LEAD = "lead"  # the first item; the subject names it
+    FULL = "full"  # shown in full
+    HEADLINE = "headline"  # listed under the items
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A story's ranking, factor by factor (``rank.score``): ``value`` is their product."""
+
+    sources: int  # the feeds carrying the story
+    weight: float  # the weight of the feed it is shown under (``feeds[].weight``)
+    age_hours: float  # since published (since first seen, for an undated entry)
+    recency: float  # 0.5 per half-life of age (an undated entry: half that)
+    flood: float  # 1, then smaller for each story of the same feed ranked above
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """One story of a ranking: its score, its place, and why it is there in words."""
+
+    entry: Entry
+    score: Score
+    place: Place
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """The decision of ``pick``: what goes into the next edition."""
@@ -204,10 +248,18 @@ class Selection:
     baseline: tuple[Entry, ...]
     #: New entries dropped because the same story is already in this selection or was sent.
     duplicates: int = 0
+    #: Why each story is where it is, best first (``rank.order``; ``preview --explain``).
+    ranking: tuple[Placed, ...] = ()
 
     @property
     def entries(self) -> tuple[Entry, ...]:
+        """The stories: the items, then the headlines (each once, under its best source)."""
         return self.items + self.more
+
+    @property
+    def recorded(self) -> tuple[Entry, ...]:
+        """Every entry the edition holds: the stories and the sources shown as "Also in"."""
+        return tuple(e for story in self.entries for e in (story, *story.also))
 
     @property
     def empty(self) -> bool:

@@ -13,9 +13,9 @@ mail. Nothing here reads a clock or a database.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .model import FeedSource, Selection, Variants
+from .model import Entry, FeedSource, Selection, Variants
 
 #: The version of the stored preferences' format.
 PREFERENCES_VERSION = 1
@@ -59,7 +59,7 @@ def _strings(value: object) -> list[str]:
 def plan(selection: Selection, preferences: Mapping[int, Mapping[str, object]]) -> Variants:
     """The variants of an edition of ``selection``, for subscribers' ``preferences``
     (subscriber id → stored preferences; those without any need not be listed)."""
-    sources = {e.source.url: e.source for e in selection.entries}
+    sources = {e.source.url: e.source for e in selection.recorded}
     every = frozenset(sources)
     groups: dict[frozenset[str], list[int]] = {}
     nothing: set[int] = set()
@@ -81,9 +81,11 @@ def plan(selection: Selection, preferences: Mapping[int, Mapping[str, object]]) 
 
 
 def without(selection: Selection, feeds: frozenset[str]) -> Selection:
-    """``selection`` minus the entries of ``feeds``; headlines move up into the places
-    of the items left out, so a variant shows as many in full as the edition."""
-    kept = [e for e in selection.entries if e.source.url not in feeds]
+    """``selection`` minus the entries of ``feeds``; a story left out under its best
+    source stays under the next of its "Also in" sources that is kept; headlines move up
+    into the places of the items left out, so a variant shows as many in full as the
+    edition."""
+    kept = [k for e in selection.entries if (k := _kept(e, feeds)) is not None]
     shown = len(selection.items)
     return Selection(
         items=tuple(kept[:shown]),
@@ -91,3 +93,11 @@ def without(selection: Selection, feeds: frozenset[str]) -> Selection:
         baseline=(),
         duplicates=selection.duplicates,
     )
+
+
+def _kept(story: Entry, feeds: frozenset[str]) -> Entry | None:
+    """``story`` for a reader of all but ``feeds``: under its first source they read."""
+    sources = [e for e in (story, *story.also) if e.source.url not in feeds]
+    if not sources:
+        return None
+    return replace(sources[0], also=tuple(replace(e, also=()) for e in sources[1:]))

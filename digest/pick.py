@@ -10,8 +10,7 @@ link (the same story sent before under another feed or guid). Among new entries:
   count as new later, never sent;
 * **later runs**: an entry dated more than the window before the feed was first read
   is back catalogue that surfaced late (a feed re-ordering its archive): baseline too;
-* the same story twice in one run (same canonical link) is kept once, from the feed
-  listed first in the config;
+* the same link twice in one feed's entries this run is kept once, the first;
 * an entry with the same feed, title and content as one recorded recently (``known``
   says which: the last 30 days) or earlier in this run is the same story under a new
   guid (feeds that make one up on every fetch), unless both have links and they
@@ -19,9 +18,13 @@ link (the same story sent before under another feed or guid). Among new entries:
 * an entry sent before whose title or content changed since is new again, marked
   ``updated``, only for feeds with ``resend_updated`` (by default an update is not
   news);
-* at most ``max_items_per_feed`` of one feed and ``max_items`` in all are shown in
-  full, newest first; every other new entry is listed as a headline (``more``), never
-  dropped silently.
+* the same story from several feeds (the same canonical link, or near-identical
+  titles and summaries) is one story, shown under its best source with the others as
+  "Also in" (``cluster``);
+* the stories are ranked (``rank``: how many feeds carry each, the feeds' weights,
+  recency, a penalty for one feed flooding the edition): the best titled one leads,
+  then at most ``max_items_per_feed`` of one feed and ``max_items`` in all are shown in
+  full; every other story is listed as a headline (``more``), never dropped silently.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from .model import Entry, FeedEntries, Known, Selection
+from . import cluster, rank
+from .model import Entry, FeedEntries, Known, Place, Selection
 
 
 def pick(
@@ -40,15 +44,14 @@ def pick(
     max_items: int,
     max_items_per_feed: int,
 ) -> Selection:
-    fresh: list[list[Entry]] = []
+    fresh: list[Entry] = []
     baseline: list[Entry] = []
-    links_this_run: set[str] = set()
     content = dict(known.recent_content)  # grows with this run's entries
     duplicates = 0
     for feed in feeds:
         window = feed.source.first_run_window
         ids_this_feed: set[str] = set()
-        new: list[Entry] = []
+        links_this_feed: set[str] = set()
         for entry in feed.entries:
             if entry.identity in ids_this_feed:
                 continue  # the same guid twice in one feed counts once
@@ -56,12 +59,12 @@ def pick(
             link = entry.canonical_link
             if (entry.source.url, entry.identity) in known.identities:
                 if _changed(entry, known):
-                    new.append(replace(entry, updated=True))
+                    fresh.append(replace(entry, updated=True))
                     if link is not None:
-                        links_this_run.add(link)
+                        links_this_feed.add(link)
                 continue
             if (
-                link is not None and (link in known.canonical_links or link in links_this_run)
+                link is not None and (link in known.canonical_links or link in links_this_feed)
             ) or _same_content(entry, content):
                 duplicates += 1
                 baseline.append(entry)
@@ -70,25 +73,18 @@ def pick(
                 baseline.append(entry)
                 continue
             if link is not None:
-                links_this_run.add(link)
+                links_this_feed.add(link)
             if entry.fingerprint is not None:
                 key = (entry.source.url, entry.fingerprint)
                 content[key] = content.get(key, False) or link is None
-            new.append(entry)
-        fresh.append(sorted(new, key=_newest_first))
-
-    shown: list[Entry] = []
-    overflow: list[Entry] = []
-    for entries in fresh:
-        shown.extend(entries[:max_items_per_feed])
-        overflow.extend(entries[max_items_per_feed:])
-    shown.sort(key=_newest_first)
-    overflow.extend(shown[max_items:])
+            fresh.append(entry)
+    ranking = rank.order(cluster.merge(fresh), now, max_items, max_items_per_feed)
     return Selection(
-        items=tuple(shown[:max_items]),
-        more=tuple(sorted(overflow, key=_newest_first)),
+        items=tuple(p.entry for p in ranking if p.place is not Place.HEADLINE),
+        more=tuple(p.entry for p in ranking if p.place is Place.HEADLINE),
         baseline=tuple(baseline),
         duplicates=duplicates,
+        ranking=ranking,
     )
 
 
@@ -114,7 +110,3 @@ def _back_catalogue(entry: Entry, feed: FeedEntries, window: timedelta, now: dat
     if feed.first_read is None or not entry.dated:
         return False
     return entry.published < feed.first_read - window
-
-
-def _newest_first(entry: Entry) -> tuple[float, str]:
-    return (-entry.published.timestamp(), entry.title)

@@ -240,7 +240,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         known = record.known(conn, every_entry, feed_ids, since=now - CONTENT_WINDOW)
     selection = pick(feeds, known, now, settings.max_items, settings.max_items_per_feed)
     selection = replace(selection, items=tuple(finished(e) for e in selection.items))
-    new = Counter(e.source.url for e in selection.entries)
+    new = Counter(e.source.url for e in selection.recorded)
     for d in digested:
         for warning in d.warnings:
             log.info("%s: %s", d.source.url, warning)
@@ -335,7 +335,8 @@ def commit_feeds(
     if not failures_only:
         record.remember(conn, gathered.selection.baseline, gathered.feed_ids, None, now)
     if edition_id is not None:
-        record.remember(conn, gathered.selection.entries, gathered.feed_ids, edition_id, now)
+        # the sources shown as "Also in" are sent too: remembered with the edition
+        record.remember(conn, gathered.selection.recorded, gathered.feed_ids, edition_id, now)
     for d in gathered.digested:
         if failures_only and d.status is not FetchStatus.FAILED:
             continue

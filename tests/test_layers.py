@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("digest", "digest.errors", "digest.durations", "digest.faults",
                 "digest.redact", "digest.crontab", "digest.clock")),
     ("model", ("digest.model",)),
-    ("deciders", ("digest.pick", "digest.personal", "digest.schedule", "digest.reputation")),
+    ("deciders", ("digest.pick", "digest.personal", "digest.schedule", "digest.reputation",
+                  "digest.rank", "digest.cluster")),
     ("mail format", ("digest.mail",)),
     ("stages and state", ("digest.ingest", "digest.render", "digest.state", "digest.deliver")),
     ("config", ("digest.config",)),
@@ -42,7 +43,8 @@ BETWEEN_STAGES = {
 }
 
 #: Deciders are pure: the model, the errors and the leaves, nothing that does I/O.
-DECIDERS = ("digest.pick", "digest.personal", "digest.schedule", "digest.reputation")
+DECIDERS = ("digest.pick", "digest.personal", "digest.schedule", "digest.reputation",
+            "digest.rank", "digest.cluster")  # fmt: skip
 
 
 def _owner(module: str) -> tuple[int, str]:

@@ -116,8 +116,9 @@ def test_same_story_in_two_feeds_appears_once() -> None:
         5,
     )
     assert ids(sel.items) == ["a1"]
-    assert sel.duplicates == 1
-    assert ids(sel.baseline) == ["b1"]
+    assert ids(sel.items[0].also) == ["b1"]  # shown once, "Also in: B"
+    assert ids(sel.recorded) == ["a1", "b1"]  # both remembered with the edition
+    assert sel.duplicates == 0 and sel.baseline == ()
 
 
 def test_story_sent_before_under_another_guid_is_not_new() -> None:
