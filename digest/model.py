@@ -225,6 +225,9 @@ class Score:
     recency: float  # 0.5 per half-life of age (an undated entry: half that)
     flood: float  # 1, then smaller for each story of the same feed ranked above
     value: float
+    #: ln(value), computed factor by factor: what stories are sorted by (a story
+    #: years old has a value too small for a float, never too small for its log).
+    log: float
 
 
 @dataclass(frozen=True, slots=True)

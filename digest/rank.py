@@ -27,6 +27,7 @@ the reason in words: ``digest preview --explain`` prints them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -38,6 +39,7 @@ HALF_LIFE_HOURS = 24.0
 UNDATED = 0.5
 #: Each further story of one feed counts this much less than the one above it.
 FLOOD = 0.7
+_LOG_UNDATED, _LOG_FLOOD = math.log(UNDATED), math.log(FLOOD)
 
 
 def order(
@@ -50,7 +52,7 @@ def order(
     full (at most ``max_items`` in all and ``max_items_per_feed`` of one feed; None:
     no cap), then the headlines. Weekly editions and any other caller rank with this."""
     scores = _scores(stories, now)
-    ranked = sorted(range(len(stories)), key=lambda i: (-scores[i].value, i))
+    ranked = sorted(range(len(stories)), key=lambda i: (-scores[i].log, i))
     lead = next((n for n, i in enumerate(ranked) if stories[i].titled), 0)
     if ranked:
         ranked.insert(0, ranked.pop(lead))
@@ -68,11 +70,12 @@ def order(
 def score(entry: Entry, now: datetime, above: int = 0) -> Score:
     """The score of one story, with ``above`` stories of its feed ranked above it."""
     age = max(0.0, (now - entry.published).total_seconds() / 3600)
-    recency = 0.5 ** (age / HALF_LIFE_HOURS) * (1.0 if entry.dated else UNDATED)
+    log_recency = -age / HALF_LIFE_HOURS * math.log(2) + (0.0 if entry.dated else _LOG_UNDATED)
     sources = 1 + len(entry.also)
-    flood = FLOOD**above
     weight = entry.source.weight
-    return Score(sources, weight, round(age, 2), recency, flood, sources * weight * recency * flood)
+    log = math.log(sources) + math.log(weight) + log_recency + above * _LOG_FLOOD
+    recency, flood = math.exp(log_recency), FLOOD**above
+    return Score(sources, weight, round(age, 2), recency, flood, math.exp(log), log)
 
 
 def _scores(stories: Sequence[Entry], now: datetime) -> list[Score]:
@@ -84,7 +87,7 @@ def _scores(stories: Sequence[Entry], now: datetime) -> list[Score]:
         by_feed.setdefault(entry.source.url, []).append(i)
     scores = list(alone)
     for members in by_feed.values():
-        members.sort(key=lambda i: (-alone[i].value, i))
+        members.sort(key=lambda i: (-alone[i].log, i))
         for above, i in enumerate(members):
             scores[i] = score(stories[i], now, above)
     return scores

@@ -105,6 +105,14 @@ def test_order(stories: list[Entry], expected: list[str]) -> None:
     assert order(*stories) == expected
 
 
+def test_years_old_stories_still_rank_by_their_other_factors() -> None:
+    """Eight years of age is 0.5 ** 2920: no float holds it, its log does."""
+    years = 24 * 365 * 8
+    stories = [story(A, "alone", years), story(B, "covered", years + 1, also=(C,))]
+    assert order(*stories) == ["covered", "alone"]
+    assert rank.score(stories[0], NOW).value == 0.0  # shown as e^... by --explain
+
+
 def test_the_flood_penalty_never_reorders_one_feed() -> None:
     stories = [story(A, f"a{n}", n) for n in range(10)]
     assert order(*reversed(stories)) == [f"a{n}" for n in range(10)]
@@ -177,5 +185,5 @@ def test_every_story_is_placed_once_within_the_caps(
         assert ranked[0].place is Place.LEAD and full[0] is ranked[0]
         if any(s.titled for s in stories):
             assert ranked[0].entry.titled
-    values = [p.score.value for p in ranked[1:]]
+    values = [p.score.log for p in ranked[1:]]
     assert values == sorted(values, reverse=True)  # best first, but for the lead

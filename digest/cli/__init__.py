@@ -187,10 +187,17 @@ def _where_to_look(config: Config) -> None:
 @click.option(
     "--sample", "use_sample", is_flag=True, help="The sample edition instead of the feeds."
 )
+@click.option("--explain", is_flag=True, help="Print why each story is where it is (the ranking).")
 @click.pass_obj
 @handled
 def preview(
-    state: State, out_path: Path | None, as_text: bool, serve: bool, port: int, use_sample: bool
+    state: State,
+    out_path: Path | None,
+    as_text: bool,
+    serve: bool,
+    port: int,
+    use_sample: bool,
+    explain: bool,
 ) -> None:
     """Render the next edition without sending or recording anything."""
     from .. import pipeline
@@ -204,6 +211,9 @@ def preview(
                 f"[yellow]warning:[/yellow] {escape(report.name)}: {escape(str(report.error))}",
                 markup=True,
             )
+    if explain:
+        sys.stdout.write(previews.explain(upcoming))
+        return
     render = previews.live(state.config_path, upcoming, _now)
     if serve:
         _serve(render, port)

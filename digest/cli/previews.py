@@ -6,6 +6,8 @@ section) and refresh the browser. A broken template or config shows its error, w
 the file and line, in place of the page. Nothing is sent or recorded.
 
 Routes: ``/`` the HTML part, ``/text`` the subject and the plain-text part.
+
+``explain`` says why each story of the next edition is where it is (``preview --explain``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .. import pipeline
+from .. import pipeline, rank
 from ..config import load_config
 from ..deliver.base import Backend, Sent
 from ..errors import DigestError
 from ..mail.markers import personalize
-from ..model import Batch, Composed, FeedReport, Recipient, Selection
+from ..model import Batch, Composed, FeedReport, Placed, Recipient, Score, Selection
 from ..render import sample
 from ..render.edition import Renderer
 from ..services import Services, render_settings
@@ -128,6 +130,57 @@ def next_edition(services: Services, use_sample: bool = False) -> Next:
         return Next(edition_id, sample.selection(services.clock()))
     gathered = pipeline.gather(services, pipeline.NoProgress(), dry_run=True)
     return Next(edition_id, gathered.selection, gathered.reports)
+
+
+def explain(upcoming: Next) -> str:
+    """Why each story of ``upcoming`` is where it is: ``digest preview --explain``.
+
+    One block per story, best first: its place, its score factor by factor
+    (``rank.score``), its sources and the reason for its place, in words."""
+    selection = upcoming.selection
+    if not selection.ranking:
+        if selection.empty:
+            return f"Edition {upcoming.edition_id}: nothing new, nothing to rank.\n"
+        return f"Edition {upcoming.edition_id}: the sample edition is fixed, not ranked.\n"
+    also = len(selection.recorded) - len(selection.entries)
+    lines = [
+        f"Edition {upcoming.edition_id}: {len(selection.entries)} stories "
+        f"({len(selection.items)} in full, {len(selection.more)} headlines), "
+        f'{also} more entries shown as "Also in".',
+        f"score = sources × weight × recency × flood: recency halves every "
+        f"{rank.HALF_LIFE_HOURS:g} h of age (an undated entry: from when digest first saw "
+        f"it, × {rank.UNDATED:g}); flood × {rank.FLOOD:g} for each story of the same feed "
+        "ranked above.",
+        "",
+    ]
+    for number, placed in enumerate(selection.ranking, 1):
+        lines += _explained(number, placed)
+    return "\n".join(lines) + "\n"
+
+
+def _explained(number: int, placed: Placed) -> list[str]:
+    entry, score = placed.entry, placed.score
+    age = (
+        f"{score.age_hours:g} h old"
+        if entry.dated
+        else f"undated, first seen {score.age_hours:g} h ago"
+    )
+    sources = entry.source_title
+    if entry.also:
+        sources += "; also in " + ", ".join(e.source_title for e in entry.also)
+    return [
+        f"{number:>3}. {placed.place.value.upper():<8} {entry.title}",
+        f"     from {sources}",
+        f"     score {_value(score)} = {score.sources} source{'s' if score.sources > 1 else ''}"
+        f" × weight {score.weight:g} × recency {score.recency:.3g} ({age})"
+        f" × flood {score.flood:.3g}",
+        f"     why: {placed.reason}",
+    ]
+
+
+def _value(score: Score) -> str:
+    """A score as a number, or as a power of e when too small to show."""
+    return f"{score.value:.3f}" if score.value >= 0.001 else f"e^{score.log:.1f}"
 
 
 def live(
