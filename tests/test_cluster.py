@@ -18,6 +18,9 @@ from digest import cluster
 from digest.ingest.links import canonical
 from digest.model import UNTITLED, Entry, FeedSource
 
+from .conftest import NOW as RUN_AT
+from .conftest import Project
+
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 PAIRS = Path(__file__).parent / "cluster_pairs.json"
 TEXT = (
@@ -215,3 +218,80 @@ def test_precision_and_recall_by_text_alone() -> None:
     total = sum(measure(links=False).values(), Counter())
     assert total["fp"] == 0
     assert (total["tp"], total["fn"]) == (49, 18)  # recall 49 / 67 = 0.73
+
+
+# -- in an edition: shown once, "Also in", remembered -----------------------------------------
+
+STORM = "Harbour closes for a week of storm repairs"
+STORM_TEXT = "The north quay shuts from Monday while the sea wall is rebuilt; ferries move."
+
+
+def rss(path: Path, items: list[tuple[str, str, str, str]]) -> str:
+    """A feed file of (guid, title, summary, date) items; links under the file's name."""
+    body = "".join(
+        f"<item><guid>{guid}</guid><title>{title}</title><description>{summary}</description>"
+        f"<link>https://{path.stem}.example/{guid}</link><pubDate>{date}</pubDate></item>"
+        for guid, title, summary, date in items
+    )
+    path.write_text(
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{path.stem}</title>'
+        f"{body}</channel></rss>",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+@pytest.fixture
+def two_feeds(project: Project) -> Project:
+    """Two feeds carrying the same story under their own links; B weighs 2."""
+    day = "Fri, 27 Nov 2026"
+    a = rss(project.folder / "alpha.xml", [
+        ("a1", STORM, STORM_TEXT, f"{day} 06:00:00 +0000"),
+        ("a2", "A quiet day at the allotment", "Nothing happened.", f"{day} 05:00:00 +0000"),
+    ])  # fmt: skip
+    b = rss(project.folder / "beta.xml", [
+        ("b1", STORM.upper(), STORM_TEXT, f"{day} 04:00:00 +0000"),
+        ("b2", "Lighthouse keeper retires", "After forty years.", f"{day} 03:00:00 +0000"),
+    ])  # fmt: skip
+    project.feed(a, name="Alpha", first_run_window="all")
+    project.feed(b, name="Beta", first_run_window="all", weight=2)
+    project.subscriber("ada@example.org")
+    project.write()
+    return project
+
+
+def test_an_edition_shows_the_story_once_under_its_best_source(two_feeds: Project) -> None:
+    from email import message_from_bytes, policy
+
+    report = two_feeds.run(RUN_AT)
+    assert report.editions[0].entries == 3  # stories: the storm once, and two others
+    (path,) = two_feeds.outbox()
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert message["Subject"] == f"Test Digest: {STORM.upper()} (+2 more)"  # the lead
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert text.count(STORM.upper()) == 1 and STORM not in text  # once, as Beta has it
+    assert "Also in:\n    - Alpha: https://alpha.example/a1" in text
+    assert 'Also in: <a href="https://alpha.example/a1">Alpha</a>' in html
+    # Alpha's copy went out with the edition: remembered, never new again
+    assert two_feeds.run(RUN_AT).editions == ()
+
+
+def test_preview_explain_says_why_each_story_is_where_it_is(two_feeds: Project) -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    result = CliRunner().invoke(main, ["--config", str(two_feeds.path), "preview", "--explain"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.startswith(
+        'Edition 1: 3 stories (3 in full, 0 headlines), 1 more entries shown as "Also in".'
+    )
+    lead = out.split("\n\n", 1)[1].splitlines()[:4]
+    assert lead[0] == f"  1. LEAD     {STORM.upper()}"
+    assert lead[1] == "     from Beta; also in Alpha"
+    assert lead[2].startswith("     score ") and "2 sources × weight 2 × recency" in lead[2]
+    assert lead[3] == "     why: the best story"
+    assert "  2. FULL     " in out and "  3. FULL     " in out
+    assert not (two_feeds.folder / "preview.html").exists()  # explained, not rendered

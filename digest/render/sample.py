@@ -3,16 +3,19 @@
 
 It exercises every path of a template: groups, a feed without a category, thumbnails,
 an entry with no link, one with no date, markup-like characters in a title, a long
-title, a long summary, and headlines under "more stories".
+title, a long summary, a story other feeds carry too ("Also in"), and headlines
+under "more stories".
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ..model import Entry, FeedSource, Selection
 
 IMAGES = "https://images.example.org/digest-sample"
+_ALSO_LINK = "https://letters.example.org/2026/crane-schedule"
 
 _TECH = FeedSource("https://harbour.example.org/feed.rss", "Harbour Tech Notes", "Technology")
 _SCIENCE = FeedSource("https://fieldnotes.example.org/atom.xml", None, "Science")
@@ -158,6 +161,13 @@ def entries(now: datetime) -> list[Entry]:
 
 
 def selection(now: datetime) -> Selection:
-    """The sample edition as ``pick`` would hand it over."""
+    """The sample edition as ``pick`` would hand it over: its lead is carried by two more
+    feeds, shown as "Also in" (one of them without a link)."""
     every = entries(now)
+    lead = every[0]
+    also = (
+        replace(lead, source=_LOOSE, source_title="Harbour Letters", link=_ALSO_LINK),
+        replace(lead, source=_SCIENCE, source_title="Field Notes", link=None),
+    )
+    every[0] = replace(lead, also=tuple(replace(e, canonical_link=e.link) for e in also))
     return Selection(tuple(every[:SHOWN]), tuple(every[SHOWN:]), ())

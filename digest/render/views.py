@@ -24,6 +24,14 @@ DEFAULT_SUBJECT = (
 
 
 @dataclass(frozen=True, slots=True)
+class AlsoView:
+    """Another feed carrying the same story: its name and its link to it."""
+
+    source: str
+    link: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ItemView:
     """One entry, as templates see it."""
 
@@ -41,6 +49,8 @@ class ItemView:
     number: int = 0
     #: Sent in an earlier edition, and changed since (feeds with ``resend_updated``).
     updated: bool = False
+    #: The same story from other feeds: "Also in: B, C" (``cluster``).
+    also: tuple[AlsoView, ...] = ()
 
     @property
     def anchor(self) -> str:
@@ -68,6 +78,7 @@ class ItemView:
             thumbnail=entry.thumbnail if thumbnails else None,
             number=number,
             updated=entry.updated,
+            also=tuple(AlsoView(e.source_title, e.link) for e in entry.also),
         )
 
 
