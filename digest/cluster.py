@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
-from rapidfuzz import fuzz, process
+from rapidfuzz import fuzz
 
 from .model import Entry
 
@@ -39,6 +40,10 @@ TITLE_SIMILAR = 90.0
 SUMMARY_SHARED = 0.6
 #: A title alone (no summary to compare) tells a story apart from this many words up.
 MIN_TITLE_WORDS = 5
+#: Titles are compared when one holds one of the other's this many rarest words.
+KEY_WORDS = 2
+#: A word in more titles than this is too common to find titles alike by.
+MAX_KEY_TITLES = 20
 #: The words of a summary compared (the start: feeds cut summaries at different lengths).
 SUMMARY_WORDS = 60
 
@@ -60,19 +65,61 @@ def groups(entries: Sequence[Entry]) -> list[list[int]]:
     for i, entry in enumerate(entries):
         if entry.canonical_link is not None:
             join(first_with_link.setdefault(entry.canonical_link, i), i)
-    titles = [_words(e.title) if e.titled else "" for e in entries]
-    words = [frozenset(_words(e.summary).split()[:SUMMARY_WORDS]) for e in entries]
-    for i, title in enumerate(titles):
-        if not title:
-            continue
-        later = titles[i + 1 :]
-        for _, _, k in process.extract(
-            title, later, scorer=fuzz.ratio, score_cutoff=TITLE_SIMILAR, limit=None
-        ):
-            j = i + 1 + k
-            if _summaries_agree(words[i], words[j], title):
-                join(i, j)
+    words: dict[int, frozenset[str]] = {}
+    for i, j in _pairs_alike(entries):
+        for k in (i, j):
+            if k not in words:
+                words[k] = summary(entries[k])
+        if _summaries_agree(words[i], words[j], entries[i].title):
+            join(i, j)
     return join.groups()
+
+
+def _pairs_alike(entries: Sequence[Entry]) -> list[tuple[int, int]]:
+    """The pairs (i < j) of entries of different feeds whose titles are near-identical,
+    in order. Each distinct title is compared once with the titles that hold one of its
+    ``KEY_WORDS`` rarest words (or whose rarest words it holds): near-identical titles
+    share nearly all their words, so this loses none of the labelled set, and spares
+    comparing every title with every other (docs/performance.md)."""
+    alike: dict[str, list[int]] = {}  # a title, compared → the entries with it
+    for i, entry in enumerate(entries):
+        if entry.titled and (title := _words(entry.title)):
+            alike.setdefault(title, []).append(i)
+    titles = list(alike)
+    pairs: set[tuple[int, int]] = set()
+    for a, b in _candidates(titles):
+        if a == b or fuzz.ratio(titles[a], titles[b], score_cutoff=TITLE_SIMILAR):
+            pairs.update(
+                (min(i, j), max(i, j))
+                for i in alike[titles[a]]
+                for j in alike[titles[b]]
+                if entries[i].source.url != entries[j].source.url
+            )
+    return sorted(pairs)
+
+
+def _candidates(titles: Sequence[str]) -> set[tuple[int, int]]:
+    """Pairs (a <= b) of ``titles`` where one holds one of the other's rarest words,
+    and each title with itself. A title whose rarest words are common (in more than
+    ``MAX_KEY_TITLES`` titles: "Giant Bombcast 01-01-2013") is only compared with
+    itself: the cost stays near linear, whatever the titles."""
+    split = [t.split() for t in titles]
+    frequency = Counter(w for ws in split for w in set(ws))
+    holding: dict[str, list[int]] = {}
+    for a, ws in enumerate(split):
+        for w in set(ws):
+            holding.setdefault(w, []).append(a)
+    pairs = {(a, a) for a in range(len(titles))}
+    for a, ws in enumerate(split):
+        for key in sorted(set(ws), key=lambda w: (frequency[w], w))[:KEY_WORDS]:
+            if frequency[key] <= MAX_KEY_TITLES:
+                pairs.update((min(a, b), max(a, b)) for b in holding[key])
+    return pairs
+
+
+def summary(entry: Entry) -> frozenset[str]:
+    """The words of the start of ``entry``'s summary, compared."""
+    return frozenset(_words(entry.summary).split()[:SUMMARY_WORDS])
 
 
 def same_story(a: Entry, b: Entry) -> bool:
@@ -82,7 +129,7 @@ def same_story(a: Entry, b: Entry) -> bool:
 
 def _summaries_agree(a: frozenset[str], b: frozenset[str], title: str) -> bool:
     if not a or not b:
-        return len(title.split()) >= MIN_TITLE_WORDS
+        return len(_words(title).split()) >= MIN_TITLE_WORDS
     return len(a & b) >= SUMMARY_SHARED * min(len(a), len(b))
 
 
@@ -92,6 +139,8 @@ def _words(text: str) -> str:
 
 
 def _story(members: list[Entry]) -> Entry:
+    if len(members) == 1:
+        return members[0]
     best = min(
         range(len(members)),
         key=lambda i: (-members[i].source.weight, not members[i].dated, i),
