@@ -295,3 +295,33 @@ def test_preview_explain_says_why_each_story_is_where_it_is(two_feeds: Project) 
     assert lead[3] == "     why: the best story"
     assert "  2. FULL     " in out and "  3. FULL     " in out
     assert not (two_feeds.folder / "preview.html").exists()  # explained, not rendered
+
+
+def test_a_reader_who_unticked_the_best_source_gets_the_story_under_the_next() -> None:
+    from digest.model import Selection
+    from digest.personal import plan, without
+
+    (story,) = cluster.merge([entry(A, RATES, TEXT), entry(B, RATES, TEXT), entry(C, RATES)])
+    other = entry(A, "Only in A")
+    selection = Selection((story, other), (), ())
+    assert titles(without(selection, frozenset({A.url})).items) == [f"B:{RATES}"]
+    assert titles(without(selection, frozenset({A.url})).items[0].also) == [f"C:{RATES}"]
+    assert without(selection, frozenset({A.url, B.url, C.url})).empty
+    kept = without(selection, frozenset({B.url})).items[0]  # A still leads, C is "also"
+    assert titles((kept, *kept.also)) == [f"A:{RATES}", f"C:{RATES}"]
+    # a reader of none of the story's feeds is planned as one: "also" sources count
+    variants = plan(selection, {7: {"skip_feeds": [A.url, B.url, C.url]}})
+    assert variants.nothing == frozenset({7})
+
+
+def test_a_feed_weight_outside_its_range_is_a_config_error(tmp_path: Path) -> None:
+    from digest.config import parse_config
+    from digest.errors import ConfigError
+
+    from .conftest import base_config
+
+    data = base_config(tmp_path)
+    data["feeds"] = [{"url": "https://a.example/feed", "weight": 0}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, tmp_path / "config.toml")
+    assert "feeds[0].weight" in str(caught.value) or "feeds.0.weight" in str(caught.value)

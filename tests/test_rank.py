@@ -187,3 +187,35 @@ def test_every_story_is_placed_once_within_the_caps(
             assert ranked[0].entry.titled
     values = [p.score.log for p in ranked[1:]]
     assert values == sorted(values, reverse=True)  # best first, but for the lead
+
+
+# -- through pick: the subject takes the lead -------------------------------------------------
+
+
+def test_pick_leads_with_the_ranking_and_the_subject_names_the_lead() -> None:
+    from digest.model import FeedEntries, Known
+    from digest.pick import pick
+    from digest.render.edition import Renderer, RenderSettings
+
+    a = (story(A, UNTITLED, 0), story(A, "Undated", 0, dated=False))
+    b = (story(B, "Flooding 1", 2), story(B, "Flooding 2", 2.5), story(B, "Flooding 3", 3))
+    c = (story(C, "Carried twice", 30, also=(A,)),)
+    feeds = [FeedEntries(A, a, False), FeedEntries(B, b, False), FeedEntries(C, c, False)]
+    selection = pick(feeds, Known(), NOW, max_items=4, max_items_per_feed=2)
+    assert [p.entry.title for p in selection.ranking] == [
+        "Flooding 1",  # the best titled story leads (the untitled one scored higher)
+        UNTITLED,
+        "Carried twice",  # two feeds, 30 hours: above B's second story
+        "Flooding 2",
+        "Flooding 3",
+        "Undated",  # first seen now, but undated and A's second
+    ]
+    assert [e.title for e in selection.items] == [
+        "Flooding 1",
+        UNTITLED,
+        "Carried twice",
+        "Flooding 2",
+    ]
+    assert [e.title for e in selection.more] == ["Flooding 3", "Undated"]
+    renderer = Renderer(RenderSettings("Daily", "https://d.example", "1 Street"))
+    assert renderer.subject(selection, NOW) == "Daily: Flooding 1 (+5 more)"
