@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -243,11 +244,16 @@ def test_feed_state_keeps_any_value_on_postgresql(
 
 @pytest.fixture
 def nine_feeds(project: Project, tmp_path: Path) -> Project:
-    """Nine copies of a sample feed (enough for the parser processes), each its own feed."""
+    """Nine copies of a sample feed (enough for the parser processes), each its own feed,
+    with its own summaries: nine feeds with the same titles and summaries would carry the
+    same four stories (digest/cluster.py), shown once each."""
     text = (SAMPLES / "harbour-tech.rss").read_text(encoding="utf-8")
     for i in range(9):
         copy = tmp_path / f"feed{i}.rss"
-        copy.write_text(text.replace("harbour-tech.example/", f"harbour-tech.example/{i}/"))
+        own = " ".join(f"copy{i}word{k}" for k in range(12))
+        body = re.sub(r"<description>.*?</description>", f"<description>{own}</description>",
+                      text, flags=re.S)  # fmt: skip
+        copy.write_text(body.replace("harbour-tech.example/", f"harbour-tech.example/{i}/"))
         project.feed(str(copy), name=f"Feed {i}", first_run_window="all")
     project.subscriber("ada@example.org")
     project.write()
