@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import nh3
 
 from .. import faults
-from ..model import Entry, FeedSource, RawEntry
+from ..model import UNTITLED, Entry, FeedSource, RawEntry
 from .links import absolute, canonical, http_only
 from .mojibake import repair
 
@@ -186,7 +186,7 @@ def clean(
         summary = trimmed if trimmed.endswith((".", "!", "?")) else trimmed.rstrip(" ,;:") + "…"
     title = truncate(plain_text(raw.title), MAX_TITLE_CHARS)
     if not title:
-        title = truncate(summary, 80) or "(untitled)"
+        title = truncate(summary, 80) or UNTITLED
     published = _plausible(raw.published) or _plausible(raw.updated)
     dated = published is not None
     if published is None or published > first_seen:
