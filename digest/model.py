@@ -126,6 +126,9 @@ class RawEntry:
     categories: tuple[str, ...] = ()
     #: The URL relative links in this entry resolve against (xml:base, else the feed URL).
     base: str = ""
+    #: The language the feed declares for this entry (xml:lang, else the feed's
+    #: <language>): untrusted, checked by ``clean``.
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,8 @@ class Entry:
     fingerprint: str | None = None
     #: Sent before, and changed since: this is the update (set by ``pick``).
     updated: bool = False
+    #: The language the feed declares for it, a checked BCP 47 tag ("de", "ur-PK"), or None.
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
