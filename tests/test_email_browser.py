@@ -237,3 +237,45 @@ def test_phones_get_14px_text_big_footer_buttons_and_rtl_titles(
     assert page.locator(".more-list a", has_text=headline.title).evaluate(direction) == "rtl"
     assert page.locator(".item-title", has_text=chosen.items[0].title).evaluate(direction) == "ltr"
     assert page.locator(".meta").nth(1).evaluate(direction) == "ltr"  # the digest's own words
+
+
+# -- the heaviest news day: 600 entries of real feeds (issue 12) -----------------------------
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", [375, 800])
+def test_the_600_entry_edition_of_real_feeds(
+    browser: Any, artifacts: Path, opened: list[Opened], width: int, scheme: str
+) -> None:
+    """The golden real-600 edition: screenshots for docs/templates.md, one column that
+    fits, text readable on its background, every group's "N more" link there."""
+    from .test_golden import real_parts
+
+    html = real_parts("real-600")["html"]
+    context = browser.new_context(
+        viewport={"width": width, "height": 1000}, color_scheme=scheme, device_scale_factor=1
+    )
+    page = context.new_page()
+    requested: list[str] = []
+
+    def thumbnail(route: Any) -> None:  # every image a made-up one: no network in tests
+        requested.append(route.request.url)
+        shade = zlib.crc32(route.request.url.encode())
+        rgb = (60 + shade % 140, 60 + shade // 7 % 140, 60 + shade // 49 % 140)
+        route.fulfill(body=png(224, 160, rgb), content_type="image/png")
+
+    page.route("**/*", thumbnail)
+    try:
+        page.set_content(html, wait_until="load")
+        page.screenshot(path=str(artifacts / f"edition-600-{width}-{scheme}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        low = [(text, ratio) for text, ratio in page.evaluate(CONTRAST) if ratio < 4.5]
+        assert low == [], f"text below WCAG AA contrast (4.5:1) in {scheme} mode"
+        assert page.locator(".item-title").count() == 20
+        groups = page.locator(".more-group").all_inner_texts()
+        links = page.locator(".more-link a").all_inner_texts()
+        assert len(groups) == len(links) >= 5  # every group capped, its rest online
+        assert all(" more from " in link for link in links)
+        assert all(i.startswith("https://") for i in requested)
+    finally:
+        context.close()

@@ -555,3 +555,68 @@ def test_wrap_isolates_right_to_left_lines_and_stays_in_width() -> None:
     assert all(line.startswith("    \u2068") for line in lines[1:])
     assert all(len(line) <= 72 for line in lines)
     assert wrap("plain words", 72, "  ", "- ") == "- plain words"
+
+
+# -- issue 12: a lead, stories in full, then capped headline groups --------------------------
+
+
+def _feed_entry(feed: str, category: str | None, n: int) -> Entry:
+    source = FeedSource(f"https://{feed}.example/feed", feed, category)
+    return replace(
+        entry(f"{feed} {n}", f"https://{feed}.example/{n}"), source=source, source_title=feed
+    )
+
+
+def test_headlines_are_grouped_like_the_items_capped_and_linked_online() -> None:
+    tech = [_feed_entry("flood", "Technology", n) for n in range(30)]
+    tech += [_feed_entry("quiet", "Technology", n) for n in range(3)]
+    other = [_feed_entry("loose", None, n) for n in range(4)]
+    science = [_feed_entry("lab", "Science & Nature", n) for n in range(2)]
+    items = (_feed_entry("lead", "Science & Nature", 0), _feed_entry("lab", "Science & Nature", 9))
+    selection = Selection(items, (*tech, *other, *science), ())
+    r = renderer(headlines_per_group=4)
+    composed = r.compose(9, selection, NOW, "n")
+    soup = Html(composed.html)
+    assert soup.first("td", "lead").text.startswith("Top story lead 0")
+    assert [h.text for h in soup.all("h3", "more-group")] == [
+        "Technology",
+        "Science & Nature",
+        "Other",
+    ]
+    lists = [[li.text for li in ul.walk() if li.tag == "li"] for ul in soup.all("ul", "more-list")]
+    # the feeds of a group take turns: one flooding feed does not fill the group alone
+    assert lists[0] == ["flood 0 · flood", "quiet 0 · quiet", "flood 1 · flood", "quiet 1 · quiet"]
+    assert lists[1] == ["lab 0 · lab", "lab 1 · lab"] and len(lists[2]) == 4
+    links = {
+        a.text: a.attrs["href"]
+        for p in soup.all("p", "more-link")
+        for a in p.walk()
+        if a.tag == "a"
+    }
+    assert links == {"29 more from Technology →": "https://d.example/archive/9#more-technology"}
+    assert "29 more from Technology: https://d.example/archive/9#more-technology" in composed.text
+    assert "Every story of this edition, 41 in all, is" in soup.first("p", "note").text
+    # the archive page: every headline under its group's id, nothing counted
+    page = Html(r.page(9, selection, NOW, "n"))
+    assert [h.attrs["id"] for h in page.all("h3", "more-group")] == [
+        "more-technology",
+        "more-science-nature",
+        "more-other",
+    ]
+    listed = [li.text for ul in page.all("ul", "more-list") for li in ul.walk() if li.tag == "li"]
+    assert len(listed) == len(selection.more) and not page.all("p", "more-link")
+    assert "View in browser" not in page.root.text
+
+
+def test_group_anchors_are_readable_unique_and_the_same_in_every_part() -> None:
+    from digest.render.views import anchors
+
+    names = ["Technology", "technology", "Économie", "中文", None, "Other"]
+    ids = anchors(names)
+    assert ids["Technology"] == "more-technology" and ids["technology"] == "more-technology-2"
+    assert ids["Économie"] == "more-economie" and ids["Other"] == "more-other"
+    assert ids[None] == "more-other-2" and re.fullmatch(r"more-[0-9a-f]{8}", ids["中文"])
+    assert len(set(ids.values())) == len(names)
+    assert anchors(list(reversed(names))) == ids  # whatever the order they come in
+    for anchor in ids.values():
+        assert re.fullmatch(r"[a-z0-9-]+", anchor)

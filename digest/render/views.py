@@ -159,18 +159,30 @@ def headline_groups(
     entries: Sequence[Entry], listed: int, by: GroupBy, cap: int | None
 ) -> list[tuple[str | None, list[Entry], int]]:
     """Headlines grouped like the items, in order of each group's first entry (those
-    without a heading last): of each group, its first entries among the first ``listed``
-    of ``entries``, at most ``cap`` of them (None: no cap), and how many it has besides."""
+    without a heading last): of each group, its entries among the first ``listed`` of
+    ``entries``, its feeds taking turns, at most ``cap`` of them (None: no cap), and how
+    many it has besides."""
     groups: dict[str | None, list[tuple[int, Entry]]] = {}
     for i, entry in enumerate(entries):
         groups.setdefault(group_key(entry, by), []).append((i, entry))
     order = [k for k in groups if k is not None] + ([None] if None in groups else [])
     out = []
     for key in order:
-        members = groups[key]
-        shown = [e for i, e in members if i < listed][:cap]
-        out.append((key, shown, len(members) - len(shown)))
+        members = [(i, e) for i, e in groups[key] if i < listed]
+        shown = [e for _i, e in _taking_turns(members)][:cap]
+        out.append((key, shown, len(groups[key]) - len(shown)))
     return out
+
+
+def _taking_turns(members: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
+    """A group's entries with its feeds taking turns (each feed's in their order), so a
+    feed with many new entries does not fill a group's few headlines on its own."""
+    turn: dict[str, int] = {}
+    keyed = []
+    for i, entry in members:
+        n = turn[entry.source.url] = turn.get(entry.source.url, -1) + 1
+        keyed.append(((n, i), (i, entry)))
+    return [m for _k, m in sorted(keyed, key=lambda k: k[0])]
 
 
 def anchors(names: Sequence[str | None]) -> dict[str | None, str]:
