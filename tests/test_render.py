@@ -596,6 +596,10 @@ def test_headlines_are_grouped_like_the_items_capped_and_linked_online() -> None
     assert links == {"29 more from Technology →": "https://d.example/archive/9#more-technology"}
     assert "29 more from Technology: https://d.example/archive/9#more-technology" in composed.text
     assert "Every story of this edition, 41 in all, is" in soup.first("p", "note").text
+    assert (
+        "Every story of this edition, 41 in all, is online:\nhttps://d.example/archive/9#headlines"
+        in composed.text
+    )
     # the archive page: every headline under its group's id, nothing counted
     page = Html(r.page(9, selection, NOW, "n"))
     assert [h.attrs["id"] for h in page.all("h3", "more-group")] == [
