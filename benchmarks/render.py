@@ -7,7 +7,8 @@ For each edition size it times, in the same run:
 - baseline: one Jinja2 render of the whole edition's HTML, no CSS inlining, no budget;
 - compose: what a run does: the size budget's renders (each inlined), the text part,
   the subject;
-- personalize: filling in one recipient's links (done once per recipient).
+- personalize: filling in one recipient's links (done once per recipient);
+- page: the archive page, every story listed (rendered once per edition, with it).
 
 It prints the ratios to the baseline (the machine is shared and noisy: compare ratios,
 not milliseconds). Results: docs/performance.md, "Rendering an edition".
@@ -90,7 +91,8 @@ def main() -> None:
     )
     print(
         f"{'entries':>7} {'html KB':>8} {'renders':>7} {'baseline ms':>11} "
-        f"{'compose ms':>10} {'compose/base':>12} {'personalize ms':>14} {'pers./base':>10}"
+        f"{'compose ms':>10} {'compose/base':>12} {'personalize ms':>14} {'pers./base':>10} "
+        f"{'page KB':>8} {'page ms':>8} {'page/base':>9}"
     )
     for n in (int(s) for s in args.sizes.split(",")):
         chosen = selection(n)
@@ -104,9 +106,12 @@ def main() -> None:
         compose = best(args.repeat, lambda: renderer.compose(1, chosen, NOW, "bench"))  # noqa: B023
         person = best(args.repeat, lambda: personalize(composed, VALUES))  # noqa: B023
         size = len(personalize(composed, VALUES)[0].encode()) / 1000
+        page = best(args.repeat, lambda: renderer.page(1, chosen, NOW, "bench"))  # noqa: B023
+        page_size = len(renderer.page(1, chosen, NOW, "bench").encode()) / 1000
         print(
             f"{n:>7} {size:>8.1f} {tried:>7} {baseline * 1000:>11.2f} {compose * 1000:>10.2f} "
-            f"{compose / baseline:>12.1f} {person * 1000:>14.3f} {person / baseline:>10.3f}"
+            f"{compose / baseline:>12.1f} {person * 1000:>14.3f} {person / baseline:>10.3f} "
+            f"{page_size:>8.1f} {page * 1000:>8.1f} {page / baseline:>9.1f}"
         )
 
 

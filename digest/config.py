@@ -421,6 +421,7 @@ class EmailSection(Section):
     thumbnails: bool = True
     contents_from: int = Field(5, ge=0, le=500)
     max_bytes: int = Field(90_000, ge=20_000, le=100_000)
+    headlines_per_group: int = Field(10, ge=1, le=1000)
 
 
 class FeedEntry(Section):

@@ -128,6 +128,9 @@ class RawEntry:
     categories: tuple[str, ...] = ()
     #: The URL relative links in this entry resolve against (xml:base, else the feed URL).
     base: str = ""
+    #: The language the feed declares for this entry (xml:lang, else the feed's
+    #: <language>): untrusted, checked by ``clean``.
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,8 @@ class Entry:
     #: The same story from other feeds, shown as "Also in" under this, its best source
     #: (set by ``cluster``; each of them has no ``also`` of its own).
     also: tuple[Entry, ...] = ()
+    #: The language the feed declares for it, a checked BCP 47 tag ("de", "ur-PK"), or None.
+    language: str | None = None
 
     @property
     def titled(self) -> bool:

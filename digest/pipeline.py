@@ -362,7 +362,8 @@ def commit_edition(
     with services.engine.begin() as conn:
         edition_id = record.begin_edition(conn, now, nonce, slot)
         composed = services.renderer.compose(edition_id, selection, now, nonce)
-        record.save_content(conn, composed, len(selection.items), len(selection.more))
+        page = services.renderer.page(edition_id, selection, now, nonce)
+        record.save_content(conn, composed, len(selection.items), len(selection.more), page)
         commit_feeds(services, gathered, edition_id, conn)
         variants = personal.plan(selection, subscribers.preferences_of_active(conn))
         for number, dropped in variants.dropped.items():

@@ -119,6 +119,7 @@ def render_settings(config: Config) -> RenderSettings:
         thumbnails=e.thumbnails,
         contents_from=e.contents_from,
         max_bytes=e.max_bytes,
+        headlines_per_group=e.headlines_per_group,
     )
 
 

@@ -144,9 +144,13 @@ def test_sample_edition_in_chromium(
         assert card["x"] > 0  # centred with a margin on a desktop
 
     # every item's title is there, visible and inside the window
-    titles = page.locator("h3.item-title")
-    assert titles.all_inner_texts() == [
-        t for g in ("Technology", "Science", "Gardening", "Other") for t in _titles_of(g)
+    titles = page.locator(".item-title")  # the lead first, then by group
+    lead = sample.selection(NOW).items[0].title
+    assert titles.all_inner_texts() == [lead] + [
+        t
+        for g in ("Technology", "Science", "Gardening", "Other")
+        for t in _titles_of(g)
+        if t != lead
     ]
     for i in range(titles.count()):
         title = titles.nth(i)
@@ -172,7 +176,7 @@ def test_layout_fits_a_phone_even_without_the_style_block(
     view = Opened(browser, bare, 375, "light")
     opened.append(view)
     assert view.page.evaluate("document.documentElement.scrollWidth") <= 375
-    for title in view.page.locator("h3.item-title").all():
+    for title in view.page.locator(".item-title").all():
         box = title.bounding_box()
         assert box is not None and box["x"] + box["width"] <= 375
 
@@ -180,3 +184,98 @@ def test_layout_fits_a_phone_even_without_the_style_block(
 def _titles_of(category: str) -> list[str]:
     items = sample.selection(NOW).items
     return [e.title for e in items if (e.source.category or "Other") == category]
+
+
+def test_phones_get_14px_text_big_footer_buttons_and_rtl_titles(
+    browser: Any, opened: list[Opened]
+) -> None:
+    """Issue 11 items 6 and 8, as a phone's browser engine lays them out."""
+    from dataclasses import replace
+
+    chosen = sample.selection(NOW)
+    urdu = replace(
+        chosen.items[1],
+        title="پاکستان میں بارش کا نیا ریکارڈ",
+        summary="محکمہ موسمیات کے مطابق شہر میں ایک دن میں ریکارڈ بارش ہوئی۔",
+        language="ur",
+    )
+    headline = replace(chosen.more[0], title="بارش کے بعد سیلاب کا خطرہ", language="ur")
+    items = (chosen.items[0], urdu, *chosen.items[2:])
+    chosen = replace(chosen, items=items, more=(headline, *chosen.more[1:]))
+    renderer = Renderer(
+        RenderSettings(
+            title="The Weekly Harbour",
+            base_url="https://digest.example.org",
+            postal_address="The Weekly Harbour, 1 Quay Street, Harbourtown HT1 2AB",
+        )
+    )
+    html = personalize(renderer.compose(12, chosen, NOW), VALUES)[0]
+    view = Opened(browser, html, 375, "light")
+    opened.append(view)
+    page = view.page
+    small = page.evaluate(
+        """() => {
+        const out = [];
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let node; (node = walker.nextNode());) {
+          const el = node.parentElement;
+          if (!node.textContent.trim() || !el.offsetWidth || el.closest('.preheader')) continue;
+          const size = parseFloat(getComputedStyle(el).fontSize);
+          if (size < 14) out.push([node.textContent.trim().slice(0, 30), size]);
+        }
+        return out;
+    }"""
+    )
+    assert small == []
+    for name in ("Unsubscribe", "Preferences"):
+        box = page.get_by_role("link", name=name, exact=True).bounding_box()
+        assert box is not None and box["height"] >= 44 and box["width"] >= 200, (name, box)
+    direction = "el => getComputedStyle(el).direction"
+    for where in (".item-title", ".toc-list a", ".summary"):
+        found = page.locator(where, has_text=urdu.title if where != ".summary" else urdu.summary)
+        assert found.evaluate(direction) == "rtl", where
+    assert page.locator(".more-list a", has_text=headline.title).evaluate(direction) == "rtl"
+    assert page.locator(".item-title", has_text=chosen.items[0].title).evaluate(direction) == "ltr"
+    assert page.locator(".meta").nth(1).evaluate(direction) == "ltr"  # the digest's own words
+
+
+# -- the heaviest news day: 600 entries of real feeds (issue 12) -----------------------------
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", [375, 800])
+def test_the_600_entry_edition_of_real_feeds(
+    browser: Any, artifacts: Path, opened: list[Opened], width: int, scheme: str
+) -> None:
+    """The golden real-600 edition: screenshots for docs/templates.md, one column that
+    fits, text readable on its background, every group's "N more" link there."""
+    from .test_golden import real_parts
+
+    html = real_parts("real-600")["html"]
+    context = browser.new_context(
+        viewport={"width": width, "height": 1000}, color_scheme=scheme, device_scale_factor=1
+    )
+    page = context.new_page()
+    requested: list[str] = []
+
+    def thumbnail(route: Any) -> None:  # every image a made-up one: no network in tests
+        requested.append(route.request.url)
+        shade = zlib.crc32(route.request.url.encode())
+        rgb = (60 + shade % 140, 60 + shade // 7 % 140, 60 + shade // 49 % 140)
+        route.fulfill(body=png(224, 160, rgb), content_type="image/png")
+
+    page.route("**/*", thumbnail)
+    try:
+        page.set_content(html, wait_until="load")
+        page.screenshot(path=str(artifacts / f"edition-600-{width}-{scheme}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        low = [(text, ratio) for text, ratio in page.evaluate(CONTRAST) if ratio < 4.5]
+        assert low == [], f"text below WCAG AA contrast (4.5:1) in {scheme} mode"
+        assert page.locator(".item-title").count() == 20
+        groups = page.locator(".more-group").all_inner_texts()
+        links = page.locator(".more-link a").all_inner_texts()
+        assert len(groups) == len(links) >= 5  # every group capped, its rest online
+        assert all(" more from " in link for link in links)
+        assert all(i.startswith("https://") for i in requested)
+    finally:
+        context.close()

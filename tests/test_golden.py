@@ -1,4 +1,5 @@
-"""Golden files: the sample edition renders to the HTML and text stored in tests/golden/.
+"""Golden files: the sample edition, and editions of real feeds at three volumes (a fixed
+snapshot, tests/editions/), render to the HTML and text stored in tests/golden/.
 
 Any change to the output is a visible diff in review. A normal run never writes them:
 after a deliberate change, run ``pytest tests/test_golden.py --update-golden`` and
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from digest.mail.markers import personalize
+from digest.model import Selection
 from digest.render import sample
 from digest.render.edition import Renderer, RenderSettings
+
+from . import editions
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -35,16 +39,25 @@ def normalise(text: str) -> str:
 
 
 def sample_parts(**settings: object) -> dict[str, str]:
+    return parts(sample.selection(NOW), **settings)
+
+
+def real_parts(volume: str) -> dict[str, str]:
+    """An edition of real feeds (tests/editions/), as a heavy, normal or quiet day."""
+    return parts(editions.selection(volume, NOW), title="The Morning Roundup")
+
+
+def parts(selection: Selection, **settings: object) -> dict[str, str]:
+    settings = {"title": "The Weekly Harbour", **settings}
     renderer = Renderer(
         RenderSettings(
-            title="The Weekly Harbour",
             base_url="https://digest.example.org",
             postal_address="The Weekly Harbour, 1 Quay Street, Harbourtown HT1 2AB",
             timezone="Europe/London",
             **settings,  # type: ignore[arg-type]
         )
     )
-    composed = renderer.compose(12, sample.selection(NOW), NOW, nonce="golden")
+    composed = renderer.compose(12, selection, NOW, nonce="golden")
     html, text = personalize(composed, VALUES)
     return {"html": html, "txt": f"Subject: {composed.subject}\n\n{text}"}
 
@@ -57,10 +70,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(editions.VOLUMES))
 @pytest.mark.parametrize("part", ["html", "txt"])
 def test_golden(case: str, part: str, request: pytest.FixtureRequest) -> None:
-    got = normalise(sample_parts(**CASES[case])[part])
+    made = real_parts(case) if case in editions.VOLUMES else sample_parts(**CASES[case])
+    got = normalise(made[part])
     path = GOLDEN / f"{case}.{part}"
     if request.config.getoption("--update-golden"):
         GOLDEN.mkdir(exist_ok=True)

@@ -46,10 +46,6 @@ NOT_OURS = {
 #: Rules the feeds' own words hit in the edition built from real feeds (news about
 #: money), not digest's markup.
 FEED_WORDS = {"LOTS_OF_MONEY": "the Guardian's and Spiegel's stories quote sums of money"}
-#: PENDING the template helper's work on issue 11 item 1 (the hidden preheader coloured
-#: like the page, #eef1f4 on #eef1f4): every message hits it today. The lead removes
-#: this mark after merging that work; the test then fails until it is removed.
-PENDING_TEMPLATE_FIXES = {"HTML_FONT_LOW_CONTRAST"}
 #: Real feeds of several languages and kinds (../shared/corpus/real), as one edition.
 REAL_FEEDS = (
     "Ranchero-Software__NetNewsWire/DaringFireball.atom",
@@ -116,7 +112,7 @@ def test_spamassassin_finds_nothing_of_digests_own(tmp_path: Path) -> None:
     for name, data in messages.items():
         hits = spamassassin(data, tmp_path / "sa")
         ours = hits - set(NOT_OURS) - (set(FEED_WORDS) if name == "real-feeds" else set())
-        assert ours == PENDING_TEMPLATE_FIXES, (name, sorted(hits))
+        assert ours == set(), (name, sorted(hits))
 
 
 # -- caniemail (doiuse-email) --------------------------------------------------------------
@@ -135,10 +131,6 @@ ENHANCEMENTS = {
     "overflow": "hiding the preheader (one of several ways)",
     "opacity": "hiding the preheader (one of several ways)",
 }
-#: PENDING the template helper's work on issue 11 item 2: the table of contents links
-#: to anchors in the message (href="#item-N"), which these clients do not follow. The
-#: lead removes this mark after merging that work; the test then fails until it is.
-PENDING_ANCHORS = {"Local anchors"}
 NOT_SUPPORTED = re.compile(r"^`(?P<feature>.+?)` is not supported by `(?P<client>.+?)`$")
 
 
@@ -183,12 +175,9 @@ def doiuse(html_files: list[Path]) -> dict[str, set[tuple[str, str]]]:
 def test_caniemail_finds_no_unsupported_feature_digest_relies_on() -> None:
     files = sorted(GOLDEN.glob("*.html"))
     assert len(files) >= 3
-    pending = set()
     for name, pairs in doiuse(files).items():
         relied_on = {(f, c) for f, c in pairs if f not in ENHANCEMENTS}
-        assert {f for f, _c in relied_on} <= PENDING_ANCHORS, (name, sorted(relied_on))
-        pending |= {f for f, _c in relied_on}
-    assert pending == PENDING_ANCHORS  # fixed? then remove the mark
+        assert relied_on == set(), (name, sorted(relied_on))
 
 
 def test_the_allow_list_is_documented() -> None:

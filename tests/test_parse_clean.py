@@ -433,3 +433,50 @@ def test_dates_before_1970_count_as_no_date() -> None:
 def test_json_that_python_cannot_read_is_not_a_feed(body: bytes, why: str) -> None:
     with pytest.raises(ParseError, match=why):
         parse(body, "https://j.example/feed.json", {"content-type": "application/feed+json"})
+
+
+# -- the feed's language (issue 11 item 8) ---------------------------------------------------
+
+
+def test_the_feeds_language_reaches_the_entry() -> None:
+    from digest.ingest.jsonfeed import parse as parse_json
+
+    rss = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title>'
+        b"<language>ur-pk</language><item><title>a</title><link>https://u.example/1</link>"
+        b"</item></channel></rss>"
+    )
+    atom = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="de">'
+        b'<title>x</title><entry xml:lang="sk"><title>a</title><id>1</id></entry>'
+        b"<entry><title>b</title><id>2</id></entry></feed>"
+    )
+    json_feed = json.dumps(
+        {
+            "version": "https://jsonfeed.org/version/1.1",
+            "language": "zh-hans-cn",
+            "items": [{"id": "1", "title": "a"}, {"id": "2", "title": "b", "language": "en"}],
+        }
+    ).encode()
+    got = {
+        "rss": [e.language for e in parse(rss, "https://u.example/feed").entries],
+        "atom": [e.language for e in parse(atom, "https://d.example/feed").entries],
+        "json": [e.language for e in parse_json(json_feed, "https://z.example/feed").entries],
+    }
+    assert got == {"rss": ["ur-pk"], "atom": ["sk", "de"], "json": ["zh-hans-cn", "en"]}
+    tags = [clean(raw(language=v), SOURCE, "B", NOW).language for v in ("ur-pk", "zh-hans-cn")]
+    assert tags == ["ur-PK", "zh-Hans-CN"]
+    assert clean(raw(), SOURCE, "B", NOW).language is None
+
+
+@given(st.text(max_size=40))
+def test_a_language_is_a_checked_tag_or_nothing(value: str) -> None:
+    """Whatever the feed writes, what reaches lang="" is letters, digits and hyphens."""
+    import re
+
+    from digest.ingest.clean import language_tag
+
+    tag = language_tag(value)
+    assert tag is None or re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}", tag)
+    for bad in ('en" onload="x', "<b>", "English", "e", "en--us", "en-"):
+        assert language_tag(bad) is None

@@ -223,3 +223,36 @@ def test_email_config_errors_name_the_key(sampled: Project) -> None:
     assert code == 2
     assert "email.locale: 'klingon' is not a locale" in stderr
     assert "email.group_by:" in stderr and "email.max_bytes:" in stderr
+
+
+# -- after a run: the last edition, not an empty one (issue 12 item 7) -----------------------
+
+
+def test_preview_after_a_run_shows_the_last_edition_as_sent(
+    sampled: Project, tmp_path: Path
+) -> None:
+    sampled.run(NOW)
+    assert editions(sampled) == 1
+    out = tmp_path / "p.html"
+    code, stdout, stderr = invoke(sampled, "preview", "--out", str(out))
+    assert code == 0, stderr
+    assert "Nothing new since edition 1" in stderr and "as it was sent" in stderr
+    assert "--next" in stderr and "Edition 1, as sent" in stdout
+    page = out.read_text()
+    assert "Counting glaciers" in page and "Nothing new since the last edition" not in page
+    assert "reader@example.org" in page and "ada@example.org" not in page  # a stand-in reader
+    assert "%%" not in page  # every personal marker filled
+    with sampled.engine().connect() as conn:
+        sent = conn.execute(sa.select(schema.editions.c.subject)).scalar_one()
+    code, stdout, stderr = invoke(sampled, "preview", "--text")
+    assert code == 0 and stdout.startswith(f"Subject: {sent}\n\n") and "Nothing new" in stderr
+    # --next: the next edition, empty, and no word about the last one
+    code, stdout, stderr = invoke(sampled, "preview", "--text", "--next")
+    assert code == 0 and "Nothing new since the last edition." in stdout
+    assert "as it was sent" not in stderr
+    assert editions(sampled) == 1
+
+
+def test_preview_before_any_edition_shows_the_next_one(sampled: Project) -> None:
+    code, stdout, stderr = invoke(sampled, "preview", "--text")
+    assert code == 0 and "Counting glaciers" in stdout and "as it was sent" not in stderr

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from digest.render import sample
 from digest.render.edition import (
     EditionView,
     GroupView,
+    HeadlineGroup,
     ItemView,
     RecipientView,
     Renderer,
@@ -171,21 +173,32 @@ def test_structure_preheader_title_contents_groups_items_footer() -> None:
     assert "display:none" in pre.attrs["style"]
     assert soup.first("h1").text == "Daily"
     assert "Saturday, November 28, 2026" in html and "10 new stories" in html
-    # contents: every item, linked to its anchor
-    toc = [a.attrs["href"] for a in soup.all("a") if a.attrs.get("href", "").startswith("#")]
+    # contents: every item, linked to the story itself (no in-message anchors)
+    contents = [e for e in soup.first("ol", "toc-list").walk() if e.tag == "li"]
+    assert [li.text for li in contents] == [e.title for e in _shown_order()]
+    assert not [a for a in soup.all("a") if a.attrs.get("href", "").startswith("#")]
+    by_title = {e.title: e.link for e in sample.selection(NOW).entries}
+    for li in contents:
+        links = [e for e in li.walk() if e.tag == "a"]
+        assert [a.attrs["href"] for a in links] == (
+            [by_title[li.text]] if by_title[li.text] else []
+        )
     ids = [td.attrs["id"] for td in soup.all("td") if "id" in td.attrs]
-    assert ids == [f"item-{n}" for n in range(1, 8)]
-    assert toc == ["#" + i for i in ids]
-    # groups in order of their newest entry; a feed without a category comes last
+    assert ids == [f"item-{n}" for n in range(1, 8)] + ["headlines"]
+    # the lead first, then the other items in groups, in order of their newest entry;
+    # a feed without a category comes last
+    (lead,) = [e for e in soup.all("h2", "item-title") if "lead-title" in e.classes]
+    assert lead.text == "The new crane schedule, explained"
+    assert "Top story" in soup.first("td", "lead").text
     assert [h.text for h in soup.all("h2", "group-name")] == [
         "Technology",
         "Science",
         "Gardening",
         "Other",
     ]
-    assert [h.text for h in soup.all("h3")][:2] == [
-        "The new crane schedule, explained",
+    assert [h.text for h in soup.all("h3", "item-title")][:2] == [
         "Tides & <tidal> power: the numbers behind the barrage",
+        "Counting glaciers from orbit: what ten years of images show",
     ]
     assert 'href="https://harbour.example.org/2026/barrage?utm=none&amp;page=2"' in html
     assert "Harbour Tech Notes · Nov 28, 5:30\u202fAM · by M. Quayle" in html
@@ -201,15 +214,22 @@ def test_structure_preheader_title_contents_groups_items_footer() -> None:
     assert "Mending a water butt (Allotment Diary)" in text
 
 
+def _shown_order() -> list[Entry]:
+    """The sample's items in the order the e-mail shows them: the lead, then by group."""
+    items = sample.selection(NOW).items
+    groups = ["Technology", "Science", "Gardening", None]  # by each group's newest entry
+    return [items[0], *sorted(items[1:], key=lambda e: groups.index(e.source.category))]
+
+
 def test_thumbnails_have_alt_and_width_and_can_be_turned_off() -> None:
     soup = Html(sample_parts()[0])
     images = soup.all("img")
     assert len(images) == 3
     for img in images:
         assert img.attrs["src"].startswith("https://images.example.org/")
-        assert img.attrs["alt"] and img.attrs["width"] == "112"
+        # decorative: the headline beside it says what it is (read once, shown once)
+        assert img.attrs["alt"] == "" and img.attrs["width"] == "112"
         assert "max-width:100%" in img.attrs["style"]
-    assert {i.attrs["alt"] for i in images} >= {"The new crane schedule, explained"}
     assert not Html(sample_parts(thumbnails=False)[0]).all("img")
 
 
@@ -351,6 +371,7 @@ def test_the_shipped_templates_are_documented() -> None:
     for view, prefix in (
         (EditionView, "edition"),
         (GroupView, "group"),
+        (HeadlineGroup, "group"),
         (ItemView, "item"),
         (RecipientView, "recipient"),
     ):
@@ -360,3 +381,246 @@ def test_the_shipped_templates_are_documented() -> None:
             assert f"`{prefix}.{name}`" in doc, f"{prefix}.{name}"
     for template in default_templates_dir().glob("*.j2"):
         assert f"`{template.name}`" in doc, template.name
+
+
+# -- issue 11: working in every client -----------------------------------------------------
+
+HEX = re.compile(r"#([0-9a-fA-F]{6})\b")
+
+
+def _colour(value: str | None) -> tuple[float, float, float] | None:
+    m = HEX.search(value or "")
+    return tuple(int(m.group(1)[i : i + 2], 16) / 255 for i in (0, 2, 4)) if m else None  # type: ignore[return-value]
+
+
+def _declared(element: object, prop: str) -> str | None:
+    style = getattr(element, "attrs", {}).get("style", "")
+    for declaration in style.split(";"):
+        name, _, value = declaration.partition(":")
+        if name.strip() == prop:
+            return value
+    return None
+
+
+def _pairs(html: str) -> list[tuple[str, tuple[float, ...], tuple[float, ...]]]:
+    """(text, colour, background) of every visible piece of text, from the inline styles:
+    what a client that drops <style> (and inverts on its own) starts from."""
+    out = []
+
+    def visit(element: object, fg: object, bg: object) -> None:
+        attrs = getattr(element, "attrs", {})
+        if "preheader" in attrs.get("class", "") or getattr(element, "tag", "") in (
+            "style",
+            "head",
+        ):
+            return
+        fg = _colour(_declared(element, "color")) or fg
+        bg = _colour(_declared(element, "background-color")) or _colour(attrs.get("bgcolor")) or bg
+        for part in getattr(element, "parts", []):
+            if isinstance(part, str):
+                if part.strip():
+                    out.append((part.strip()[:40], fg, bg))
+            else:
+                visit(part, fg, bg)
+
+    visit(Html(html).root, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return out  # type: ignore[return-value]
+
+
+def _luminance(rgb: tuple[float, ...]) -> float:
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)))
+    return (lb + 0.05) / (la + 0.05)
+
+
+def _invert_lightness(rgb: tuple[float, ...]) -> tuple[float, ...]:
+    import colorsys
+
+    h, lightness, s = colorsys.rgb_to_hls(*rgb)
+    return colorsys.hls_to_rgb(h, 1 - lightness, s)
+
+
+#: How clients without prefers-color-scheme darken a mail (docs/templates.md, "Dark mode"):
+INVERSIONS = {
+    "none": lambda fg, bg: (fg, bg),
+    # Gmail for iOS, Outlook.com: every colour's lightness inverted
+    "full": lambda fg, bg: (_invert_lightness(fg), _invert_lightness(bg)),
+    # Gmail for Android, Outlook for Windows: light backgrounds darkened, dark text lightened
+    "partial": lambda fg, bg: (
+        _invert_lightness(fg) if sum(fg) / 3 < 0.5 else fg,
+        _invert_lightness(bg) if sum(bg) / 3 > 0.5 else bg,
+    ),
+    # the whole page run through a colour-inverting filter (some Android mail apps)
+    "filter": lambda fg, bg: (tuple(1 - c for c in fg), tuple(1 - c for c in bg)),
+}
+
+
+@pytest.mark.parametrize("inversion", sorted(INVERSIONS))
+def test_every_text_stays_readable_when_a_client_inverts_the_colours(inversion: str) -> None:
+    html, _ = sample_parts()
+    pairs = _pairs(html)
+    assert len(pairs) > 40
+    invert = INVERSIONS[inversion]
+    low = []
+    for text, fg, bg in pairs:
+        ratio = _contrast(*invert(fg, bg))
+        if ratio < 4.5:
+            low.append((text, round(ratio, 2)))
+    assert low == [], f"text below WCAG AA (4.5:1) with {inversion} inversion"
+
+
+def test_the_preheader_is_hidden_without_text_coloured_like_the_page() -> None:
+    """SpamAssassin's HTML_FONT_LOW_CONTRAST: text the colour of its background."""
+    html, _ = sample_parts()
+    pre = Html(html).first("div", "preheader")
+    assert _declared(pre, "color") is None
+    for way in ("display:none", "max-height:0", "overflow:hidden", "opacity:0", "mso-hide:all"):
+        assert way in pre.attrs["style"]
+    assert ".preheader" not in html.split("prefers-color-scheme", 1)[1]  # no dark colour either
+    for _text, fg, bg in _pairs(html):
+        assert fg != bg
+
+
+def test_text_is_at_least_14px_and_the_footer_links_are_easy_to_tap() -> None:
+    html, _ = sample_parts()
+    soup = Html(html)
+    for element in soup.root.walk():
+        size = _declared(element, "font-size")
+        if size is None or "preheader" in element.classes or "bar" in element.classes:
+            continue  # the hidden preheader, and the coloured bar (no text)
+        assert float(size.strip().removesuffix("px")) >= 14, (element.tag, element.classes)
+    narrow = html.split("max-width: 620px", 1)[1].split("@media", 1)[0]
+    assert all(int(px) >= 14 for px in re.findall(r"font-size:\s*(\d+)px", narrow))
+    actions = [a for a in soup.all("a") if "action" in a.classes]
+    assert [a.text for a in actions] == ["Unsubscribe", "Preferences", "View in browser"]
+    for a in actions:  # a fingertip's 44 px: 20 px of line and 2 × 11 px padding, and a border
+        assert "padding:11px 14px" in a.attrs["style"] and "line-height:20px" in a.attrs["style"]
+        assert "display:inline-block" in a.attrs["style"]
+    assert re.search(r"\.action \{[^}]*display: block !important", narrow)  # phones: full width
+
+
+def test_meta_charset_comes_first_in_head_after_inlining() -> None:
+    for html in (sample_parts()[0], renderer().page(3, sample.selection(NOW), NOW, "n")):
+        head = html.index("<head>") + len("<head>")
+        assert html[head:].startswith('<meta charset="utf-8">')
+        assert html.count("<meta charset") == 1
+        assert html.index("<style>") > head
+
+
+def test_items_carry_dir_auto_and_the_feeds_language() -> None:
+    urdu = "پاکستان میں بارش کا نیا ریکارڈ"
+    items = (
+        replace(entry(urdu, "https://a.example/ur"), language="ur-PK"),
+        entry("Plain English"),
+        replace(entry("Deutsche Schlagzeile", "https://a.example/de"), language="de"),
+    )
+    more = (replace(entry(urdu + " ۲", "https://a.example/ur2"), language="ur-PK"),)
+    composed = renderer(contents_from=1).compose(1, Selection(items, more, ()), NOW, "n")
+    soup = Html(composed.html)
+    titles = {h.text: h for h in soup.all("h2") + soup.all("h3") if "item-title" in h.classes}
+    assert titles[urdu].attrs["dir"] == "auto" and titles[urdu].attrs["lang"] == "ur-PK"
+    assert titles["Deutsche Schlagzeile"].attrs["lang"] == "de"
+    assert (
+        titles["Plain English"].attrs["dir"] == "auto"
+        and "lang" not in titles["Plain English"].attrs
+    )
+    summaries = [p for p in soup.all("p", "summary")]
+    assert all(p.attrs["dir"] == "auto" for p in summaries)
+    linked = {a.text: a for a in soup.all("a")}
+    assert linked[urdu + " ۲"].attrs == {
+        "href": "https://a.example/ur2",
+        "dir": "auto",
+        "lang": "ur-PK",
+    } | {k: v for k, v in linked[urdu + " ۲"].attrs.items() if k == "style"}
+    # the text part: right-to-left words isolated, the numbering and links left alone
+    lines = composed.text.splitlines()
+    assert " 1. \u2068" + urdu + "\u2069" in lines
+    assert "- \u2068" + urdu + " ۲ (A <Feed>)\u2069" in lines
+    assert "    https://a.example/ur" in lines
+    assert " 2. Plain English" in lines
+
+
+def test_wrap_isolates_right_to_left_lines_and_stays_in_width() -> None:
+    from digest.render.edition import wrap
+
+    hebrew = " ".join(["שלום"] * 30)
+    out = wrap(hebrew, 72, "    ", " 1. ")
+    lines = out.split("\n")
+    assert len(lines) > 1
+    assert lines[0].startswith(" 1. \u2068") and all(line.endswith("\u2069") for line in lines)
+    assert all(line.startswith("    \u2068") for line in lines[1:])
+    assert all(len(line) <= 72 for line in lines)
+    assert wrap("plain words", 72, "  ", "- ") == "- plain words"
+
+
+# -- issue 12: a lead, stories in full, then capped headline groups --------------------------
+
+
+def _feed_entry(feed: str, category: str | None, n: int) -> Entry:
+    source = FeedSource(f"https://{feed}.example/feed", feed, category)
+    return replace(
+        entry(f"{feed} {n}", f"https://{feed}.example/{n}"), source=source, source_title=feed
+    )
+
+
+def test_headlines_are_grouped_like_the_items_capped_and_linked_online() -> None:
+    tech = [_feed_entry("flood", "Technology", n) for n in range(30)]
+    tech += [_feed_entry("quiet", "Technology", n) for n in range(3)]
+    other = [_feed_entry("loose", None, n) for n in range(4)]
+    science = [_feed_entry("lab", "Science & Nature", n) for n in range(2)]
+    items = (_feed_entry("lead", "Science & Nature", 0), _feed_entry("lab", "Science & Nature", 9))
+    selection = Selection(items, (*tech, *other, *science), ())
+    r = renderer(headlines_per_group=4)
+    composed = r.compose(9, selection, NOW, "n")
+    soup = Html(composed.html)
+    assert soup.first("td", "lead").text.startswith("Top story lead 0")
+    assert [h.text for h in soup.all("h3", "more-group")] == [
+        "Technology",
+        "Science & Nature",
+        "Other",
+    ]
+    lists = [[li.text for li in ul.walk() if li.tag == "li"] for ul in soup.all("ul", "more-list")]
+    # the feeds of a group take turns: one flooding feed does not fill the group alone
+    assert lists[0] == ["flood 0 · flood", "quiet 0 · quiet", "flood 1 · flood", "quiet 1 · quiet"]
+    assert lists[1] == ["lab 0 · lab", "lab 1 · lab"] and len(lists[2]) == 4
+    links = {
+        a.text: a.attrs["href"]
+        for p in soup.all("p", "more-link")
+        for a in p.walk()
+        if a.tag == "a"
+    }
+    assert links == {"29 more from Technology →": "https://d.example/archive/9#more-technology"}
+    assert "29 more from Technology: https://d.example/archive/9#more-technology" in composed.text
+    assert "Every story of this edition, 41 in all, is" in soup.first("p", "note").text
+    assert (
+        "Every story of this edition, 41 in all, is online:\nhttps://d.example/archive/9#headlines"
+        in composed.text
+    )
+    # the archive page: every headline under its group's id, nothing counted
+    page = Html(r.page(9, selection, NOW, "n"))
+    assert [h.attrs["id"] for h in page.all("h3", "more-group")] == [
+        "more-technology",
+        "more-science-nature",
+        "more-other",
+    ]
+    listed = [li.text for ul in page.all("ul", "more-list") for li in ul.walk() if li.tag == "li"]
+    assert len(listed) == len(selection.more) and not page.all("p", "more-link")
+    assert "View in browser" not in page.root.text
+
+
+def test_group_anchors_are_readable_unique_and_the_same_in_every_part() -> None:
+    from digest.render.views import anchors
+
+    names = ["Technology", "technology", "Économie", "中文", None, "Other"]
+    ids = anchors(names)
+    assert ids["Technology"] == "more-technology" and ids["technology"] == "more-technology-2"
+    assert ids["Économie"] == "more-economie" and ids["Other"] == "more-other"
+    assert ids[None] == "more-other-2" and re.fullmatch(r"more-[0-9a-f]{8}", ids["中文"])
+    assert len(set(ids.values())) == len(names)
+    assert anchors(list(reversed(names))) == ids  # whatever the order they come in
+    for anchor in ids.values():
+        assert re.fullmatch(r"[a-z0-9-]+", anchor)

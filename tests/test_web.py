@@ -670,3 +670,50 @@ def test_confirmation_mails_go_through_sendgrid_too(
         s = subscribers.get(conn, "sg@example.org")
     assert s is not None and s.status == "active"
     services.engine.dispose()
+
+
+# -- issue 12: every story of an edition on its archive page, inside its layout -------------
+
+
+def big_feed(path: Path, stories: int, category_every: int = 0) -> None:
+    items = "".join(
+        f"<item><title>Story {i:03d} &amp; more</title><link>https://big.example/s/{i}</link>"
+        f"<guid>s{i}</guid><pubDate>Mon, 15 Mar 2027 {i // 60 % 24:02d}:{i % 60:02d}:00 +0000"
+        "</pubDate></item>"
+        if i % 10
+        else f"<item><title>Story {i:03d} &amp; more</title><guid>s{i}</guid>"
+        "<description>no link, no date</description></item>"  # linkless: listed by title
+        for i in range(stories)
+    )
+    path.write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Big</title>'
+        f"<link>https://big.example/</link><description>d</description>{items}</channel></rss>"
+    )
+
+
+def test_the_archive_page_lists_every_story_of_a_700_story_edition(
+    project: Project, tmp_path: Path
+) -> None:
+    big_feed(tmp_path / "big.rss", 700)
+    project.feed(str(tmp_path / "big.rss"), first_run_window="all", category="Technology")
+    project.subscriber("ada@example.org")
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=Clock(NOW), sleep=lambda s: None
+    )
+    (edition,) = pipeline.run(services).editions
+    assert edition.entries == 700
+    (message,) = (project.folder / "outbox").glob("*.eml")
+    mail = email.message_from_bytes(message.read_bytes(), policy=email.policy.default)
+    html_part = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    more = re.search(r'href="([^"]+)"[^>]*>(\d+) more from Technology', html_part)
+    assert more and more.group(1) == "https://digest.example.org/archive/1#more-technology"
+    assert 5 + 10 + int(more.group(2)) == 700  # 5 in full (one feed), 10 headlines, the rest
+    with live(web.create_app(web.build(project.config(), services))) as client:
+        page = client.get("/archive/1").text
+    titles = re.findall(r"Story (\d{3}) &amp; more", page)
+    assert sorted(set(titles)) == [f"{i:03d}" for i in range(700)]
+    assert 'id="more-technology"' in page and "more from Technology" not in page
+    footer = page.index('class="footer"')
+    assert all(page.index(f"Story {i:03d} &amp;") < footer for i in range(700))
+    assert "The rest of this edition" not in page  # inside the layout, not after it
+    assert "%%" not in page and "ada@example.org" not in page

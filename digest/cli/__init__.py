@@ -188,6 +188,12 @@ def _where_to_look(config: Config) -> None:
     "--sample", "use_sample", is_flag=True, help="The sample edition instead of the feeds."
 )
 @click.option("--explain", is_flag=True, help="Print why each story is where it is (the ranking).")
+@click.option(
+    "--next",
+    "force_next",
+    is_flag=True,
+    help="The next edition even when nothing is new (else the last one sent is shown).",
+)
 @click.pass_obj
 @handled
 def preview(
@@ -198,8 +204,10 @@ def preview(
     port: int,
     use_sample: bool,
     explain: bool,
+    force_next: bool,
 ) -> None:
-    """Render the next edition without sending or recording anything."""
+    """Render the next edition without sending or recording anything (with nothing new
+    since the last edition: that one, as it was sent)."""
     from .. import pipeline
     from . import previews
 
@@ -215,8 +223,22 @@ def preview(
         sys.stdout.write(previews.explain(upcoming))
         return
     render = previews.live(state.config_path, upcoming, _now)
+    what = (
+        f"Preview of edition {upcoming.edition_id} ({len(upcoming.selection.entries)} new entries)"
+    )
+    sent = None
+    if upcoming.selection.empty and not (use_sample or force_next):
+        sent = previews.last_sent(services, state.config.digest.base_url)
+    if sent is not None:
+        console.err.print(
+            f"Nothing new since edition {sent.edition_id} "
+            f"({sent.created:%Y-%m-%d %H:%M} UTC): this is edition {sent.edition_id} as it was "
+            "sent, to a sample subscriber. `digest preview --next` shows the next edition."
+        )
+        render = previews.fixed(sent.page)
+        what = f"Edition {sent.edition_id}, as sent"
     if serve:
-        _serve(render, port)
+        _serve(render, port, "the next edition" if sent is None else what.lower())
         return
     page = render()
     if as_text:
@@ -224,14 +246,11 @@ def preview(
         return
     target = out_path or Path("preview.html")
     target.write_text(page.html, encoding="utf-8")
-    count = len(upcoming.selection.entries)
-    console.out.print(
-        f"Preview of edition {upcoming.edition_id} ({count} new entries), subject {page.subject!r}:"
-    )
+    console.out.print(f"{what}, subject {page.subject!r}:")
     console.out.print(f"{target.resolve()}")
 
 
-def _serve(render: Callable[[], Any], port: int) -> None:
+def _serve(render: Callable[[], Any], port: int, what: str = "the next edition") -> None:
     from . import previews
 
     try:
@@ -240,7 +259,7 @@ def _serve(render: Callable[[], Any], port: int) -> None:
         raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): try --port") from exc
     url = f"http://127.0.0.1:{httpd.server_address[1]}/"
     console.out.print(
-        f"Serving the next edition at {url} (plain text: {url}text).\n"
+        f"Serving {what} at {url} (plain text: {url}text).\n"
         "Edit a template or config.toml and reload the page; Ctrl-C to stop."
     )
     sys.stdout.flush()

@@ -183,6 +183,32 @@ def _value(score: Score) -> str:
     return f"{score.value:.3f}" if score.value >= 0.001 else f"e^{score.log:.1f}"
 
 
+@dataclass(frozen=True, slots=True)
+class AsSent:
+    """An edition as it went out, personalized for a stand-in subscriber."""
+
+    edition_id: int
+    created: datetime
+    page: Rendered
+
+
+def last_sent(services: Services, base_url: str) -> AsSent | None:
+    """The latest edition that went out, as a sample subscriber got it (what ``digest
+    preview`` shows when nothing is new since, instead of an empty edition)."""
+    with services.engine.connect() as conn:
+        edition_id = record.last_sent_id(conn)
+        if edition_id is None:
+            return None
+        composed = record.load_composed(conn, edition_id)
+    html_part, text_part = personalize(composed, sample_values(base_url))
+    return AsSent(edition_id, composed.created, Rendered(composed.subject, html_part, text_part))
+
+
+def fixed(page: Rendered) -> Render:
+    """A render that always shows ``page`` (an edition as it was sent)."""
+    return lambda: page
+
+
 def live(
     config_path: str | os.PathLike[str] | None, upcoming: Next, clock: Callable[[], datetime]
 ) -> Render:

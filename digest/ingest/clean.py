@@ -148,6 +148,8 @@ _ENTITY = re.compile(r"&(?:#\d{1,7}|#x[0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31}
 _SPACE = re.compile(r"\s+")
 _NOT_PLAIN = re.compile(r"[<&]|\s\s")
 #: What blog engines append to excerpts: "[…]", "[...]", "Continue reading →".
+#: A language tag: a 2-3 letter language, then subtags of 1-8 letters or digits.
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,4}")
 _READ_MORE = re.compile(
     r"\s*(?:\[(?:…|\.\.\.|&hellip;)\]|(?:continue reading|read more)\W*)\s*$", re.IGNORECASE
 )
@@ -208,7 +210,20 @@ def clean(
         body_source=fragment,
         body_base=base,
         fingerprint=fingerprint(raw),
+        language=language_tag(raw.language),
     )
+
+
+def language_tag(value: str | None) -> str | None:
+    """A feed's language as a BCP 47 tag for ``lang=""``: "en-us" → "en-US", "de" → "de";
+    anything else (a name, markup, a quote) → None. RSS writes tags in lower case."""
+    if not value or not _LANGUAGE.fullmatch(value.strip()):
+        return None
+    first, *rest = value.strip().replace("_", "-").split("-")
+    parts = [first.lower()]
+    for part in rest:
+        parts.append(part.upper() if len(part) == 2 else part.title() if len(part) == 4 else part)
+    return "-".join(parts)
 
 
 def _plausible(when: datetime | None) -> datetime | None:

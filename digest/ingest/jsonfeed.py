@@ -46,7 +46,7 @@ def parse(body: bytes, url: str) -> ParsedFeed:
             warnings.append(f"items[{i}] is not an object: skipped")
             continue
         try:
-            entries.append(_entry(item, base, _author(doc)))
+            entries.append(_entry(item, base, _author(doc), _str(doc.get("language"))))
         except ValueError as exc:  # a URL urljoin cannot read
             warnings.append(f"items[{i}] skipped: {exc}")
     return ParsedFeed(
@@ -58,7 +58,9 @@ def parse(body: bytes, url: str) -> ParsedFeed:
     )
 
 
-def _entry(item: dict[str, Any], base: str, feed_author: str | None) -> RawEntry:
+def _entry(
+    item: dict[str, Any], base: str, feed_author: str | None, language: str | None = None
+) -> RawEntry:
     link = _str(item.get("url")) or _str(item.get("external_url"))
     guid = item.get("id")
     html, text = _str(item.get("content_html")), _str(item.get("content_text"))
@@ -78,6 +80,7 @@ def _entry(item: dict[str, Any], base: str, feed_author: str | None) -> RawEntry
         if isinstance(tags, list)
         else (),
         base=base,
+        language=_str(item.get("language")) or language,  # JSON Feed 1.1
     )
 
 

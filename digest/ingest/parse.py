@@ -129,10 +129,11 @@ def _parse(body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     if not result.get("version") and not result.get("entries"):
         raise ParseError(url, _not_a_feed(body, None))
     feed = result.get("feed", {})
+    language = _text(feed.get("language"))
     entries = []
     for raw in result.get("entries", []):
         try:
-            entries.append(_entry(raw, url))
+            entries.append(_entry(raw, url, language))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             warnings.append(f"skipped an entry feedparser could not give us: {exc}")
     return ParsedFeed(
@@ -252,7 +253,7 @@ def _when(parsed: time.struct_time | None) -> datetime | None:
 _get = dict.get
 
 
-def _entry(raw: dict[str, Any], feed_url: str) -> RawEntry:
+def _entry(raw: dict[str, Any], feed_url: str, language: str | None = None) -> RawEntry:
     content = None
     base = feed_url
     contents = _get(raw, "content") or []
@@ -279,6 +280,7 @@ def _entry(raw: dict[str, Any], feed_url: str) -> RawEntry:
         thumbnail=_thumbnail(raw),
         categories=tuple(t["term"] for t in _get(raw, "tags") or [] if _get(t, "term")),
         base=base,
+        language=_text(_get(_get(raw, "title_detail") or {}, "language")) or language,
     )
 
 

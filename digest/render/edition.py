@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import secrets
 import textwrap
 import traceback
@@ -40,9 +41,13 @@ from .views import (
     EditionView,
     GroupBy,
     GroupView,
+    HeadlineGroup,
     ItemView,
     RecipientView,
+    anchors,
     group,
+    group_key,
+    headline_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,7 @@ class RenderSettings:
     thumbnails: bool = True
     contents_from: int = 5  # a table of contents from this many items up (0: never)
     max_bytes: int = DEFAULT_MAX_BYTES
+    headlines_per_group: int = 10  # in the e-mail; the rest of a group is linked online
 
 
 class Renderer:
@@ -160,11 +166,18 @@ class Renderer:
             nonce=nonce,
         )
 
+    def page(self, edition_id: int, selection: Selection, created: datetime, nonce: str) -> str:
+        """The edition's archive page: the e-mail's layout with every story in it, the
+        headlines of every group in full (no cap, no size budget, nothing counted)."""
+        plan = Plan(len(selection.items), len(selection.more))
+        context = self._context(edition_id, selection.entries, plan, created, nonce, online=True)
+        return self.html(context)
+
     def html(self, context: Mapping[str, Any]) -> str:
         """The HTML part for a context, CSS inlined (``@media`` rules kept)."""
         page = self._render(self.html_env, HTML_TEMPLATE, context)
         try:
-            return str(self.inliner.inline(page))
+            return charset_first(str(self.inliner.inline(page)))
         except css_inline.InlineError as exc:
             raise RenderError(f"cannot inline the CSS: {exc}", HTML_TEMPLATE) from exc
 
@@ -190,31 +203,42 @@ class Renderer:
         plan: Plan,
         created: datetime,
         nonce: str,
+        online: bool = False,
     ) -> dict[str, Any]:
         """What templates see (docs/templates.md documents every field)."""
         s = self.settings
         limit = budget.SHORT_SUMMARY if plan.short else None
         full = entries[: plan.full]
-        items: list[ItemView] = []
+        lead = ItemView.of(full[0], 1, limit, s.thumbnails) if full else None
+        items: list[ItemView] = [lead] if lead else []
         groups = []
-        for name, members in group(full, s.group_by):
+        for name, everyone in group(full, s.group_by):  # in order of the newest, the lead's too
+            members = [e for e in everyone if e is not full[0]]
+            if not members:
+                continue
             views = [
                 ItemView.of(e, len(items) + i + 1, limit, s.thumbnails)
                 for i, e in enumerate(members)
             ]
             items += views
             groups.append(GroupView(name, tuple(views)))
+        archive_url = f"{s.base_url}/archive/{edition_id}"
+        headlines = self._headlines(entries[plan.full :], plan.listed, archive_url, online)
+        more = tuple(item for h in headlines for item in h.items)
         edition = EditionView(
             id=edition_id,
             title=s.title,
             date=created.astimezone(self.zone),
+            lead=lead,
             items=tuple(items),
             groups=tuple(groups),
-            more=tuple(ItemView.of(e) for e in entries[plan.full : plan.full + plan.listed]),
-            hidden=plan.hidden(len(entries)),
-            archive_url=f"{s.base_url}/archive/{edition_id}",
+            headlines=headlines,
+            more=more,
+            hidden=len(entries) - len(full) - len(more),
+            archive_url=archive_url,
             contents=0 < s.contents_from <= len(items),
             shortened=bool(limit) and any(len(e.summary) > budget.SHORT_SUMMARY for e in full),
+            online=online,
         )
         return {
             "edition": edition,
@@ -224,6 +248,26 @@ class Renderer:
             "lang": self.formats.lang,
             "dir": self.formats.direction,
         }
+
+    def _headlines(
+        self, rest: Sequence[Entry], listed: int, archive_url: str, online: bool
+    ) -> tuple[HeadlineGroup, ...]:
+        """The entries after those in full, as headline groups: in the e-mail the first
+        ``listed`` of them (the size budget's) at most ``headlines_per_group`` a group;
+        online every one."""
+        by = self.settings.group_by
+        ids = anchors([group_key(e, by) for e in rest])
+        cap = None if online else self.settings.headlines_per_group
+        return tuple(
+            HeadlineGroup(
+                name=name,
+                items=tuple(ItemView.of(e) for e in shown),
+                more=more,
+                anchor=ids[name],
+                url=f"{archive_url}#{ids[name]}",
+            )
+            for name, shown, more in headline_groups(rest, len(rest) if online else listed, by, cap)
+        )
 
     def subject(self, selection: Selection, created: datetime) -> str:
         entries = selection.entries
@@ -290,17 +334,52 @@ class Renderer:
         return problems
 
 
+_CHARSET = re.compile(r"<meta\s+charset=[\"']?[\w-]+[\"']?\s*/?>\s*", re.IGNORECASE)
+_HEAD = re.compile(r"<head(?:\s[^>]*)?>", re.IGNORECASE)
+
+
+def charset_first(page: str) -> str:
+    """``<meta charset>`` moved to be the first thing in ``<head>``: css-inline puts the
+    kept ``@media`` rules there first, and a browser or client that sniffs the encoding
+    reads only so far (the archive, preview files)."""
+    found, head = _CHARSET.search(page), _HEAD.search(page)
+    if found is None or head is None or not page[head.end() : found.start()].strip():
+        return page
+    rest = page[: found.start()] + page[found.end() :]
+    return rest[: head.end()] + found.group().rstrip() + "\n" + rest[head.end() :]
+
+
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
     """Text filled to ``width`` columns, every line after the first indented by ``indent``
-    (the first by ``first``, default ``indent``). Words and links are never broken."""
-    return textwrap.fill(
-        " ".join(str(text).split()),
-        width=width,
-        initial_indent=indent if first is None else first,
+    (the first by ``first``, default ``indent``). Words and links are never broken. A line
+    with right-to-left words has them isolated (U+2068 … U+2069): they read right to left,
+    and the line's own numbering and punctuation stay where the reader expects them."""
+    lead = indent if first is None else first
+    words = " ".join(str(text).split())
+    rtl = bool(_RTL.search(words))
+    filled = textwrap.fill(
+        words,
+        width=width - 2 if rtl else width,  # room for the two invisible isolating marks
+        initial_indent=lead,
         subsequent_indent=indent,
         break_long_words=False,
         break_on_hyphens=False,
     )
+    if not rtl:
+        return filled
+    lines = filled.split("\n")
+    return "\n".join(_isolate(line, lead if i == 0 else indent) for i, line in enumerate(lines))
+
+
+#: Letters of the right-to-left scripts (Hebrew, Arabic, Syriac, Thaana, N'Ko...).
+_RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufeff]")
+
+
+def _isolate(line: str, prefix: str) -> str:
+    """``line`` with what follows ``prefix`` isolated when it holds right-to-left letters."""
+    if not _RTL.search(line) or not line.startswith(prefix):
+        return line
+    return f"{prefix}\u2068{line[len(prefix) :]}\u2069"
 
 
 def _wrap(exc: jinja2.TemplateError, name: str) -> RenderError:

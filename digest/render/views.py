@@ -6,6 +6,9 @@ keeps the two in step). Nothing here renders or reads a clock.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +54,8 @@ class ItemView:
     updated: bool = False
     #: The same story from other feeds: "Also in: B, C" (``cluster``).
     also: tuple[AlsoView, ...] = ()
+    #: The language the feed declares for it (a checked BCP 47 tag), for ``lang=""``.
+    lang: str | None = None
 
     @property
     def anchor(self) -> str:
@@ -79,6 +84,7 @@ class ItemView:
             number=number,
             updated=entry.updated,
             also=tuple(AlsoView(e.source_title, e.link) for e in entry.also),
+            lang=entry.language,
         )
 
 
@@ -91,19 +97,34 @@ class GroupView:
 
 
 @dataclass(frozen=True, slots=True)
+class HeadlineGroup:
+    """Headlines under one heading, grouped like the items; in the e-mail at most
+    ``email.headlines_per_group`` of them, the rest counted and linked online."""
+
+    name: str | None
+    items: tuple[ItemView, ...]  # listed here
+    more: int  # of this group, not listed here: "12 more from Technology →"
+    anchor: str  # the group's id on the archive page: "more-technology"
+    url: str  # the group on the archive page: "{archive_url}#more-technology"
+
+
+@dataclass(frozen=True, slots=True)
 class EditionView:
     """The edition, as templates see it."""
 
     id: int
     title: str
     date: datetime  # when the edition was made, in the digest's time zone
-    items: tuple[ItemView, ...]  # shown in full, in the order the groups show them
-    groups: tuple[GroupView, ...]  # the same items, grouped
-    more: tuple[ItemView, ...]  # new too, listed as headlines with links
-    hidden: int  # new too, but neither shown nor listed (the size budget): counted
+    lead: ItemView | None  # the most important story, shown first and largest
+    items: tuple[ItemView, ...]  # shown in full: the lead, then the groups' items in order
+    groups: tuple[GroupView, ...]  # the items after the lead, grouped
+    headlines: tuple[HeadlineGroup, ...]  # the rest, as headlines, grouped like the items
+    more: tuple[ItemView, ...]  # every headline listed, in the order of ``headlines``
+    hidden: int  # new too, but not listed in this part: counted, and listed online
     archive_url: str  # this edition on the web ("view in browser")
     contents: bool  # show a table of contents
     shortened: bool  # summaries were shortened to fit the size budget
+    online: bool = False  # the archive page: every story listed, nothing counted
 
     @property
     def count(self) -> int:
@@ -133,10 +154,64 @@ def group(entries: Sequence[Entry], by: GroupBy) -> list[tuple[str | None, list[
         return [(None, list(entries))] if entries else []
     groups: dict[str | None, list[Entry]] = {}
     for entry in entries:
-        key = entry.source.category if by == "category" else entry.source_title
-        groups.setdefault(key or None, []).append(entry)
+        groups.setdefault(group_key(entry, by), []).append(entry)
     named = [(k, v) for k, v in groups.items() if k is not None]
     return named + ([(None, groups[None])] if None in groups else [])
+
+
+def group_key(entry: Entry, by: GroupBy) -> str | None:
+    """The heading an entry goes under (None: no heading of its own)."""
+    if by == "none":
+        return None
+    return (entry.source.category if by == "category" else entry.source_title) or None
+
+
+def headline_groups(
+    entries: Sequence[Entry], listed: int, by: GroupBy, cap: int | None
+) -> list[tuple[str | None, list[Entry], int]]:
+    """Headlines grouped like the items, in order of each group's first entry (those
+    without a heading last): of each group, its entries among the first ``listed`` of
+    ``entries``, its feeds taking turns, at most ``cap`` of them (None: no cap), and how
+    many it has besides."""
+    groups: dict[str | None, list[tuple[int, Entry]]] = {}
+    for i, entry in enumerate(entries):
+        groups.setdefault(group_key(entry, by), []).append((i, entry))
+    order = [k for k in groups if k is not None] + ([None] if None in groups else [])
+    out = []
+    for key in order:
+        members = [(i, e) for i, e in groups[key] if i < listed]
+        shown = [e for _i, e in _taking_turns(members)][:cap]
+        out.append((key, shown, len(groups[key]) - len(shown)))
+    return out
+
+
+def _taking_turns(members: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
+    """A group's entries with its feeds taking turns (each feed's in their order), so a
+    feed with many new entries does not fill a group's few headlines on its own."""
+    turn: dict[str, int] = {}
+    keyed = []
+    for i, entry in members:
+        n = turn[entry.source.url] = turn.get(entry.source.url, -1) + 1
+        keyed.append(((n, i), (i, entry)))
+    return [m for _k, m in sorted(keyed, key=lambda k: k[0])]
+
+
+def anchors(names: Sequence[str | None]) -> dict[str | None, str]:
+    """An HTML id per group name, the same whichever part or page is rendered: readable
+    where the name allows ("more-technology"), unique in the edition."""
+    out: dict[str | None, str] = {}
+    taken: set[str] = set()
+    for name in sorted(set(names), key=lambda n: (n is None, n or "")):
+        words = unicodedata.normalize("NFKD", name or "other").encode("ascii", "ignore").decode()
+        slug = "-".join(re.findall(r"[a-z0-9]+", words.lower()))[:40].strip("-")
+        if not slug:
+            slug = hashlib.sha1((name or "").encode()).hexdigest()[:8]
+        anchor, n = f"more-{slug}", 2
+        while anchor in taken:
+            anchor, n = f"more-{slug}-{n}", n + 1
+        taken.add(anchor)
+        out[name] = anchor
+    return out
 
 
 def shorten(text: str, limit: int) -> str:

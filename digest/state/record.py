@@ -197,12 +197,24 @@ def begin_edition(
     return int(key[0])
 
 
+def last_sent_id(conn: sa.Connection) -> int | None:
+    """The latest edition that went out (finished, or still being sent), if any."""
+    return conn.execute(
+        sa.select(sa.func.max(E.c.id)).where(
+            E.c.status.in_([EditionStatus.DONE, EditionStatus.SENDING])
+        )
+    ).scalar_one_or_none()
+
+
 def next_edition_id(conn: sa.Connection) -> int:
     """What the next edition will probably be called (for previews)."""
     return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(E.c.id), 0))).scalar_one()) + 1
 
 
-def save_content(conn: sa.Connection, composed: Composed, items: int, more: int) -> None:
+def save_content(
+    conn: sa.Connection, composed: Composed, items: int, more: int, page: str | None = None
+) -> None:
+    """The edition's rendered parts, its counts, and its archive page (every story)."""
     conn.execute(
         sa.update(E)
         .where(E.c.id == composed.edition_id)
@@ -212,6 +224,7 @@ def save_content(conn: sa.Connection, composed: Composed, items: int, more: int)
             text=composed.text,
             item_count=items,
             more_count=more,
+            page=page,
         )
     )
 

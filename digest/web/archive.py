@@ -53,34 +53,41 @@ def listing(conn: sa.Connection, page: int = 1) -> tuple[list[Listed], bool]:
 
 
 def edition_html(conn: sa.Connection, edition_id: int, base_url: str) -> str | None:
+    """The edition's archive page: every story of it in the e-mail's layout (rendered
+    when the edition was made), with nobody's personal links. Editions made before
+    digest kept that page show their e-mail, with the stories it did not list after it."""
     row = conn.execute(
         sa.select(E).where((E.c.id == edition_id) & (E.c.status == EditionStatus.DONE))
     ).first()
     if row is None:
         return None
-    composed = Composed(row.id, row.subject, row.html, row.text, row.created_at, row.nonce)
+    composed = Composed(
+        row.id, row.subject, row.page or row.html, row.text, row.created_at, row.nonce
+    )
     html, _text = personalize(composed, archive_values(base_url))
-    return with_hidden_stories(conn, edition_id, html)
+    return html if row.page else with_hidden_stories(conn, edition_id, html)
 
 
 def with_hidden_stories(conn: sa.Connection, edition_id: int, html: str) -> str:
-    """The mail shows what fits its size budget and says "read the rest online": here,
-    the stories of the edition whose link is not in the mail are listed after it."""
+    """For an edition stored without its archive page: the stories of the edition the
+    e-mail does not link to are listed after it (an entry without a link by its title)."""
     rows = conn.execute(
         sa.select(N.c.title, N.c.link)
         .where(N.c.edition_id == edition_id)
         .order_by(N.c.published_at.desc())
     ).all()
     shown = links_in(html)
-    missing = [(t, link) for t, link in rows if link and link not in shown]
+    missing = [(t, link) for t, link in rows if not link or link not in shown]
     if not missing:
         return html
     items = "".join(
         f'<li style="margin:0 0 6px;"><a href={quoteattr(link)}>{escape(title)}</a></li>'
+        if link
+        else f'<li style="margin:0 0 6px;">{escape(title)}</li>'
         for title, link in missing
     )
     section = (
-        '<section id="more-online" style="max-width:600px;margin:0 auto;padding:16px 24px 32px;'
+        '<section id="headlines" style="max-width:600px;margin:0 auto;padding:16px 24px 32px;'
         "font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:15px;"
         'line-height:1.5;">'
         f'<h2 style="font-size:18px;">The rest of this edition</h2><ul>{items}</ul></section>'

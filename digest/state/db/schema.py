@@ -111,6 +111,8 @@ editions = Table(
     Column("finished_at", UTCDateTime),
     Column("compacted", Boolean, nullable=False, default=False),
     Column("slot", UTCDateTime, unique=True),  # the scheduled time it was made for
+    # The archive page: the e-mail's layout with every story (NULL: made before 0012).
+    Column("page", Text),
 )
 
 entries = Table(
