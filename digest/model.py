@@ -138,6 +138,10 @@ class ParsedFeed:
     warnings: tuple[str, ...] = ()
 
 
+#: The title of an entry whose feed gave neither a title nor text to make one of.
+UNTITLED = "(untitled)"
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A clean entry: plain-text title and summary, sanitized HTML, absolute links, UTC date."""

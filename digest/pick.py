@@ -10,8 +10,10 @@ link (the same story sent before under another feed or guid). Among new entries:
   count as new later, never sent;
 * **later runs**: an entry dated more than the window before the feed was first read
   is back catalogue that surfaced late (a feed re-ordering its archive): baseline too;
-* the same story twice in one run (same canonical link) is kept once, from the feed
-  listed first in the config;
+* the same story twice in one run (same canonical link, fragment included: the
+  anchors of one page are distinct stories) is kept once, from the feed listed first
+  in the config; so is the same title with the same summary twice in one feed (one
+  post under two addresses), unless the summary is empty;
 * an entry with the same feed, title and content as one recorded recently (``known``
   says which: the last 30 days) or earlier in this run is the same story under a new
   guid (feeds that make one up on every fetch), unless both have links and they
@@ -20,7 +22,8 @@ link (the same story sent before under another feed or guid). Among new entries:
   ``updated``, only for feeds with ``resend_updated`` (by default an update is not
   news);
 * at most ``max_items_per_feed`` of one feed and ``max_items`` in all are shown in
-  full, newest first; every other new entry is listed as a headline (``more``), never
+  full, newest first (an undated entry at the date ``clean`` placed it, equal dates in
+  the feeds' order); every other new entry is listed as a headline (``more``), never
   dropped silently.
 """
 
@@ -30,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from .model import Entry, FeedEntries, Known, Selection
+from .model import UNTITLED, Entry, FeedEntries, Known, Selection
 
 
 def pick(
@@ -48,6 +51,7 @@ def pick(
     for feed in feeds:
         window = feed.source.first_run_window
         ids_this_feed: set[str] = set()
+        texts_this_feed: set[tuple[str, str]] = set()
         new: list[Entry] = []
         for entry in feed.entries:
             if entry.identity in ids_this_feed:
@@ -60,9 +64,12 @@ def pick(
                     if link is not None:
                         links_this_run.add(link)
                 continue
+            text = _text(entry)
             if (
-                link is not None and (link in known.canonical_links or link in links_this_run)
-            ) or _same_content(entry, content):
+                (link is not None and (link in known.canonical_links or link in links_this_run))
+                or _same_content(entry, content)
+                or text in texts_this_feed
+            ):
                 duplicates += 1
                 baseline.append(entry)
                 continue
@@ -71,6 +78,8 @@ def pick(
                 continue
             if link is not None:
                 links_this_run.add(link)
+            if text is not None:
+                texts_this_feed.add(text)
             if entry.fingerprint is not None:
                 key = (entry.source.url, entry.fingerprint)
                 content[key] = content.get(key, False) or link is None
@@ -90,6 +99,13 @@ def pick(
         baseline=tuple(baseline),
         duplicates=duplicates,
     )
+
+
+def _text(entry: Entry) -> tuple[str, str] | None:
+    """What makes two entries of one feed the same post: title and summary, both there."""
+    if entry.title == UNTITLED or not entry.summary:
+        return None
+    return (" ".join(entry.title.casefold().split()), " ".join(entry.summary.split()))
 
 
 def _same_content(entry: Entry, content: dict[tuple[str, str], bool]) -> bool:
@@ -116,5 +132,6 @@ def _back_catalogue(entry: Entry, feed: FeedEntries, window: timedelta, now: dat
     return entry.published < feed.first_read - window
 
 
-def _newest_first(entry: Entry) -> tuple[float, str]:
-    return (-entry.published.timestamp(), entry.title)
+def _newest_first(entry: Entry) -> float:
+    """The sort key; the sort is stable, so equal dates keep the feeds' order."""
+    return -entry.published.timestamp()

@@ -26,7 +26,7 @@ import feedparser.urls
 from .. import faults
 from ..errors import ParseError
 from ..model import ParsedFeed, RawEntry
-from . import jsonfeed
+from . import dates, jsonfeed
 
 # bozo exceptions that mean "parsed, with a caveat" rather than "not a feed"
 _SURVIVABLE = ("CharacterEncodingOverride", "NonXMLContentType", "CharacterEncodingUnknown")
@@ -270,16 +270,30 @@ def _entry(raw: dict[str, Any], feed_url: str) -> RawEntry:
     return RawEntry(
         guid=_text(_get(raw, "id")),
         link=_text(_get(raw, "link")),
-        title=_get(raw, "title") or "",
+        title=_title(raw),
         summary=_text(summary),
         content=_text(content),
-        author=_text(_get(raw, "author")),
-        published=_when(_get(raw, "published_parsed")),
-        updated=_when(_get(raw, "updated_parsed")),
+        author=_author(raw),
+        published=_when(_get(raw, "published_parsed")) or dates.parse(_get(raw, "published")),
+        updated=_when(_get(raw, "updated_parsed")) or dates.parse(_get(raw, "updated")),
         thumbnail=_thumbnail(raw),
         categories=tuple(t["term"] for t in _get(raw, "tags") or [] if _get(t, "term")),
         base=base,
     )
+
+
+def _author(raw: dict[str, Any]) -> str | None:
+    """The author, or every author's name, comma-separated, when the entry names several."""
+    names = [a["name"] for a in _get(raw, "authors") or [] if isinstance(_get(a, "name"), str)]
+    return ", ".join(names) if len(names) > 1 else _text(_get(raw, "author"))
+
+
+def _title(raw: dict[str, Any]) -> str:
+    """The title as markup: one the feed marks as plain text (Atom's ``type="text"``, an
+    RSS title with no markup in it) keeps its ``<`` and ``>`` as characters."""
+    title = _get(raw, "title") or ""
+    plain = (_get(raw, "title_detail") or {}).get("type") == "text/plain"
+    return title.replace("<", "&lt;").replace(">", "&gt;") if plain and "<" in title else title
 
 
 def _thumbnail(raw: dict[str, Any]) -> str | None:

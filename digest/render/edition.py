@@ -27,11 +27,12 @@ from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
+from markupsafe import Markup
 
 from ..errors import RenderError
 from ..mail.headers import header_safe
 from ..mail.markers import Marker, markers
-from ..model import Composed, Entry, Selection
+from ..model import UNTITLED, Composed, Entry, Selection
 from . import budget, sample
 from .budget import Plan
 from .i18n import Formats, catalogs, parse_locale
@@ -110,6 +111,7 @@ class Renderer:
             env.filters["localtime"] = self.formats.moment
             env.filters["number"] = self.formats.number
             env.filters["wrap"] = wrap
+        self.html_env.filters["paragraphs"] = paragraphs
         self.inliner = css_inline.CSSInliner(
             keep_at_rules=True, load_remote_stylesheets=False, minify_css=True
         )
@@ -231,7 +233,7 @@ class Renderer:
             "title": self.settings.title,
             "date": created.astimezone(self.zone),
             "count": len(entries),
-            "top": entries[0].title if entries else "",
+            "top": next((e.title for e in entries if e.title != UNTITLED), ""),
         }
         try:
             text = self.text_env.from_string(self.settings.subject).render(values)
@@ -292,14 +294,37 @@ class Renderer:
 
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
     """Text filled to ``width`` columns, every line after the first indented by ``indent``
-    (the first by ``first``, default ``indent``). Words and links are never broken."""
+    (the first by ``first``, default ``indent``). Words and links are never broken. A
+    summary's paragraphs (``"\n\n"``) stay apart by a blank line, its line breaks
+    (``"\n"``) stay line breaks."""
+    out: list[str] = []
+    for paragraph in str(text).split("\n\n"):
+        if out:
+            out.append("")
+        for line in paragraph.split("\n"):
+            if " ".join(line.split()):
+                out.append(_fill(line, width, indent if out else first, indent))
+    return "\n".join(out) if out else _fill(str(text), width, first, indent)
+
+
+def _fill(text: str, width: int, first: str | None, indent: str) -> str:
     return textwrap.fill(
-        " ".join(str(text).split()),
+        " ".join(text.split()),
         width=width,
         initial_indent=indent if first is None else first,
         subsequent_indent=indent,
         break_long_words=False,
         break_on_hyphens=False,
+    )
+
+
+def paragraphs(text: str, css_class: str = "summary") -> Markup:
+    """A summary as HTML paragraphs (``<p class="summary">``), its line breaks as ``<br>``:
+    the text escaped, the class a name of ours."""
+    return Markup("").join(
+        Markup('<p class="{}">{}</p>').format(css_class, Markup("<br>").join(block.split("\n")))
+        for block in str(text).split("\n\n")
+        if block.strip()
     )
 
 

@@ -136,4 +136,4 @@ def shorten(text: str, limit: int) -> str:
     space = cut.rfind(" ")
     if space > limit // 2:
         cut = cut[:space]
-    return cut.rstrip(" ,;:.-–—") + ELLIPSIS
+    return cut.rstrip(" \n,;:.-–—") + ELLIPSIS
