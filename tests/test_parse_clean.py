@@ -553,3 +553,20 @@ def test_undated_entries_are_placed_by_their_neighbours_in_the_feed() -> None:
     assert [e.published for e in entries][:4] == [NOW - 2 * hour] * 4
     assert not entries[0].dated and entries[1].dated
     assert stand_ins([raw(), raw()], NOW) == [NOW, NOW]  # nothing dated: when first seen
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-48, 48)), max_size=15))
+def test_undated_entries_are_never_placed_as_the_newest(hours: list[int | None]) -> None:
+    """An undated entry's stand-in is never after when digest saw it, nor after the
+    newest dated entry of its feed, and is the date of a dated neighbour when there is
+    one; without any, it is when digest saw it."""
+    raws = [
+        raw(guid=str(i), published=None if h is None else NOW + timedelta(hours=h))
+        for i, h in enumerate(hours)
+    ]
+    placed = stand_ins(raws, NOW)
+    known = [min(NOW + timedelta(hours=h), NOW) for h in hours if h is not None]
+    for h, seen in zip(hours, placed, strict=True):
+        assert seen <= NOW
+        if h is None:
+            assert seen in known if known else seen == NOW

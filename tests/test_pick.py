@@ -311,3 +311,27 @@ def test_undated_entries_keep_the_feeds_order_not_the_alphabet() -> None:
         replace(entry(A, "mango", 0, dated=False), title="Mango"),
     )
     assert ids(pick([f], Known(), NOW, 20, 5).items) == ["zebra", "apple", "mango"]
+
+
+TITLES = st.sampled_from(["Big news", "big  NEWS", "Other", "(untitled)"])
+SUMMARIES = st.sampled_from(["", "It happened.", "It  happened.", "Else."])
+
+
+@given(st.lists(st.tuples(TITLES, SUMMARIES, st.booleans()), max_size=12))
+def test_one_feed_never_shows_a_title_and_summary_twice(rows: list[tuple[str, str, bool]]) -> None:
+    """Whatever the mix: each new entry is shown, listed or counted as a duplicate, and
+    no two shown or listed have the same title and the same (non-empty) summary."""
+    entries = [
+        told(source, f"e{i}", title, summary, i + 1)
+        for i, (title, summary, second) in enumerate(rows)
+        for source in [B if second else A]
+    ]
+    by_feed = [feed(s, *(e for e in entries if e.source == s)) for s in (A, B)]
+    sel = pick(by_feed, Known(), NOW, 20, 20)
+    assert len(sel.entries) + sel.duplicates == len(entries)
+    seen = set()
+    for e in sel.entries:
+        if e.summary and e.title != "(untitled)":
+            key = (e.source.url, " ".join(e.title.casefold().split()), " ".join(e.summary.split()))
+            assert key not in seen
+            seen.add(key)
