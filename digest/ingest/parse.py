@@ -274,12 +274,17 @@ def _entry(raw: dict[str, Any], feed_url: str) -> RawEntry:
         summary=_text(summary),
         content=_text(content),
         author=_author(raw),
-        published=_when(_get(raw, "published_parsed")) or dates.parse(_get(raw, "published")),
-        updated=_when(_get(raw, "updated_parsed")) or dates.parse(_get(raw, "updated")),
+        published=_date(raw, "published"),
+        updated=_date(raw, "updated"),
         thumbnail=_thumbnail(raw),
         categories=tuple(t["term"] for t in _get(raw, "tags") or [] if _get(t, "term")),
         base=base,
     )
+
+
+def _date(raw: dict[str, Any], key: str) -> datetime | None:
+    """The date feedparser read, else one in another language (``dates``)."""
+    return _when(_get(raw, f"{key}_parsed")) or dates.parse(_text(_get(raw, key)))
 
 
 def _author(raw: dict[str, Any]) -> str | None:
