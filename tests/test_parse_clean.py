@@ -519,6 +519,9 @@ def test_summary_paragraphs_are_never_empty_nor_padded(parts: list[str]) -> None
         ("A. Smith, B. Jones, C. Brown, D. Lee", "A. Smith, B. Jones et al."),
         ("A; B; C; D; E; F; G; H; I; J; K; L; M", "A, B et al."),
         ("Ann Lee, Bo Chen, Cy Diaz & Di Eng", "Ann Lee, Bo Chen et al."),
+        ("Kaur, M., Shukla, A., Kanwar, S., Shukla, V.", "Kaur, M., Shukla, A. et al."),
+        ("Van Dijken, A. J. H., Di Sora, A.", "Van Dijken, A. J. H., Di Sora, A."),
+        ("Smith, J.", "Smith, J."),
     ],
 )
 def test_author_lists_are_shortened(author: str, line: str) -> None:

@@ -139,6 +139,8 @@ MAX_SOURCE_CHARS = 100_000
 MAX_TITLE_CHARS = 300
 #: Most authors named on an entry's line; more become "et al.".
 MAX_AUTHORS = 3
+#: The initials of a "Last, F. G." name.
+_INITIALS = re.compile(r"(?:[^\W\d_]{1,2}\.[\s-]*)+")
 _AUTHORS = re.compile(r"\s*[,;]\s*|\s+(?:and|&|und|et|e|y|en|и)\s+", re.IGNORECASE)
 #: Dates before this are not publication dates (0001-01-01, a zero timestamp...).
 EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
@@ -423,8 +425,11 @@ def first_image(body: str) -> str | None:
 def authors(text: str) -> str | None:
     """An author line a reader takes in at a glance: more than ``MAX_AUTHORS`` names
     (separated by commas, semicolons, "and" or "&") become the first two and "et al."
-    ("A. Smith, B. Jones et al."); a "Last, First" name is one name."""
+    ("A. Smith, B. Jones et al."); "Smith, A., Jones, B. C." is two names, as is
+    "Smith, John"."""
     names = [n.strip() for n in _AUTHORS.split(text) if n.strip()]
+    if len(names) % 2 == 0 and all(_INITIALS.fullmatch(n) for n in names[1::2]):
+        names = [f"{last}, {first}" for last, first in zip(names[::2], names[1::2], strict=True)]
     if len(names) > MAX_AUTHORS:
         text = f"{names[0]}, {names[1]} et al."
     return truncate(text, 200) or None
