@@ -1,15 +1,19 @@
 """Stage 2b · clean: untrusted ``RawEntry`` → ``Entry`` that is safe to put in an email.
 
 * titles and summaries become plain text: tags stripped, entities decoded (twice when
-  the feed escaped them twice), whitespace collapsed, mojibake repaired;
+  the feed escaped them twice), whitespace collapsed, mojibake repaired; a summary
+  keeps its paragraphs ("\n\n") and line breaks ("\n"); a long author list becomes
+  "A. Smith, B. Jones et al.";
 * bodies are sanitized with an allow-list (nh3): no script, style, iframe, form,
   event-handler attributes, ``javascript:`` or ``data:`` URLs; relative links and
   images made absolute against xml:base or the feed URL; tracking pixels dropped;
 * the summary is the feed's own when it has one, else an excerpt of the body, cut at a
   word boundary, never longer than ``summary_length``;
-* an entry link that is not http(s) is dropped; every entry gets a UTC date
-  (published, else updated, else first seen): a date in the future is clamped, one
-  before ``EARLIEST`` (year 1, 1900...: no feed is that old) counts as no date.
+* an entry link that is not http(s) is dropped; links (the entry's and its body's) lose
+  tracking parameters and redirect wrappers (``links.tidy``); every entry gets a UTC
+  date (published, else updated, else its stand-in: see ``stand_ins``): a date in the
+  future is clamped, one before ``EARLIEST`` (year 1, 1900...: no feed is that old)
+  counts as no date.
 """
 
 from __future__ import annotations
