@@ -573,3 +573,15 @@ def test_undated_entries_are_never_placed_as_the_newest(hours: list[int | None])
         assert seen <= NOW
         if h is None:
             assert seen in known if known else seen == NOW
+
+
+def test_atom_text_summaries_and_bodies_keep_their_characters() -> None:
+    body = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title><entry><title>t</title>'
+        b'<summary type="text">Use Vec&lt;T&gt; &amp; Box&lt;T&gt;</summary>'
+        b'<content type="text">Body: Vec&lt;T&gt;</content></entry></feed>'
+    )
+    (raw_entry,) = parse(body, SOURCE.url).entries
+    e = clean(raw_entry, SOURCE, "Blog", NOW)
+    assert e.summary == "Use Vec<T> & Box<T>"
+    assert "Body: Vec&lt;T&gt;" in finish(e).content_html  # shown as text, not a tag

@@ -1,6 +1,6 @@
-"""URL helpers: absolute links, http(s)-only links, canonical links for duplicate detection.
-
-Contains no business logic.
+"""URL helpers: absolute links, http(s)-only links, tidy links (no tracking parameters,
+no redirect wrapper: what a reader is shown and follows), canonical links (for spotting
+the same story twice).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ TRACKING_PARAMS = frozenset(
         "mc_eid", "igshid", "yclid", "_hsenc", "_hsmi", "hsctatracking", "mkt_tok",
         "ref_src", "ref_url", "rb_clickid", "s_cid", "sc_cid", "wickedid", "twclid",
         "ttclid", "srsltid", "wt_mc", "wt_zmc", "xtor", "at_medium", "at_campaign",
-        "at_custom1", "at_custom2", "at_custom3", "at_custom4", "cmpid", "ito", "ocid",
+        "at_custom1", "at_custom2", "at_custom3", "at_custom4", "cmpid", "ocid",
         "ncid", "smid", "smtyp", "ftag", "mbid", "soc_src", "soc_trk", "trk",
         "trkcampaign", "_ga", "_gl", "_openstat", "__twitter_impression", "spm",
         "sr_share", "cmp", "icid",
@@ -44,7 +44,6 @@ WRAPPERS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
     (re.compile(r"getpocket\.com"), "/redirect", ("url",)),
     (re.compile(r"steamcommunity\.com"), "/linkfilter/", ("url",)),
     (re.compile(r"[a-z0-9]+\.safelinks\.protection\.outlook\.com"), "/", ("url",)),
-    (re.compile(r"disq\.us"), "/url", ("url",)),
 )
 #: Fragments that name where a page's text starts, not a part of it: the same story.
 _PLACE = re.compile(

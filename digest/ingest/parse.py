@@ -259,10 +259,10 @@ def _entry(raw: dict[str, Any], feed_url: str) -> RawEntry:
     if contents:
         html = [c for c in contents if "html" in (_get(c, "type") or "")]
         chosen = (html or contents)[0]
-        content = _get(chosen, "value")
+        content = _markup(_get(chosen, "value"), chosen)
         base = _get(chosen, "base") or base
-    summary = _get(raw, "summary")
     detail = _get(raw, "summary_detail") or {}
+    summary = _markup(_get(raw, "summary"), detail)
     if base == feed_url and _get(detail, "base"):
         base = detail["base"]
     if summary and content and summary.strip() == content.strip():
@@ -294,11 +294,14 @@ def _author(raw: dict[str, Any]) -> str | None:
 
 
 def _title(raw: dict[str, Any]) -> str:
-    """The title as markup: one the feed marks as plain text (Atom's ``type="text"``, an
-    RSS title with no markup in it) keeps its ``<`` and ``>`` as characters."""
-    title = _get(raw, "title") or ""
-    plain = (_get(raw, "title_detail") or {}).get("type") == "text/plain"
-    return title.replace("<", "&lt;").replace(">", "&gt;") if plain and "<" in title else title
+    return _markup(_get(raw, "title"), _get(raw, "title_detail") or {}) or ""
+
+
+def _markup(value: Any, detail: dict[str, Any]) -> Any:
+    """A text as markup: one the feed marks as plain text (Atom's ``type="text"``, an RSS
+    title with no markup in it) keeps its ``<`` and ``>`` as characters."""
+    plain = isinstance(value, str) and _get(detail, "type") == "text/plain"
+    return value.replace("<", "&lt;").replace(">", "&gt;") if plain and "<" in value else value
 
 
 def _thumbnail(raw: dict[str, Any]) -> str | None:
