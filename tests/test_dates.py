@@ -80,6 +80,10 @@ def test_dates_per_language(language: str, text: str, expected: datetime) -> Non
         "24 Sep Oct 2018",  # two months
         "24/09/2018",  # no month name: the order of day and month is anyone's guess
         "13:00 PM 24 Sep 2018",
+        "24 Sep 2018 25:00",
+        "24 Sep 0000",
+        "31 Dec 9999 23:00 -0500",  # after year 9999 in UTC
+        "1 Jan 0001 00:30 +0100",  # before year 1 in UTC
         "24 Sep 2018 " + "x" * 200,
     ],
 )
@@ -130,7 +134,13 @@ def test_any_date_written_with_cldr_names_reads_back(
     assert dates.parse(text) == when, text
 
 
-@given(st.text(max_size=80))
+WORDS = st.sampled_from(["Seg", "Set", "mar", "Dez", "de", "GMT", "pm", "г", "сен", ",", "."])
+DATE_LIKE = st.lists(
+    st.one_of(WORDS, st.from_regex(r"[+-]?\d{1,4}(:\d{2}){0,2}", fullmatch=True)), max_size=8
+).map(" ".join)
+
+
+@given(st.one_of(st.text(max_size=80), DATE_LIKE))
 def test_any_text_is_a_utc_date_or_none(text: str) -> None:
     found = dates.parse(text)
     assert found is None or found.utcoffset() is not None and found.tzinfo is UTC

@@ -154,12 +154,12 @@ def _build(
         if not 1 <= hour <= 12:
             return None
         hour = hour % 12 + (12 if pm else 0)
-    try:
-        local = datetime(year, month, day, hour, minute, min(second, 59))
-    except ValueError:
-        return None
     zone = timezone(offset) if offset is not None else UTC
-    return local.replace(tzinfo=zone).astimezone(UTC)
+    try:
+        local = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone)
+        return local.astimezone(UTC)
+    except (ValueError, OverflowError):  # no such day or time; beyond year 1 or 9999 in UTC
+        return None
 
 
 def _offset(value: str) -> timedelta | None:
