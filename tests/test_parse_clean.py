@@ -253,6 +253,7 @@ def test_untitled_entries_get_a_title() -> None:
 
 
 def test_truncate() -> None:
+    assert truncate("one two\nthree four", 10) == "one two…"  # a line break is a word break
     assert truncate("short", 10) == "short"
     assert truncate("one two three four five", 12) == "one two…"
     assert len(truncate("x" * 50, 10)) == 10

@@ -444,7 +444,7 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
+    space = max(cut.rfind(" "), cut.rfind("\n"))
     if space >= limit // 2:
         cut = cut[:space]
     return cut.rstrip(" \n,;:.-–—") + "…"
