@@ -10,7 +10,10 @@ link (the same story sent before under another feed or guid). Among new entries:
   count as new later, never sent;
 * **later runs**: an entry dated more than the window before the feed was first read
   is back catalogue that surfaced late (a feed re-ordering its archive): baseline too;
-* the same link twice in one feed's entries this run is kept once, the first;
+* the same link twice in one feed's entries this run is kept once, the first (the
+  link's fragment counts: the anchors of one page are distinct stories); so is the same
+  title with the same summary twice in one feed (one post under two addresses), unless
+  the summary is empty;
 * an entry with the same feed, title and content as one recorded recently (``known``
   says which: the last 30 days) or earlier in this run is the same story under a new
   guid (feeds that make one up on every fetch), unless both have links and they
@@ -22,9 +25,10 @@ link (the same story sent before under another feed or guid). Among new entries:
   titles and summaries) is one story, shown under its best source with the others as
   "Also in" (``cluster``);
 * the stories are ranked (``rank``: how many feeds carry each, the feeds' weights,
-  recency, a penalty for one feed flooding the edition): the best titled one leads,
-  then at most ``max_items_per_feed`` of one feed and ``max_items`` in all are shown in
-  full; every other story is listed as a headline (``more``), never dropped silently.
+  recency (an undated entry at the date ``clean`` placed it), a penalty for one feed
+  flooding the edition): the best titled one leads, then at most ``max_items_per_feed``
+  of one feed and ``max_items`` in all are shown in full; every other story is listed
+  as a headline (``more``), never dropped silently.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from . import cluster, rank
-from .model import Entry, FeedEntries, Known, Place, Selection
+from .model import UNTITLED, Entry, FeedEntries, Known, Place, Selection
 
 
 def pick(
@@ -52,6 +56,7 @@ def pick(
         window = feed.source.first_run_window
         ids_this_feed: set[str] = set()
         links_this_feed: set[str] = set()
+        texts_this_feed: set[tuple[str, str]] = set()
         for entry in feed.entries:
             if entry.identity in ids_this_feed:
                 continue  # the same guid twice in one feed counts once
@@ -63,9 +68,12 @@ def pick(
                     if link is not None:
                         links_this_feed.add(link)
                 continue
+            text = _text(entry)
             if (
-                link is not None and (link in known.canonical_links or link in links_this_feed)
-            ) or _same_content(entry, content):
+                (link is not None and (link in known.canonical_links or link in links_this_feed))
+                or _same_content(entry, content)
+                or text in texts_this_feed
+            ):
                 duplicates += 1
                 baseline.append(entry)
                 continue
@@ -74,6 +82,8 @@ def pick(
                 continue
             if link is not None:
                 links_this_feed.add(link)
+            if text is not None:
+                texts_this_feed.add(text)
             if entry.fingerprint is not None:
                 key = (entry.source.url, entry.fingerprint)
                 content[key] = content.get(key, False) or link is None
@@ -86,6 +96,13 @@ def pick(
         duplicates=duplicates,
         ranking=ranking,
     )
+
+
+def _text(entry: Entry) -> tuple[str, str] | None:
+    """What makes two entries of one feed the same post: title and summary, both there."""
+    if entry.title == UNTITLED or not entry.summary:
+        return None
+    return (" ".join(entry.title.casefold().split()), " ".join(entry.summary.split()))
 
 
 def _same_content(entry: Entry, content: dict[tuple[str, str], bool]) -> bool:

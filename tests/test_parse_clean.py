@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from digest.errors import ParseError
-from digest.ingest.clean import clean, finish, identity, plain_text, sanitize, truncate
+from digest.ingest.clean import (
+    clean,
+    finish,
+    identity,
+    plain_text,
+    sanitize,
+    stand_ins,
+    truncate,
+)
 from digest.ingest.parse import parse
 from digest.model import FeedSource, RawEntry
 
@@ -245,6 +253,7 @@ def test_untitled_entries_get_a_title() -> None:
 
 
 def test_truncate() -> None:
+    assert truncate("one two\nthree four", 10) == "one two…"  # a line break is a word break
     assert truncate("short", 10) == "short"
     assert truncate("one two three four five", 12) == "one two…"
     assert len(truncate("x" * 50, 10)) == 10
@@ -480,3 +489,147 @@ def test_a_language_is_a_checked_tag_or_nothing(value: str) -> None:
     assert tag is None or re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}", tag)
     for bad in ('en" onload="x', "<b>", "English", "e", "en--us", "en-"):
         assert language_tag(bad) is None
+
+
+# -- issue 12: titles keep their characters, summaries their shape, authors a short line
+
+
+@pytest.mark.parametrize(
+    ("title_xml", "shown"),
+    [
+        # RSS: no markup in it, so feedparser marks it plain text
+        (b"<title>Understanding Vec&lt;T&gt; in Rust</title>", "Understanding Vec<T> in Rust"),
+        (b"<title>if a &lt; b &amp;&amp; c &gt; d</title>", "if a < b && c > d"),
+        # RSS with markup: HTML, tags stripped
+        (b"<title>&lt;b&gt;Bold&lt;/b&gt; news</title>", "Bold news"),
+        (b"<title><![CDATA[<em>Big</em> day]]></title>", "Big day"),
+    ],
+)
+def test_plain_text_titles_keep_their_characters(title_xml: bytes, shown: str) -> None:
+    body = (
+        b'<rss version="2.0"><channel><title>x</title><item>%s</item></channel></rss>' % title_xml
+    )
+    (entry,) = parse(body, SOURCE.url).entries
+    assert clean(entry, SOURCE, "Blog", NOW).title == shown
+
+
+def test_atom_text_titles_keep_their_characters() -> None:
+    body = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title>'
+        b'<entry><title type="text">Vec&lt;T&gt; and &lt;b&gt;</title></entry>'
+        b'<entry><title type="html">Vec&amp;lt;T&amp;gt; &lt;b&gt;now&lt;/b&gt;</title></entry>'
+        b"</feed>"
+    )
+    titles = [clean(e, SOURCE, "Blog", NOW).title for e in parse(body, SOURCE.url).entries]
+    assert titles == ["Vec<T> and <b>", "Vec<T> now"]
+
+
+@pytest.mark.parametrize(
+    ("summary", "text"),
+    [
+        (
+            "<p>One\nstill one.</p><p>Two &amp; <b>bold</b><br>line two</p>",
+            "One still one.\n\nTwo & bold\nline two",
+        ),
+        ("<ul><li>a</li><li>b</li></ul><blockquote>Quote</blockquote>", "a\nb\n\nQuote"),
+        (
+            "Show notes:\r\n\r\n00:00 intro\n01:00 guests\n\n\nLast",
+            "Show notes:\n\n00:00 intro 01:00 guests\n\nLast",
+        ),
+        ("<div><p></p><p>  </p><p>Only</p></div>", "Only"),
+        ("plain", "plain"),
+    ],
+)
+def test_summaries_keep_their_paragraphs(summary: str, text: str) -> None:
+    assert clean(raw(summary=summary), SOURCE, "Blog", NOW, 1000).summary == text
+
+
+def test_a_title_made_of_a_summary_is_one_line() -> None:
+    e = clean(raw(title="", summary="<p>First</p><p>Second</p>"), SOURCE, "Blog", NOW)
+    assert e.title == "First Second" and e.summary == "First\n\nSecond"
+
+
+@given(st.lists(st.text(max_size=40), max_size=6))
+def test_summary_paragraphs_are_never_empty_nor_padded(parts: list[str]) -> None:
+    text = plain_text("".join(f"<p>{p}</p>" for p in parts), paragraphs=True)
+    for paragraph in text.split("\n\n") if text else []:
+        assert paragraph and paragraph == paragraph.strip()
+        assert all(line and line == line.strip() for line in paragraph.split("\n"))
+
+
+@pytest.mark.parametrize(
+    ("author", "line"),
+    [
+        ("A. Smith", "A. Smith"),
+        ("Smith, John", "Smith, John"),
+        ("A. Smith and B. Jones", "A. Smith and B. Jones"),
+        ("A. Smith, B. Jones, C. Brown", "A. Smith, B. Jones, C. Brown"),
+        ("A. Smith, B. Jones, C. Brown, D. Lee", "A. Smith, B. Jones et al."),
+        ("A; B; C; D; E; F; G; H; I; J; K; L; M", "A, B et al."),
+        ("Ann Lee, Bo Chen, Cy Diaz & Di Eng", "Ann Lee, Bo Chen et al."),
+        ("Kaur, M., Shukla, A., Kanwar, S., Shukla, V.", "Kaur, M., Shukla, A. et al."),
+        ("Van Dijken, A. J. H., Di Sora, A.", "Van Dijken, A. J. H., Di Sora, A."),
+        ("Smith, J.", "Smith, J."),
+    ],
+)
+def test_author_lists_are_shortened(author: str, line: str) -> None:
+    assert clean(raw(author=author), SOURCE, "Blog", NOW).author == line
+
+
+def test_every_atom_author_counts() -> None:
+    authors = b"".join(b"<author><name>Author %d</name></author>" % i for i in range(13))
+    body = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title><entry><title>Paper</title>%s</entry></feed>'
+        % authors
+    )
+    (entry,) = parse(body, SOURCE.url).entries
+    assert clean(entry, SOURCE, "Blog", NOW).author == "Author 0, Author 1 et al."
+
+
+def test_undated_entries_are_placed_by_their_neighbours_in_the_feed() -> None:
+    """Not as the newest: at the date of the dated entry above (else below) them."""
+    hour = timedelta(hours=1)
+    raws = [
+        raw(guid="top"),
+        raw(guid="a", published=NOW - 2 * hour),
+        raw(guid="b"),
+        raw(guid="c"),
+        raw(guid="d", published=NOW - 5 * hour),
+        raw(guid="e", published=NOW + 3 * hour),  # in the future: no stand-in beyond now
+        raw(guid="f"),
+    ]
+    placed = stand_ins(raws, NOW)
+    assert placed == [NOW - 2 * hour, NOW, NOW - 2 * hour, NOW - 2 * hour, NOW, NOW, NOW]
+    entries = [clean(r, SOURCE, "Blog", seen) for r, seen in zip(raws, placed, strict=True)]
+    assert [e.published for e in entries][:4] == [NOW - 2 * hour] * 4
+    assert not entries[0].dated and entries[1].dated
+    assert stand_ins([raw(), raw()], NOW) == [NOW, NOW]  # nothing dated: when first seen
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-48, 48)), max_size=15))
+def test_undated_entries_are_never_placed_as_the_newest(hours: list[int | None]) -> None:
+    """An undated entry's stand-in is never after when digest saw it, nor after the
+    newest dated entry of its feed, and is the date of a dated neighbour when there is
+    one; without any, it is when digest saw it."""
+    raws = [
+        raw(guid=str(i), published=None if h is None else NOW + timedelta(hours=h))
+        for i, h in enumerate(hours)
+    ]
+    placed = stand_ins(raws, NOW)
+    known = [min(NOW + timedelta(hours=h), NOW) for h in hours if h is not None]
+    for h, seen in zip(hours, placed, strict=True):
+        assert seen <= NOW
+        if h is None:
+            assert seen in known if known else seen == NOW
+
+
+def test_atom_text_summaries_and_bodies_keep_their_characters() -> None:
+    body = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title><entry><title>t</title>'
+        b'<summary type="text">Use Vec&lt;T&gt; &amp; Box&lt;T&gt;</summary>'
+        b'<content type="text">Body: Vec&lt;T&gt;</content></entry></feed>'
+    )
+    (raw_entry,) = parse(body, SOURCE.url).entries
+    e = clean(raw_entry, SOURCE, "Blog", NOW)
+    assert e.summary == "Use Vec<T> & Box<T>"
+    assert "Body: Vec&lt;T&gt;" in finish(e).content_html  # shown as text, not a tag

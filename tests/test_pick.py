@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -241,3 +242,101 @@ def test_no_story_goes_out_twice_whatever_its_guids(
         if bare_out or recent.get(title):
             assert len(linked_out) + len(bare_out) <= (0 if title in recent else 1)
     assert len(chosen) + len(sel.baseline) == len(entries)
+
+
+# -- issue 12: what is one story and what is two
+
+
+def test_links_that_differ_by_fragment_are_distinct_stories() -> None:
+    """A comment feed, a changelog's anchors: one page, many stories (guids differ)."""
+    page = "https://a.example/changelog"
+    sel = pick(
+        [feed(A, entry(A, "v1", link=page + "#v1"), entry(A, "v2", link=page + "#v2"))],
+        Known(),
+        NOW,
+        20,
+        5,
+    )
+    assert ids(sel.items) == ["v1", "v2"] and sel.duplicates == 0
+
+
+def test_a_fragment_link_sent_before_does_not_hide_its_siblings() -> None:
+    known = Known(canonical_links=frozenset({canonical("https://a.example/post#comment-1")}))
+    f = feed(
+        A,
+        entry(A, "c2", link="https://a.example/post#comment-2"),
+        entry(A, "c1-again", link="https://a.example/post#comment-1"),  # a new guid: same story
+    )
+    sel = pick([f], known, NOW, 20, 5)
+    assert ids(sel.items) == ["c2"] and ids(sel.baseline) == ["c1-again"]
+
+
+def test_the_same_link_under_a_new_guid_stays_one_story() -> None:
+    link = "https://a.example/post?utm_source=rss"
+    sel = pick(
+        [feed(A, entry(A, "guid-1", link=link), entry(A, "guid-2", 2, link=link + "&fbclid=1"))],
+        Known(),
+        NOW,
+        20,
+        5,
+    )
+    assert ids(sel.items) == ["guid-1"] and sel.duplicates == 1
+
+
+def told(source: FeedSource, ident: str, title: str, summary: str, hours: float = 1) -> Entry:
+    return replace(entry(source, ident, hours), title=title, summary=summary)
+
+
+def test_same_title_and_summary_in_one_feed_appear_once() -> None:
+    """One post under two addresses; but an empty summary says nothing (an "Open thread"
+    each week), another feed is another source (shown as "Also in": ``cluster``), another
+    summary another post."""
+    f = feed(
+        A,
+        told(A, "x1", "Big news", "It happened."),
+        told(A, "x2", "Big  NEWS", "It  happened.", 2),
+        told(A, "t1", "Open thread", ""),
+        told(A, "t2", "Open thread", "", 2),
+        told(A, "y", "Big news", "Another story.", 3),
+    )
+    g = feed(B, told(B, "b", "Big news", "It happened."))
+    sel = pick([f, g], Known(), NOW, 20, 10)
+    assert ids(sel.items) == ["x1", "t1", "t2", "y"]
+    assert ids(sel.items[0].also) == ["b"]
+    assert ids(sel.baseline) == ["x2"] and sel.duplicates == 1
+
+
+def test_undated_entries_keep_the_feeds_order_not_the_alphabet() -> None:
+    f = feed(
+        A,
+        replace(entry(A, "zebra", 0, dated=False), title="Zebra"),
+        replace(entry(A, "apple", 0, dated=False), title="Apple"),
+        replace(entry(A, "mango", 0, dated=False), title="Mango"),
+    )
+    assert ids(pick([f], Known(), NOW, 20, 5).items) == ["zebra", "apple", "mango"]
+
+
+TITLES = st.sampled_from(["Big news", "big  NEWS", "Other", "(untitled)"])
+SUMMARIES = st.sampled_from(["", "It happened.", "It  happened.", "Else."])
+
+
+@given(st.lists(st.tuples(TITLES, SUMMARIES, st.booleans()), max_size=12))
+def test_one_feed_never_shows_a_title_and_summary_twice(rows: list[tuple[str, str, bool]]) -> None:
+    """Whatever the mix: each new entry is shown, listed, shown as "Also in" under another
+    feed's copy, or counted as a duplicate, and no two of one feed have the same title
+    and the same (non-empty) summary."""
+    entries = [
+        told(source, f"e{i}", title, summary, i + 1)
+        for i, (title, summary, second) in enumerate(rows)
+        for source in [B if second else A]
+    ]
+    by_feed = [feed(s, *(e for e in entries if e.source == s)) for s in (A, B)]
+    sel = pick(by_feed, Known(), NOW, 20, 20)
+    every = [*sel.entries, *(other for e in sel.entries for other in e.also)]
+    assert len(every) + sel.duplicates == len(entries)
+    seen = set()
+    for e in every:
+        if e.summary and e.title != "(untitled)":
+            key = (e.source.url, " ".join(e.title.casefold().split()), " ".join(e.summary.split()))
+            assert key not in seen
+            seen.add(key)

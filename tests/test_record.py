@@ -12,7 +12,17 @@ import sqlalchemy as sa
 from digest.deliver.base import Sent
 from digest.deliver.dispatch import DispatchSettings, dispatch
 from digest.errors import LeaseError, PermanentDeliveryError, TransientDeliveryError
-from digest.model import Batch, BatchStatus, Composed, EditionStatus, Entry, FeedSource
+from digest.ingest.links import canonical
+from digest.model import (
+    Batch,
+    BatchStatus,
+    Composed,
+    EditionStatus,
+    Entry,
+    FeedEntries,
+    FeedSource,
+)
+from digest.pick import pick
 from digest.state import lease, record
 from digest.state.db import schema
 
@@ -289,3 +299,43 @@ def test_lease_context(engine: sa.Engine) -> None:
             assert "another digest run" in str(exc)
     with lease.held(engine):
         pass  # released on exit
+
+
+def test_the_ledger_tells_a_pages_anchors_apart(engine: sa.Engine) -> None:
+    """Against earlier editions: a comment of a page sent before does not hide the
+    page's other comments (other guids), while the same link under a new guid (tracking
+    parameters or not) is the story sent before."""
+    with engine.begin() as conn:
+        conn.execute(sa.insert(schema.feeds).values(url="https://a.example/f"))
+    source = FeedSource("https://a.example/f", first_run_window=None)
+
+    def story(ident: str, link: str) -> Entry:
+        return Entry(
+            source=source,
+            source_title="A",
+            identity=ident,
+            title=f"Comment {ident}",
+            link=link,
+            canonical_link=canonical(link),
+            summary=f"Text {ident}",
+            content_html="",
+            published=NOW,
+            dated=True,
+        )
+
+    page = "https://a.example/post"
+    composed = new_edition(engine, 1)
+    with engine.begin() as conn:
+        sent = [story("c1", page + "#comment-1")]
+        record.remember(conn, sent, {source.url: 1}, composed.edition_id, NOW)
+    later = [
+        story("c2", page + "#comment-2"),
+        story("c1-new-guid", page + "?utm_source=rss#comment-1"),
+        story("c3", page + "#comment-3"),
+    ]
+    with engine.begin() as conn:
+        known = record.known(conn, later, {source.url: 1})
+    assert known.canonical_links == {canonical(page + "#comment-1")}
+    selection = pick([FeedEntries(source, tuple(later), first_run=False)], known, NOW, 10, 10)
+    assert [e.identity for e in selection.items] == ["c2", "c3"]
+    assert [e.identity for e in selection.baseline] == ["c1-new-guid"]

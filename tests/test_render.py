@@ -10,7 +10,7 @@ import pytest
 from digest.errors import RenderError
 from digest.mail.headers import header_safe
 from digest.mail.markers import personalize, substitutions, unused_markers
-from digest.model import Entry, FeedSource, Selection
+from digest.model import UNTITLED, Entry, FeedSource, Selection
 from digest.render import sample
 from digest.render.edition import (
     EditionView,
@@ -624,3 +624,38 @@ def test_group_anchors_are_readable_unique_and_the_same_in_every_part() -> None:
     assert anchors(list(reversed(names))) == ids  # whatever the order they come in
     for anchor in ids.values():
         assert re.fullmatch(r"[a-z0-9-]+", anchor)
+
+
+# -- issue 12: old stories show their year, summaries their paragraphs, subjects a title
+
+
+def test_a_date_outside_the_editions_year_shows_its_year() -> None:
+    """In the HTML part (which the archive page stores and shows) and in the text part."""
+    old = replace(entry("Old news"), published=datetime(2018, 9, 24, 7, 0, tzinfo=UTC))
+    recent = replace(entry("Recent news"), published=datetime(2026, 9, 24, 7, 0, tzinfo=UTC))
+    composed = renderer().compose(1, Selection((old, recent), (), ()), NOW, "n")
+    for part in (composed.html, composed.text):
+        assert "Sep 24, 2018, 7:00" in part
+        assert "Sep 24, 7:00" in part and "Sep 24, 2026" not in part
+    new_year = datetime(2027, 1, 1, 7, 0, tzinfo=UTC)  # last night's story is last year's
+    late = replace(entry("Late"), published=datetime(2026, 12, 31, 23, 0, tzinfo=UTC))
+    composed = renderer().compose(1, Selection((late,), (), ()), new_year, "n")
+    assert "Dec 31, 2026, 11:00" in composed.text
+
+
+def test_summaries_keep_their_paragraphs_in_both_parts() -> None:
+    story = entry("Show", summary="First paragraph & more.\n\nSecond <one>\nits next line")
+    composed = renderer().compose(1, Selection((story,), (), ()), NOW, "n")
+    assert (
+        '<p class="summary" dir="auto" style="' in composed.html
+        and "First paragraph &amp; more.</p>" in composed.html
+        and "Second &lt;one&gt;<br>its next line</p>" in composed.html
+    )
+    assert "    First paragraph & more.\n\n    Second <one>\n    its next line\n" in composed.text
+
+
+def test_untitled_entries_never_make_the_subject() -> None:
+    untitled = entry(UNTITLED)
+    sel = Selection((untitled, entry("A real title")), (), ())
+    assert renderer().subject(sel, NOW) == "Daily: A real title (+1 more)"
+    assert renderer().subject(Selection((untitled,), (), ()), NOW) == "Daily"

@@ -1,15 +1,19 @@
 """Stage 2b · clean: untrusted ``RawEntry`` → ``Entry`` that is safe to put in an email.
 
 * titles and summaries become plain text: tags stripped, entities decoded (twice when
-  the feed escaped them twice), whitespace collapsed, mojibake repaired;
+  the feed escaped them twice), whitespace collapsed, mojibake repaired; a summary
+  keeps its paragraphs ("\n\n") and line breaks ("\n"); a long author list becomes
+  "A. Smith, B. Jones et al.";
 * bodies are sanitized with an allow-list (nh3): no script, style, iframe, form,
   event-handler attributes, ``javascript:`` or ``data:`` URLs; relative links and
   images made absolute against xml:base or the feed URL; tracking pixels dropped;
 * the summary is the feed's own when it has one, else an excerpt of the body, cut at a
   word boundary, never longer than ``summary_length``;
-* an entry link that is not http(s) is dropped; every entry gets a UTC date
-  (published, else updated, else first seen): a date in the future is clamped, one
-  before ``EARLIEST`` (year 1, 1900...: no feed is that old) counts as no date.
+* an entry link that is not http(s) is dropped; links (the entry's and its body's) lose
+  tracking parameters and redirect wrappers (``links.tidy``); every entry gets a UTC
+  date (published, else updated, else its stand-in: see ``stand_ins``): a date in the
+  future is clamped, one before ``EARLIEST`` (year 1, 1900...: no feed is that old)
+  counts as no date.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -24,7 +29,7 @@ import nh3
 
 from .. import faults
 from ..model import UNTITLED, Entry, FeedSource, RawEntry
-from .links import absolute, canonical, http_only
+from .links import absolute, canonical, http_only, tidy
 from .mojibake import repair
 
 #: Tags a digest keeps from a feed's body; everything else is stripped (text kept).
@@ -136,6 +141,11 @@ _UNITS = {
 #: How much of a body the summary and sanitizer look at: a 200 KB post costs no more.
 MAX_SOURCE_CHARS = 100_000
 MAX_TITLE_CHARS = 300
+#: Most authors named on an entry's line; more become "et al.".
+MAX_AUTHORS = 3
+#: The initials of a "Last, F. G." name.
+_INITIALS = re.compile(r"(?:[^\W\d_]{1,2}\.[\s-]*)+")
+_AUTHORS = re.compile(r"\s*[,;]\s*|\s+(?:and|&|und|et|e|y|en|и)\s+", re.IGNORECASE)
 #: Dates before this are not publication dates (0001-01-01, a zero timestamp...).
 EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 
@@ -144,6 +154,13 @@ _BLOCK = re.compile(
     r"figcaption|pre|hr|dd|dt)\b)",
     re.IGNORECASE,
 )
+#: What a block tag leaves in a summary: a line break, a space, else a paragraph break.
+#: (Markers, both whitespace to ``str.split``: ``_PARA`` ends a paragraph, ``_LINE`` a line.)
+_PARA, _LINE = "\x1e", "\x1f"
+_BREAKS = {"br": _LINE, "li": _LINE, "dt": _LINE, "dd": _LINE, "tr": _LINE, "td": " ", "th": " "}
+_PARAS = re.compile(r"\s*\x1e\s*")
+_LINES = re.compile(r"\s*\x1f\s*")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#x[0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
 _SPACE = re.compile(r"\s+")
 _NOT_PLAIN = re.compile(r"[<&]|\s\s")
@@ -178,17 +195,17 @@ def clean(
     """
     faults.fail("clean", source.url)
     base = raw.base or source.url
-    link = http_only(absolute(raw.link, base))
+    link = tidy(absolute(raw.link, base))
     fragment = (raw.content or raw.summary or "")[:MAX_SOURCE_CHARS]
-    summary = plain_text(raw.summary) if raw.summary else ""
+    summary = plain_text(raw.summary, paragraphs=True) if raw.summary else ""
     if not summary:
-        summary = plain_text(fragment, drop=DROPPED_WITH_CONTENT)
+        summary = plain_text(fragment, drop=DROPPED_WITH_CONTENT, paragraphs=True)
     trimmed = _READ_MORE.sub("", summary)
     if trimmed != summary:  # say "there is more" once, our way
         summary = trimmed if trimmed.endswith((".", "!", "?")) else trimmed.rstrip(" ,;:") + "…"
     title = truncate(plain_text(raw.title), MAX_TITLE_CHARS)
     if not title:
-        title = truncate(summary, 80) or UNTITLED
+        title = truncate(" ".join(summary.split()), 80) or UNTITLED
     published = _plausible(raw.published) or _plausible(raw.updated)
     dated = published is not None
     if published is None or published > first_seen:
@@ -204,7 +221,7 @@ def clean(
         content_html="",
         published=published,
         dated=dated,
-        author=truncate(plain_text(raw.author), 200) if raw.author else None,
+        author=authors(plain_text(raw.author)) if raw.author else None,
         thumbnail=http_only(absolute(raw.thumbnail, base)),
         categories=tuple(t for t in (plain_text(c) for c in raw.categories) if t),
         body_source=fragment,
@@ -224,6 +241,27 @@ def language_tag(value: str | None) -> str | None:
     for part in rest:
         parts.append(part.upper() if len(part) == 2 else part.title() if len(part) == 4 else part)
     return "-".join(parts)
+
+
+def stand_ins(raws: Sequence[RawEntry], first_seen: datetime) -> list[datetime]:
+    """What ``clean`` takes for each entry's missing date: for an undated entry, the date
+    of the nearest dated entry above it in the feed (else below it), so that the feed's
+    own order places it, never as the newest by default; ``first_seen`` when the feed
+    dates none (or for a dated entry, where it only clamps dates in the future)."""
+    dates = [_plausible(r.published) or _plausible(r.updated) for r in raws]
+    below: list[datetime | None] = []
+    nearest: datetime | None = None
+    for when in reversed(dates):
+        nearest = when or nearest
+        below.append(nearest)
+    below.reverse()
+    found: list[datetime] = []
+    above: datetime | None = None
+    for when, after in zip(dates, below, strict=True):
+        above = when or above
+        near = above or after
+        found.append(min(near, first_seen) if when is None and near else first_seen)
+    return found
 
 
 def _plausible(when: datetime | None) -> datetime | None:
@@ -263,26 +301,49 @@ def identity(raw: RawEntry) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def plain_text(value: str | None, drop: frozenset[str] = frozenset()) -> str:
+def plain_text(
+    value: str | None, drop: frozenset[str] = frozenset(), paragraphs: bool = False
+) -> str:
     """Markup → one line of plain text: tags stripped, entities decoded, mojibake repaired.
-    Tags in ``drop`` go with their content (script and style always do)."""
+    Tags in ``drop`` go with their content (script and style always do).
+
+    With ``paragraphs``, the text keeps its shape (for summaries): paragraphs (``<p>``,
+    headings, quotes... or a blank line in plain text) are separated by a blank line
+    (``"\n\n"``), line breaks (``<br>``, list items) by ``"\n"``."""
     if not value:
         return ""
     if value.isascii() and value.isprintable() and not _NOT_PLAIN.search(value):
         return value.strip()  # already plain: most names, categories and many titles
     value = value[:MAX_SOURCE_CHARS]
     if "<" in value:
-        value = nh3.clean(
-            _BLOCK.sub(r" <\1", value),
-            tags=set(),
-            clean_content_tags=set(drop | {"script", "style"}),
-        )
+        if paragraphs:  # spaces in markup are one space; the tags say where lines end
+            value = _BLOCK.sub(_break, _SPACE.sub(" ", value))
+        else:
+            value = _BLOCK.sub(r" <\1", value)
+        value = nh3.clean(value, tags=set(), clean_content_tags=set(drop | {"script", "style"}))
+    elif paragraphs:  # plain text: a blank line ends a paragraph, a newline is a space
+        value = _PARA.join(_BLANK_LINE.split(value))
     text = html.unescape(value)
     if _ENTITY.search(text):  # escaped twice by the feed: common, and never meant
         text = html.unescape(text)
     if not _SPACE.sub(" ", text).isprintable():  # the rare text with controls, zero-widths...
         text = "".join(c for c in text if c.isprintable() or c.isspace())
-    return _SPACE.sub(" ", repair(text)).strip()
+    text = repair(text)
+    return _layout(text) if paragraphs else _SPACE.sub(" ", text).strip()
+
+
+def _break(match: re.Match[str]) -> str:
+    return _BREAKS.get(match.group(1).lstrip("/").lower(), _PARA) + "<" + match.group(1)
+
+
+def _layout(text: str) -> str:
+    """Paragraphs separated by one blank line, lines by a newline, spaces collapsed."""
+    found = []
+    for block in _PARAS.split(text):
+        lines = [x for x in (_SPACE.sub(" ", line).strip() for line in _LINES.split(block)) if x]
+        if lines:
+            found.append("\n".join(lines))
+    return "\n\n".join(found)
 
 
 def sanitize(fragment: str, base: str) -> str:
@@ -299,13 +360,19 @@ def sanitize(fragment: str, base: str) -> str:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
         filter_style_properties=set(IMAGE_STYLE),
-        attribute_filter=_lower_style,  # property names are case-blind, the filter is not
+        attribute_filter=_attribute,
     )
     return _IMG.sub(_drop_pixel, cleaned) if "<img" in cleaned else cleaned
 
 
-def _lower_style(tag: str, attribute: str, value: str) -> str:
-    return value.lower() if attribute == "style" else value
+def _attribute(tag: str, attribute: str, value: str) -> str:
+    """A style lower-cased (property names are case-blind, nh3's filter is not); a link
+    without tracking parameters or redirect wrapper (``links.tidy``)."""
+    if attribute == "style":
+        return value.lower()
+    if attribute == "href" and value.startswith(("http://", "https://")):
+        return tidy(value) or value
+    return value
 
 
 def _is_url(base: str) -> bool:
@@ -374,12 +441,25 @@ def first_image(body: str) -> str | None:
     return None
 
 
+def authors(text: str) -> str | None:
+    """An author line a reader takes in at a glance: more than ``MAX_AUTHORS`` names
+    (separated by commas, semicolons, "and" or "&") become the first two and "et al."
+    ("A. Smith, B. Jones et al."); "Smith, A., Jones, B. C." is two names, as is
+    "Smith, John"."""
+    names = [n.strip() for n in _AUTHORS.split(text) if n.strip()]
+    if len(names) % 2 == 0 and all(_INITIALS.fullmatch(n) for n in names[1::2]):
+        names = [f"{last}, {first}" for last, first in zip(names[::2], names[1::2], strict=True)]
+    if len(names) > MAX_AUTHORS:
+        text = f"{names[0]}, {names[1]} et al."
+    return truncate(text, 200) or None
+
+
 def truncate(text: str, limit: int) -> str:
     """Cut at a word boundary so the result, with its ellipsis, fits in ``limit`` chars."""
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
+    space = max(cut.rfind(" "), cut.rfind("\n"))
     if space >= limit // 2:
         cut = cut[:space]
-    return cut.rstrip(" ,;:.-–—") + "…"
+    return cut.rstrip(" \n,;:.-–—") + "…"

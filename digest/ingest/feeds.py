@@ -27,7 +27,7 @@ from datetime import datetime
 
 from ..errors import FeedError, ParseError
 from ..model import Entry, FeedSource, Fetched, FetchStatus, Validators
-from .clean import MAX_TITLE_CHARS, clean, identity, plain_text, truncate
+from .clean import MAX_TITLE_CHARS, clean, identity, plain_text, stand_ins, truncate
 from .fetch import FetchSettings, fetch_all, run_sync
 from .parse import DEFAULT_LIMITS, ParseLimits, parse
 
@@ -86,8 +86,8 @@ def digest_feed(
             title = truncate(plain_text(parsed.title), MAX_TITLE_CHARS) or None
             name = fetched.source.display_name(title)
             entries = tuple(
-                clean(raw, fetched.source, name, now, summary_length, key)
-                for raw in parsed.entries
+                clean(raw, fetched.source, name, seen, summary_length, key)
+                for raw, seen in zip(parsed.entries, stand_ins(parsed.entries, now), strict=True)
                 if (key := identity(raw)) not in known
             )
     except FeedError as exc:

@@ -26,7 +26,7 @@ import feedparser.urls
 from .. import faults
 from ..errors import ParseError
 from ..model import ParsedFeed, RawEntry
-from . import jsonfeed
+from . import dates, jsonfeed
 
 # bozo exceptions that mean "parsed, with a caveat" rather than "not a feed"
 _SURVIVABLE = ("CharacterEncodingOverride", "NonXMLContentType", "CharacterEncodingUnknown")
@@ -260,10 +260,10 @@ def _entry(raw: dict[str, Any], feed_url: str, language: str | None = None) -> R
     if contents:
         html = [c for c in contents if "html" in (_get(c, "type") or "")]
         chosen = (html or contents)[0]
-        content = _get(chosen, "value")
+        content = _markup(_get(chosen, "value"), chosen)
         base = _get(chosen, "base") or base
-    summary = _get(raw, "summary")
     detail = _get(raw, "summary_detail") or {}
+    summary = _markup(_get(raw, "summary"), detail)
     if base == feed_url and _get(detail, "base"):
         base = detail["base"]
     if summary and content and summary.strip() == content.strip():
@@ -271,17 +271,39 @@ def _entry(raw: dict[str, Any], feed_url: str, language: str | None = None) -> R
     return RawEntry(
         guid=_text(_get(raw, "id")),
         link=_text(_get(raw, "link")),
-        title=_get(raw, "title") or "",
+        title=_title(raw),
         summary=_text(summary),
         content=_text(content),
-        author=_text(_get(raw, "author")),
-        published=_when(_get(raw, "published_parsed")),
-        updated=_when(_get(raw, "updated_parsed")),
+        author=_author(raw),
+        published=_date(raw, "published"),
+        updated=_date(raw, "updated"),
         thumbnail=_thumbnail(raw),
         categories=tuple(t["term"] for t in _get(raw, "tags") or [] if _get(t, "term")),
         base=base,
         language=_text(_get(_get(raw, "title_detail") or {}, "language")) or language,
     )
+
+
+def _date(raw: dict[str, Any], key: str) -> datetime | None:
+    """The date feedparser read, else one in another language (``dates``)."""
+    return _when(_get(raw, f"{key}_parsed")) or dates.parse(_text(_get(raw, key)))
+
+
+def _author(raw: dict[str, Any]) -> str | None:
+    """The author, or every author's name, comma-separated, when the entry names several."""
+    names = [a["name"] for a in _get(raw, "authors") or [] if isinstance(_get(a, "name"), str)]
+    return ", ".join(names) if len(names) > 1 else _text(_get(raw, "author"))
+
+
+def _title(raw: dict[str, Any]) -> str:
+    return _markup(_get(raw, "title"), _get(raw, "title_detail") or {}) or ""
+
+
+def _markup(value: Any, detail: dict[str, Any]) -> Any:
+    """A text as markup: one the feed marks as plain text (Atom's ``type="text"``, an RSS
+    title with no markup in it) keeps its ``<`` and ``>`` as characters."""
+    plain = isinstance(value, str) and _get(detail, "type") == "text/plain"
+    return value.replace("<", "&lt;").replace(">", "&gt;") if plain and "<" in value else value
 
 
 def _thumbnail(raw: dict[str, Any]) -> str | None:

@@ -28,11 +28,12 @@ from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
+from markupsafe import Markup
 
 from ..errors import RenderError
 from ..mail.headers import header_safe
 from ..mail.markers import Marker, markers
-from ..model import Composed, Entry, Selection
+from ..model import UNTITLED, Composed, Entry, Selection
 from . import budget, sample
 from .budget import Plan
 from .i18n import Formats, catalogs, parse_locale
@@ -116,6 +117,7 @@ class Renderer:
             env.filters["localtime"] = self.formats.moment
             env.filters["number"] = self.formats.number
             env.filters["wrap"] = wrap
+        self.html_env.filters["paragraphs"] = paragraphs
         self.inliner = css_inline.CSSInliner(
             keep_at_rules=True, load_remote_stylesheets=False, minify_css=True
         )
@@ -275,7 +277,7 @@ class Renderer:
             "title": self.settings.title,
             "date": created.astimezone(self.zone),
             "count": len(entries),
-            "top": entries[0].title if entries else "",
+            "top": next((e.title for e in entries if e.title != UNTITLED), ""),
         }
         try:
             text = self.text_env.from_string(self.settings.subject).render(values)
@@ -351,11 +353,24 @@ def charset_first(page: str) -> str:
 
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
     """Text filled to ``width`` columns, every line after the first indented by ``indent``
-    (the first by ``first``, default ``indent``). Words and links are never broken. A line
-    with right-to-left words has them isolated (U+2068 … U+2069): they read right to left,
-    and the line's own numbering and punctuation stay where the reader expects them."""
+    (the first by ``first``, default ``indent``). Words and links are never broken. A
+    summary's paragraphs (``"\n\n"``) stay apart by a blank line, its line breaks
+    (``"\n"``) stay line breaks. A line with right-to-left words has them isolated
+    (U+2068 … U+2069): they read right to left, and the line's own numbering and
+    punctuation stay where the reader expects them."""
+    out: list[str] = []
+    for paragraph in str(text).split("\n\n"):
+        if out:
+            out.append("")
+        for line in paragraph.split("\n"):
+            if " ".join(line.split()):
+                out.append(_fill(line, width, indent if out else first, indent))
+    return "\n".join(out) if out else _fill(str(text), width, first, indent)
+
+
+def _fill(text: str, width: int, first: str | None, indent: str) -> str:
     lead = indent if first is None else first
-    words = " ".join(str(text).split())
+    words = " ".join(text.split())
     rtl = bool(_RTL.search(words))
     filled = textwrap.fill(
         words,
@@ -380,6 +395,20 @@ def _isolate(line: str, prefix: str) -> str:
     if not _RTL.search(line) or not line.startswith(prefix):
         return line
     return f"{prefix}\u2068{line[len(prefix) :]}\u2069"
+
+
+def paragraphs(text: str, css_class: str = "summary", lang: str | None = None) -> Markup:
+    """A summary as HTML paragraphs (``<p class="summary" dir="auto">``), its line breaks
+    as ``<br>``, with ``lang`` when the feed declares one: the text escaped, the class a
+    name of ours, the language a checked tag (``clean.language_tag``)."""
+    attrs = Markup(' lang="{}"').format(lang) if lang else Markup("")
+    return Markup("").join(
+        Markup('<p class="{}" dir="auto"{}>{}</p>').format(
+            css_class, attrs, Markup("<br>").join(block.split("\n"))
+        )
+        for block in str(text).split("\n\n")
+        if block.strip()
+    )
 
 
 def _wrap(exc: jinja2.TemplateError, name: str) -> RenderError:

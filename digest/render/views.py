@@ -219,7 +219,7 @@ def shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
+    space = max(cut.rfind(" "), cut.rfind("\n"))
     if space > limit // 2:
         cut = cut[:space]
-    return cut.rstrip(" ,;:.-–—") + ELLIPSIS
+    return cut.rstrip(" \n,;:.-–—") + ELLIPSIS
