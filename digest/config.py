@@ -836,7 +836,9 @@ _EXAMPLES = {
     "email": ' (write email = "someone@example.org")',
     "reply_to": ' (write reply_to = "Editor <editor@example.org>")',
     "digest": " (add a [digest] section with from, base_url and postal_address)",
-    "feeds": ' (add at least one [[feeds]] section with url = "...")',
+    "feeds": (
+        ' (add at least one [[feeds]] section with url = "...", or run `digest feeds add URL`)'
+    ),
     "port": " (write port = 587)",
     "asm_group_id": " (write asm_group_id = 12345)",
     "workers": " (write workers = 4)",
