@@ -106,7 +106,7 @@ def init(
     target = folder / "config.toml"
     if target.exists():
         raise UsageError(f"{target} already exists: digest init never overwrites a config")
-    asking = sys.stdin.isatty()
+    asking = interactive()
     given = {
         "from": _given(sender, "from", asking, "Sender (Name <address>)", _mailbox),
         "base_url": _given(base_url, "base_url", asking, "Public URL of digest serve", _http_url),
@@ -138,6 +138,11 @@ def init(
     unset = [k for k in EXAMPLES if given[k] == EXAMPLES[k] and k != "title"]
     if unset:
         console.err.print(f"Still example values in it: {', '.join(unset)} ([digest]).")
+
+
+def interactive() -> bool:
+    """Whether someone can answer questions (stdin is a terminal)."""
+    return sys.stdin.isatty()
 
 
 def _given(
