@@ -351,7 +351,13 @@ def _check_online(services: Services) -> None:
     bad = [r for r in gathered.reports if r.error]
     for r in gathered.reports:
         mark = "[red]✗[/red]" if r.error else "[green]✓[/green]"
-        said = escape(str(r.error)) if r.error else console.plural(r.entries, "entry", "entries")
+        said = (
+            escape(str(r.error))
+            if r.error
+            else "unchanged since the last run"
+            if r.status == "not_modified"
+            else console.plural(r.entries, "entry", "entries")
+        )
         console.out.print(f"  {mark} {escape(_feed_label(r.name, r.url))}: {said}", markup=True)
     backend = services.backend.name
     try:

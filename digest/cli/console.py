@@ -118,10 +118,16 @@ def plural(count: int, one: str, many: str | None = None) -> str:
     return f"{count} {one if count == 1 else many or one + 's'}"
 
 
+#: A column at most this wide shares a line with the others when rows are stacked.
+SHORT = 20
+
+
 def records(headers: list[str], rows: list[list[str]]) -> None:
     """Rows as aligned columns when they fit the width of the output (the terminal, or
     80 columns when piped); otherwise each row stacked, a line per column: every value
     is shown whole, never cut to fit."""
+    if not rows:
+        return
     shown = [[" ".join(cell.split()) for cell in row] for row in rows]  # one line each
     widths = [max([cell_len(h), *(cell_len(r[i]) for r in shown)]) for i, h in enumerate(headers)]
     if sum(widths) + 2 * (len(widths) - 1) <= out.width:
@@ -129,11 +135,15 @@ def records(headers: list[str], rows: list[list[str]]) -> None:
         for row in shown:
             out.print(Text(_line(row, widths)))
         return
+    short = [w <= SHORT for w in widths]
     for row in shown:
         out.print(Text(row[0], style="bold"))
-        for header, cell in zip(headers[1:], row[1:], strict=True):
-            if cell:
-                out.print(Text(f"  {header}: {cell}"))
+        fields = list(zip(headers, row, short, strict=True))[1:]
+        brief = [f"{h}: {c}" for h, c, s in fields if s and c]
+        if brief:
+            out.print(Text("  " + " · ".join(brief)))
+        for header, cell, _ in (f for f in fields if not f[2] and f[1]):
+            out.print(Text(f"  {header}: {cell}"))
 
 
 def _line(cells: list[str], widths: list[int]) -> str:
