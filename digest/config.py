@@ -29,8 +29,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -77,27 +77,54 @@ def _window(value: Any) -> timedelta | str:
     return _duration(value)
 
 
-def _address(value: str) -> str:
-    """A bare e-mail address, syntax only (what the backend can deliver to is checked
-    by ``Config``, which knows the backend)."""
+def address(value: str, rules: addresses.Rules | None = None) -> str:
+    """A bare e-mail address; with ``rules``, one the backend can deliver to."""
     try:
-        return addresses.normalize(value, addresses.Rules(utf8=True))
+        return addresses.normalize(value, rules or addresses.Rules(utf8=True))
     except addresses.AddressError as exc:
         raise ValueError(str(exc)) from exc
 
 
-def _mailbox(value: str) -> str:
+def mailbox(value: str, rules: addresses.Rules | None = None) -> str:
     """``"Name <addr>"`` or a bare address."""
     if "\r" in value or "\n" in value:
         raise ValueError("must be on one line")
     name, addr = parseaddr(value)
     if not addr or "@" not in addr:
         raise ValueError(f'{value!r} is not an address: write "Name <name@example.org>"')
-    addr = _address(addr)
+    addr = address(addr, rules)
     return f"{name} <{addr}>" if name else addr
 
 
-def _http_url(value: str) -> str:
+def _rules(info: ValidationInfo) -> addresses.Rules | None:
+    """The backend's rules, when ``parse_config`` could read them from the file before
+    validating it: so a problem elsewhere in ``[delivery]`` or ``[digest]`` hides no
+    address the backend cannot deliver to."""
+    rules: addresses.Rules | None = (info.context or {}).get("rules")
+    return rules
+
+
+def _address(value: str, info: ValidationInfo) -> str:
+    return address(value, _rules(info))
+
+
+def _mailbox(value: str, info: ValidationInfo) -> str:
+    return mailbox(value, _rules(info))
+
+
+def address_rules(raw: dict[str, Any]) -> addresses.Rules | None:
+    """The addresses ``raw``'s backend can deliver to, read before validation (None while
+    ``delivery.backend`` or ``delivery.smtp.smtputf8`` is itself wrong)."""
+    delivery = raw.get("delivery", {})
+    smtp = delivery.get("smtp", {}) if isinstance(delivery, dict) else None
+    backend = delivery.get("backend", "outbox") if isinstance(delivery, dict) else None
+    utf8 = smtp.get("smtputf8", False) if isinstance(smtp, dict) else None
+    if backend not in ("outbox", "smtp", "sendgrid") or not isinstance(utf8, bool):
+        return None
+    return addresses.rules_for(backend, utf8)
+
+
+def http_url(value: str) -> str:
     if any(c.isspace() or not c.isprintable() for c in value):
         # urlsplit quietly drops CR, LF and tab; the links in every mail (and their
         # List-Unsubscribe header) would still carry them
@@ -171,7 +198,7 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Window = Annotated[timedelta | Literal["all"], BeforeValidator(_window)]
 Address = Annotated[str, AfterValidator(_address)]
 Mailbox = Annotated[str, AfterValidator(_mailbox)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HttpUrl = Annotated[str, AfterValidator(http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 LocaleName = Annotated[str, AfterValidator(_locale)]
@@ -267,21 +294,24 @@ class SmtpSection(Section):
     rate: float = Field(0, ge=0)
     dkim_key_file: str | None = None
     dkim_selector: str | None = None
-    dkim_domain: str | None = None
+    dkim_domain: str | None = Field(None, validate_default=True)
     smtputf8: bool = False
 
-    @model_validator(mode="after")
-    def _dkim_complete(self) -> SmtpSection:
-        given = [self.dkim_key_file, self.dkim_selector, self.dkim_domain]
+    @field_validator("dkim_domain")
+    @classmethod
+    def _dkim_complete(cls, domain: str | None, info: ValidationInfo) -> str | None:
+        """Checked with the last of the three (the others are in ``info.data``), so a
+        bad value elsewhere in the section hides nothing."""
+        given = [info.data.get("dkim_key_file"), info.data.get("dkim_selector"), domain]
         if any(given) and not all(given):
             raise KeyProblems(
                 (
-                    ("dkim_key_file",),
+                    ("..", "dkim_key_file"),
                     "set dkim_key_file, dkim_selector and dkim_domain together "
                     "(or none of them to send unsigned)",
                 )
             )
-        return self
+        return domain
 
     @property
     def effective_port(self) -> int:
@@ -471,6 +501,10 @@ class SubscriberEntry(Section):
 
 
 class Config(Section):
+    #: The file this came from, and the folder relative paths are read against (first:
+    #: the checks of ``feeds`` read it).
+    path: Path = Field(default=Path(DEFAULT_PATH), exclude=True)
+
     digest: DigestSection
     schedule: ScheduleSection = ScheduleSection()
     storage: StorageSection = StorageSection()
@@ -481,49 +515,26 @@ class Config(Section):
     feeds: list[FeedEntry] = Field(min_length=1)
     subscribers: list[SubscriberEntry] = []
 
-    #: The file this came from, and the folder relative paths are read against.
-    path: Path = Field(default=Path(DEFAULT_PATH), exclude=True)
+    # A check across keys is a field validator reading what was validated before it
+    # (``info.data``) or the rules read from the file first (``info.context``), so a
+    # problem elsewhere hides nothing.
 
-    @model_validator(mode="after")
-    def _addresses_deliverable(self) -> Config:
-        """Every address the config names can go out through the configured backend."""
-        rules = self.delivery.address_rules
-        named: list[tuple[str, str]] = [
-            (f"subscribers[{i}].email", s.email) for i, s in enumerate(self.subscribers)
-        ]
-        for field, mailbox in (
-            ("digest.from", self.digest.from_),
-            ("digest.reply_to", self.digest.reply_to),
-        ):
-            if mailbox:
-                named.insert(0, (field, parseaddr(mailbox)[1]))
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        for key, address in named:
-            try:
-                addresses.normalize(address, rules)
-            except addresses.AddressError as exc:
-                problems.append(((key,), str(exc)))
-        if problems:
-            raise KeyProblems(*problems)
-        return self
-
-    @model_validator(mode="after")
-    def _feeds_unique(self) -> Config:
+    @field_validator("feeds")
+    @classmethod
+    def _feeds_unique(cls, feeds: list[FeedEntry], info: ValidationInfo) -> list[FeedEntry]:
+        base = info.data.get("path", Path(DEFAULT_PATH)).parent
         seen: dict[str, int] = {}
-        problems = []
-        for i, feed in enumerate(self.feeds):
-            url = feed_url(feed.url, self.base_dir)
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for i, feed in enumerate(feeds):
+            url = feed_url(feed.url, base)
             if url in seen:
                 problems.append(
-                    (
-                        (f"feeds[{i}].url",),
-                        f"the same feed as feeds[{seen[url]}]: list each feed once",
-                    )
+                    ((i, "url"), f"the same feed as feeds[{seen[url]}]: list each feed once")
                 )
             seen.setdefault(url, i)
         if problems:
             raise KeyProblems(*problems)
-        return self
+        return feeds
 
     @property
     def base_dir(self) -> Path:
@@ -648,7 +659,7 @@ def toml_problem(text: str, said: str) -> str:
 def parse_config(raw: dict[str, Any], path: Path, shown: str | None = None) -> Config:
     """Validate an already-parsed TOML document (tests build configs this way)."""
     try:
-        return Config.model_validate({**raw, "path": path})
+        return Config.model_validate({**raw, "path": path}, context={"rules": address_rules(raw)})
     except ValidationError as exc:
         problems: list[str] = []
         for err in exc.errors():
@@ -664,6 +675,17 @@ def _key_path(loc: Sequence[int | str]) -> str:
         else:
             out += ("." if out else "") + part
     return out or "(top level)"
+
+
+def _up(parts: list[int | str]) -> list[int | str]:
+    """``..`` in a key path steps out of a section: ``delivery.smtp.dkim_domain..x``."""
+    out: list[int | str] = []
+    for part in parts:
+        if part == "..":
+            out.pop()
+        else:
+            out.append(part)
+    return out
 
 
 def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
@@ -718,7 +740,7 @@ def _describe(err: Any) -> list[str]:
     loc = [p for p in loc if p not in _UNION_MEMBERS]
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, KeyProblems):
-        return [f"{_key_path([*loc, *key])}: {message}" for key, message in cause.found]
+        return [f"{_key_path(_up([*loc, *key]))}: {message}" for key, message in cause.found]
     key = _key_path(loc)
     if isinstance(cause, ValueError):  # digest's own validators say it in its words
         return [f"{key}: {cause}"]

@@ -302,7 +302,7 @@ def test_every_broken_key_at_once_is_reported(project: Project) -> None:
     """Several broken keys, in several sections and in one section (a bad time zone next
     to a bad cron): every one is reported, none hides another."""
     project.feed("https://example.org/feed.xml")
-    alone = {named for *_, named in BROKEN if named != "delivery.smtp.dkim_key_file"}
+    alone = {named for *_, named in BROKEN}
     for section, key, value, named in BROKEN:
         if named in alone:
             _broken(project, section, key, value)
@@ -358,7 +358,38 @@ def test_duplicates_and_undeliverable_addresses_are_each_reported(project: Proje
     project.subscriber("zoë@example.org")
     project.subscriber("zoë@example.net")
     found = problems(project)
-    assert [p.split(":", 1)[0] for p in found] == ["subscribers[0].email", "subscribers[1].email"]
-    project.data["subscribers"] = []
+    assert [p.split(":", 1)[0] for p in found] == [
+        "feeds[1].url",
+        "feeds[2].url",
+        "subscribers[0].email",
+        "subscribers[1].email",
+    ]
+
+
+def test_checks_across_keys_are_not_hidden_by_other_problems(project: Project) -> None:
+    """Addresses the backend cannot deliver to, a DKIM setting alone, and a duplicate feed
+    are reported next to a plain bad value, in whichever section."""
+    project.feed("https://example.org/feed.xml")
+    project.feed("https://example.org/feed.xml")
+    project.data["digest"]["from"] = "Zoë <zoë@example.org>"
+    project.data["digest"]["max_items"] = "ten"
+    project.data["delivery"]["backend"] = "sendgrid"
+    project.data["schedule"] = {"timezone": "Nowhere/Else"}
+    project.data["web"] = {"port": 0}
+    project.subscriber("zoë@example.net")
     found = problems(project)
-    assert [p.split(":", 1)[0] for p in found] == ["feeds[1].url", "feeds[2].url"]
+    _assert_own_words(found)
+    assert [p.split(": ", 1)[0] for p in found] == [
+        "digest.from",
+        "digest.max_items",
+        "schedule.timezone",
+        "web.port",
+        "feeds[1].url",
+        "subscribers[0].email",
+    ]
+    # within one section: DKIM half set next to a bad port, and the backend's address
+    # rules still apply to every address
+    project.data["delivery"]["smtp"] = {"dkim_selector": "s1", "port": "x"}
+    keys = [p.split(": ", 1)[0] for p in problems(project)]
+    assert {"delivery.smtp.port", "delivery.smtp.dkim_key_file"} <= set(keys)
+    assert {"digest.from", "subscribers[0].email"} <= set(keys)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..config import _http_url, _mailbox
+from ..config import http_url, mailbox
 from ..errors import UsageError
 from . import console, handled, main
 
@@ -108,8 +108,8 @@ def init(
         raise UsageError(f"{target} already exists: digest init never overwrites a config")
     asking = interactive()
     given = {
-        "from": _given(sender, "from", asking, "Sender (Name <address>)", _mailbox),
-        "base_url": _given(base_url, "base_url", asking, "Public URL of digest serve", _http_url),
+        "from": _given(sender, "from", asking, "Sender (Name <address>)", mailbox),
+        "base_url": _given(base_url, "base_url", asking, "Public URL of digest serve", http_url),
         "title": _given(title, "title", asking, "Title", _nonempty),
         "postal_address": _given(
             postal_address, "postal_address", asking, "Postal address", _nonempty
