@@ -294,3 +294,15 @@ def test_import_says_which_rows_changed_what(project: Project, tmp_path: Path) -
     assert f"{csv}:3: updated ada@example.org: name 'Ada' → 'Ada Lovelace'" in result.stdout
     assert "bob@example.org" not in result.stdout
     assert "0 added, 1 updated, 1 already there" in result.stdout
+
+
+def test_a_command_line_click_refuses_is_a_json_failure_too(project: Project) -> None:
+    project.feed("https://example.org/feed.xml")
+    project.write()
+    for args in (["run", "--json", "--bogus"], ["resend", "--json"]):
+        result = CliRunner().invoke(main, ["--config", str(project.path), *args])
+        assert result.exit_code == 2
+        answer = json.loads(result.stdout)
+        assert answer["ok"] is False and answer["exit_code"] == 2 and answer["error"]
+    plain = CliRunner().invoke(main, ["--config", str(project.path), "run", "--bogus"])
+    assert plain.exit_code == 2 and plain.stdout == ""

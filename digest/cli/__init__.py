@@ -120,6 +120,19 @@ class Group(click.Group):
 
     group_class = type  # subgroups are Groups too
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """A command line click refuses (an unknown option, a missing argument) is a
+        failure too: with ``--json`` in it, the failure object goes to stdout."""
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if ctx.parent is None and "--json" in words:
+                console.print_json(
+                    {"ok": False, "error": exc.format_message(), "exit_code": exc.exit_code}
+                )
+            raise
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [
             (name, command.get_short_help_str(limit=1000))
