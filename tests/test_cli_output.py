@@ -306,3 +306,27 @@ def test_a_command_line_click_refuses_is_a_json_failure_too(project: Project) ->
         assert answer["ok"] is False and answer["exit_code"] == 2 and answer["error"]
     plain = CliRunner().invoke(main, ["--config", str(project.path), "run", "--bogus"])
     assert plain.exit_code == 2 and plain.stdout == ""
+
+
+def test_check_json_with_a_broken_template_is_one_object(project: Project) -> None:
+    (project.folder / "mine").mkdir()
+    (project.folder / "mine" / "digest.txt.j2").write_text("{{ edition.title }}\n")
+    project.feed(str(ROOT / "digest" / "samples" / "harbour-tech.rss"))
+    project.data["email"] = {"templates": "mine"}
+    project.write()
+    args = ["--config", str(project.path), "check", "--deliverability", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False and "no unsubscribe link" in answer["error"]
+
+
+def test_shell_completion_completes_commands(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "_DIGEST_COMPLETE": "bash_complete", "COMP_WORDS": "digest feeds "}
+    env["COMP_CWORD"] = "2"
+    result = subprocess.run(
+        [sys.executable, "-m", "digest"], capture_output=True, text=True, env=env, check=False
+    )
+    assert {"plain,add", "plain,remove", "plain,import", "plain,export"} <= set(
+        result.stdout.split()
+    ), result.stdout + result.stderr

@@ -311,11 +311,15 @@ def check(
     try:
         problems = services.renderer.check(_now())
     except RenderError as exc:
-        console.err.print(f"[red]error:[/red] templates: {escape(str(exc))}", markup=True)
-        sys.exit(EXIT_USAGE)
+        problems = [str(exc)]
     for problem in problems:
         console.err.print(f"[red]error:[/red] templates: {escape(problem)}", markup=True)
     if problems:
+        if as_json:
+            error = "templates: " + "; ".join(problems)
+            console.print_json(
+                {"ok": False, "error": error, "exit_code": EXIT_USAGE, "problems": problems}
+            )
         sys.exit(EXIT_USAGE)
     if online:
         _check_online(services)
