@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from digest.config import load_config, parse_config, warnings_for
+from digest.config import Config, load_config, parse_config, warnings_for
 from digest.durations import format_duration, parse_duration
 from digest.errors import ConfigError
 
@@ -393,3 +395,59 @@ def test_checks_across_keys_are_not_hidden_by_other_problems(project: Project) -
     keys = [p.split(": ", 1)[0] for p in problems(project)]
     assert {"delivery.smtp.port", "delivery.smtp.dkim_key_file"} <= set(keys)
     assert {"digest.from", "subscribers[0].email"} <= set(keys)
+
+
+def _leaf_keys() -> list[tuple[str, ...]]:
+    from .test_docs import key_paths
+
+    return sorted(
+        tuple(k.replace("[]", "").split("."))
+        for k in key_paths(Config)
+        if not k.startswith(("feeds", "subscribers"))
+    )
+
+
+TOML_VALUES = st.recursive(
+    st.none().map(lambda _: "")
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet="abcxyz ABC0123456789-:/@.+%,*", max_size=20)  # never library words
+    | st.dates(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet="abcxyz", max_size=5), inner, max_size=2)
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_leaf_keys()), TOML_VALUES), min_size=1, max_size=4))
+def test_any_value_at_any_key_is_reported_in_digests_words(
+    changes: list[tuple[tuple[str, ...], Any]],
+) -> None:
+    """Whatever value lands on whatever key: either the config is valid, or each problem
+    starts with a key path and has no validator library wording."""
+    data = {
+        "digest": {
+            "from": "a@example.org",
+            "base_url": "https://x.example",
+            "postal_address": "x",
+        },
+        "feeds": [{"url": "https://example.org/feed.xml"}],
+    }
+    for path, value in changes:
+        table: Any = data
+        for part in path[:-1]:
+            if not isinstance(table.get(part), dict):
+                table[part] = {}
+            table = table[part]
+        table[path[-1]] = value
+    try:
+        parse_config(data, Path("/nonexistent/config.toml"))
+    except ConfigError as exc:
+        assert exc.problems
+        _assert_own_words(exc.problems)
+        for problem in exc.problems:
+            assert re.match(r"^[a-z_]+(\.[a-z_]+|\[\d+\])*: \S", problem), problem
