@@ -450,4 +450,4 @@ def test_any_value_at_any_key_is_reported_in_digests_words(
         assert exc.problems
         _assert_own_words(exc.problems)
         for problem in exc.problems:
-            assert re.match(r"^[a-z_]+(\.[a-z_]+|\[\d+\])*: \S", problem), problem
+            assert re.match(r"^[a-z_]+(\.[a-z0-9_]+|\[\d+\])*: \S", problem), problem

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -411,3 +413,49 @@ def test_init_on_a_terminal_asks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert 'from = "Ed <ed@example.org>"' in text
     assert 'base_url = "https://d.example.org"' in text
     assert re.search(r'postal_address = "2 Road, Town"', text)
+
+
+# -- outside input, as properties ---------------------------------------------------------
+
+HOSTILE = st.text(
+    alphabet=st.sampled_from(list("<>\"'=/ \t\n\r\x00\x0barel:tyhfjsvxmp.#?&;") + ["\u2028", "é"]),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(HOSTILE, HOSTILE, HOSTILE), max_size=30), HOSTILE)
+def test_discovered_links_are_always_one_http_url(
+    links: list[tuple[str, str, str]], noise: str
+) -> None:
+    html = noise + "".join(
+        f'<link rel="alternate" type="application/rss+xml" href="{h}" title="{t}">{x}'
+        for h, t, x in links
+    )
+    found = discover.candidates(html, "https://site.example/a/")
+    assert len(found) <= discover.MAX_CANDIDATES
+    for c in found:
+        assert c.url.startswith(("http://", "https://"))
+        assert not any(ch.isspace() or not ch.isprintable() for ch in c.url)
+        assert c.title is None or (c.title.isprintable() and "\n" not in c.title)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(HOSTILE, st.text(max_size=40)), max_size=10))
+def test_opml_outlines_are_http_feeds_with_one_line_titles(items: list[tuple[str, str]]) -> None:
+    from xml.sax.saxutils import quoteattr
+
+    def clean(text: str) -> str:  # what XML can carry at all
+        return "".join(c for c in text if c.isprintable() or c in "\t\n")
+
+    body = "".join(
+        f"<outline text={quoteattr(clean(t))} xmlUrl={quoteattr('https://x.example/' + clean(u))}/>"
+        f"<outline text={quoteattr(clean(t))} xmlUrl={quoteattr(clean(u))}/>"
+        for u, t in items
+    )
+    reading = opml.read(f"<opml><body>{body}</body></opml>".encode(), "x.opml")
+    for feed in reading.feeds:
+        assert feed.url.startswith(("http://", "https://"))
+        assert not any(ch.isspace() or not ch.isprintable() for ch in feed.url)
+        assert feed.title is None or (feed.title.isprintable() and len(feed.title) <= 200)
+    assert len(reading.feeds) + len(reading.skipped) <= 2 * len(items)

@@ -50,6 +50,12 @@ class _Links(HTMLParser):
     handle_startendtag = handle_starttag
 
 
+def _one_line(text: str) -> str | None:
+    """Plain text on one line, bounded: no control character, no line break."""
+    shown = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return shown[:MAX_TITLE] or None
+
+
 def candidates(page: str, page_url: str) -> list[Candidate]:
     """The feeds ``page`` links to as alternates, in page order, each once."""
     parser = _Links()
@@ -70,7 +76,7 @@ def candidates(page: str, page_url: str) -> list[Candidate]:
             continue
         if url in (c.url for c in found):
             continue
-        title = " ".join(link.get("title", "").split())[:MAX_TITLE] or None
+        title = _one_line(link.get("title", ""))
         found.append(Candidate(url, title, kind))
         if len(found) == MAX_CANDIDATES:
             break
