@@ -1,4 +1,4 @@
 from .cli import main
 
 if __name__ == "__main__":  # not when a worker process imports it
-    raise SystemExit(main())
+    raise SystemExit(main(prog_name="digest"))  # its usage lines, its completion variable

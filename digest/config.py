@@ -12,13 +12,14 @@ import base64
 import binascii
 import difflib
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Sequence
 from datetime import date, timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,9 +29,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from . import redact
 from .durations import parse_duration
@@ -51,6 +53,16 @@ if TYPE_CHECKING:
 # -- value types --------------------------------------------------------------------------
 
 
+class KeyProblems(ValueError):
+    """Raised by a validator that checks several keys at once: each problem with its key
+    path, below the section validated. The message then names the right key without
+    anyone keeping a list of which validator says what."""
+
+    def __init__(self, *found: tuple[tuple[str | int, ...], str]) -> None:
+        self.found = found
+        super().__init__("; ".join(message for _key, message in found))
+
+
 def _duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
@@ -65,27 +77,54 @@ def _window(value: Any) -> timedelta | str:
     return _duration(value)
 
 
-def _address(value: str) -> str:
-    """A bare e-mail address, syntax only (what the backend can deliver to is checked
-    by ``Config``, which knows the backend)."""
+def address(value: str, rules: addresses.Rules | None = None) -> str:
+    """A bare e-mail address; with ``rules``, one the backend can deliver to."""
     try:
-        return addresses.normalize(value, addresses.Rules(utf8=True))
+        return addresses.normalize(value, rules or addresses.Rules(utf8=True))
     except addresses.AddressError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(str(exc)) from exc
 
 
-def _mailbox(value: str) -> str:
+def mailbox(value: str, rules: addresses.Rules | None = None) -> str:
     """``"Name <addr>"`` or a bare address."""
     if "\r" in value or "\n" in value:
         raise ValueError("must be on one line")
     name, addr = parseaddr(value)
     if not addr or "@" not in addr:
         raise ValueError(f'{value!r} is not an address: write "Name <name@example.org>"')
-    addr = _address(addr)
+    addr = address(addr, rules)
     return f"{name} <{addr}>" if name else addr
 
 
-def _http_url(value: str) -> str:
+def _rules(info: ValidationInfo) -> addresses.Rules | None:
+    """The backend's rules, when ``parse_config`` could read them from the file before
+    validating it: so a problem elsewhere in ``[delivery]`` or ``[digest]`` hides no
+    address the backend cannot deliver to."""
+    rules: addresses.Rules | None = (info.context or {}).get("rules")
+    return rules
+
+
+def _address(value: str, info: ValidationInfo) -> str:
+    return address(value, _rules(info))
+
+
+def _mailbox(value: str, info: ValidationInfo) -> str:
+    return mailbox(value, _rules(info))
+
+
+def address_rules(raw: dict[str, Any]) -> addresses.Rules | None:
+    """The addresses ``raw``'s backend can deliver to, read before validation (None while
+    ``delivery.backend`` or ``delivery.smtp.smtputf8`` is itself wrong)."""
+    delivery = raw.get("delivery", {})
+    smtp = delivery.get("smtp", {}) if isinstance(delivery, dict) else None
+    backend = delivery.get("backend", "outbox") if isinstance(delivery, dict) else None
+    utf8 = smtp.get("smtputf8", False) if isinstance(smtp, dict) else None
+    if backend not in ("outbox", "smtp", "sendgrid") or not isinstance(utf8, bool):
+        return None
+    return addresses.rules_for(backend, utf8)
+
+
+def http_url(value: str) -> str:
     if any(c.isspace() or not c.isprintable() for c in value):
         # urlsplit quietly drops CR, LF and tab; the links in every mail (and their
         # List-Unsubscribe header) would still carry them
@@ -99,11 +138,43 @@ def _http_url(value: str) -> str:
 def _timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(
             f'{value!r} is not an IANA time zone: write one like "Europe/Berlin", '
             '"America/Chicago" or "UTC"'
-        ) from None
+        ) from exc
+    return value
+
+
+def _cron(value: str) -> str:
+    """Five cron fields that fire some day. Checked in UTC: whether a date ever comes
+    does not depend on the zone, so a bad ``timezone`` hides no bad ``cron``."""
+    from datetime import UTC, datetime
+
+    from .crontab import trigger
+
+    try:
+        if trigger(value, "UTC").get_next_fire_time(None, datetime.now(UTC)) is None:
+            raise ValueError("that date never comes")
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not a cron expression ({exc}): write five fields, "
+            'minute hour day month weekday, like "0 7 * * *" (07:00 every day)'
+        ) from exc
+    return value
+
+
+def _feed_location(value: str) -> str:
+    """An http(s) URL, a file:// URL or a path: nothing else is read (``ftp://`` is not
+    a path to a local file)."""
+    if any(c in value for c in "\r\n\t\0"):
+        raise ValueError(f"{value!r} must be one URL or path, on one line")
+    scheme = urlsplit(value).scheme.lower()
+    if len(scheme) > 1 and scheme not in ("http", "https", "file"):  # C:\feeds is a path
+        raise ValueError(
+            f"{value!r}: digest reads http(s) feeds and local files, not {scheme}:// "
+            'ones: write url = "https://example.org/feed.xml" or a path like "feeds/mine.xml"'
+        )
     return value
 
 
@@ -127,10 +198,12 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Window = Annotated[timedelta | Literal["all"], BeforeValidator(_window)]
 Address = Annotated[str, AfterValidator(_address)]
 Mailbox = Annotated[str, AfterValidator(_mailbox)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HttpUrl = Annotated[str, AfterValidator(http_url)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 LocaleName = Annotated[str, AfterValidator(_locale)]
+Cron = Annotated[str, Field(min_length=1), AfterValidator(_cron)]
+FeedLocation = Annotated[str, Field(min_length=1), AfterValidator(_feed_location)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -155,46 +228,32 @@ class DigestSection(Section):
     summary_length: int = Field(300, ge=40, le=5000)
     subject: Text = DEFAULT_SUBJECT
 
-    @model_validator(mode="after")
-    def _subject_compiles(self) -> DigestSection:
+    @field_validator("subject")
+    @classmethod
+    def _subject_compiles(cls, subject: str) -> str:
         import jinja2
 
         try:
-            jinja2.Environment().parse(self.subject)
+            jinja2.Environment().parse(subject)
         except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(f"subject: not a valid template: {exc.message}") from None
-        return self
+            raise ValueError(
+                f"not a valid template ({(exc.message or '').rstrip('.')}): write it like "
+                '"{{ title }}: {{ top }}"'
+            ) from exc
+        return subject
 
 
 class ScheduleSection(Section):
-    cron: Text = "0 7 * * *"
+    cron: Cron = "0 7 * * *"
     timezone: TimeZone = "UTC"
     catch_up: Duration = timedelta(hours=3)
 
-    @model_validator(mode="after")
-    def _catch_up_bounded(self) -> ScheduleSection:
-        if not timedelta(0) <= self.catch_up <= timedelta(days=7):
-            raise ValueError('catch_up: must be between "0s" (never catch up) and "7d", like "3h"')
-        return self
-
-    @model_validator(mode="after")
-    def _cron_parses(self) -> ScheduleSection:
-        from datetime import UTC, datetime
-
-        from .crontab import trigger
-
-        try:
-            if (
-                trigger(self.cron, self.timezone).get_next_fire_time(None, datetime.now(UTC))
-                is None
-            ):
-                raise ValueError("that date never comes")
-        except ValueError as exc:
-            raise ValueError(
-                f"cron: {self.cron!r} is not a cron expression ({exc}): write five fields, "
-                'minute hour day month weekday, like "0 7 * * *" (07:00 every day)'
-            ) from None
-        return self
+    @field_validator("catch_up")
+    @classmethod
+    def _catch_up_bounded(cls, catch_up: timedelta) -> timedelta:
+        if not timedelta(0) <= catch_up <= timedelta(days=7):
+            raise ValueError('must be between "0s" (never catch up) and "7d", like "3h"')
+        return catch_up
 
 
 class StorageSection(Section):
@@ -235,18 +294,24 @@ class SmtpSection(Section):
     rate: float = Field(0, ge=0)
     dkim_key_file: str | None = None
     dkim_selector: str | None = None
-    dkim_domain: str | None = None
+    dkim_domain: str | None = Field(None, validate_default=True)
     smtputf8: bool = False
 
-    @model_validator(mode="after")
-    def _dkim_complete(self) -> SmtpSection:
-        given = [self.dkim_key_file, self.dkim_selector, self.dkim_domain]
+    @field_validator("dkim_domain")
+    @classmethod
+    def _dkim_complete(cls, domain: str | None, info: ValidationInfo) -> str | None:
+        """Checked with the last of the three (the others are in ``info.data``), so a
+        bad value elsewhere in the section hides nothing."""
+        given = [info.data.get("dkim_key_file"), info.data.get("dkim_selector"), domain]
         if any(given) and not all(given):
-            raise ValueError(
-                "dkim_key_file: set dkim_key_file, dkim_selector and dkim_domain together "
-                "(or none of them to send unsigned)"
+            raise KeyProblems(
+                (
+                    ("..", "dkim_key_file"),
+                    "set dkim_key_file, dkim_selector and dkim_domain together "
+                    "(or none of them to send unsigned)",
+                )
             )
-        return self
+        return domain
 
     @property
     def effective_port(self) -> int:
@@ -282,8 +347,8 @@ def _rate(value: Any) -> float:
         text = value.strip()
         try:
             number = float(text.removesuffix("%"))
-        except ValueError:
-            raise ValueError(f'{value!r} is not a rate: write a percentage, like "0.3%"') from None
+        except ValueError as exc:
+            raise ValueError(f'{value!r} is not a rate: write a percentage, like "0.3%"') from exc
         value = number / 100 if text.endswith("%") else number
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
         raise ValueError(f'{value!r} is not a rate between "0%" and "100%", like "0.3%"')
@@ -380,35 +445,34 @@ class WebSection(Section):
     webhook_max_age: Duration = timedelta(minutes=10)
     max_confirmations_per_hour: int = Field(100, ge=1, le=1000)
 
-    @model_validator(mode="after")
-    def _proxies_parse(self) -> WebSection:
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, proxies: str) -> str:
         import ipaddress
 
-        for part in self.trusted_proxies.split(","):
+        for part in proxies.split(","):
             part = part.strip()
             if part == "*":
                 continue
             try:
                 ipaddress.ip_network(part, strict=False)
-            except ValueError:
+            except ValueError as exc:
                 raise ValueError(
-                    f"trusted_proxies: {part!r} is not an IP address or network: write "
+                    f"{part!r} is not an IP address or network: write "
                     '"127.0.0.1", "10.0.0.0/8, ::1" or "*"'
-                ) from None
-        return self
+                ) from exc
+        return proxies
 
     def public_key(self) -> EllipticCurvePublicKey | None:
         """``sendgrid_public_key`` loaded (None when unset)."""
         return load_public_key(self.sendgrid_public_key) if self.sendgrid_public_key else None
 
-    @model_validator(mode="after")
-    def _key_loads(self) -> WebSection:
-        if self.sendgrid_public_key:
-            try:
-                load_public_key(self.sendgrid_public_key)
-            except ValueError as exc:
-                raise ValueError(f"sendgrid_public_key: {exc}") from None
-        return self
+    @field_validator("sendgrid_public_key")
+    @classmethod
+    def _key_loads(cls, key: str | None) -> str | None:
+        if key:
+            load_public_key(key)  # its ValueError says what to paste
+        return key
 
 
 class EmailSection(Section):
@@ -425,7 +489,7 @@ class EmailSection(Section):
 
 
 class FeedEntry(Section):
-    url: Text
+    url: FeedLocation
     name: str | None = None
     category: str | None = None
     first_run_window: Window | None = None  # None: the [digest] value
@@ -439,6 +503,10 @@ class SubscriberEntry(Section):
 
 
 class Config(Section):
+    #: The file this came from, and the folder relative paths are read against (first:
+    #: the checks of ``feeds`` read it).
+    path: Path = Field(default=Path(DEFAULT_PATH), exclude=True)
+
     digest: DigestSection
     schedule: ScheduleSection = ScheduleSection()
     storage: StorageSection = StorageSection()
@@ -449,42 +517,26 @@ class Config(Section):
     feeds: list[FeedEntry] = Field(min_length=1)
     subscribers: list[SubscriberEntry] = []
 
-    #: The file this came from, and the folder relative paths are read against.
-    path: Path = Field(default=Path(DEFAULT_PATH), exclude=True)
+    # A check across keys is a field validator reading what was validated before it
+    # (``info.data``) or the rules read from the file first (``info.context``), so a
+    # problem elsewhere hides nothing.
 
-    @model_validator(mode="after")
-    def _addresses_deliverable(self) -> Config:
-        """Every address the config names can go out through the configured backend."""
-        rules = self.delivery.address_rules
-        named = [(f"subscribers[{i}].email", s.email) for i, s in enumerate(self.subscribers)]
-        for key, mailbox in (
-            ("digest.from", self.digest.from_),
-            ("digest.reply_to", self.digest.reply_to),
-        ):
-            if mailbox:
-                named.insert(0, (key, parseaddr(mailbox)[1]))
-        problems = []
-        for key, address in named:
-            try:
-                addresses.normalize(address, rules)
-            except addresses.AddressError as exc:
-                problems.append(f"{key}: {exc}")
-        if problems:
-            more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
-            raise ValueError(problems[0] + more)
-        return self
-
-    @model_validator(mode="after")
-    def _feeds_unique(self) -> Config:
+    @field_validator("feeds")
+    @classmethod
+    def _feeds_unique(cls, feeds: list[FeedEntry], info: ValidationInfo) -> list[FeedEntry]:
+        base = info.data.get("path", Path(DEFAULT_PATH)).parent
         seen: dict[str, int] = {}
-        for i, feed in enumerate(self.feeds):
-            url = feed_url(feed.url, self.base_dir)
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for i, feed in enumerate(feeds):
+            url = feed_url(feed.url, base)
             if url in seen:
-                raise ValueError(
-                    f"feeds[{i}].url: the same feed as feeds[{seen[url]}]: list each feed once"
+                problems.append(
+                    ((i, "url"), f"the same feed as feeds[{seen[url]}]: list each feed once")
                 )
-            seen[url] = i
-        return self
+            seen.setdefault(url, i)
+        if problems:
+            raise KeyProblems(*problems)
+        return feeds
 
     @property
     def base_dir(self) -> Path:
@@ -553,29 +605,69 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     file = config_path(path)
     shown = str(file)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
         raise ConfigError(
             shown,
             [
-                "file not found: pass --config PATH, set DIGEST_CONFIG, or copy the example "
-                "config.toml from the project into this folder"
+                "file not found: pass --config PATH, set DIGEST_CONFIG, or write one here "
+                "with `digest init`"
             ],
-        ) from None
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(shown, [f"cannot read the file: {exc}"]) from None
+        raise ConfigError(shown, [f"cannot read the file: {exc}"]) from exc
+    return parse_config(read_toml(text, shown), file.resolve(), shown=shown)
+
+
+def read_toml(text: str, shown: str) -> dict[str, Any]:
+    """The TOML document, or a ConfigError that says which line and what to write."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(shown, [f"not valid TOML: {exc}"]) from None
-    return parse_config(raw, file.resolve(), shown=shown)
+        raise ConfigError(shown, [toml_problem(text, str(exc))]) from exc
+
+
+_AT = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$", re.DOTALL)
+_ONE_BRACKET = re.compile(r"^[ \t]*\[[ \t]*(feeds|subscribers)[ \t]*\][ \t]*(#.*)?$", re.MULTILINE)
+
+
+def toml_problem(text: str, said: str) -> str:
+    """tomllib's complaint in digest's words, with the line it is about."""
+    single = _ONE_BRACKET.search(text)
+    if single:
+        name = single.group(1)
+        line = text.count("\n", 0, single.start()) + 1
+        return (
+            f"line {line}: [{name}] makes one table, but each of the {name} is its own "
+            f"section: write [[{name}]] (two pairs of brackets) above each one"
+        )
+    found = _AT.match(said)
+    if not found:
+        return f"not valid TOML: {said}"
+    number = int(found["line"])
+    lines = text.splitlines()
+    shown = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+    what = found["what"]
+    if what == "Cannot overwrite a value":
+        why = "a key is given twice in one section: keep one of them"
+    elif what.startswith("Cannot declare"):
+        why = "this section is already there above: merge the two into one"
+    elif what == "Invalid value":
+        why = 'the value is not valid TOML: put text in quotes, like title = "My digest"'
+    else:
+        why = f"not valid TOML ({what[:1].lower()}{what[1:]})"
+    return f"line {number}: {why}" + (f" (the line: {shown[:80]})" if shown else "")
 
 
 def parse_config(raw: dict[str, Any], path: Path, shown: str | None = None) -> Config:
     """Validate an already-parsed TOML document (tests build configs this way)."""
     try:
-        return Config.model_validate({**raw, "path": path})
+        return Config.model_validate({**raw, "path": path}, context={"rules": address_rules(raw)})
     except ValidationError as exc:
-        problems = [_describe(err, raw) for err in exc.errors()]
-        raise ConfigError(shown or str(path), problems) from None
+        problems: list[str] = []
+        for err in exc.errors():
+            problems += [p for p in _describe(err) if p not in problems]
+        raise ConfigError(shown or str(path), problems) from exc
 
 
 def _key_path(loc: Sequence[int | str]) -> str:
@@ -586,6 +678,17 @@ def _key_path(loc: Sequence[int | str]) -> str:
         else:
             out += ("." if out else "") + part
     return out or "(top level)"
+
+
+def _up(parts: list[int | str]) -> list[int | str]:
+    """``..`` in a key path steps out of a section: ``delivery.smtp.dkim_domain..x``."""
+    out: list[int | str] = []
+    for part in parts:
+        if part == "..":
+            out.pop()
+        else:
+            out.append(part)
+    return out
 
 
 def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
@@ -599,7 +702,7 @@ def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
         if field is None:
             return None
         annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
+        args = [a for arg in getattr(annotation, "__args__", ()) for a in (arg, *get_args(arg))]
         candidates = [annotation, *args]
         model = next(
             (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
@@ -607,6 +710,17 @@ def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
         if model is None:
             return None
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _field_at(loc: Sequence[int | str]) -> FieldInfo | None:
+    model = _model_at(loc)
+    if model is None or not loc or isinstance(loc[-1], int):
+        return None
+    name = str(loc[-1])
+    return next(
+        (f for n, f in model.model_fields.items() if name in (n, f.alias)),
+        None,
+    )
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:
@@ -618,62 +732,144 @@ def _known_keys(model: type[BaseModel]) -> list[str]:
     return names
 
 
-def _describe(err: Any, raw: dict[str, Any]) -> str:
+#: Union members pydantic adds to an error's location.
+_UNION_MEMBERS = {"str", "int", "float", "bool", "timedelta", "none", "literal", "dict", "list"}
+
+
+def _describe(err: Any) -> list[str]:
+    """One pydantic error as digest's problem lines: the key, what is wrong, what to write.
+    No text of the validator library reaches the operator."""
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-    # pydantic adds the union member name to the location of a union error; drop it.
-    loc = [p for p in loc if p not in ("str", "timedelta", "none", "literal", "dict")]
+    loc = [p for p in loc if p not in _UNION_MEMBERS]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyProblems):
+        return [f"{_key_path(_up([*loc, *key]))}: {message}" for key, message in cause.found]
     key = _key_path(loc)
-    kind = err["type"]
+    if isinstance(cause, ValueError):  # digest's own validators say it in its words
+        return [f"{key}: {cause}"]
+    return [f"{key}: {_in_own_words(err, loc)}"]
+
+
+def _in_own_words(err: Any, loc: Sequence[int | str]) -> str:
+    kind: str = err["type"]
+    got = err.get("input")
+    ctx = err.get("ctx") or {}
+    name = str(loc[-1]) if loc and not isinstance(loc[-1], int) else ""
+    write = _write(loc)
     if kind == "extra_forbidden":
-        name = str(loc[-1])
-        model = _model_at(loc)
-        known = _known_keys(model) if model else []
-        hint = ""
-        if any(word in name.lower() for word in SECRET_WORDS):
-            hint = (
-                "; secrets never go in the config file: put the secret in an environment "
-                "variable and name that variable in the matching *_env key"
-            )
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        if close:
-            hint = f"; did you mean {close[0]!r}?" + hint
-        elif known and not hint:
-            hint = f"; known keys here: {', '.join(known)}"
-        return f"{key}: unknown key{hint}"
+        return _unknown_key(loc)
     if kind == "missing":
-        return f"{key}: is required but missing{_example(loc)}"
-    message = str(err.get("msg", "invalid value"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    # raised by a section's own validator, key first
-    for own in (
-        "cron",
-        "subject",
-        "catch_up",
-        "sendgrid_public_key",
-        "trusted_proxies",
-        "dkim_key_file",
-    ):
-        if message.startswith(own + ": "):
-            return f"{_key_path([*loc, own])}: {message[len(own) + 2 :]}"
-    if message.startswith(("feeds[", "subscribers[", "digest.")):  # Config's own, key included
-        return message
+        return f"is required but missing{_example(loc)}"
+    if name in ("feeds", "subscribers") and isinstance(got, dict):
+        return (
+            f"[{name}] makes one table, but each of the {name} is its own section: "
+            f"write [[{name}]] (two pairs of brackets) above each one"
+        )
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        if isinstance(got, list):
+            return f"write [{name}] (one pair of brackets): there is one {name} section"
+        return f"{got!r} is not a section: write a [{_key_path(loc)}] section with its keys"
+    if kind == "too_short" and name == "feeds":
+        return f"there are no feeds{_example(loc)}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{got!r} is not a whole number{write}"
+    if kind in ("float_parsing", "float_type"):
+        return f"{got!r} is not a number{write}"
+    if kind.startswith(("greater_than", "less_than")):
+        return f"{got!r} is out of range: {_bounds(ctx, loc)}{write}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{got!r} is not true or false{write or f' (write {name} = true or false)'}"
+    if kind == "string_too_short":
+        return f"must not be empty{write}"
+    if kind == "string_type":
+        example = write or f' (write {name} = "...")'
+        return f"{got!r} is not text: put it in quotes{example}"
     if kind == "literal_error":
-        message = f"{err.get('input')!r} is not one of the choices: {message.split(': ', 1)[-1]}"
-    elif kind in ("int_parsing", "int_type", "bool_type", "bool_parsing", "string_type"):
-        message = f"{message} (got {err.get('input')!r})"
-    return f"{key}: {message}"
+        choices = str(ctx.get("expected", "")).replace("'", '"')
+        return f"{got!r} is not one of the choices: {choices}"
+    if kind in ("list_type", "tuple_type", "too_short", "too_long"):
+        return f"{got!r} is not a usable list{write}"
+    if kind.startswith(("date_", "datetime_")):
+        return f"{got!r} is not a date: write {name} = 2027-01-01 (a TOML date, without quotes)"
+    return (
+        f"{got!r} cannot be used here: see {_key_path(loc)} in the README's configuration reference"
+    )
+
+
+def _unknown_key(loc: Sequence[int | str]) -> str:
+    name = str(loc[-1])
+    model = _model_at(loc)
+    known = _known_keys(model) if model else []
+    hint = ""
+    if any(word in name.lower() for word in SECRET_WORDS):
+        hint = (
+            "; secrets never go in the config file: put the secret in an environment "
+            "variable and name that variable in the matching *_env key"
+        )
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        hint = f"; did you mean {close[0]!r}?" + hint
+    elif known and not hint:
+        hint = f"; known keys here: {', '.join(known)}"
+    return f"unknown key{hint}"
+
+
+def _bounds(ctx: dict[str, Any], loc: Sequence[int | str]) -> str:
+    field = _field_at(loc)
+    low = high = None
+    for rule in field.metadata if field else ():
+        low = getattr(rule, "ge", None) if getattr(rule, "ge", None) is not None else low
+        high = getattr(rule, "le", None) if getattr(rule, "le", None) is not None else high
+    low = ctx.get("ge", low)
+    high = ctx.get("le", high)
+    if low is not None and high is not None:
+        return f"it must be from {low} to {high}"
+    return f"it must be at least {low}" if low is not None else f"it must be at most {high}"
+
+
+def _write(loc: Sequence[int | str]) -> str:
+    """``: write max_items = 20`` from the key's default, or a known example."""
+    field = _field_at(loc)
+    name = str(loc[-1]) if loc else ""
+    if field is None or field.default is None or field.is_required():
+        return _example(loc) and f" ({_example(loc).strip(' ()')})"
+    return f": write {name} = {_toml_value(field.default)}"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, timedelta):
+        from .durations import format_duration
+
+        return f'"{format_duration(value)}"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
 
 
 _EXAMPLES = {
     "url": ' (write url = "https://example.org/feed.xml" or a path to a local file)',
     "from": ' (write from = "Digest <digest@example.org>")',
     "base_url": ' (write base_url = "https://digest.example.org": links in mails point there)',
-    "postal_address": " (the law in many countries asks for a postal address in every mail)",
+    "postal_address": (
+        ' (write postal_address = "1 Example Street, Town": the law in many countries asks '
+        "for a postal address in every mail)"
+    ),
     "email": ' (write email = "someone@example.org")',
+    "reply_to": ' (write reply_to = "Editor <editor@example.org>")',
     "digest": " (add a [digest] section with from, base_url and postal_address)",
-    "feeds": ' (add at least one [[feeds]] section with url = "...")',
+    "feeds": (
+        ' (add at least one [[feeds]] section with url = "...", or run `digest feeds add URL`)'
+    ),
+    "port": " (write port = 587)",
+    "asm_group_id": " (write asm_group_id = 12345)",
+    "workers": " (write workers = 4)",
+    "user_agent": ' (write user_agent = "digest (+https://digest.example.org)")',
+    "name": ' (write name = "A name")',
+    "category": ' (write category = "News")',
 }
 
 

@@ -401,7 +401,7 @@ def test_names_and_addresses_are_text_in_the_terminal_never_markup(project: Proj
     assert invoke(project, "subscribers", "add", "ada@example.org", "--name", "[/b] Ada")[0] == 0
     code, out, err = invoke(project, "subscribers", "list")
     assert code == 0, err
-    assert "ada@example.org ([/b] Ada)" in out
+    assert "ada@example.org  [/b] Ada  active" in out  # the aligned columns of `list`
     code, _, err = invoke(project, "subscribers", "add", "[/red]x@example.org")
     assert code == 2 and "[/red]x@example.org" in err and "not a valid" in err
 

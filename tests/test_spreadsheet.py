@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -120,5 +121,8 @@ def test_the_command_line_round_trip(project: Project) -> None:
     project.data["storage"] = {"url": "sqlite:///other.db"}
     project.write()
     digest("subscribers", "import", str(out))
-    listed = digest("subscribers", "list")
-    assert f"-bob@example.org ({hostile})" in listed and "ada@example.org (@Ada)" in listed
+    listed = json.loads(digest("subscribers", "list", "--json"))
+    assert {(s["email"], s["name"]) for s in listed} == {
+        ("-bob@example.org", hostile),
+        ("ada@example.org", "@Ada"),
+    }

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.markup import escape
@@ -70,36 +70,81 @@ class State:
 
 
 def handled(func: F) -> F:
-    """Turn digest's own errors into a message and an exit code."""
+    """Turn digest's own errors into a message and an exit code; with ``--json``, also
+    into ``{"ok": false, "error": ...}`` on stdout, so a script always gets one object."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return func(*args, **kwargs)
-        except ConfigError as exc:
-            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
-            sys.exit(EXIT_USAGE)
-        except UsageError as exc:
-            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
-            sys.exit(EXIT_USAGE)
+        except (ConfigError, UsageError) as exc:
+            fail(exc, EXIT_USAGE, as_json)
         except LeaseError as exc:
-            console.err.print(f"[yellow]busy:[/yellow] {escape(str(exc))}", markup=True)
-            sys.exit(EXIT_BUSY)
+            fail(exc, EXIT_BUSY, as_json, label="[yellow]busy:[/yellow]")
         except DatabaseFailed as exc:  # locked, unreachable, disk full...
             logging.getLogger("digest").debug("database error", exc_info=True)
-            console.err.print(
-                f"[red]error:[/red] {escape(str(exc))} (storage.url; -vv shows the traceback)",
-                markup=True,
-            )
-            sys.exit(EXIT_FAILED)
+            fail(exc, EXIT_FAILED, as_json, hint=" (storage.url; -vv shows the traceback)")
         except DigestError as exc:
-            console.err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
-            sys.exit(EXIT_FAILED)
+            fail(exc, EXIT_FAILED, as_json)
 
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def fail(
+    exc: DigestError,
+    code: int,
+    as_json: bool,
+    label: str = "[red]error:[/red]",
+    hint: str = "",
+) -> NoReturn:
+    """Say what went wrong on stderr (and as the JSON failure object), and exit."""
+    if as_json:
+        console.print_json(failure(exc, code))
+    console.err.print(f"{label} {escape(str(exc) + hint)}", markup=True)
+    sys.exit(code)
+
+
+def failure(exc: DigestError, code: int) -> dict[str, Any]:
+    """The one JSON object a ``--json`` command prints when it fails (README)."""
+    data: dict[str, Any] = {"ok": False, "error": str(exc), "exit_code": code}
+    if isinstance(exc, ConfigError):
+        data["file"] = exc.path
+        data["problems"] = exc.problems
+    return data
+
+
+class Group(click.Group):
+    """A command group whose ``--help`` lists each command with its whole first sentence
+    (click cuts it to fit one line), wrapped to the terminal."""
+
+    group_class = type  # subgroups are Groups too
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """A command line click refuses (an unknown option, a missing argument) is a
+        failure too: with ``--json`` in it, the failure object goes to stdout."""
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if ctx.parent is None and "--json" in words:
+                console.print_json(
+                    {"ok": False, "error": exc.format_message(), "exit_code": exc.exit_code}
+                )
+            raise
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, command.get_short_help_str(limit=1000))
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "-c",
@@ -295,11 +340,15 @@ def check(
     try:
         problems = services.renderer.check(_now())
     except RenderError as exc:
-        console.err.print(f"[red]error:[/red] templates: {escape(str(exc))}", markup=True)
-        sys.exit(EXIT_USAGE)
+        problems = [str(exc)]
     for problem in problems:
         console.err.print(f"[red]error:[/red] templates: {escape(problem)}", markup=True)
     if problems:
+        if as_json:
+            error = "templates: " + "; ".join(problems)
+            console.print_json(
+                {"ok": False, "error": error, "exit_code": EXIT_USAGE, "problems": problems}
+            )
         sys.exit(EXIT_USAGE)
     if online:
         _check_online(services)
@@ -307,7 +356,8 @@ def check(
         _check_deliverability(config, dns_server, as_json)
         return
     console.out.print(
-        f"{config.path}: valid ({len(config.feeds)} feeds, delivery via {config.delivery.backend})."
+        f"{config.path}: valid ({console.plural(len(config.feeds), 'feed')}, "
+        f"delivery via {config.delivery.backend})."
     )
 
 
@@ -347,8 +397,14 @@ def _check_online(services: Services) -> None:
     bad = [r for r in gathered.reports if r.error]
     for r in gathered.reports:
         mark = "[red]✗[/red]" if r.error else "[green]✓[/green]"
-        said = escape(str(r.error)) if r.error else f"{r.entries} entries"
-        console.out.print(f"  {mark} {escape(r.name)}: {said}", markup=True)
+        said = (
+            escape(str(r.error))
+            if r.error
+            else "unchanged since the last run"
+            if r.status == "not_modified"
+            else console.plural(r.entries, "entry", "entries")
+        )
+        console.out.print(f"  {mark} {escape(_feed_label(r.name, r.url))}: {said}", markup=True)
     backend = services.backend.name
     try:
         checked = services.backend.probe()
@@ -358,6 +414,13 @@ def _check_online(services: Services) -> None:
     console.out.print(f"  [green]✓[/green] delivery ({backend}): {escape(checked)}", markup=True)
     if bad:
         sys.exit(EXIT_FAILED)
+
+
+def _feed_label(name: str, url: str) -> str:
+    """``Name (url)``; the address alone when the feed has no name of its own."""
+    from urllib.parse import urlsplit
+
+    return url if name in (urlsplit(url).hostname, url) else f"{name} ({url})"
 
 
 # -- subscribers --------------------------------------------------------------------------
@@ -414,8 +477,12 @@ def subscribers_remove(state: State, email: str, forget: bool) -> None:
 
 
 @subscribers_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: README).")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in SubscriberStatus]),
+    help="Only the subscribers with this status.",
+)
 @click.pass_obj
 @handled
 def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
@@ -427,10 +494,11 @@ def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
     if as_json:
         console.print_json([s.as_json() for s in rows])
         return
-    for s in rows:
-        name = f" ({s.name})" if s.name else ""
-        console.out.print(f"{s.email}{name}  {s.status}")
-    console.out.print(f"[dim]{len(rows)} subscribers[/dim]", markup=True)
+    console.records(
+        ["email", "name", "status", "since"],
+        [[s.email, s.name or "", str(s.status), f"{s.created_at:%Y-%m-%d}"] for s in rows],
+    )
+    console.out.print(f"[dim]{console.plural(len(rows), 'subscriber')}[/dim]", markup=True)
 
 
 @subscribers_group.command("import")
@@ -451,6 +519,8 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
         console.err.print(f"{file}:{line}: rejected: {why}")
     for line, why in report.refused:
         console.err.print(f"{file}:{line}: skipped: {why}")
+    for line, what in report.changed:
+        console.out.print(f"{file}:{line}: updated {what}")
     console.out.print(
         f"{report.added} added, {report.updated} updated, "
         f"{report.unchanged} already there, {len(report.refused)} unsubscribed "
@@ -466,7 +536,11 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to a file instead of stdout.",
 )
-@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in SubscriberStatus]),
+    help="Only the subscribers with this status.",
+)
 @click.pass_obj
 @handled
 def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
@@ -485,8 +559,8 @@ def subscribers_export(state: State, out_path: Path | None, status: str | None) 
 # -- feeds and the database ---------------------------------------------------------------
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: README).")
 @click.option(
     "--resume",
     "resume_urls",
@@ -494,12 +568,15 @@ def subscribers_export(state: State, out_path: Path | None, status: str | None) 
     metavar="URL",
     help="Read a paused feed again (repeatable); 'all' for every paused feed.",
 )
-@click.pass_obj
+@click.pass_context
 @handled
-def feeds(state: State, as_json: bool, resume_urls: tuple[str, ...]) -> None:
-    """Feed health: one line per feed of the config."""
+def feeds(ctx: click.Context, as_json: bool, resume_urls: tuple[str, ...]) -> None:
+    """Feed health: one line per feed of the config (and add, remove, import, export)."""
     from ..state import health
 
+    if ctx.invoked_subcommand is not None:
+        return
+    state: State = ctx.obj
     config = state.config
     sources = config.sources()
     engine = state.engine()
@@ -766,3 +843,7 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
         )
     verb = {"run": "would send now", "resume": "would resume", "skip": "would wait"}
     console.out.print(f"Started now, digest serve {verb[str(decision.action)]}: {decision.reason}.")
+
+
+# The commands in their own modules join the group here (they import this module).
+from . import feedlist, init  # noqa: E402, F401

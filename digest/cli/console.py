@@ -10,10 +10,10 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
 from rich.text import Text
 
 from ..model import EditionReport, FeedReport, RunReport
@@ -113,34 +113,72 @@ def run_summary(report: RunReport) -> None:
     out.print(f"[dim]Done in {report.seconds:.1f}s.[/dim]", markup=True)
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 entry``, ``2 entries``: the number and the word that goes with it."""
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+#: A column at most this wide shares a line with the others when rows are stacked.
+SHORT = 20
+
+
+def records(headers: list[str], rows: list[list[str]]) -> None:
+    """Rows as aligned columns when they fit the width of the output (the terminal, or
+    80 columns when piped); otherwise each row stacked, a line per column: every value
+    is shown whole, never cut to fit."""
+    if not rows:
+        return
+    shown = [[" ".join(cell.split()) for cell in row] for row in rows]  # one line each
+    widths = [max([cell_len(h), *(cell_len(r[i]) for r in shown)]) for i, h in enumerate(headers)]
+    if sum(widths) + 2 * (len(widths) - 1) <= out.width:
+        out.print(Text(_line(headers, widths), style="bold"))
+        for row in shown:
+            out.print(Text(_line(row, widths)))
+        return
+    short = [w <= SHORT for w in widths]
+    for row in shown:
+        out.print(Text(row[0], style="bold"))
+        fields = list(zip(headers, row, short, strict=True))[1:]
+        brief = [f"{h}: {c}" for h, c, s in fields if s and c]
+        if brief:
+            out.print(Text("  " + " · ".join(brief)))
+        for header, cell, _ in (f for f in fields if not f[2] and f[1]):
+            out.print(Text(f"  {header}: {cell}"))
+
+
+def _line(cells: list[str], widths: list[int]) -> str:
+    padded = [c + " " * (w - cell_len(c)) for c, w in zip(cells, widths, strict=True)]
+    return "  ".join(padded).rstrip()
+
+
 def feeds_table(rows: list[dict[str, Any]]) -> None:
-    """One line per feed, however narrow the terminal: long cells end in an ellipsis."""
-    table = Table(box=None, pad_edge=False)
-    for column, width in (
-        ("feed", 32),
-        ("status", None),
-        ("last success", None),
-        ("failures", None),
-        ("last error", None),
-    ):
-        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
-    for r in rows:
-        table.add_row(
-            Text(r["name"]),  # Text: a feed's title is not markup
-            r["status"],
-            (r["last_success_at"] or "never")[:16],
-            str(r["consecutive_failures"]),
-            Text((r["last_error"] or "")[:80]),
-        )
-    out.print(table)
+    """One row per feed, every column whole: a table when it fits, stacked otherwise."""
+    records(
+        ["feed", "status", "last success", "failures", "last error"],
+        [
+            [
+                r["name"],
+                str(r["status"]),
+                _minutes(r["last_success_at"]) or "never",
+                str(r["consecutive_failures"]),
+                r["last_error"] or "",
+            ]
+            for r in rows
+        ],
+    )
     for r in rows:
         if r["pending_move"]:
             out.print(
                 Text(
                     f"→ {r['name']} redirects permanently to {r['pending_move']} since "
-                    f"{r['pending_move_since'][:16]}: adopted if it still does a day later"
+                    f"{_minutes(r['pending_move_since'])}: adopted if it still does a day later"
                 )
             )
+
+
+def _minutes(iso: str | None) -> str:
+    """``2027-03-15T08:00:00+00:00`` → ``2027-03-15 08:00``."""
+    return iso[:16].replace("T", " ") if iso else ""
 
 
 class Bars:
@@ -181,7 +219,7 @@ def deliverability(report: Any) -> None:
     """``digest check --deliverability``: one block per check, with what to publish."""
     marks = {"ok": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]",
              "unknown": "[yellow]?[/yellow]"}  # fmt: skip
-    out.print(f"Mail authentication of {escape(report.domain)}:")
+    out.print(f"Mail authentication of {report.domain}:")
     for f in report.findings:
         out.print(
             f"  {marks[str(f.status)]} {f.check} ({escape(f.name)}): {escape(f.says)}", markup=True

@@ -102,6 +102,20 @@ def get_by_id(conn: sa.Connection, subscriber_id: int) -> Subscriber | None:
 class Added:
     subscriber: Subscriber
     outcome: str  # added | updated | unchanged | refused
+    was: Subscriber | None = None  # before an update
+
+
+def changes(was: Subscriber, now: Subscriber) -> str:
+    """What an update changed, in words: ``name 'Ada' → 'Ada L.'; status removed → active``."""
+    said = [
+        f"{what} {before!r} → {after!r}" if what == "name" else f"{what} {before} → {after}"
+        for what, before, after in (
+            ("name", was.name, now.name),
+            ("status", was.status, now.status),
+        )
+        if before != after
+    ]
+    return "; ".join(said) or "nothing"
 
 
 def add(
@@ -161,7 +175,7 @@ def add(
     conn.execute(sa.update(S).where(S.c.id == existing.id).values(values))
     updated = get_by_id(conn, existing.id)
     assert updated is not None
-    return Added(updated, "updated")
+    return Added(updated, "updated", existing)
 
 
 def remove(conn: sa.Connection, email: str, now: datetime, forget: bool = False) -> bool:
@@ -327,6 +341,7 @@ class ImportReport:
     unchanged: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
+    changed: list[tuple[int, str]] = field(default_factory=list)  # (line, what changed)
 
     @property
     def ok(self) -> bool:
@@ -387,6 +402,9 @@ def import_csv(
             )
         else:
             setattr(report, result.outcome, getattr(report, result.outcome) + 1)
+            if result.was is not None:
+                what = changes(result.was, result.subscriber)
+                report.changed.append((line, f"{address}: {what}"))
     return report
 
 
