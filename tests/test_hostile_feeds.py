@@ -351,3 +351,42 @@ def test_absurd_dates_cost_only_the_date(project: Project, tmp_path: Path) -> No
     report = project.run(NOW)
     assert [f.status for f in report.feeds] == [FetchStatus.OK] * 2
     assert report.editions[0].entries == 5
+
+
+# -- lone surrogates: a character lost, never the feed --------------------------------------
+
+SURROGATES = st.integers(min_value=0xD800, max_value=0xDFFF)
+
+
+@settings(max_examples=60, deadline=None)
+@given(SURROGATES, st.sampled_from(["x", "X", "d"]), st.booleans())
+def test_a_reference_to_a_surrogate_costs_a_character_not_the_feed(
+    code: int, form: str, in_title: bool
+) -> None:
+    """XML forbids ``&#xD800;``; feedparser decodes it anyway and then failed on the whole
+    document. JSON can escape one too ("\\ud800"). Either way the entry goes out, the
+    surrogate shown as U+FFFD, in the title and in (escaped) HTML content alike."""
+    from digest.ingest.clean import clean, finish
+    from digest.ingest.jsonfeed import parse as parse_json
+    from digest.ingest.parse import parse
+
+    ref = f"&#{code}" if form == "d" else f"&#{form}{code:X}"
+    title, body = (f"A {ref}; B", "fine") if in_title else ("A B", f"x &amp;{ref[1:]}; y")
+    rss = (
+        f'<rss version="2.0"><channel><title>t</title><item><title>{title}</title>'
+        f"<link>https://a.example/1</link><description>{body}</description></item>"
+        "</channel></rss>"
+    ).encode()
+    escaped = f"\\u{code:04x}"
+    json_feed = (
+        '{"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": [{"id": "1",'
+        f' "url": "https://a.example/1", "title": "A {escaped} B", "content_html":'
+        f' "<p>x {escaped} y</p>", "tags": [["{escaped}"]]}}]}}'
+    ).encode()
+    source = FeedSource("https://a.example/feed", "A")
+    for parsed in (parse(rss, source.url), parse_json(json_feed, source.url)):
+        (raw,) = parsed.entries
+        entry = finish(clean(raw, source, "A", NOW))
+        for text in (entry.title, entry.summary or "", entry.content_html or ""):
+            text.encode("utf-8")  # no surrogate left: every later step can encode it
+        assert "\ufffd" in entry.title + (entry.summary or "") + (entry.content_html or "")

@@ -7,6 +7,7 @@ feedparser 6.0.x reads no JSON Feed, so this small parser does, producing the sa
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
@@ -22,9 +23,28 @@ def looks_like_json(body: bytes, content_type: str) -> bool:
     return start.startswith(b"{")
 
 
+#: A surrogate not paired with another: JSON can escape one ("\\ud800"), UTF-8 cannot
+#: carry it, so every later step (sanitizing, hashing, the message) would fail on it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of the document with each lone surrogate in its strings (and in the
+    lists it holds) made U+FFFD: one bad escape costs a character, not the feed."""
+    return {_whole(k): _whole(v) for k, v in pairs}
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
+
+
 def parse(body: bytes, url: str) -> ParsedFeed:
     try:
-        doc = json.loads(body.decode("utf-8-sig"))
+        doc = json.loads(body.decode("utf-8-sig"), object_pairs_hook=_whole_characters)
     except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
         raise ParseError(url, f"not a feed: invalid JSON ({exc})") from exc
     except RecursionError as exc:

@@ -111,7 +111,17 @@ def newest(entries: Sequence[RawEntry], count: int) -> tuple[RawEntry, ...]:
     return tuple(e for i, e in enumerate(entries) if i in keep)
 
 
+#: A character reference to a surrogate (U+D800-U+DFFF): no character at all, and XML
+#: forbids it; feedparser decodes it anyway, then fails on the whole document.
+_SURROGATE_REF = re.compile(
+    rb"&#(?:[xX]0*[dD][89a-fA-F][0-9a-fA-F]{2}"
+    rb"|0*(?:5529[6-9]|55[3-9][0-9]{2}|56[0-9]{3}|57[0-2][0-9]{2}|573[0-3][0-9]|5734[0-3]));"
+)
+
+
 def _parse(body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    if b"&#" in body:  # one bad reference costs a character (U+FFFD), not the feed
+        body = _SURROGATE_REF.sub(b"&#xFFFD;", body)
     try:
         result = feedparser.parse(
             body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
