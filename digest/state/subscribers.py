@@ -339,7 +339,7 @@ def _staging() -> sa.Table:
     return sa.Table(
         "digest_import",
         sa.MetaData(),
-        sa.Column("line", sa.Integer, nullable=False),
+        sa.Column("line", sa.Integer, primary_key=True),  # SQLite: the rowid, in file order
         sa.Column("email", sa.String(320), nullable=False),
         sa.Column("email_key", sa.String(320), nullable=False),
         sa.Column("name", sa.String(200)),
