@@ -381,6 +381,8 @@ def import_csv(
     staging.create(conn)
     bulk.load(conn, staging, _read_rows(reader, at, rules, report.rejected))
     sa.Index("ix_digest_import_key", staging.c.email_key, staging.c.line).create(conn)
+    if conn.dialect.name == "postgresql":  # a fresh table has no statistics for the planner
+        conn.exec_driver_sql(f"ANALYZE {staging.name}")
     repeated = _repeated(conn, staging)
     _merge(conn, staging, now, resubscribe, report)
     staging.drop(conn)
@@ -395,15 +397,12 @@ def _read_rows(
     for row in reader:
         line = reader.line_num
         try:
-            yield (line, *_read_row(row, at, rules))
+            values = _read_row(row, at, rules)
         except AddressError as exc:
             rejected.append((line, str(exc)))
-        except _Blank:
             continue
-
-
-class _Blank(Exception):
-    """A row with nothing in it: skipped."""
+        if values is not None:
+            yield (line, *values)
 
 
 def _cell(row: Sequence[str], at: Mapping[str, int], name: str) -> str:
@@ -411,10 +410,11 @@ def _cell(row: Sequence[str], at: Mapping[str, int], name: str) -> str:
     return unescape(row[i].strip()) if 0 <= i < len(row) else ""
 
 
-def _read_row(row: Sequence[str], at: Mapping[str, int], rules: Rules) -> tuple[object, ...]:
-    """One row's values as staged (after ``line``): raises AddressError saying why not."""
+def _read_row(row: Sequence[str], at: Mapping[str, int], rules: Rules) -> tuple[object, ...] | None:
+    """One row's values as staged (after ``line``; None: a blank row). Raises
+    AddressError saying why the row cannot be imported."""
     if not any(cell.strip() for cell in row):
-        raise _Blank
+        return None
     email = _cell(row, at, "email")
     if not email:
         raise AddressError("no e-mail address")
@@ -429,49 +429,60 @@ def _repeated(conn: sa.Connection, staging: sa.Table) -> list[tuple[int, str]]:
     again = sa.exists().where(
         (earlier.c.email_key == staging.c.email_key) & (earlier.c.line < staging.c.line)
     )
-    rows = conn.execute(sa.select(staging.c.line, staging.c.email).where(again)).all()
-    if rows:
-        conn.execute(sa.delete(staging).where(again))
-    return [(line, f"{email} appears twice in the file") for line, email in rows]
+    rows = conn.execute(sa.delete(staging).where(again).returning(staging.c.line, staging.c.email))
+    return sorted((line, f"{email} appears twice in the file") for line, email in rows)
 
 
 def _merge(
     conn: sa.Connection, staging: sa.Table, now: datetime, resubscribe: bool, report: ImportReport
 ) -> None:
     """``add`` for every staged row at once (source ``import``, status active)."""
+    if not resubscribe:
+        report.refused = _refuse(conn, staging)
+    report.updated, report.unchanged = _update(conn, staging, now, resubscribe)
+    report.added = _insert(conn, staging, now)
+
+
+def _refuse(conn: sa.Connection, staging: sa.Table) -> list[tuple[int, str]]:
+    """Those who left are never added back: reported, and taken out of the import."""
+    gone = sa.select(S.c.email_key).where(S.c.status.in_(LEFT))
+    left = (
+        sa.select(staging.c.line, staging.c.email, S.c.unsubscribed_at)
+        .join(S, S.c.email_key == staging.c.email_key)
+        .where(S.c.status.in_(LEFT))
+    )
+    refused = sorted((line, _refusal(email, when)) for line, email, when in conn.execute(left))
+    conn.execute(sa.delete(staging).where(staging.c.email_key.in_(gone)))
+    return refused
+
+
+def _update(
+    conn: sa.Connection, staging: sa.Table, now: datetime, resubscribe: bool
+) -> tuple[int, int]:
+    """Who is there already: made active again (unless paused, without ``resubscribe``)
+    and renamed when the file gives another name. Returns (updated, unchanged)."""
     same = S.c.email_key == staging.c.email_key
-    if not resubscribe:  # those who left are never added back: reported, taken out
-        left = sa.select(staging.c.line, staging.c.email, S.c.unsubscribed_at).join(S, same)
-        for line, email, when in conn.execute(left.where(S.c.status.in_(LEFT))):
-            report.refused.append((line, _refusal(email, when)))
-        report.refused.sort()
-        gone = sa.select(S.c.email_key).where(S.c.status.in_(LEFT))
-        conn.execute(sa.delete(staging).where(staging.c.email_key.in_(gone)))
     kept = [SubscriberStatus.ACTIVE] if resubscribe else [SubscriberStatus.ACTIVE, *_KEPT]
     wakes = S.c.status.not_in(kept)
-    renames = staging.c.name.is_not(None) & ((S.c.name.is_(None)) | (S.c.name != staging.c.name))
+    renames = staging.c.name.is_not(None) & (S.c.name.is_(None) | (S.c.name != staging.c.name))
     changes = sa.func.sum(sa.case((wakes | renames, 1), else_=0))
     there, changed = conn.execute(
         sa.select(sa.func.count(), changes).join_from(staging, S, same)
     ).one()
-    report.updated, report.unchanged = int(changed or 0), int(there) - int(changed or 0)
     listed = S.c.email_key.in_(sa.select(staging.c.email_key))
+    woken = dict(confirmed_at=now, unsubscribed_at=None, reason=None, paused_until=None)
     conn.execute(
         sa.update(S)
         .where(listed & wakes)
-        .values(
-            status=SubscriberStatus.ACTIVE,
-            confirmed_at=now,
-            unsubscribed_at=None,
-            reason=None,
-            paused_until=None,
-            updated_at=now,
-        )
+        .values(status=SubscriberStatus.ACTIVE, updated_at=now, **woken)
     )
-    renamed = sa.select(staging.c.name).where(same & renames).scalar_subquery()
-    conn.execute(
-        sa.update(S).where(sa.exists().where(same & renames)).values(name=renamed, updated_at=now)
-    )
+    conn.execute(sa.update(S).where(same & renames).values(name=staging.c.name, updated_at=now))
+    return int(changed or 0), int(there) - int(changed or 0)
+
+
+def _insert(conn: sa.Connection, staging: sa.Table, now: datetime) -> int:
+    """The new addresses, in the order of the file. Returns how many."""
+    when = sa.literal(now, schema.UTCDateTime)
     fresh = (
         sa.select(
             staging.c.email,
@@ -479,30 +490,19 @@ def _merge(
             staging.c.name,
             sa.literal(SubscriberStatus.ACTIVE.value),
             sa.literal("import"),
-            sa.literal(now, schema.UTCDateTime),
-            sa.literal(now, schema.UTCDateTime),
-            sa.literal(now, schema.UTCDateTime),
+            when,
+            when,
+            when,
         )
-        .where(~sa.exists().where(same))
+        .where(~sa.exists().where(S.c.email_key == staging.c.email_key))
         .order_by(staging.c.line)
     )
+    columns = ["email", "email_key", "name", "status", "source"]
     added = conn.execute(
-        sa.insert(S).from_select(
-            [
-                "email",
-                "email_key",
-                "name",
-                "status",
-                "source",
-                "created_at",
-                "updated_at",
-                "confirmed_at",
-            ],
-            fresh,
-        ),
+        sa.insert(S).from_select([*columns, "created_at", "updated_at", "confirmed_at"], fresh),
         execution_options={"preserve_rowcount": True},  # psycopg's is gone once it is read
     )
-    report.added = int(added.rowcount)
+    return int(added.rowcount)
 
 
 #: Kept as they are by an import without ``resubscribe`` (their own choice).

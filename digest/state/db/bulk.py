@@ -62,6 +62,8 @@ def _on_conflict_do_nothing(conn: sa.Connection, table: sa.Table) -> Any:
 
 #: Rows handed to the database at a time by ``load``: memory stays flat, whatever the count.
 LOAD_CHUNK = 5000
+#: Rows per COPY statement on PostgreSQL.
+COPY_CHUNK = 50_000
 
 
 def load(conn: sa.Connection, table: sa.Table, rows: Iterable[Sequence[Any]]) -> int:
@@ -84,12 +86,18 @@ def load(conn: sa.Connection, table: sa.Table, rows: Iterable[Sequence[Any]]) ->
 
 
 def _copy(conn: sa.Connection, table: sa.Table, names: list[str], rows: Iterable[Any]) -> int:
+    """COPY in statements of ``COPY_CHUNK`` rows: each one is taken in by the server before
+    the next is read, so the driver's buffer never holds more than one (libpq's would
+    grow with all that the server has not taken yet)."""
     raw = conn.connection.driver_connection
     assert raw is not None
-    count = 0
     sql = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
-    with raw.cursor() as cursor, cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row(row)
-            count += 1
+    count = 0
+    it = iter(rows)
+    with raw.cursor() as cursor:
+        while chunk := list(islice(it, COPY_CHUNK)):
+            with cursor.copy(sql) as copy:
+                for row in chunk:
+                    copy.write_row(row)
+            count += len(chunk)
     return count
