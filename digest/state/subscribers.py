@@ -591,6 +591,8 @@ def read_file(path: Path) -> Iterator[str]:
         raise UsageError(f"{path}: no such file") from exc
     except IsADirectoryError as exc:
         raise UsageError(f"{path}: is a folder, not a CSV file") from exc
+    except PermissionError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from exc
     return _lines(handle, path)
 
 
