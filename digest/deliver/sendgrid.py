@@ -460,7 +460,11 @@ class Api:
     @staticmethod
     def _dropped(connection: http.client.HTTPConnection) -> bool:
         sock = connection.sock
-        return sock is None or bool(select.select([sock], [], [], 0)[0])  # readable: EOF
+        if sock is None:
+            return True
+        idle = select.poll()  # not select(): no limit on the descriptor's number
+        idle.register(sock, select.POLLIN)
+        return bool(idle.poll(0))  # readable while idle: the server closed it
 
     def _new(self) -> http.client.HTTPConnection:
         """A connection to the API, or through the proxy urllib would use for it
