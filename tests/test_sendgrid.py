@@ -220,8 +220,8 @@ def test_body_shape_sandbox_and_one_client_per_worker(
 ) -> None:
     b = backend(sendgrid_server, sandbox=True, categories=("digest",), timeout=7.0)
     one, two = b.open(ten), b.open(ten)
-    assert one.client is not two.client
-    assert one.client.client.timeout == 7.0  # never the library's default of "forever"
+    assert one.api is not two.api
+    assert one.api.timeout == 7.0  # never "forever"
     tally, problems, _ = run(engine, b, ten, FakeTime())
     assert tally.delivered == 10, problems
     requests = sendgrid_server.requests
@@ -568,3 +568,69 @@ def test_preferences_make_one_request_per_variant(
     assert eel not in variant and build in variant
     unticked = {p["to"][0]["email"] for p in by_size[2]["personalizations"]}
     assert unticked == set(emails[:2])
+
+
+# -- the connection ---------------------------------------------------------------------------
+
+
+def test_one_kept_connection_per_worker(
+    engine: sa.Engine,
+    sendgrid_server: SendGridServer,
+    ten: Composed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import http.client
+
+    made: list[Any] = []
+    real = http.client.socket.create_connection
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        made.append(args[0])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(http.client.socket, "create_connection", counted)
+    tally, _, _ = run(engine, backend(sendgrid_server), ten, FakeTime(), workers=1)
+    assert tally.delivered == 10 and len(sendgrid_server.requests) == 4
+    assert len(made) == 1  # four requests, one connection
+
+
+def test_a_connection_the_server_closed_while_idle_is_made_again_before_sending(
+    sendgrid_server: SendGridServer,
+) -> None:
+    """Closed between two requests, it is noticed before the next one goes out: that
+    request is sent once, on a new connection, never reported unanswered."""
+    import socket
+    import time
+
+    from digest.deliver.sendgrid import Api
+
+    api = Api(sendgrid_server.url, sendgrid_server.api_key, 5.0)
+    body = b'{"personalizations": []}'
+    assert api.post(body)[0] == 400
+    for conn in list(sendgrid_server._connections):
+        conn.shutdown(socket.SHUT_RDWR)
+    for _ in range(100):  # the FIN reaches the client
+        if api.connection is None or api._dropped(api.connection):
+            break
+        time.sleep(0.05)
+    assert api.post(body)[0] == 400
+    assert len(sendgrid_server.requests) == 2
+    api.close()
+
+
+def test_the_api_goes_through_the_environments_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from digest.deliver.sendgrid import Api
+
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    tls = Api("https://api.sendgrid.com", "k", 5.0)._new()
+    assert (tls.host, tls.port) == ("proxy.example", 3128)
+    assert tls._tunnel_host == "api.sendgrid.com"  # type: ignore[attr-defined]
+    plain = Api("http://mock.example:4010", "k", 5.0)
+    assert plain._new().host == "proxy.example"
+    assert plain.target == "http://mock.example:4010/v3/mail/send"
+    monkeypatch.setenv("NO_PROXY", "api.sendgrid.com")
+    direct = Api("https://api.sendgrid.com", "k", 5.0)._new()
+    assert (direct.host, direct.port) == ("api.sendgrid.com", 443)

@@ -521,6 +521,8 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
         console.err.print(f"{file}:{line}: skipped: {why}")
     for line, what in report.changed:
         console.out.print(f"{file}:{line}: updated {what}")
+    if report.updated > len(report.changed):
+        console.out.print(f"… and {report.updated - len(report.changed):,} more updated")
     console.out.print(
         f"{report.added} added, {report.updated} updated, "
         f"{report.unchanged} already there, {len(report.refused)} unsubscribed "
