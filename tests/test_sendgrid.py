@@ -23,7 +23,7 @@ from digest.deliver.sendgrid import (
     display_name,
     error_text,
 )
-from digest.errors import ConfigError
+from digest.errors import ConfigError, DigestError
 from digest.mail.markers import unused_markers
 from digest.model import Composed, EditionStatus
 from digest.state import record, subscribers
@@ -634,3 +634,38 @@ def test_the_api_goes_through_the_environments_proxy(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("NO_PROXY", "api.sendgrid.com")
     direct = Api("https://api.sendgrid.com", "k", 5.0)._new()
     assert (direct.host, direct.port) == ("api.sendgrid.com", 443)
+
+
+def test_credentials_in_the_proxys_url_are_sent_to_the_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``HTTPS_PROXY=http://user:pass@proxy:3128`` (percent-encoded, as urllib reads it):
+    the tunnel's CONNECT, and each request through a plain proxy, carry them; a real
+    proxy on 127.0.0.1 sees what was sent."""
+    import base64
+
+    from digest.deliver.sendgrid import Api
+
+    from .raw_http import raw_server, response
+
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    expected = b"Proxy-Authorization: Basic " + base64.b64encode(b"d@x:p:ss w")
+    with raw_server() as proxy:
+        via = proxy.url.replace("http://", "http://d%40x:p%3Ass%20w@")
+        monkeypatch.setenv("HTTP_PROXY", via)
+        monkeypatch.setenv("HTTPS_PROXY", via)
+        proxy.serve(response(202, [(b"Content-Length", b"0")]))
+        plain = Api("http://mock.example:4010", "k", 5.0)
+        assert plain.post(b"{}")[0] == 202
+        plain.close()
+        proxy.serve(response(407, [(b"Content-Length", b"0")]))
+        tls = Api("https://api.sendgrid.com", "k", 5.0)
+        with pytest.raises(DigestError):  # the proxy said no: nothing left, nothing sent
+            tls.post(b"{}")
+        tls.close()
+        first, second = proxy.requests
+    assert first.startswith(b"POST http://mock.example:4010/v3/mail/send HTTP/1.1\r\n")
+    assert second.startswith(b"CONNECT api.sendgrid.com:443 HTTP/1.")
+    for request in (first, second):
+        assert expected + b"\r\n" in request

@@ -27,6 +27,7 @@ makes SendGrid refuse the 999 good ones with it.
 
 from __future__ import annotations
 
+import base64
 import html
 import http.client
 import json
@@ -41,7 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .. import faults
 from ..clock import utcnow
@@ -422,12 +423,14 @@ class Api:
             "User-Agent": "digest",
         }
         self.target = self.path
+        self.proxy_headers: dict[str, str] = {}  # a plain proxy's credentials, per request
         self.connection: http.client.HTTPConnection | None = None
 
     def post(self, body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
         connection = self._connected()
         try:
-            connection.request("POST", self.target, body=body, headers=self.headers)
+            headers = {**self.headers, **self.proxy_headers}
+            connection.request("POST", self.target, body=body, headers=headers)
             response = connection.getresponse()
             answer = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -469,26 +472,37 @@ class Api:
     def _new(self) -> http.client.HTTPConnection:
         """A connection to the API, or through the proxy urllib would use for it
         (``HTTPS_PROXY``, ``NO_PROXY``...): for https a tunnel, TLS end to end."""
-        host, port, tunnel = self.host, self.port, False
+        host, port, tunnel, auth = self.host, self.port, False, {}
         proxy = urllib.request.getproxies().get("https" if self.https else "http")
         if proxy and not urllib.request.proxy_bypass(self.host):
             via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
             host, port, tunnel = via.hostname or host, via.port or 80, True
-        self.target = self.path
+            auth = _proxy_authorization(via.username, via.password)
+        self.target, self.proxy_headers = self.path, {}
         if not self.https:
-            if tunnel:  # a plain proxy is asked for the whole URL
+            if tunnel:  # a plain proxy is asked for the whole URL, its credentials each time
                 self.target = f"http://{self.host}:{self.port}{self.path}"
+                self.proxy_headers = auth
             return http.client.HTTPConnection(host, port, timeout=self.timeout)
         context = ssl.create_default_context()
         connection = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
         if tunnel:
-            connection.set_tunnel(self.host, self.port)
+            connection.set_tunnel(self.host, self.port, headers=auth)
         return connection
 
     def close(self) -> None:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+
+
+def _proxy_authorization(user: str | None, password: str | None) -> dict[str, str]:
+    """The ``Proxy-Authorization`` header for credentials in the proxy's URL
+    (``http://user:pass@proxy:3128``, percent-encoded as urllib reads them), or none."""
+    if user is None:
+        return {}
+    pair = f"{unquote(user)}:{unquote(password or '')}".encode()
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
 
 
 _HINTS = {
