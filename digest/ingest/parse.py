@@ -123,9 +123,10 @@ def parse_new(
     """``parse``, paying only for the entries whose fingerprint is not in ``seen`` (those
     of the feed's last document): the document is split into its entries
     (``scan.split``) and feedparser reads it without the seen ones. The entries are
-    those ``parse`` gives minus the seen ones, in the same order. A document the
-    scanner is not sure of, or whose reading without them does not check out, is
-    parsed whole, as ``parse`` does. Raises what ``parse`` raises."""
+    those ``parse`` gives minus the seen ones, in the same order. A document whose
+    reading without them does not check out is parsed whole, and the seen ones left
+    out after; one the scanner is not sure of is parsed whole, as ``parse`` does, and
+    all its entries come back (``prints`` is empty). Raises what ``parse`` raises."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     lowered.setdefault("content-location", url)
     parts = None
@@ -141,9 +142,11 @@ def parse_new(
         if fresh is not None:
             return fresh
     parsed = parse(body, url, headers, limits)
-    # A fingerprint stands for an entry only when feedparser gave one entry per span.
-    prints = parts.prints if len(parsed.entries) == len(parts.prints) else ()
-    return Fresh(parsed, len(parsed.entries), prints)
+    total = len(parsed.entries)
+    if total != len(parts.prints):  # a print stands for an entry only when one per span
+        return Fresh(parsed, total)
+    kept = tuple(e for e, p in zip(parsed.entries, parts.prints, strict=True) if p not in seen)
+    return Fresh(replace(parsed, entries=kept), total, parts.prints)
 
 
 def _unseen(
