@@ -55,6 +55,7 @@ _LAYOUTS: dict[str, tuple[str, ...]] = {
 }
 #: Local names feedparser may take for an entry wherever they are.
 _ENTRY_NAMES = frozenset({"item", "entry"})
+_SUSPECT = tuple(_ENTRY_NAMES)
 _DECLARED = re.compile(
     rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']"""
 )
@@ -169,6 +170,7 @@ class _Scanner:
         self.ancestors: list[int] = []
         self.spans: list[tuple[int, int]] = []
         self._entry_start = -1
+        self._inside = 0  # elements open inside the current entry
         parser = expat.ParserCreate(namespace_separator=" ")
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
         parser.StartDoctypeDeclHandler = self._doctype
@@ -199,18 +201,28 @@ class _Scanner:
         place = self.path[1:] == list(self.layout[:depth])
         if place and depth < len(self.layout):
             self.ancestors.append(at)
-        elif place:
-            self._entry_start = at
-        elif name.rpartition(" ")[2] in _ENTRY_NAMES:
-            raise _Unsure(f"an element named like an entry out of place: {name}")
+        elif place:  # an entry: inside it, only its end and misplaced entries matter
+            self._entry_start, self._inside = at, 0
+            self.parser.StartElementHandler = self._inner_start
+            self.parser.EndElementHandler = self._inner_end
+        elif name.endswith(_SUSPECT):
+            _suspect(name)
 
     def _end(self, name: str) -> None:
-        depth = len(self.path) - 1
         self.path.pop()
-        if depth != len(self.layout) or self.path[1:] != list(self.layout[:-1]):
+
+    def _inner_start(self, name: str, attrs: object) -> None:
+        self._inside += 1
+        if name.endswith(_SUSPECT):
+            _suspect(name)
+
+    def _inner_end(self, name: str) -> None:
+        if self._inside:
+            self._inside -= 1
             return
-        if name != self.layout[-1]:
-            return
+        self.path.pop()
+        self.parser.StartElementHandler = self._start
+        self.parser.EndElementHandler = self._end
         at, start = self.parser.CurrentByteIndex, self._entry_start
         if at == start:  # an empty-element tag: <item/>
             end = _tag_end(self.body, start)
@@ -221,3 +233,9 @@ class _Scanner:
         if self.body[start : start + 1] != b"<" or (self.spans and self.spans[-1][1] > start):
             raise _Unsure("entries the scanner cannot place")
         self.spans.append((start, end))
+
+
+def _suspect(name: str) -> None:
+    """An element whose local name is an entry's, where no entry belongs."""
+    if name.rpartition(" ")[2] in _ENTRY_NAMES:
+        raise _Unsure(f"an element named like an entry out of place: {name}")
