@@ -163,19 +163,35 @@ def _unseen(
     earlier one), a loose parse, or not one entry per unseen span."""
     document = parts.without(body, seen)
     result = _feedparser(document, url, headers)
-    whole: dict[str, Any] = {}
-    feedparser.encodings.convert_to_utf8(headers, body, whole)
     problem = result.get("bozo_exception") if result.get("bozo") else None
     if (
-        result.get("encoding") != whole.get("encoding")
-        or (problem is not None and problem.__class__.__name__ not in _SURVIVABLE)
+        (problem is not None and problem.__class__.__name__ not in _SURVIVABLE)
         or len(result.get("entries", ())) != unseen
+        or not _same_encoding(body, headers, result.get("encoding"), problem)
     ):
         return None
     parsed = _read(result, document, url)
     if len(parsed.entries) != unseen:
         return None
     return Fresh(parsed, len(parts.prints), parts.prints)
+
+
+def _same_encoding(body: bytes, headers: dict[str, str], chosen: str, problem: object) -> bool:
+    """Whether feedparser reads the whole document in the encoding it chose for the
+    document without its seen entries. It tries encodings in turn until one decodes
+    the bytes. When it took the first one (the declared one, by RFC 3023's rules: the
+    same for both, as the headers and the prolog are), the whole takes it too if it
+    decodes the whole; an encoding that failed on fewer bytes fails on all of them
+    (the entries cut out start with "<" and end with ">"). Otherwise, ask feedparser."""
+    if problem is not None and problem.__class__.__name__ == "CharacterEncodingOverride":
+        whole: dict[str, Any] = {}
+        feedparser.encodings.convert_to_utf8(headers, body, whole)
+        return bool(whole.get("encoding") == chosen)
+    try:
+        body.decode(chosen)
+    except (UnicodeError, LookupError, TypeError):
+        return False
+    return True
 
 
 def newest(entries: Sequence[RawEntry], count: int) -> tuple[RawEntry, ...]:
