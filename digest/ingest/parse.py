@@ -162,15 +162,18 @@ def _unseen(
     tries encodings until one decodes the bytes, and fewer bytes may decode in an
     earlier one), a loose parse, or not one entry per unseen span."""
     document = parts.without(body, seen)
-    result = _feedparser(document, url, headers)
-    problem = result.get("bozo_exception") if result.get("bozo") else None
-    if (
-        (problem is not None and problem.__class__.__name__ not in _SURVIVABLE)
-        or len(result.get("entries", ())) != unseen
-        or not _same_encoding(body, headers, result.get("encoding"), problem)
-    ):
+    try:
+        result = _feedparser(document, url, headers)
+        problem = result.get("bozo_exception") if result.get("bozo") else None
+        if (
+            (problem is not None and problem.__class__.__name__ not in _SURVIVABLE)
+            or len(result.get("entries", ())) != unseen
+            or not _same_encoding(body, headers, result.get("encoding"), problem)
+        ):
+            return None
+        parsed = _read(result, document, url)
+    except ParseError:  # the whole parse says what is wrong with the document, if anything
         return None
-    parsed = _read(result, document, url)
     if len(parsed.entries) != unseen:
         return None
     return Fresh(parsed, len(parts.prints), parts.prints)
