@@ -91,10 +91,16 @@ def entry_xml(feed: int, n: int, rng: random.Random, site: str) -> str:
 
 
 def feed_xml(feed: int, entries: int, first: int = 0) -> bytes:
-    """Feed number ``feed`` with ``entries`` entries, newest first, numbered from ``first``."""
-    rng = random.Random(feed * 100_003 + first)
+    """Feed number ``feed`` with ``entries`` entries, newest first, numbered from ``first``.
+    Entry n of a feed is the same bytes whatever ``first`` is (the daily case: a feed
+    the day before is the same feed with ``first`` two higher); the envelope's
+    ``lastBuildDate`` is entry ``first``'s date, as WordPress writes it."""
     site = f"blog-{feed}.example"
-    items = "".join(entry_xml(feed, n, rng, site) for n in range(first, first + entries))
+    items = "".join(
+        entry_xml(feed, n, random.Random(feed * 100_003 + n), site)
+        for n in range(first, first + entries)
+    )
+    built = EPOCH - timedelta(hours=first * 7 + feed % 5)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"
   xmlns:content="http://purl.org/rss/1.0/modules/content/"
@@ -108,7 +114,7 @@ def feed_xml(feed: int, entries: int, first: int = 0) -> bytes:
   <atom:link href="https://{site}/feed/" rel="self" type="application/rss+xml" />
   <link>https://{site}</link>
   <description>Posts about things, number {feed}</description>
-  <lastBuildDate>{format_datetime(EPOCH)}</lastBuildDate>
+  <lastBuildDate>{format_datetime(built)}</lastBuildDate>
   <language>en-GB</language>
   <sy:updatePeriod>hourly</sy:updatePeriod>
   <sy:updateFrequency>1</sy:updateFrequency>

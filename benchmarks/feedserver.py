@@ -6,7 +6,9 @@ and the per-host limit plays its real part. Every response waits ``latency`` sec
 first. Feeds are gzip-compressed when the client accepts it. Feeds listed as
 ``validated`` carry an ETag and Last-Modified and answer 304 to a matching request;
 the others always send their body (the "unchanged body" case). ``/_stats`` tells
-requests, response body bytes and statuses since the last ``/_reset``.
+requests, response body bytes and statuses since the last ``/_reset``. The server
+can hold several versions of its feeds (``serving(feeds, ..., later=[...])``):
+``Server.switch(n)`` serves version n from then on (the next day's feeds).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import multiprocessing
 import socket
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -48,9 +50,13 @@ def prepare(bodies: Mapping[str, bytes], validated: set[str]) -> dict[str, Feed]
 
 
 def _serve(
-    feeds: dict[str, Feed], sockets: list[socket.socket], latency: float, ready: Connection
+    versions: list[dict[str, Feed]],
+    sockets: list[socket.socket],
+    latency: float,
+    ready: Connection,
 ) -> None:
     stats: Counter[str] = Counter()
+    current = [versions[0]]
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/_stats":
@@ -58,9 +64,12 @@ def _serve(
         if request.path == "/_reset":
             stats.clear()
             return web.json_response({})
+        if request.path.startswith("/_switch/"):
+            current[0] = versions[int(request.path.rsplit("/", 1)[1])]
+            return web.json_response({})
         await asyncio.sleep(latency)
         stats["requests"] += 1
-        feed = feeds.get(request.path)
+        feed = current[0].get(request.path)
         if feed is None:
             stats["404"] += 1
             return web.Response(status=404)
@@ -108,9 +117,18 @@ class Server:
     def reset(self) -> None:
         urlopen(f"http://127.0.0.1:{self.port}/_reset").close()
 
+    def switch(self, version: int) -> None:
+        """Serve version ``version`` of the feeds (0: the ``feeds`` given, then ``later``)."""
+        urlopen(f"http://127.0.0.1:{self.port}/_switch/{version}").close()
+
 
 @contextmanager
-def serving(feeds: dict[str, Feed], latency: float, hosts: int = 50) -> Iterator[Server]:
+def serving(
+    feeds: dict[str, Feed],
+    latency: float,
+    hosts: int = 50,
+    later: Sequence[dict[str, Feed]] = (),
+) -> Iterator[Server]:
     first = socket.socket()
     first.bind(("127.0.0.1", 0))
     port = first.getsockname()[1]
@@ -123,7 +141,8 @@ def serving(feeds: dict[str, Feed], latency: float, hosts: int = 50) -> Iterator
         sock.listen(1024)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_serve, args=(feeds, sockets, latency, send), daemon=True)
+    versions = [feeds, *later]
+    child = context.Process(target=_serve, args=(versions, sockets, latency, send), daemon=True)
     child.start()
     for sock in sockets:
         sock.close()

@@ -20,7 +20,13 @@ latency, spread over 50 loopback "hosts". It prints, from one run:
 * the rss2email-shaped case: 100 feeds × 50 new entries into one digest through
   the real ``digest run`` code path (SQLite, outbox), against rss2email 3.14 itself
   run over the same feeds in this run (``rss2email_baseline.py``; installed on first
-  use outside the repository), and the issue's 54.7 s.
+  use outside the repository), and the issue's 54.7 s;
+* the daily case (``--daily-feeds``, default 1,000 × 50 entries): a first pass, an
+  all-304 pass, then the next day: every feed has 2 new entries on top of 48 known
+  ones and its server never answers 304. Targets: the daily pass ≤ 3× the all-304
+  pass and ≤ 20% of the first, all three measured here; and, for reference, the same
+  daily pass parsing every changed feed whole (no entry fingerprints: before).
+  ``--only-daily`` runs this case alone.
 
 The machine is shared: every ratio is between numbers measured in this same run.
 """
@@ -100,6 +106,7 @@ def ours(
     settings: FetchSettings,
     validators: dict[str, object] | None = None,
     known: dict[str, frozenset[str]] | None = None,
+    prints: dict[str, bytes] | None = None,
 ) -> tuple[float, float, float, list[Digested]]:
     """``ingest`` as a run calls it: (wall seconds, CPU seconds (the pool's included),
     when the last fetch ended, results)."""
@@ -119,6 +126,7 @@ def ours(
         300,
         on_fetched=fetched,
         known=known,
+        prints=prints,
     )
     return time.perf_counter() - started, cpu() - before, last_fetch[0], results
 
@@ -158,6 +166,73 @@ def shaped_case(
     return first, used, second, sent
 
 
+def daily_case(args: argparse.Namespace, settings: FetchSettings) -> int:
+    """First pass, all-304 pass, then the next day's pass (2 new entries per feed, no
+    304s), with entry fingerprints and, for reference, without them."""
+    n, per, new = args.daily_feeds, args.daily_entries, args.daily_new
+    started = time.perf_counter()
+    yesterday = {f"/daily/{i}": feed_xml(20_000 + i, per, first=new) for i in range(n)}
+    today = {f"/daily/{i}": feed_xml(20_000 + i, per, first=0) for i in range(n)}
+    size = sum(len(b) for b in today.values())
+    print(
+        f"daily case: {n} feeds × {per} entries ({size / n / 1000:.0f} KB per feed), "
+        f"{new} new per feed the next day, {args.latency * 1000:.0f} ms latency, "
+        f"load average {os.getloadavg()[0]:.1f} "
+        f"(feeds generated in {time.perf_counter() - started:.1f} s)"
+    )
+    first_day = prepare(yesterday, set(yesterday))  # validators: the 304 pass
+    next_day = prepare(today, set())  # servers that never answer 304
+    with serving(first_day, args.latency, args.hosts, later=[next_day]) as server:
+        urls = [server.url(f"/daily/{i}", i) for i in range(n)]
+        wall1, cpu1, _, first = ours(urls, settings)
+        assert all(r.status is FetchStatus.OK and len(r.entries) == per for r in first)
+        validators = {r.source.url: r.fetched.validators for r in first}
+        known = {r.source.url: frozenset(e.identity for e in r.entries) for r in first}
+        prints = {r.source.url: r.prints or b"" for r in first}
+        split = sum(bool(p) for p in prints.values())
+
+        wall304, cpu304, _, again = ours(urls, settings, validators, known, prints)  # type: ignore[arg-type]
+        assert all(r.fetched.status is FetchStatus.NOT_MODIFIED for r in again)
+
+        server.switch(1)
+        server.reset()
+        wall_d, cpu_d, _, daily = ours(urls, settings, validators, known, prints)  # type: ignore[arg-type]
+        daily_stats = server.stats()
+        wall_w, cpu_w, _, whole = ours(urls, settings, validators, known)  # type: ignore[arg-type]
+    for results in (daily, whole):
+        bad = [r for r in results if r.status is not FetchStatus.OK or len(r.entries) != new]
+        if bad:
+            print(f"daily pass: {len(bad)} feeds wrong, e.g. {bad[0]}")
+            return 1
+    assert [e.identity for r in daily for e in r.entries] == [
+        e.identity for r in whole for e in r.entries
+    ]
+    print()
+    print(f"  {'':62}{'seconds':>9}{'CPU s':>8}")
+    for label, wall, used in (
+        (f"first pass: {n * per:,} new entries", wall1, cpu1),
+        ("all-304 pass: nothing changed, every server answers 304", wall304, cpu304),
+        (f"daily pass: {n * new:,} new entries, no 304s (ours)", wall_d, cpu_d),
+        ("daily pass, every changed feed parsed whole (before)", wall_w, cpu_w),
+    ):
+        print(f"  {label:62.62}{wall:9.2f}{used:8.1f}")
+    print()
+    over_304, of_first = wall_d / wall304, wall_d / wall1
+    print(
+        f"  daily ÷ all-304 pass          {over_304:6.2f}×   target ≤ 3×     {mark(over_304 <= 3)}"
+    )
+    print(
+        f"  daily ÷ first pass            {of_first:6.1%}    target ≤ 20%    "
+        f"{mark(of_first <= 0.2)}"
+    )
+    print(
+        f"    before (whole parses): {wall_w / wall304:.2f}× the all-304 pass, "
+        f"{wall_w / wall1:.1%} of the first; {split} of {n} feeds split into entries; "
+        f"{daily_stats.get('200', 0)} bodies ({mb(daily_stats.get('body_bytes', 0))}) sent"
+    )
+    return 0
+
+
 def mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -186,12 +261,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--shaped-feeds", type=int, default=100)
     ap.add_argument("--shaped-entries", type=int, default=50)
     ap.add_argument("--no-shaped", action="store_true", help="skip the rss2email-shaped case")
+    ap.add_argument("--daily-feeds", type=int, default=1000, help="feeds in the daily case")
+    ap.add_argument("--daily-entries", type=int, default=50)
+    ap.add_argument("--daily-new", type=int, default=2, help="new entries per feed the next day")
+    ap.add_argument("--no-daily", action="store_true", help="skip the daily case")
+    ap.add_argument("--only-daily", action="store_true", help="run the daily case alone")
     ap.add_argument(
         "--no-rss2email", action="store_true", help="do not run rss2email itself in the shaped case"
     )
     args = ap.parse_args(argv)
     cores = os.cpu_count() or 1
     n, per = args.feeds, args.entries
+    if args.only_daily:
+        return daily_case(args, _settings(args))
 
     started = time.perf_counter()
     bodies = {f"/feed/{i}": feed_xml(i, per) for i in range(n)}
@@ -210,13 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{cores} cores, load average {os.getloadavg()[0]:.1f} "
         f"(feeds generated in {time.perf_counter() - started:.1f} s)"
     )
-    settings = FetchSettings(
-        timeout=120,
-        concurrency=args.concurrency,
-        connections=args.connections,
-        per_host=args.per_host,
-        max_bytes=50_000_000,
-    )
+    settings = _settings(args)
     in_flight = min(max(args.connections, args.concurrency), args.hosts * args.per_host)
     with serving(feeds, args.latency, args.hosts) as server:
         urls = [server.url(f"/feed/{i}", i) for i in range(n)]
@@ -325,7 +401,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"    rss2email 3.14, the issue's measurement on its day: {RSS2EMAIL_SECONDS} s → "
             f"{RSS2EMAIL_SECONDS / first:.1f}× (machines differ: the in-run figure decides)"
         )
+    if not args.no_daily:
+        print()
+        return daily_case(args, settings)
     return 0
+
+
+def _settings(args: argparse.Namespace) -> FetchSettings:
+    return FetchSettings(
+        timeout=120,
+        concurrency=args.concurrency,
+        connections=args.connections,
+        per_host=args.per_host,
+        max_bytes=50_000_000,
+    )
 
 
 if __name__ == "__main__":

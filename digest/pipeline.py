@@ -233,6 +233,7 @@ def gather(services: Services, progress: Progress, dry_run: bool = False) -> Gat
         on_fetched=lambda f: progress.fetched(f.source.name or f.source.url),
         known=recent,
         quiet_threads=(lease.THREAD_NAME,),
+        prints={url: s.entry_prints for url, s in states.items()},
     )
     digested, feeds = _pick_input(digested, states)
     every_entry = [e for f in feeds for e in f.entries]
@@ -347,6 +348,7 @@ def commit_feeds(
             services.run.pause_after,
             d.title,
             parse_error=d.error.message if d.error and d.fetched.error is None else None,
+            prints=d.prints,
         )
         if warning:
             log.warning("%s", warning)

@@ -7,8 +7,10 @@ forked while this process runs no other thread than our own lease keeper (``dige
 run``: fast, and safe then), and come from a fork server otherwise (``digest serve``,
 where the scheduler and the web app have threads of their own: a fork could copy a
 lock one of them holds, and the worker would hang on it). A body identical
-to the last one (or a 304) is not parsed at all, and entries the ledger already knows
-(``known``: identities per feed URL) are not cleaned: only their identity is computed.
+to the last one (or a 304) is not parsed at all; in a changed one, the entries with
+the same bytes as last time (``prints``: fingerprints per feed URL) are not parsed
+either (``parse.parse_new``), and entries the ledger already knows (``known``:
+identities per feed URL) are not cleaned: only their identity is computed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..errors import FeedError, ParseError
 from ..model import Entry, FeedSource, Fetched, FetchStatus, Validators
 from .clean import MAX_TITLE_CHARS, clean, identity, plain_text, stand_ins, truncate
 from .fetch import FetchSettings, fetch_all, run_sync
-from .parse import DEFAULT_LIMITS, ParseLimits, parse
+from .parse import DEFAULT_LIMITS, ParseLimits, parse_new
+from .scan import pack, unpack
 
 log = logging.getLogger(__name__)
 #: Below this many feeds to parse, a process pool costs more than it saves.
@@ -50,6 +53,9 @@ class Digested:
     warnings: tuple[str, ...] = ()
     #: How many entries the feed holds, known ones included.
     total: int = 0
+    #: The fingerprints of the feed's entries (``scan.pack``) to remember, when the
+    #: feed was parsed; None leaves the remembered ones as they are.
+    prints: bytes | None = None
 
     @property
     def source(self) -> FeedSource:
@@ -70,9 +76,12 @@ def digest_feed(
     summary_length: int,
     known: Collection[str] = frozenset(),
     limits: ParseLimits = DEFAULT_LIMITS,
+    seen: Collection[bytes] = frozenset(),
 ) -> Digested:
     """Parse one fetched feed and clean its entries not in ``known`` (identities), in
-    at most ``limits.max_seconds`` of CPU time. Top-level so a process pool can run it.
+    at most ``limits.max_seconds`` of CPU time. Entries whose fingerprint is in
+    ``seen`` (those of the feed's last document) are not even parsed: they were read
+    and recorded before (``parse.parse_new``). Top-level so a process pool can run it.
     Never raises for the feed: whatever goes wrong (a bug, a library's surprise on
     hostile input) becomes this feed's error, with a reason."""
     if fetched.status is not FetchStatus.OK or fetched.unchanged:
@@ -81,7 +90,8 @@ def digest_feed(
     stage = "parsing"
     try:
         with _cpu_limit(limits.max_seconds):
-            parsed = parse(fetched.body, url, fetched.headers, limits)
+            fresh = parse_new(fetched.body, url, fetched.headers, limits, seen)
+            parsed = fresh.parsed
             stage = "cleaning"
             title = truncate(plain_text(parsed.title), MAX_TITLE_CHARS) or None
             name = fetched.source.display_name(title)
@@ -101,7 +111,14 @@ def digest_feed(
         return Digested(fetched, error=error)
     except Exception as exc:
         return Digested(fetched, error=unexpected(fetched, stage, exc))
-    return Digested(fetched, title, entries, warnings=parsed.warnings, total=len(parsed.entries))
+    return Digested(
+        fetched,
+        title,
+        entries,
+        warnings=parsed.warnings,
+        total=fresh.total,
+        prints=pack(fresh.prints),
+    )
 
 
 def unexpected(fetched: Fetched, stage: str, exc: Exception) -> ParseError:
@@ -200,16 +217,20 @@ def ingest(
     on_fetched: Callable[[Fetched], None] | None = None,
     known: Mapping[str, Collection[str]] | None = None,
     quiet_threads: Collection[str] = (),
+    prints: Mapping[str, bytes] | None = None,
 ) -> list[Digested]:
     """Fetch, parse and clean every source; results in the order of ``sources``.
 
     ``known`` maps a feed URL to identities of its entries the ledger knows: those are
     not cleaned, and left out of the result (they could not be new anyway).
+    ``prints`` maps a feed URL to the fingerprints of its last document's entries, as
+    remembered (``Digested.prints``): entries with the same bytes are not parsed.
     ``quiet_threads``: see ``start_method``.
     """
     if not sources:
         return []
     known = known or {}
+    prints = prints or {}
     limits = ParseLimits(
         settings.max_entity_expansion, settings.max_entries, settings.parse_timeout
     )
@@ -222,12 +243,15 @@ def ingest(
     def ids(url: str) -> frozenset[str]:
         return frozenset(known.get(url, ()))
 
+    def seen(url: str) -> frozenset[bytes]:
+        return unpack(prints.get(url))
+
     def fetched_one(result: Fetched) -> None:
         if pool is not None and result.status is FetchStatus.OK and not result.unchanged:
             url = result.source.url
             try:
                 futures[url] = pool.submit(
-                    digest_feed, result, now, summary_length, ids(url), limits
+                    digest_feed, result, now, summary_length, ids(url), limits, seen(url)
                 )
             except BrokenProcessPool:
                 futures[url] = None
@@ -237,7 +261,7 @@ def ingest(
     def finish(result: Fetched) -> Digested:
         url = result.source.url
         if url not in futures:
-            return digest_feed(result, now, summary_length, ids(url), limits)
+            return digest_feed(result, now, summary_length, ids(url), limits, seen(url))
         future = futures[url]
         if future is not None:
             try:
@@ -246,7 +270,7 @@ def ingest(
                 pass
             except Exception as exc:  # the result could not come back (pickling...)
                 return Digested(result, error=unexpected(result, "parsing", exc))
-        return _isolated(result, now, summary_length, ids(url), limits, quiet_threads)
+        return _isolated(result, now, summary_length, ids(url), limits, seen(url), quiet_threads)
 
     try:
         fetched = run_sync(fetch_all(sources, validators, settings, fetched_one))
@@ -262,6 +286,7 @@ def _isolated(
     summary_length: int,
     known: frozenset[str],
     limits: ParseLimits,
+    seen: frozenset[bytes],
     quiet: Collection[str] = (),
 ) -> Digested:
     """Parse one feed in a process of its own, after a worker died (killed for memory,
@@ -269,7 +294,9 @@ def _isolated(
     log.warning("a parser process died; reading %s again on its own", fetched.source.url)
     with _pool(1, quiet) as solo:
         try:
-            return solo.submit(digest_feed, fetched, now, summary_length, known, limits).result()
+            return solo.submit(
+                digest_feed, fetched, now, summary_length, known, limits, seen
+            ).result()
         except BrokenProcessPool:
             error = ParseError(
                 fetched.url or fetched.source.url,

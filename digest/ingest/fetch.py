@@ -4,7 +4,8 @@ Every feed ends as a ``Fetched`` value (ok, not modified, or failed with a reaso
 person understands); nothing here raises for one bad feed. HTTP goes through aiohttp
 (measured faster than httpx above ~20 requests in flight: docs/performance.md) with:
 
-* conditional GET (ETag / Last-Modified) and "same body as last time" detection;
+* conditional GET (ETag / Last-Modified) and "same body as last time" detection, on
+  the bytes as sent: the same gzipped bytes are not even decompressed;
 * gzip/deflate decoded by hand, so the size limit counts *decompressed* bytes and a
   gzip bomb is refused, not inflated;
 * two limits on what runs at once: ``connections`` requests waiting for an answer
@@ -344,11 +345,11 @@ async def _get(
                 if status >= 400:
                     raise FetchError(url, f"HTTP {status} {_reason(response.reason)}".strip())
                 async with _turn(client.downloads, deadline):
-                    body = await _read_body(response, settings, url)
+                    body, body_hash = await _read_body(response, settings, url, known)
                 lowered = {k.lower(): v for k, v in response.headers.items()}
                 lowered["content-location"] = _document_url(url, lowered.get("content-location"))
                 lowered.pop("content-encoding", None)
-                return _finished(source, url, body, lowered, known, moved_to)
+                return _finished(source, url, body, lowered, known, moved_to, body_hash)
 
 
 @contextmanager
@@ -483,36 +484,55 @@ def _why(exc: aiohttp.ClientConnectorError) -> str:
     return str(exc.os_error.strerror or exc.os_error) if exc.os_error else str(exc)
 
 
-async def _read_body(response: aiohttp.ClientResponse, settings: FetchSettings, url: str) -> bytes:
-    """Read and decode the body, counting decompressed bytes against the limit."""
+async def _read_body(
+    response: aiohttp.ClientResponse, settings: FetchSettings, url: str, known: Validators
+) -> tuple[bytes, str]:
+    """The body, decoded, and its hash; or, when the bytes on the wire are those of last
+    time (``known.body_hash``), no body: it is not even decompressed. Decompressed
+    bytes count against the limit (a gzip bomb is refused, not inflated), and so do
+    the wire bytes, with room for what compression adds to incompressible data."""
     encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    decoder: zlib._Decompress | _Deflate | None
     if encoding in ("", "identity"):
-        decoder = None
-    elif encoding in ("gzip", "x-gzip"):
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif encoding == "deflate":
-        decoder = _Deflate()
-    else:
+        encoding = ""
+    elif encoding == "x-gzip":
+        encoding = "gzip"
+    elif encoding not in ("gzip", "deflate"):
         raise FetchError(url, f"the server used an encoding we did not ask for: {encoding}")
+    limit = settings.max_bytes
+    wire_limit = limit + limit // 100 + 1024 if encoding else limit
+    raw = bytearray()
+    async for chunk in response.content.iter_chunked(CHUNK):
+        raw += chunk
+        if len(raw) > wire_limit:
+            raise FetchError(url, _too_big(settings))
+    body_hash = wire_hash(bytes(raw), encoding)
+    if body_hash == known.body_hash or not encoding:
+        return (b"" if body_hash == known.body_hash else bytes(raw)), body_hash
+    return _decompressed(raw, encoding, settings, url), body_hash
+
+
+def wire_hash(raw: bytes, encoding: str = "") -> str:
+    """What ``Validators.body_hash`` remembers: the SHA-256 of the body as sent (after
+    its content coding's name, when it has one)."""
+    digest = hashlib.sha256(f"{encoding}:".encode() if encoding else b"")
+    digest.update(raw)
+    return digest.hexdigest()
+
+
+def _decompressed(raw: bytearray, encoding: str, settings: FetchSettings, url: str) -> bytes:
+    decoder: zlib._Decompress | _Deflate = (
+        zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else _Deflate()
+    )
     limit = settings.max_bytes
     out = bytearray()
     try:
-        async for chunk in response.content.iter_chunked(CHUNK):
-            if decoder is None:
-                out += chunk
-            else:
-                data = chunk
-                while data:
-                    piece = decoder.decompress(data, limit + 1 - len(out))
-                    out += piece
-                    if len(out) > limit:
-                        break
-                    data = decoder.unconsumed_tail
+        data = bytes(raw)
+        while data:
+            out += decoder.decompress(data, limit + 1 - len(out))
             if len(out) > limit:
                 raise FetchError(url, _too_big(settings))
-        if decoder is not None:
-            out += decoder.flush()
+            data = decoder.unconsumed_tail
+        out += decoder.flush()
     except zlib.error as exc:
         raise FetchError(url, f"the compressed body is corrupt: {exc}") from exc
     if len(out) > limit:
@@ -552,8 +572,10 @@ def _finished(
     headers: dict[str, str],
     known: Validators,
     moved_to: str | None,
+    body_hash: str | None = None,
 ) -> Fetched:
-    body_hash = hashlib.sha256(body).hexdigest()
+    """``body`` as fetched (empty when it is known to be the same as last time)."""
+    body_hash = body_hash or wire_hash(body)
     validators = Validators(
         etag=_kept(headers.get("etag"), MAX_ETAG),
         last_modified=_kept(headers.get("last-modified"), MAX_LAST_MODIFIED),

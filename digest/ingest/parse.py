@@ -14,19 +14,20 @@ import calendar
 import functools
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
+import feedparser.encodings
 import feedparser.mixin
 import feedparser.urls
 
 from .. import faults
 from ..errors import ParseError
 from ..model import ParsedFeed, RawEntry
-from . import dates, jsonfeed
+from . import dates, jsonfeed, scan
 
 # bozo exceptions that mean "parsed, with a caveat" rather than "not a feed"
 _SURVIVABLE = ("CharacterEncodingOverride", "NonXMLContentType", "CharacterEncodingUnknown")
@@ -99,6 +100,103 @@ def parse(
     return replace(parsed, entries=entries, warnings=(*parsed.warnings, note))
 
 
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """A feed read for what is new in it (``parse_new``)."""
+
+    #: The feed, with the entries not seen before (all of them when none was).
+    parsed: ParsedFeed
+    #: How many entries the feed holds, seen ones included.
+    total: int
+    #: Every entry's fingerprint, to remember for the next run; empty when the
+    #: document cannot be split into entries (it is then parsed whole every time).
+    prints: tuple[bytes, ...] = ()
+
+
+def parse_new(
+    body: bytes,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    limits: ParseLimits = DEFAULT_LIMITS,
+    seen: Collection[bytes] = frozenset(),
+) -> Fresh:
+    """``parse``, paying only for the entries whose fingerprint is not in ``seen`` (those
+    of the feed's last document): the document is split into its entries
+    (``scan.split``) and feedparser reads it without the seen ones. The entries are
+    those ``parse`` gives minus the seen ones, in the same order. A document whose
+    reading without them does not check out is parsed whole, and the seen ones left
+    out after; one the scanner is not sure of is parsed whole, as ``parse`` does, and
+    all its entries come back (``prints`` is empty). Raises what ``parse`` raises."""
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    lowered.setdefault("content-location", url)
+    parts = None
+    if not jsonfeed.looks_like_json(body, lowered.get("content-type", "")):
+        parts = scan.split(body, url, lowered)
+    if parts is None or len(parts.prints) > limits.max_entries:
+        parsed = parse(body, url, headers, limits)
+        return Fresh(parsed, len(parsed.entries))
+    unseen = sum(p not in seen for p in parts.prints)
+    if unseen < len(parts.prints):
+        faults.fail("parse", url)
+        fresh = _unseen(body, url, lowered, parts, seen, unseen)
+        if fresh is not None:
+            return fresh
+    parsed = parse(body, url, headers, limits)
+    total = len(parsed.entries)
+    if total != len(parts.prints):  # a print stands for an entry only when one per span
+        return Fresh(parsed, total)
+    kept = tuple(e for e, p in zip(parsed.entries, parts.prints, strict=True) if p not in seen)
+    return Fresh(replace(parsed, entries=kept), total, parts.prints)
+
+
+def _unseen(
+    body: bytes,
+    url: str,
+    headers: dict[str, str],
+    parts: scan.Split,
+    seen: Collection[bytes],
+    unseen: int,
+) -> Fresh | None:
+    """The document without its seen entries, read by feedparser; None when the reading
+    is not the one the whole document would get: another encoding chosen (feedparser
+    tries encodings until one decodes the bytes, and fewer bytes may decode in an
+    earlier one), a loose parse, or not one entry per unseen span."""
+    document = parts.without(body, seen)
+    try:
+        result = _feedparser(document, url, headers)
+        problem = result.get("bozo_exception") if result.get("bozo") else None
+        if (
+            (problem is not None and problem.__class__.__name__ not in _SURVIVABLE)
+            or len(result.get("entries", ())) != unseen
+            or not _same_encoding(body, headers, result.get("encoding"), problem)
+        ):
+            return None
+        parsed = _read(result, document, url)
+    except ParseError:  # the whole parse says what is wrong with the document, if anything
+        return None
+    if len(parsed.entries) != unseen:
+        return None
+    return Fresh(parsed, len(parts.prints), parts.prints)
+
+
+def _same_encoding(body: bytes, headers: dict[str, str], chosen: str, problem: object) -> bool:
+    """Whether feedparser reads the whole document in the encoding it chose for the
+    document without its seen entries. It tries encodings in turn until one decodes
+    the bytes. When it took the first one (the declared one, by RFC 3023's rules: the
+    same for both, as the headers and the prolog are), the whole takes it too if it
+    decodes the whole; an encoding that failed on fewer bytes fails on all of them
+    (the entries cut out start with "<" and end with ">"). Otherwise, ask feedparser."""
+    if problem is not None and problem.__class__.__name__ == "CharacterEncodingOverride":
+        whole: dict[str, Any] = {}
+        feedparser.encodings.convert_to_utf8(headers, body, whole)
+        return bool(whole.get("encoding") == chosen)
+    try:
+        body.decode(chosen)
+    except (UnicodeError, LookupError, TypeError):
+        return False
+    return True
+
+
 def newest(entries: Sequence[RawEntry], count: int) -> tuple[RawEntry, ...]:
     """The ``count`` newest entries, in the feed's order: dated ones by date, then
     undated ones as the feed lists them."""
@@ -120,14 +218,22 @@ _SURROGATE_REF = re.compile(
 
 
 def _parse(body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    return _read(_feedparser(body, url, headers), body, url)
+
+
+def _feedparser(body: bytes, url: str, headers: dict[str, str]) -> Any:
     if b"&#" in body:  # one bad reference costs a character (U+FFFD), not the feed
         body = _SURROGATE_REF.sub(b"&#xFFFD;", body)
     try:
-        result = feedparser.parse(
+        return feedparser.parse(
             body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
         )
     except Exception as exc:  # feedparser's own bugs on hostile input: wrap, name the feed
         raise ParseError(url, f"the parser failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _read(result: Any, body: bytes, url: str) -> ParsedFeed:
+    """feedparser's result as a ``ParsedFeed``, or ParseError when it found no feed."""
     warnings: list[str] = []
     if result.get("bozo"):
         problem = result.get("bozo_exception")

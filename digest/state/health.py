@@ -1,8 +1,9 @@
 """Feed state kept between runs: conditional-GET validators, moves, and health.
 
-A feed's row remembers its ETag / Last-Modified and the hash of its last body, a
-permanent redirect, when it was first read (the first-run rule), and its health: last
-success, last error, consecutive failures. After ``pause_after`` failures in a row, or
+A feed's row remembers its ETag / Last-Modified, the hash of its last body and the
+fingerprints of that body's entries (``ingest.scan``), a permanent redirect, when it
+was first read (the first-run rule), and its health: last success, last error,
+consecutive failures. After ``pause_after`` failures in a row, or
 a 410 Gone, the feed is paused: skipped by runs, reported by ``digest feeds``, until
 ``digest feeds --resume``.
 
@@ -66,6 +67,9 @@ class FeedState:
     #: A permanent redirect seen but not adopted yet, and since when it has held.
     pending_move: str | None = None
     pending_since: datetime | None = None
+    #: The fingerprints of the entries of the feed's last document read, as stored
+    #: (``ingest.scan.pack``): those entries are not parsed again.
+    entry_prints: bytes = b""
 
     @property
     def paused(self) -> bool:
@@ -108,6 +112,7 @@ def _state(row: sa.Row[tuple[object, ...]]) -> FeedState:
         retry_after=m["retry_after"],
         pending_move=m["move_pending"],
         pending_since=m["move_seen_at"],
+        entry_prints=bytes(m["entry_prints"] or b""),
     )
 
 
@@ -134,8 +139,11 @@ def record_fetch(
     pause_after: int,
     title: str | None = None,
     parse_error: str | None = None,
+    prints: bytes | None = None,
 ) -> str | None:
-    """Update a feed's row after a fetch (and parse). Returns a warning for the operator."""
+    """Update a feed's row after a fetch (and parse). Returns a warning for the operator.
+    ``prints``: the fingerprints of the entries just read, stored with the validators
+    (None keeps the stored ones: nothing was parsed)."""
     url = fetched.source.url
     row = conn.execute(sa.select(F).where(F.c.url == url)).one()
     state = _state(row)
@@ -175,6 +183,8 @@ def record_fetch(
         if fetched.status is FetchStatus.OK:
             v = fetched.validators
             values.update(etag=v.etag, last_modified=v.last_modified, body_hash=v.body_hash)
+            if prints is not None:
+                values["entry_prints"] = prints
         if title:
             values["title"] = title
     conn.execute(sa.update(F).where(F.c.id == state.id).values(_fitted(values)))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -81,6 +82,7 @@ feeds = Table(
     Column("etag", String(500)),
     Column("last_modified", String(200)),
     Column("body_hash", String(64)),
+    Column("entry_prints", LargeBinary),  # its last document's entries' fingerprints
     Column("first_read_at", UTCDateTime),
     Column("last_fetched_at", UTCDateTime),
     Column("last_success_at", UTCDateTime),
