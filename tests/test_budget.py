@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -12,9 +12,9 @@ from digest.model import Entry, FeedSource, Selection
 from digest.render.budget import Plan, fit
 from digest.render.edition import Renderer, RenderSettings
 
+from .helpers import NOW
 from .html_tree import Html
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 BUDGET = 90_000
 # Real personal values are long: a signed token in each link.
 VALUES = {

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.state import lease
 
-from .conftest import ROOT, Project
+from .helpers import ROOT, Project
 from .smtp_server import SmtpServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

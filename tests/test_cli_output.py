@@ -13,7 +13,7 @@ import struct
 import subprocess
 import sys
 import termios
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -24,9 +24,9 @@ from pytest_httpserver import HTTPServer
 from digest.cli import main
 from digest.config import warnings_for
 
-from .conftest import ROOT, Project
+from .helpers import ROOT, SAMPLES_NOW, Project
 
-NOW = datetime(2027, 3, 15, 9, 0, tzinfo=UTC)
+NOW = SAMPLES_NOW - timedelta(hours=3)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 WIDTHS = [80, 120, 200]
 

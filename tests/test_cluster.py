@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,9 @@ from digest import cluster
 from digest.ingest.links import canonical
 from digest.model import UNTITLED, Entry, FeedSource
 
-from .conftest import NOW as RUN_AT
-from .conftest import Project
+from .helpers import NOW, Project
+from .helpers import NOW as RUN_AT
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 PAIRS = Path(__file__).parent / "cluster_pairs.json"
 TEXT = (
     "The central bank raised its main interest rate by a quarter point on Thursday, "
@@ -318,7 +317,7 @@ def test_a_feed_weight_outside_its_range_is_a_config_error(tmp_path: Path) -> No
     from digest.config import parse_config
     from digest.errors import ConfigError
 
-    from .conftest import base_config
+    from .helpers import base_config
 
     data = base_config(tmp_path)
     data["feeds"] = [{"url": "https://a.example/feed", "weight": 0}]

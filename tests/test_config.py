@@ -15,7 +15,7 @@ from digest.config import Config, load_config, parse_config, warnings_for
 from digest.durations import format_duration, parse_duration
 from digest.errors import ConfigError
 
-from .conftest import ROOT, Project
+from .helpers import ROOT, Project
 
 
 def test_shipped_config_is_valid() -> None:

@@ -26,7 +26,6 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -37,12 +36,11 @@ from digest.ingest.feeds import Digested, ingest
 from digest.ingest.fetch import FetchSettings
 from digest.model import FeedSource
 
-from .conftest import SHARED
 from .file_server import serving
+from .helpers import NOW, SHARED
 
 CORPUS = SHARED / "corpus"
 BASELINE = Path(__file__).with_name("corpus_baseline.json")
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 MARKUP = re.compile(
     r"<\s*/?\s*(script|style|iframe|object|embed|form|img|a|div|p|span|b|i)\b", re.IGNORECASE
 )

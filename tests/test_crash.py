@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from digest.state.db import schema
 
-from .conftest import NOW, SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project
 from .sendgrid_server import DEFAULT_API_KEY, ReceivedRequest, SendGridServer, load_log
 from .smtp_server import SmtpServer
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -49,23 +47,6 @@ def test_behind_schema_is_refused_without_auto_upgrade(tmp_path) -> None:  # typ
 def test_unknown_database_url() -> None:
     with pytest.raises(StoreError, match="storage.url"):
         db.connect("nosuchdb://x/y")
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not POSTGRES:
-        pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
-    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    name = f"digest_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres

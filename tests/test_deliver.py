@@ -7,7 +7,6 @@ import email.policy
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,11 @@ from digest.model import Batch, Composed, Entry, FeedSource, Recipient, Selectio
 from digest.render.edition import Renderer, RenderSettings
 from digest.state.tokens import Signer, subscriber_id
 
+from .helpers import NOW
 from .smtp_server import SmtpServer
 
 # aiosmtpd does not close the server side of a connection the client dropped.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 HEAD = Letterhead(
     "Daily <digest@example.org>",
     "editor@example.org",

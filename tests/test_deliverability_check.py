@@ -15,8 +15,8 @@ from digest.deliver.dnscheck import check
 from digest.mail import authrecords as ar
 from digest.mail.authrecords import Setup, Status
 
-from .conftest import PYTHON, Project
 from .dns_server import Zone, dns_server
+from .helpers import PYTHON, Project
 from .test_dkim import make_key
 
 DOMAIN = "harbour.example.org"

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from digest.cli import main
 from digest.config import Config
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 
 def key_paths(model: type[BaseModel], prefix: str = "") -> set[str]:

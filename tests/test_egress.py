@@ -24,7 +24,7 @@ from digest.ingest.egress import Attempt, refusal
 from digest.ingest.fetch import FetchSettings, fetch_all, run_sync
 from digest.model import FeedSource, Fetched, FetchStatus
 
-from .conftest import NOW, SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project
 
 RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
 SECRET = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Internal</title>

@@ -7,7 +7,6 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,10 @@ from digest.mail.markers import personalize
 from digest.render import sample
 from digest.render.edition import Renderer, RenderSettings
 
+from .helpers import NOW
+
 pytestmark = pytest.mark.slow
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 VALUES = {
     "unsubscribe_url": "https://digest.example.org/unsubscribe/1.token",
     "preferences_url": "https://digest.example.org/preferences/1.token",

@@ -56,7 +56,7 @@ from digest.model import FeedSource
 from digest.state import db, subscribers
 from digest.web import webhook
 
-from .conftest import ROOT, Project
+from .helpers import ROOT, Project
 
 URL = "https://example.org/feed.xml"
 

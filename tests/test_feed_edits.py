@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from digest.cli import main
 from digest.config import load_config
 from digest.ingest import discover, opml
 
-from .conftest import ROOT
+from .helpers import ROOT, SAMPLES_NOW
 
 GOLDEN = Path(__file__).parent / "golden" / "config_edits"
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -238,7 +239,7 @@ def test_comments_survive_every_edit(
         assert comment in text
 
 
-NOW = __import__("datetime").datetime(2027, 3, 15, 8, 0, tzinfo=__import__("datetime").UTC)
+NOW = SAMPLES_NOW - timedelta(hours=4)  # an hour before the samples' newest post
 
 
 def _golden(request: pytest.FixtureRequest, name: str, text: str) -> None:

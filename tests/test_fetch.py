@@ -15,7 +15,7 @@ from werkzeug import Request, Response
 from digest.ingest.fetch import FetchSettings, fetch_all, run_sync
 from digest.model import FeedSource, Fetched, FetchStatus, Validators
 
-from .conftest import SAMPLES
+from .helpers import SAMPLES
 
 RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
 

@@ -9,7 +9,6 @@ commit the new files with the change.
 from __future__ import annotations
 
 import difflib
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,9 @@ from digest.render import sample
 from digest.render.edition import Renderer, RenderSettings
 
 from . import editions
+from .helpers import NOW
 
 GOLDEN = Path(__file__).parent / "golden"
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 VALUES = {
     "unsubscribe_url": "https://digest.example.org/unsubscribe/1.golden-token",
     "preferences_url": "https://digest.example.org/preferences/1.golden-token",

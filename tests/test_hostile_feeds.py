@@ -22,9 +22,8 @@ from digest.ingest.fetch import MAX_RETRY_AFTER, FetchSettings, _retry_after, fe
 from digest.model import FeedSource, Fetched, FetchStatus, Validators
 from digest.state import db, health
 
-from .conftest import NOW, SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project
 from .raw_http import RawServer, raw_server, response
-from .test_db import postgres_url as postgres_url  # the fixture
 
 RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
 LATEST = NOW + MAX_RETRY_AFTER

@@ -24,7 +24,8 @@ from digest.state import subscribers as subs
 from digest.state.db import bulk, schema
 from digest.state.spreadsheet import unescape
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+from .helpers import NOW
+
 EARLIER = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 
 

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -26,9 +26,8 @@ from digest.ingest.fetch import FetchSettings, run_sync
 from digest.ingest.parse import Fresh, ParseLimits, parse
 from digest.model import FeedSource, Fetched, FetchStatus
 
-from .conftest import SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
 
 

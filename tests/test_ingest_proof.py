@@ -16,7 +16,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -30,9 +30,8 @@ from digest.ingest.fetch import FetchSettings
 from digest.ingest.parse import newest, parse
 from digest.model import FeedSource, FetchStatus, RawEntry, Validators
 
-from .conftest import SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 RSS = (SAMPLES / "harbour-tech.rss").read_bytes()
 ATOM = (SAMPLES / "field-notes.atom").read_bytes()
 HTML = b"<!DOCTYPE html><html><head><title>Home</title></head><body>Welcome!</body></html>"

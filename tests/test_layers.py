@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, Project
+from .helpers import ROOT, Project
 
 PACKAGE = ROOT / "digest"
 

@@ -22,9 +22,8 @@ from digest.model import EditionStatus
 from digest.state import record, retention, subscribers
 from digest.state.db import schema
 
-from .conftest import NOW, SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project
 from .sendgrid_server import DEFAULT_API_KEY, Fault, SendGridServer
-from .test_db import postgres_url as postgres_url  # the fixture
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pytest
 
 from digest import pipeline, web
 
-from .conftest import NOW, Clock, Project
+from .helpers import NOW, Clock, Project
 from .live import live
 from .mailcheck import exact_shape
 

@@ -16,7 +16,6 @@ import base64
 import itertools
 import unicodedata
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from email.utils import formataddr
 from pathlib import Path
 
@@ -36,10 +35,10 @@ from digest.state import db
 from digest.state.tokens import Signer
 from digest.web import signup
 
+from .helpers import NOW
 from .mailcheck import exact_shape
 from .sendgrid_server import check_rules
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 SIGNER = Signer(b"p" * 32)
 PERSONAL = Personalizer(SIGNER, "https://d.example")
 HEAD = Letterhead(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import NOW, SHARED, Project
 from .golden_messages import golden_messages
+from .helpers import NOW, SHARED, Project
 
 GOLDEN = Path(__file__).parent / "golden"
 #: Where .ci/run installs doiuse-email (outside the repository); DIGEST_NODE_MODULES

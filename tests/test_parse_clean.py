@@ -20,9 +20,8 @@ from digest.ingest.clean import (
 from digest.ingest.parse import parse
 from digest.model import FeedSource, RawEntry
 
-from .conftest import SAMPLES
+from .helpers import NOW, SAMPLES
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 SOURCE = FeedSource("https://blog.example/feed.xml")
 
 

@@ -7,7 +7,7 @@ import email.message
 import email.policy
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -19,9 +19,8 @@ from digest.personal import Skips, plan, without
 from digest.state import record, subscribers
 from digest.state.db import schema
 
-from .conftest import Project
+from .helpers import NOW, Project
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 TECH = FeedSource("https://tech.example/feed", category="Tech")
 NATURE = FeedSource("https://nature.example/feed", category="Nature")
 GARDEN = FeedSource("https://garden.example/feed")  # no category: offered by itself

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +12,8 @@ from digest.ingest.links import canonical
 from digest.model import Entry, FeedEntries, FeedSource, Known
 from digest.pick import pick
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+from .helpers import NOW
+
 A = FeedSource("https://a.example/feed", "A", first_run_window=timedelta(hours=24))
 B = FeedSource("https://b.example/feed", "B", first_run_window=timedelta(hours=24))
 

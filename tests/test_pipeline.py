@@ -23,9 +23,7 @@ from digest.model import EditionStatus, Entry, FeedSource, FetchStatus, Selectio
 from digest.state import health
 from digest.state.db import schema
 
-from .conftest import SAMPLES, Project
-
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+from .helpers import NOW, SAMPLES, Project
 
 
 def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:

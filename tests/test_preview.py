@@ -19,7 +19,7 @@ from digest import pipeline
 from digest.cli import main, previews
 from digest.state.db import schema
 
-from .conftest import NOW, SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project
 from .smtp_server import SmtpServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

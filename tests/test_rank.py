@@ -4,7 +4,7 @@ then the places (lead, full, headline) and the reasons ``preview --explain`` pri
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from digest import rank
 from digest.model import UNTITLED, Entry, FeedSource, Place, Placed
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+from .helpers import NOW
 
 
 def source(name: str, weight: float = 1.0) -> FeedSource:

@@ -35,7 +35,7 @@ from digest.state import subscribers
 from digest.state.db import schema
 from digest.state.tokens import Signer
 
-from .conftest import NOW, SAMPLES, Clock, Project
+from .helpers import NOW, SAMPLES, Clock, Project
 from .live import live
 from .mailcheck import exact_shape, parse
 from .sendgrid_server import DEFAULT_API_KEY, Fault, SendGridServer

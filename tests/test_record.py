@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -26,9 +26,7 @@ from digest.pick import pick
 from digest.state import lease, record
 from digest.state.db import schema
 
-from .conftest import FakeTime
-
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+from .helpers import NOW, FakeTime
 
 
 def populate(engine: sa.Engine, n: int) -> None:

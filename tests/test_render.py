@@ -23,10 +23,9 @@ from digest.render.edition import (
     default_templates_dir,
 )
 
-from .conftest import ROOT
+from .helpers import NOW, ROOT
 from .html_tree import Html
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 SOURCE = FeedSource("https://a.example/feed", "A <Feed>", category="News")
 VALUES = {
     "unsubscribe_url": "https://d.example/unsubscribe/1.abc?x=1&y=2",

@@ -28,7 +28,7 @@ from digest.reputation import (
 from digest.state import reputation, subscribers
 from digest.state.db import schema
 
-from .conftest import PYTHON, Clock, Project, add_post
+from .helpers import PYTHON, Clock, Project, add_post
 from .live import live
 from .sendgrid_server import DEFAULT_API_KEY, SendGridServer
 from .web_site import NOW, Site, event, public_b64, signed

@@ -21,7 +21,7 @@ from digest.scheduler import Outcome
 from digest.state import lease, record
 from digest.state.db import schema
 
-from .conftest import Clock, Project, add_post
+from .helpers import Clock, Project, add_post
 
 CHICAGO, BERLIN = ZoneInfo("America/Chicago"), ZoneInfo("Europe/Berlin")
 
@@ -431,50 +431,33 @@ def test_sunday_is_zero_and_seven() -> None:
 
 
 @pytest.mark.postgres
-def test_on_postgresql_a_slot_goes_out_once(sampled: Project, samples: Path) -> None:
-    import os
-    import uuid
-
-    url = os.environ.get("DIGEST_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"digest_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+def test_on_postgresql_a_slot_goes_out_once(
+    sampled: Project, samples: Path, fresh_postgres: str
+) -> None:
+    sampled.data["storage"] = {"url": fresh_postgres}
+    clock = Clock(SLOT + timedelta(hours=1))
+    services = pipeline.build(
+        sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
+    )
+    first = scheduling.Runner(services, schedule.schedule_of(sampled.config()))
+    second = scheduling.Runner(services, first.schedule)
+    with lease.held(services.engine, clock=clock):
+        assert first.tick() is Outcome.BUSY
+    assert first.tick() is Outcome.RAN
+    assert second.tick() is Outcome.SKIPPED
+    with services.engine.connect() as conn:
+        assert scheduling.last_sent(conn) == SLOT + timedelta(hours=1)
+    assert editions(services.engine) == [(1, SLOT, EditionStatus.DONE)]
+    clock.now = SLOT + timedelta(days=1)
+    assert second.tick() is Outcome.RAN  # nothing new: handled, recorded
+    with services.engine.connect() as conn:
+        assert scheduling.last_sent(conn) == SLOT + timedelta(days=1)
+    add_post(samples, "sneaky")
     try:
-        from digest.state import db
-
-        pg_url = admin.url.set(database=name).render_as_string(hide_password=False)
-        db.connect(pg_url, auto_upgrade=True).dispose()
-        sampled.data["storage"] = {"url": pg_url}
-        clock = Clock(SLOT + timedelta(hours=1))
-        services = pipeline.build(
-            sampled.config(), engine=sampled.engine(), clock=clock, sleep=lambda s: None
-        )
-        first = scheduling.Runner(services, schedule.schedule_of(sampled.config()))
-        second = scheduling.Runner(services, first.schedule)
-        with lease.held(services.engine, clock=clock):
-            assert first.tick() is Outcome.BUSY
-        assert first.tick() is Outcome.RAN
-        assert second.tick() is Outcome.SKIPPED
-        with services.engine.connect() as conn:
-            assert scheduling.last_sent(conn) == SLOT + timedelta(hours=1)
-        assert editions(services.engine) == [(1, SLOT, EditionStatus.DONE)]
-        clock.now = SLOT + timedelta(days=1)
-        assert second.tick() is Outcome.RAN  # nothing new: handled, recorded
-        with services.engine.connect() as conn:
-            assert scheduling.last_sent(conn) == SLOT + timedelta(days=1)
-        add_post(samples, "sneaky")
-        try:
-            with pytest.raises(sa.exc.IntegrityError):
-                pipeline.run(services, slot=SLOT)  # made it past everything: refused
-        finally:
-            services.engine.dispose()
+        with pytest.raises(sa.exc.IntegrityError):
+            pipeline.run(services, slot=SLOT)  # made it past everything: refused
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+        services.engine.dispose()
 
 
 def test_sign_ups_never_confirmed_are_forgotten_after_30_days(

@@ -30,7 +30,7 @@ from digest import pipeline, redact
 from digest.state.db import schema
 from digest.state.tokens import Signer
 
-from .conftest import ROOT, Project, add_post
+from .helpers import ROOT, Project, add_post
 from .live import free_port
 from .sendgrid_server import SendGridServer
 from .smtp_server import SmtpServer

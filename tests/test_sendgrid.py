@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,9 @@ from digest.state import record, subscribers
 from digest.state.db import schema
 from digest.state.tokens import Signer, load_key, subscriber_id
 
-from .conftest import SAMPLES, FakeTime, Project
+from .helpers import NOW, SAMPLES, FakeTime, Project
 from .sendgrid_server import DEFAULT_API_KEY, Fault, SendGridServer
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 HEAD = Letterhead(
     '"The Daily, Harbour" <digest@example.org>',
     "Editor <editor@example.org>",

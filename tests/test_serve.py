@@ -6,7 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -18,10 +18,9 @@ from digest import pipeline
 from digest.cli import main
 from digest.state import subscribers
 
-from .conftest import Project
+from .helpers import SAMPLES_NOW as NOW
+from .helpers import Project
 from .live import free_port, serve_process
-
-NOW = datetime(2027, 3, 15, 12, 0, tzinfo=UTC)
 
 
 def mails(project: Project, edition: int) -> list[EmailMessage]:

@@ -29,7 +29,7 @@ from digest.state import subscribers
 from digest.state.db import schema
 from digest.web import limits, signup, work
 
-from .conftest import Clock, Project
+from .helpers import Clock, Project
 from .live import Served, free_port, live, serve_process
 from .smtp_server import SmtpServer
 from .web_site import NOW, Site

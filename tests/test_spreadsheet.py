@@ -8,7 +8,6 @@ import io
 import json
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,9 @@ from digest.state import db, subscribers
 from digest.state.db import schema
 from digest.state.spreadsheet import FORMULA_STARTS, MARK, escape, unescape
 
-from .conftest import Project
+from .helpers import SAMPLES_NOW as NOW
+from .helpers import Project
 
-NOW = datetime(2027, 3, 15, 12, tzinfo=UTC)
 #: What a hostile or unlucky cell starts with, more often than chance would give it.
 STARTS = st.sampled_from([*FORMULA_STARTS, MARK, MARK + MARK, MARK + "=", " ", ""])
 CELLS = st.builds(str.__add__, STARTS, st.text(max_size=30))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +10,7 @@ from digest.errors import UsageError
 from digest.model import SubscriberStatus
 from digest.state import subscribers as subs
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+from .helpers import NOW
 
 
 def test_add_is_case_insensitive_and_validated(engine: sa.Engine) -> None:

@@ -27,7 +27,7 @@ from digest.state.db import schema
 from digest.state.tokens import Signer
 from digest.web import signup, webhook
 
-from .conftest import Clock, Project, add_post
+from .helpers import Clock, Project, add_post
 from .live import live
 from .web_site import NOW, Site, event, signed, text_of
 

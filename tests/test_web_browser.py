@@ -18,7 +18,7 @@ import pytest
 
 from digest.state import subscribers
 
-from .conftest import Project
+from .helpers import Project
 from .live import free_port, serve_process
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from digest.state.db import schema
 from digest.web import app as web_app
 from digest.web import webhook
 
-from .conftest import Clock, Project
+from .helpers import Clock, Project
 from .live import free_port, live, serve_process
 from .web_site import NOW, Site, event, signed
 

@@ -10,7 +10,7 @@ import email.policy
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,9 @@ from digest import pipeline, web
 from digest.services import Services
 from digest.state import subscribers
 
-from .conftest import Clock, Project
+from .helpers import SAMPLES_NOW as NOW
+from .helpers import Clock, Project
 from .live import live
-
-NOW = datetime(2027, 3, 15, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
