@@ -9,7 +9,7 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -25,9 +25,7 @@ from digest.model import FeedSource, Fetched, FetchStatus, Validators
 from digest.state import db, health
 from digest.state.db import schema
 
-from .conftest import Project
-
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+from .helpers import NOW, Project
 
 
 def feed(first: int, count: int) -> bytes:
