@@ -18,6 +18,14 @@
   seconds, after the instant), so ``catch_up = "0s"`` sends every edition on time and
   catches none up.
 
+- **Each subscriber's hour** (the cycles): the cron's times are local wall-clock times
+  (``cycle``: "07:00 on Monday"), the same for every subscriber; each zone group gets a
+  cycle at that time in its own zone (``release_at``). ``due_cycle`` says when a cycle's
+  edition is made: when its first zone group's hour comes (the zones furthest east
+  first), its content frozen then; ``releases`` which zone groups are due, still to
+  come, or missed by more than ``catch_up``. ``Cadence`` holds the operator's choices
+  (the default zone, the weekly day, the frequencies offered) and reads a subscriber's.
+
 The doing (reading the database, the lease, running the pipeline, APScheduler) is
 ``digest/scheduler.py``'s.
 """
@@ -25,7 +33,7 @@ The doing (reading the database, the lease, running the pipeline, APScheduler) i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -168,3 +176,153 @@ def _resume_or_skip(unfinished: bool, slot: datetime | None, reason: str) -> Dec
 def schedule_of(config: Any) -> Schedule:
     s = config.schedule
     return Schedule(cron=s.cron, timezone=s.timezone, catch_up=s.catch_up)
+
+
+def cadence_of(config: Any) -> Cadence:
+    s = config.schedule
+    return Cadence(s.timezone, s.weekly_day, tuple(s.frequencies))
+
+
+# -- each subscriber's hour and frequency (pure) --------------------------------------------
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAILY, WEEKLY = "daily", "weekly"
+FREQUENCIES = (DAILY, WEEKLY)
+#: How far back an edition's stories reach: a week, a weekly reader's span.
+WEEK = timedelta(days=7)
+#: The widest span of UTC offsets (UTC-12 to UTC+14): one cycle's zone groups.
+_EAST, _WEST = timedelta(hours=14), timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """The operator's choices: the zone of those who chose none, the weekly day, the
+    frequencies offered."""
+
+    timezone: str = "UTC"
+    weekly_day: str = "monday"
+    frequencies: tuple[str, ...] = FREQUENCIES
+
+    def frequency(self, chosen: str | None) -> str:
+        """A subscriber's frequency: theirs if offered, else daily (else the first offered)."""
+        if chosen in self.frequencies:
+            return str(chosen)
+        return DAILY if DAILY in self.frequencies else self.frequencies[0]
+
+    def zone(self, chosen: str | None) -> str:
+        return chosen or self.timezone
+
+    def weekly(self, cycle: datetime, previous: datetime | None) -> bool:
+        """Whether ``cycle`` is the weekly readers': the weekly day's first cycle."""
+        first = previous is None or previous.date() != cycle.date()
+        return WEEKDAYS[cycle.weekday()] == self.weekly_day and first
+
+
+def cycle_key(cycle: datetime) -> str:
+    """How a cycle is stored: ``2027-03-13T07:00``."""
+    return f"{cycle:%Y-%m-%dT%H:%M}"
+
+
+def parse_cycle(key: str) -> datetime:
+    return datetime.strptime(key, "%Y-%m-%dT%H:%M")
+
+
+def wall(when: datetime, zone: str) -> datetime:
+    """The local wall-clock time (naive, to the minute) of ``when`` in ``zone``."""
+    return when.astimezone(ZoneInfo(zone)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def release_at(cycle: datetime, zone: str) -> datetime:
+    """The instant (UTC) a cycle comes in ``zone``. A wall time that does not exist
+    there that day (clocks springing forward) comes when it would without the jump; one
+    that happens twice comes the first time."""
+    return cycle.replace(tzinfo=ZoneInfo(zone), fold=0).astimezone(UTC)
+
+
+def iter_cycles(schedule: Schedule, after: datetime) -> Iterator[datetime]:
+    """The cron's wall-clock times strictly after the naive ``after``, one at a time."""
+    trigger = crontab.trigger(schedule.cron, ZoneInfo("UTC"))
+    previous: datetime | None = None
+    now = after.replace(tzinfo=UTC) + timedelta(microseconds=1)
+    while (nxt := trigger.get_next_fire_time(previous, now)) is not None:
+        previous, now = nxt, nxt
+        yield nxt.astimezone(UTC).replace(tzinfo=None)
+
+
+class Release(StrEnum):
+    DUE = "due"  # its hour has come (within schedule.catch_up): send
+    LATER = "later"  # its hour has not come yet: wait
+    MISSED = "missed"  # missed by more than schedule.catch_up: its stories wait
+
+
+def releases(
+    cycle: datetime, zones: Iterable[str], now: datetime, grace: timedelta | None
+) -> dict[str, Release]:
+    """Where each zone group stands for ``cycle`` at ``now`` (``grace`` None: nothing
+    is missed, as for ``digest run``)."""
+    out = {}
+    for zone in zones:
+        late = now - release_at(cycle, zone)
+        if late < timedelta(0):
+            out[zone] = Release.LATER
+        elif grace is not None and late > grace:
+            out[zone] = Release.MISSED
+        else:
+            out[zone] = Release.DUE
+    return out
+
+
+@dataclass(frozen=True)
+class CycleDecision:
+    cycle: datetime | None  # make the edition of this cycle now (None: make none)
+    reason: str
+
+
+def first_release(cycle: datetime, zones: Iterable[str]) -> datetime:
+    return min(release_at(cycle, z) for z in zones)
+
+
+def due_cycle(
+    schedule: Schedule, zones: Iterable[str], now: datetime, last: datetime | None
+) -> CycleDecision:
+    """Whether a cycle's edition is to be made now: the latest cycle whose first zone
+    group's hour has come, unless it (or a later one) was made (``last``) or every zone
+    group missed it by more than ``catch_up``."""
+    groups = sorted(set(zones) | {schedule.timezone})
+    start = wall(now, "UTC") - schedule.grace - _WEST - timedelta(days=1)
+    cycle = None
+    for candidate in iter_cycles(schedule, start):
+        if first_release(candidate, groups) > now:
+            if candidate > wall(now, "UTC") + _EAST:
+                break
+            continue
+        cycle = candidate
+    if cycle is None:
+        return CycleDecision(None, "no delivery hour has come yet")
+    if last is not None and last >= cycle:
+        return CycleDecision(None, f"the edition for {cycle:%a %Y-%m-%d %H:%M} is made")
+    stands = releases(cycle, groups, now, schedule.grace)
+    if all(r is Release.MISSED for r in stands.values()):
+        return CycleDecision(
+            None,
+            f"missed {cycle:%a %Y-%m-%d %H:%M} in every zone group by more than "
+            f"schedule.catch_up ({format_duration(schedule.catch_up)}): its stories go "
+            "into the next edition",
+        )
+    first = min(groups, key=lambda z: release_at(cycle, z))
+    return CycleDecision(cycle, f"{cycle:%a %Y-%m-%d %H:%M} has come in {first}")
+
+
+def next_releases(schedule: Schedule, zones: Iterable[str], now: datetime) -> dict[str, datetime]:
+    """Each zone group's next delivery hour after ``now`` (UTC instants)."""
+    left = set(zones)
+    found: dict[str, datetime] = {}
+    for cycle in iter_cycles(schedule, wall(now, "UTC") - _WEST - timedelta(days=1)):
+        for zone in sorted(left):
+            at = release_at(cycle, zone)
+            if at > now:
+                found[zone] = at
+                left.discard(zone)
+        if not left or cycle > wall(now, "UTC") + _SEARCH_LIMIT:
+            break
+    return found
