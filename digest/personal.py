@@ -176,6 +176,7 @@ def plan_cycle(
     """The variants of edition ``this`` (content ``selection``) for its ``readers``:
     one per distinct span and set of left-out feeds, numbered in a stable order."""
     own = frozenset({this})
+    stories = {**stories, this: selection.entries}
     contents: dict[frozenset[int], Selection] = {own: selection}
     groups: dict[tuple[frozenset[int], frozenset[str]], list[int]] = {}
     nothing: set[int] = set()

@@ -32,7 +32,9 @@ The doing (reading the database, the lease, running the pipeline, APScheduler) i
 
 from __future__ import annotations
 
+import functools
 import itertools
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +46,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from . import crontab
 from .durations import format_duration
+from .errors import UsageError
 
 #: A slot run at most this late is on time, whatever ``catch_up`` says.
 ON_TIME = timedelta(minutes=1)
@@ -126,6 +129,8 @@ class Decision:
     action: Action
     slot: datetime | None
     reason: str
+    #: The cycle (wall-clock time) the slot is the first delivery hour of.
+    cycle: datetime | None = None
 
     @property
     def runs(self) -> bool:
@@ -137,14 +142,24 @@ def decide(
     now: datetime,
     last_sent: datetime | None,
     unfinished: bool = False,
+    zones: Iterable[str] = (),
 ) -> Decision:
     """Send now for a slot, resume only, or skip, and why.
 
     ``last_sent``: the latest of the last edition's creation and the last slot
     handled (a run with nothing new makes no edition but still handles its slot).
+    ``zones``: the subscribers' zone groups besides the schedule's own; a cycle's slot
+    is its first delivery hour among them (the furthest east), and it is missed only
+    when every group's hour is more than ``catch_up`` ago.
     """
-    slot = previous_slot(schedule, now)
-    if slot is None:
+    groups = sorted(set(zones) | {schedule.timezone})
+    if groups == [schedule.timezone]:
+        slot = previous_slot(schedule, now)
+        cycle = None if slot is None else wall(slot, schedule.timezone)
+    else:
+        cycle = latest_cycle(schedule, groups, now)
+        slot = None if cycle is None else first_release(cycle, groups)
+    if slot is None or cycle is None:
         return _resume_or_skip(unfinished, None, "no scheduled time has come yet")
     when = schedule.local(slot)
     if last_sent is not None and last_sent >= slot:
@@ -154,7 +169,8 @@ def decide(
             f"the edition for {when} is done (last sent {schedule.local(last_sent)})",
         )
     late = now - slot
-    if late > schedule.grace:
+    stands = releases(cycle, groups, now, schedule.grace)
+    if all(r is Release.MISSED for r in stands.values()):
         return _resume_or_skip(
             unfinished,
             slot,
@@ -162,9 +178,11 @@ def decide(
             f"({format_duration(schedule.catch_up)}): skipped; the next edition follows "
             "the schedule",
         )
-    if late > ON_TIME:
-        return Decision(Action.RUN, slot, f"catching up {when} ({format_duration(late)} late)")
-    return Decision(Action.RUN, slot, f"scheduled for {when}")
+    if late > ON_TIME and len(groups) == 1:
+        return Decision(
+            Action.RUN, slot, f"catching up {when} ({format_duration(late)} late)", cycle
+        )
+    return Decision(Action.RUN, slot, f"scheduled for {when}", cycle)
 
 
 def _resume_or_skip(unfinished: bool, slot: datetime | None, reason: str) -> Decision:
@@ -216,6 +234,35 @@ class Cadence:
         """Whether ``cycle`` is the weekly readers': the weekly day's first cycle."""
         first = previous is None or previous.date() != cycle.date()
         return WEEKDAYS[cycle.weekday()] == self.weekly_day and first
+
+
+@functools.cache
+def zone_names() -> tuple[str, ...]:
+    """Every IANA zone name, sorted (what a subscriber may choose)."""
+    return tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory"}))
+
+
+def checked_zone(value: str) -> str:
+    """``value`` if it names an IANA zone, else UsageError saying so."""
+    name = value.strip()
+    if name not in set(zone_names()):
+        raise UsageError(
+            f"timezone {value!r} is not an IANA time zone: write one like "
+            '"Europe/London", "Asia/Kolkata" or "UTC"'
+        )
+    return name
+
+
+def checked_frequency(value: str, offered: Iterable[str]) -> str:
+    """``value`` if it is a frequency the operator offers, else UsageError saying so."""
+    offered = tuple(offered)
+    name = value.strip().lower()
+    if name not in offered:
+        raise UsageError(
+            f"frequency {value!r} is not offered: choose {' or '.join(offered)} "
+            "(schedule.frequencies)"
+        )
+    return name
 
 
 def cycle_key(cycle: datetime) -> str:
@@ -272,45 +319,23 @@ def releases(
     return out
 
 
-@dataclass(frozen=True)
-class CycleDecision:
-    cycle: datetime | None  # make the edition of this cycle now (None: make none)
-    reason: str
-
-
 def first_release(cycle: datetime, zones: Iterable[str]) -> datetime:
+    """A cycle's first delivery hour among ``zones``: when its edition is made."""
     return min(release_at(cycle, z) for z in zones)
 
 
-def due_cycle(
-    schedule: Schedule, zones: Iterable[str], now: datetime, last: datetime | None
-) -> CycleDecision:
-    """Whether a cycle's edition is to be made now: the latest cycle whose first zone
-    group's hour has come, unless it (or a later one) was made (``last``) or every zone
-    group missed it by more than ``catch_up``."""
-    groups = sorted(set(zones) | {schedule.timezone})
+def latest_cycle(schedule: Schedule, zones: Iterable[str], now: datetime) -> datetime | None:
+    """The latest cycle whose first delivery hour among ``zones`` has come (looked for
+    as far back as ``catch_up`` reaches, and a day)."""
+    groups = list(zones)
     start = wall(now, "UTC") - schedule.grace - _WEST - timedelta(days=1)
-    cycle = None
-    for candidate in iter_cycles(schedule, start):
-        if first_release(candidate, groups) > now:
-            if candidate > wall(now, "UTC") + _EAST:
-                break
-            continue
-        cycle = candidate
-    if cycle is None:
-        return CycleDecision(None, "no delivery hour has come yet")
-    if last is not None and last >= cycle:
-        return CycleDecision(None, f"the edition for {cycle:%a %Y-%m-%d %H:%M} is made")
-    stands = releases(cycle, groups, now, schedule.grace)
-    if all(r is Release.MISSED for r in stands.values()):
-        return CycleDecision(
-            None,
-            f"missed {cycle:%a %Y-%m-%d %H:%M} in every zone group by more than "
-            f"schedule.catch_up ({format_duration(schedule.catch_up)}): its stories go "
-            "into the next edition",
-        )
-    first = min(groups, key=lambda z: release_at(cycle, z))
-    return CycleDecision(cycle, f"{cycle:%a %Y-%m-%d %H:%M} has come in {first}")
+    found = None
+    for cycle in iter_cycles(schedule, start):
+        if cycle > wall(now, "UTC") + _EAST:
+            break
+        if first_release(cycle, groups) <= now:
+            found = cycle
+    return found
 
 
 def next_releases(schedule: Schedule, zones: Iterable[str], now: datetime) -> dict[str, datetime]:

@@ -5,7 +5,9 @@ unfinished), asks the pure ``schedule.decide``, takes the lease, decides again u
 it (another process may have just sent the slot), runs the pipeline for the slot and
 records it. ``Scheduler`` is APScheduler (3.11) calling ``tick`` at each fire time
 (``coalesce=True``, ``misfire_grace_time`` = the schedule's grace, one at a time), and
-once at start-up, which is the catch-up after downtime.
+once at start-up, which is the catch-up after downtime; and each minute it asks whether
+a zone group's hour has come (``Runner.hour_due``: a cycle's first delivery hour east
+of the schedule's zone, or a waiting zone group to release).
 
 Never two editions at once: the lease (``digest/state/lease.py``) is held for the
 whole run, and ``editions.slot`` is unique, so even a run that somehow got past the
@@ -109,13 +111,24 @@ class Runner:
 
     def decide_now(self) -> Decision:
         """What the database and the clock say should happen now."""
+        now = self.clock()
         with self.services.engine.connect() as conn:
             return decide(
                 self.schedule,
-                self.clock(),
+                now,
                 last_sent(conn),
-                unfinished=bool(record.unfinished(conn)),
+                unfinished=bool(record.unfinished(conn, now)),
+                zones=subscribers.zones_of_active(conn, self.schedule.timezone),
             )
+
+    def hour_due(self) -> bool:
+        """Whether a zone group's hour has come: a waiting group to release, or a
+        cycle's first delivery hour (east of the schedule's zone, before its cron time)."""
+        with self.services.engine.connect() as conn:
+            waiting = record.next_release(conn)
+        if waiting is not None and waiting <= self.clock():
+            return True
+        return self.decide_now().action is Action.RUN
 
     def tick(self) -> Outcome:
         """Never raises: a scheduler thread must survive any failure, and /healthz
@@ -155,6 +168,8 @@ class Runner:
                 report = pipeline.run(
                     self.services,
                     slot=decision.slot,
+                    cycle=decision.cycle,
+                    grace=self.schedule.grace,
                     hold_lease=False,
                     resume_only=decision.action is Action.RESUME,
                 )
@@ -234,6 +249,16 @@ class Scheduler:
             max_instances=1,
         )
         self._aps.add_job(self._tick, "date", id="start-up", name="catch-up at start-up")
+        self._aps.add_job(  # subscribers' own hours, in their zones
+            self._hour,
+            "cron",
+            minute="*",
+            id="zones",
+            name="zone groups' hours",
+            coalesce=True,
+            misfire_grace_time=60,
+            max_instances=1,
+        )
         self._aps.start()
         log.info(
             "schedule: %r in %s (catch-up window %s); next edition %s",
@@ -257,6 +282,10 @@ class Scheduler:
                     name="retry after a busy lease",
                     replace_existing=True,
                 )
+
+    def _hour(self) -> None:
+        if self.runner.hour_due():
+            self._tick()
 
     @property
     def running(self) -> bool:

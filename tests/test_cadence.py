@@ -18,7 +18,7 @@ from digest.schedule import (
     Cadence,
     Release,
     Schedule,
-    due_cycle,
+    decide,
     next_releases,
     release_at,
     releases,
@@ -78,26 +78,34 @@ def test_without_grace_nothing_is_missed() -> None:
     assert set(got.values()) == {Release.DUE}
 
 
+SUN = utc(2027, 3, 7, 7)  # the day before's edition went out then
+
+
 @pytest.mark.parametrize(
-    ("zones", "now", "last", "cycle"),
+    ("zones", "now", "last", "action", "cycle"),
     [
-        # the first slot is the furthest east zone group's
-        (ZONES, utc(2027, 3, 7, 16, 59), datetime(2027, 3, 7, 7), None),
-        (ZONES, utc(2027, 3, 7, 17), datetime(2027, 3, 7, 7), MON_7),
-        (ZONES, utc(2027, 3, 8, 16), MON_7, None),  # made already
-        (["UTC"], utc(2027, 3, 8, 6, 59), datetime(2027, 3, 7, 7), None),
-        (["UTC"], utc(2027, 3, 8, 7, 0), datetime(2027, 3, 7, 7), MON_7),
-        (["UTC"], utc(2027, 3, 8, 10, 0), datetime(2027, 3, 7, 7), MON_7),  # catching up
-        (["UTC"], utc(2027, 3, 8, 10, 2), datetime(2027, 3, 7, 7), None),  # missed
+        # the first slot is the furthest east zone group's: 07:00 in Kiritimati (UTC+14)
+        (ZONES, utc(2027, 3, 7, 16, 59), SUN, "skip", None),
+        (ZONES, utc(2027, 3, 7, 17), SUN, "run", MON_7),
+        (ZONES, utc(2027, 3, 8, 16), utc(2027, 3, 7, 17), "skip", None),  # made already
+        (["UTC"], utc(2027, 3, 8, 6, 59), SUN, "skip", None),
+        (["UTC"], utc(2027, 3, 8, 7, 0), SUN, "run", MON_7),
+        (["UTC"], utc(2027, 3, 8, 10, 0), SUN, "run", MON_7),  # catching up
+        (["UTC"], utc(2027, 3, 8, 10, 2), SUN, "skip", None),  # missed
         # missed in the east, but Honolulu's hour is still to come: made
-        (ZONES, utc(2027, 3, 8, 10, 2), datetime(2027, 3, 7, 7), MON_7),
-        (ZONES, utc(2027, 3, 8, 10, 2), None, MON_7),
+        (ZONES, utc(2027, 3, 8, 10, 2), SUN, "run", MON_7),
+        (ZONES, utc(2027, 3, 8, 10, 2), None, "run", MON_7),
+        (["Pacific/Honolulu"], utc(2027, 3, 8, 10, 2), SUN, "run", MON_7),  # UTC missed
     ],
 )
 def test_when_a_cycle_is_made(
-    zones: list[str], now: datetime, last: datetime | None, cycle: datetime | None
+    zones: list[str], now: datetime, last: datetime | None, action: str, cycle: datetime | None
 ) -> None:
-    assert due_cycle(DAILY_7, zones, now, last).cycle == cycle
+    d = decide(DAILY_7, now, last, zones=zones)
+    assert str(d.action) == action
+    if cycle is not None:
+        assert d.cycle == cycle
+        assert d.slot == min(release_at(cycle, z) for z in [*zones, "UTC"])
 
 
 def test_next_release_per_zone_group() -> None:

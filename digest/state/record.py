@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ from ..model import (
     Composed,
     EditionStatus,
     Entry,
+    FeedSource,
     Known,
     Recipient,
     SubscriberStatus,
@@ -170,14 +171,23 @@ def remember(
 
 
 def begin_edition(
-    conn: sa.Connection, now: datetime, nonce: str, slot: datetime | None = None
+    conn: sa.Connection,
+    now: datetime,
+    nonce: str,
+    slot: datetime | None = None,
+    cycle: str | None = None,
+    weekly: bool = False,
 ) -> int:
     """Reserve the next edition id (inside the caller's transaction). ``slot``: the
-    scheduled time it is made for (unique: a second edition for it fails here)."""
+    scheduled time it is made for (unique: a second edition for it fails here);
+    ``cycle``: the wall-clock time it is for in every zone group; ``weekly``: whether
+    it is the weekly readers' too."""
     result = conn.execute(
         sa.insert(E).values(
             created_at=now,
             slot=slot,
+            cycle=cycle,
+            weekly=weekly,
             status=EditionStatus.SENDING,
             subject="",
             html="",
@@ -217,19 +227,34 @@ def save_content(conn: sa.Connection, composed: Composed, items: int, more: int)
 
 
 def save_variant(
-    conn: sa.Connection, number: int, composed: Composed, dropped: frozenset[str]
+    conn: sa.Connection,
+    number: int,
+    composed: Composed,
+    dropped: frozenset[str],
+    span: frozenset[int] | None = None,
 ) -> None:
-    """Store variant ``number`` of ``composed.edition_id``: the edition without ``dropped``."""
+    """Store variant ``number`` of ``composed.edition_id``: the edition (or the stories
+    of the editions in ``span``) without ``dropped``."""
     conn.execute(
         sa.insert(V).values(
             edition_id=composed.edition_id,
             number=number,
             dropped=json.dumps(sorted(dropped)),
+            span=json.dumps(sorted(span)) if span is not None else None,
             subject=composed.subject,
             html=composed.html,
             text=composed.text,
         )
     )
+
+
+@dataclass(frozen=True)
+class Zoning:
+    """Who is in which zone group, and when each group's hour comes."""
+
+    default: str  # the zone of everyone not in ``of``
+    of: Mapping[int, str]  # subscriber id → zone group, for those in another
+    release: Mapping[str, datetime]  # zone group → when it goes
 
 
 def freeze_recipients(
@@ -240,14 +265,18 @@ def freeze_recipients(
     variants: Variants | None = None,
     *,
     engaged_first: bool = False,
+    zoning: Zoning | None = None,
 ) -> int:
     """Copy the active subscribers into the edition's deliveries, in batches. Returns how many.
 
     One INSERT ... SELECT: the list is never loaded into memory, whatever its size. The
     subscribers of ``variants`` then move into batches of their own variant, and those
-    with nothing to receive are taken out. ``engaged_first`` (a warm-up sends the first
-    batches first, and the rest on later days): those who never bounced before those
-    who did, then the longest subscribed first.
+    with nothing to receive (or whose edition this is not) are taken out; with
+    ``zoning``, each zone group gets batches of its own, waiting for its hour. Each
+    recipient's ledger cursor moves to this edition (the one before is kept in
+    ``deliveries.since``). ``engaged_first`` (a warm-up sends the first batches first,
+    and the rest on later days): those who never bounced before those who did, then
+    the longest subscribed first.
     """
     S, EV = schema.subscribers, schema.events
     order: list[sa.ColumnElement[Any]] = [S.c.id]
@@ -262,12 +291,19 @@ def freeze_recipients(
         number // batch_size,
         S.c.email,
         S.c.name,
+        S.c.covered_through,
     ).where(S.c.status == SubscriberStatus.ACTIVE)
-    conn.execute(
-        sa.insert(D).from_select(["edition_id", "subscriber_id", "batch", "email", "name"], select)
-    )
-    if variants is not None and (variants.assigned or variants.nothing):
-        _sort_into_variants(conn, edition_id, batch_size, variants)
+    columns = ["edition_id", "subscriber_id", "batch", "email", "name", "since"]
+    conn.execute(sa.insert(D).from_select(columns, select))
+    mine = D.c.edition_id == edition_id
+    variants = variants or Variants()
+    for chunk in chunks(sorted(variants.nothing | variants.later)):
+        conn.execute(sa.delete(D).where(mine & D.c.subscriber_id.in_(chunk)))
+    last = sa.select(sa.func.coalesce(sa.func.max(D.c.batch), -1)).where(mine)
+    shared = int(conn.execute(last).scalar_one())  # batches up to here: default zone, variant 0
+    groups = _groups(variants, zoning)
+    if groups:
+        _sort_into_groups(conn, edition_id, batch_size, groups, shared)
     conn.execute(
         sa.insert(B).from_select(
             ["edition_id", "number", "variant", "size", "status", "attempts", "updated_at"],
@@ -280,28 +316,45 @@ def freeze_recipients(
                 sa.literal(0),
                 sa.literal(now, schema.UTCDateTime),
             )
-            .where(D.c.edition_id == edition_id)
+            .where(mine)
             .group_by(D.c.batch, D.c.variant),
         )
     )
+    if zoning is not None:
+        _hold_for_zones(conn, edition_id, now, zoning, shared, groups, batch_size)
     total = _recipients(conn, B.c.edition_id == edition_id)
     conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=total))
+    reached = sa.select(D.c.subscriber_id).where(mine)
+    conn.execute(sa.update(S).where(S.c.id.in_(reached)).values(covered_through=edition_id))
+    for chunk in chunks(sorted(variants.nothing)):  # they chose to have none of it
+        conn.execute(sa.update(S).where(S.c.id.in_(chunk)).values(covered_through=edition_id))
     return total
 
 
-def _sort_into_variants(
-    conn: sa.Connection, edition_id: int, batch_size: int, variants: Variants
+def _groups(variants: Variants, zoning: Zoning | None) -> dict[tuple[str, int], list[int]]:
+    """(zone group, variant) → its subscribers, for all not in the shared batches."""
+    default = zoning.default if zoning else ""
+    zones = zoning.of if zoning else {}
+    groups: dict[tuple[str, int], list[int]] = {}
+    for subscriber_id, variant in variants.assigned.items():
+        groups.setdefault((zones.get(subscriber_id, default), variant), []).append(subscriber_id)
+    skipped = variants.nothing | variants.later
+    for subscriber_id, zone in zones.items():
+        if subscriber_id not in variants.assigned and subscriber_id not in skipped:
+            groups.setdefault((zone, 0), []).append(subscriber_id)
+    return groups
+
+
+def _sort_into_groups(
+    conn: sa.Connection,
+    edition_id: int,
+    batch_size: int,
+    groups: Mapping[tuple[str, int], list[int]],
+    batch: int,
 ) -> None:
     mine = D.c.edition_id == edition_id
-    for chunk in chunks(sorted(variants.nothing)):
-        conn.execute(sa.delete(D).where(mine & D.c.subscriber_id.in_(chunk)))
-    members: dict[int, list[int]] = {}
-    for subscriber_id, variant in variants.assigned.items():
-        members.setdefault(variant, []).append(subscriber_id)
-    last = sa.select(sa.func.coalesce(sa.func.max(D.c.batch), -1)).where(mine)
-    batch = int(conn.execute(last).scalar_one())
-    for variant in sorted(members):
-        for group in chunks(sorted(members[variant]), batch_size):
+    for zone, variant in sorted(groups):
+        for group in chunks(sorted(groups[zone, variant]), batch_size):
             batch += 1
             for chunk in chunks(group):  # IN lists of a size every database takes
                 conn.execute(
@@ -311,11 +364,57 @@ def _sort_into_variants(
                 )
 
 
-def unfinished(conn: sa.Connection) -> list[int]:
-    rows = conn.execute(
-        sa.select(E.c.id).where(E.c.status == EditionStatus.SENDING).order_by(E.c.id)
-    )
-    return [int(r[0]) for r in rows]
+def _hold_for_zones(
+    conn: sa.Connection,
+    edition_id: int,
+    now: datetime,
+    zoning: Zoning,
+    shared: int,
+    groups: Mapping[tuple[str, int], list[int]],
+    batch_size: int,
+) -> None:
+    """Each batch's zone group and hour; those whose hour has not come wait."""
+    spans: list[tuple[str, int, int]] = [(zoning.default, 0, shared)]
+    batch = shared
+    for zone, variant in sorted(groups):
+        count = -(-len(groups[zone, variant]) // batch_size)
+        spans.append((zone, batch + 1, batch + count))
+        batch += count
+    mine = B.c.edition_id == edition_id
+    for zone, first, last in spans:
+        if first > last:
+            continue
+        at = zoning.release[zone]
+        conn.execute(
+            sa.update(B)
+            .where(mine & B.c.number.between(first, last))
+            .values(
+                zone=zone,
+                release_at=at,
+                status=BatchStatus.WAITING if at > now else BatchStatus.PENDING,
+            )
+        )
+
+
+def unfinished(conn: sa.Connection, now: datetime | None = None) -> list[int]:
+    """The editions still sending; with ``now``, only those with something to do now
+    (not those only waiting for zone groups whose hour has not come)."""
+    query = sa.select(E.c.id).where(E.c.status == EditionStatus.SENDING)
+    if now is not None:
+        later = sa.exists().where(
+            (B.c.edition_id == E.c.id)
+            & (B.c.status == BatchStatus.WAITING)
+            & (B.c.release_at > now)
+        )
+        work = sa.exists().where(
+            (B.c.edition_id == E.c.id)
+            & (
+                B.c.status.in_([BatchStatus.PENDING, BatchStatus.SENDING])
+                | ((B.c.status == BatchStatus.WAITING) & (B.c.release_at <= now))
+            )
+        )
+        query = query.where(work | ~later)
+    return [int(r[0]) for r in conn.execute(query.order_by(E.c.id))]
 
 
 def load_composed(conn: sa.Connection, edition_id: int) -> Composed:
@@ -351,6 +450,168 @@ def load_variants(conn: sa.Connection, edition: Composed) -> dict[int, Composed]
 def edition_entry_count(conn: sa.Connection, edition_id: int) -> int:
     row = conn.execute(sa.select(E.c.item_count, E.c.more_count).where(E.c.id == edition_id)).one()
     return int(row.item_count + row.more_count)
+
+
+# -- cycles: the stories of each, for the editions that span several ---------------------
+
+
+def _story(e: Entry) -> dict[str, Any]:
+    window = e.source.first_run_window
+    return {
+        "source": [
+            e.source.url,
+            e.source.name,
+            e.source.category,
+            None if window is None else window.total_seconds(),
+            e.source.resend_updated,
+        ],
+        "source_title": e.source_title,
+        "identity": e.identity,
+        "title": e.title,
+        "link": e.link,
+        "canonical_link": e.canonical_link,
+        "summary": e.summary,
+        "content_html": e.content_html,
+        "published": e.published.isoformat(),
+        "dated": e.dated,
+        "author": e.author,
+        "thumbnail": e.thumbnail,
+        "categories": list(e.categories),
+        "body_source": e.body_source,
+        "body_base": e.body_base,
+        "fingerprint": e.fingerprint,
+        "updated": e.updated,
+    }
+
+
+def _entry(d: dict[str, Any]) -> Entry:
+    url, name, category, window, resend = d.pop("source")
+    source = FeedSource(
+        url, name, category, None if window is None else timedelta(seconds=window), resend
+    )
+    published = datetime.fromisoformat(d.pop("published"))
+    return Entry(source=source, published=published, categories=tuple(d.pop("categories")), **d)
+
+
+def save_stories(conn: sa.Connection, edition_id: int, entries: Sequence[Entry]) -> None:
+    """Keep the edition's new stories, for the weekly and catch-up editions that rank
+    them again (``load_stories``)."""
+    data = json.dumps([_story(e) for e in entries], ensure_ascii=False)
+    conn.execute(sa.update(E).where(E.c.id == edition_id).values(stories=data))
+
+
+def load_stories(conn: sa.Connection, edition_ids: Iterable[int]) -> dict[int, list[Entry]]:
+    out: dict[int, list[Entry]] = {}
+    for chunk in chunks(sorted(set(edition_ids))):
+        rows = conn.execute(sa.select(E.c.id, E.c.stories).where(E.c.id.in_(chunk)))
+        for edition_id, data in rows:
+            out[int(edition_id)] = [_entry(d) for d in json.loads(data)] if data else []
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRow:
+    id: int
+    cycle: str
+    weekly: bool
+
+
+def cycles(conn: sa.Connection, since: str) -> list[CycleRow]:
+    """The editions made for cycles from ``since`` on (not abandoned: their stories
+    count as new again), oldest first."""
+    rows = conn.execute(
+        sa.select(E.c.id, E.c.cycle, E.c.weekly)
+        .where(
+            E.c.cycle.is_not(None) & (E.c.cycle >= since) & (E.c.status != EditionStatus.ABANDONED)
+        )
+        .order_by(E.c.id)
+    )
+    return [CycleRow(int(r.id), str(r.cycle), bool(r.weekly)) for r in rows]
+
+
+def last_cycle(conn: sa.Connection) -> str | None:
+    """The latest cycle an edition was made for."""
+    return conn.execute(sa.select(sa.func.max(E.c.cycle))).scalar()
+
+
+# -- zone groups ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What ``release`` did to one edition's zone groups."""
+
+    edition_id: int
+    released: tuple[str, ...]
+    missed: tuple[str, ...]
+    recipients_missed: int
+
+
+def release(conn: sa.Connection, now: datetime, grace: timedelta | None) -> list[Released]:
+    """Zone groups whose hour has come go out: their waiting batches become pending.
+    Those missed by more than ``grace`` (digest was down) are taken out of their
+    edition, and their subscribers' cursors go back: the stories wait for their next
+    edition."""
+    waiting = B.c.status == BatchStatus.WAITING
+    rows = conn.execute(
+        sa.select(B.c.edition_id, B.c.zone, sa.func.min(B.c.release_at))
+        .where(waiting & (B.c.release_at <= now))
+        .group_by(B.c.edition_id, B.c.zone)
+        .order_by(B.c.edition_id, B.c.zone)
+    ).all()
+    done: dict[int, tuple[list[str], list[str], int]] = {}
+    for edition_id, zone, at in rows:
+        released, missed, count = done.setdefault(int(edition_id), ([], [], 0))
+        group = waiting & (B.c.edition_id == edition_id) & (B.c.zone == zone)
+        if grace is not None and now - at > grace:
+            missed.append(zone)
+            done[int(edition_id)] = (released, missed, count + _take_out(conn, edition_id, group))
+        else:
+            released.append(zone)
+            conn.execute(sa.update(B).where(group).values(status=BatchStatus.PENDING))
+    return [Released(e, tuple(r), tuple(m), n) for e, (r, m, n) in done.items()]
+
+
+def _take_out(conn: sa.Connection, edition_id: int, group: sa.ColumnElement[bool]) -> int:
+    S = schema.subscribers
+    numbers = sa.select(B.c.number).where(group)
+    mine = (D.c.edition_id == edition_id) & D.c.batch.in_(numbers)
+    since = (
+        sa.select(D.c.since)
+        .where((D.c.edition_id == edition_id) & (D.c.subscriber_id == S.c.id))
+        .scalar_subquery()
+    )
+    conn.execute(
+        sa.update(S)
+        .where(
+            (S.c.covered_through == edition_id)
+            & S.c.id.in_(sa.select(D.c.subscriber_id).where(mine))
+        )
+        .values(covered_through=since)
+    )
+    count = _recipients(conn, group)
+    conn.execute(sa.delete(D).where(mine))
+    conn.execute(sa.delete(B).where(group))
+    conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=E.c.recipients - count))
+    return count
+
+
+def zones_of(conn: sa.Connection, edition_id: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The edition's zone groups released so far, and those still waiting."""
+    rows = conn.execute(
+        sa.select(B.c.zone, B.c.status)
+        .where((B.c.edition_id == edition_id) & B.c.zone.is_not(None))
+        .group_by(B.c.zone, B.c.status)
+    ).all()
+    pending = sorted({str(z) for z, st in rows if st == BatchStatus.WAITING})
+    released = sorted({str(z) for z, _ in rows} - set(pending))
+    return tuple(released), tuple(pending)
+
+
+def next_release(conn: sa.Connection) -> datetime | None:
+    """When the next waiting zone group's hour comes."""
+    query = sa.select(sa.func.min(B.c.release_at)).where(B.c.status == BatchStatus.WAITING)
+    return conn.execute(query).scalar()
 
 
 # -- batches ------------------------------------------------------------------------------
@@ -512,6 +773,7 @@ class Tally:
     unknown: int
     pending: int
     status: EditionStatus
+    waiting: int = 0  # in zone groups whose hour has not come (counted in ``pending``)
 
 
 def tally(conn: sa.Connection, edition_id: int) -> Tally:
@@ -540,8 +802,11 @@ def tally(conn: sa.Connection, edition_id: int) -> Tally:
         delivered=sizes.get(BatchStatus.SENT, 0) - rejected,
         failed=sizes.get(BatchStatus.FAILED, 0) + rejected,
         unknown=sizes.get(BatchStatus.UNKNOWN, 0),
-        pending=sizes.get(BatchStatus.PENDING, 0) + sizes.get(BatchStatus.SENDING, 0),
+        pending=sizes.get(BatchStatus.PENDING, 0)
+        + sizes.get(BatchStatus.SENDING, 0)
+        + sizes.get(BatchStatus.WAITING, 0),
         status=EditionStatus(row.status),
+        waiting=sizes.get(BatchStatus.WAITING, 0),
     )
 
 

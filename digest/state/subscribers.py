@@ -51,6 +51,8 @@ class Subscriber:
     preferences: dict[str, object] = field(default_factory=dict)
     paused_until: datetime | None = None
     confirmed_at: datetime | None = None
+    frequency: str | None = None  # None: daily (or what the operator offers)
+    timezone: str | None = None  # None: schedule.timezone
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -80,6 +82,8 @@ def _subscriber(row: sa.Row[tuple[object, ...]]) -> Subscriber:
         preferences=prefs,
         paused_until=m.get("paused_until"),
         confirmed_at=m.get("confirmed_at"),
+        frequency=m.get("frequency"),
+        timezone=m.get("timezone"),
     )
 
 
@@ -262,6 +266,25 @@ def wake(conn: sa.Connection, now: datetime) -> int:
     return int(result.rowcount)
 
 
+def set_cadence(
+    conn: sa.Connection,
+    subscriber_id: int,
+    now: datetime,
+    *,
+    frequency: str | None = None,
+    timezone: str | None = None,
+) -> None:
+    """Set how often (daily | weekly) and in which zone a subscriber gets the edition
+    (values already checked: ``schedule.checked_frequency``, ``checked_zone``). The
+    ledger's cursor stays: the next edition brings whatever they have not had."""
+    values: dict[str, object] = {"updated_at": now}
+    if frequency is not None:
+        values["frequency"] = frequency
+    if timezone is not None:
+        values["timezone"] = timezone
+    conn.execute(sa.update(S).where(S.c.id == subscriber_id).values(values))
+
+
 def set_preferences(
     conn: sa.Connection, subscriber_id: int, preferences: dict[str, object], now: datetime
 ) -> None:
@@ -289,6 +312,59 @@ def preferences_of_active(conn: sa.Connection) -> dict[int, dict[str, object]]:
         if isinstance(value, dict):
             found[int(subscriber_id)] = value
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What an active subscriber chose of their cadence, and their ledger cursor."""
+
+    frequency: str | None
+    timezone: str | None
+    covered_through: int | None
+    preferences: dict[str, object]
+
+
+def readers(
+    conn: sa.Connection, default_zone: str, previous: int | None, daily_default: bool
+) -> dict[int, Stored]:
+    """Active subscribers other than the plain ones: a plain one is daily (stored as
+    nothing or "daily", when ``daily_default``), in ``default_zone``, without
+    preferences, and got the ``previous`` edition (or none yet). Plain subscribers (most,
+    at scale) all get the edition itself with the default zone group: they are never
+    loaded."""
+    daily = (S.c.frequency.is_(None) | (S.c.frequency == "daily")) if daily_default else sa.false()
+    zone = S.c.timezone.is_(None) | (S.c.timezone == default_zone)
+    cursor: sa.ColumnElement[bool] = S.c.covered_through.is_(None)
+    if previous is not None:
+        cursor = cursor | (S.c.covered_through == previous)
+    plain = daily & zone & cursor & S.c.preferences.is_(None)
+    rows = conn.execute(
+        sa.select(S.c.id, S.c.frequency, S.c.timezone, S.c.covered_through, S.c.preferences).where(
+            (S.c.status == SubscriberStatus.ACTIVE) & sa.not_(plain)
+        )
+    )
+    return {
+        int(r.id): Stored(r.frequency, r.timezone, r.covered_through, _preferences(r.preferences))
+        for r in rows
+    }
+
+
+def _preferences(stored: str | None) -> dict[str, object]:
+    try:
+        value = json.loads(stored) if stored else {}
+    except ValueError:
+        return {}  # unreadable: the whole edition, as before the choice
+    return value if isinstance(value, dict) else {}
+
+
+def zones_of_active(conn: sa.Connection, default_zone: str) -> set[str]:
+    """The zone groups active subscribers are in."""
+    rows = conn.execute(
+        sa.select(sa.func.coalesce(S.c.timezone, default_zone))
+        .where(S.c.status == SubscriberStatus.ACTIVE)
+        .distinct()
+    )
+    return {str(r[0]) for r in rows}
 
 
 def forget_unconfirmed(conn: sa.Connection, before: datetime) -> int:

@@ -113,7 +113,7 @@ editions = Table(
     Column("slot", UTCDateTime, unique=True),  # the scheduled time it was made for
     # The cycle: the local wall-clock time it is for ("2027-03-13T07:00"), the same in
     # every zone group (each gets it at that time in its own zone); NULL before 0009.
-    Column("cycle", String(16), unique=True),
+    Column("cycle", String(16), index=True),
     Column("weekly", Boolean, nullable=False, server_default="0"),  # weekly readers' cycle
     Column("stories", Text),  # JSON: its new entries, for the weekly and catch-up variants
 )

@@ -32,7 +32,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cycle", sa.String(length=16), nullable=True))
         batch.add_column(sa.Column("weekly", sa.Boolean(), server_default="0", nullable=False))
         batch.add_column(sa.Column("stories", sa.Text(), nullable=True))
-        batch.create_unique_constraint(op.f("uq_editions_cycle"), ["cycle"])
+        batch.create_index(op.f("ix_editions_cycle"), ["cycle"], unique=False)
     with op.batch_alter_table("batches") as batch:
         batch.add_column(sa.Column("zone", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("release_at", sa.DateTime(timezone=True), nullable=True))
@@ -51,7 +51,7 @@ def downgrade() -> None:
         batch.drop_column("release_at")
         batch.drop_column("zone")
     with op.batch_alter_table("editions") as batch:
-        batch.drop_constraint(op.f("uq_editions_cycle"), type_="unique")
+        batch.drop_index(op.f("ix_editions_cycle"))
         batch.drop_column("stories")
         batch.drop_column("weekly")
         batch.drop_column("cycle")
