@@ -130,6 +130,31 @@ class Runner:
             return True
         return self.decide_now().action is Action.RUN
 
+    def run_due(self, progress: pipeline.Progress | None = None) -> RunReport | None:
+        """Decide again under the lease (it may have just gone out), then run for the
+        decision: make the due cycle's edition, release the zone groups whose hour has
+        come, resume. None: nothing to do now. ``digest run --due`` and each tick."""
+        engine = self.services.engine
+        with lease.held(engine, clock=self.services.clock):
+            decision = self.decide_now()
+            if not decision.runs:
+                log.info("nothing to do: %s", decision.reason)
+                return None
+            log.info("run: %s", decision.reason)
+            report = pipeline.run(
+                self.services,
+                progress,
+                slot=decision.slot,
+                cycle=decision.cycle,
+                grace=self.schedule.grace,
+                hold_lease=False,
+                resume_only=decision.action is Action.RESUME,
+            )
+            if decision.action is Action.RUN and decision.slot is not None:
+                with engine.begin() as conn:
+                    mark_handled(conn, decision.slot)
+        return report
+
     def tick(self) -> Outcome:
         """Never raises: a scheduler thread must survive any failure, and /healthz
         reports it (``last_error``)."""
@@ -157,25 +182,10 @@ class Runner:
         if not decision.runs:
             log.info("nothing to do: %s", decision.reason)
             return Outcome.SKIPPED
-        engine = self.services.engine
         try:
-            with lease.held(engine, clock=self.services.clock):
-                decision = self.decide_now()  # again, under the lease: it may have just gone out
-                if not decision.runs:
-                    log.info("nothing to do: %s", decision.reason)
-                    return Outcome.SKIPPED
-                log.info("run: %s", decision.reason)
-                report = pipeline.run(
-                    self.services,
-                    slot=decision.slot,
-                    cycle=decision.cycle,
-                    grace=self.schedule.grace,
-                    hold_lease=False,
-                    resume_only=decision.action is Action.RESUME,
-                )
-                if decision.action is Action.RUN and decision.slot is not None:
-                    with engine.begin() as conn:
-                        mark_handled(conn, decision.slot)
+            report = self.run_due()
+            if report is None:
+                return Outcome.SKIPPED
         except LeaseError as exc:
             log.warning("%s; trying again in %ss", exc, int(BUSY_RETRY.total_seconds()))
             return Outcome.BUSY

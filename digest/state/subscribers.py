@@ -30,6 +30,7 @@ from ..errors import AddressError, UsageError
 from ..mail.addresses import ASCII_ONLY, Rules, normalize
 from ..mail.headers import header_safe
 from ..model import SubscriberStatus
+from ..schedule import FREQUENCIES, checked_frequency, checked_zone
 from .db import schema
 from .spreadsheet import escape, unescape
 
@@ -64,6 +65,8 @@ class Subscriber:
             "created_at": self.created_at.isoformat(),
             "unsubscribed_at": self.unsubscribed_at.isoformat() if self.unsubscribed_at else None,
             "reason": self.reason,
+            "frequency": self.frequency,
+            "timezone": self.timezone,
         }
 
 
@@ -359,12 +362,16 @@ def _preferences(stored: str | None) -> dict[str, object]:
 
 def zones_of_active(conn: sa.Connection, default_zone: str) -> set[str]:
     """The zone groups active subscribers are in."""
+    return set(zone_groups(conn, default_zone))
+
+
+def zone_groups(conn: sa.Connection, default_zone: str) -> dict[str, int]:
+    """Each zone group of active subscribers → how many are in it."""
+    zone = sa.func.coalesce(S.c.timezone, default_zone)
     rows = conn.execute(
-        sa.select(sa.func.coalesce(S.c.timezone, default_zone))
-        .where(S.c.status == SubscriberStatus.ACTIVE)
-        .distinct()
+        sa.select(zone, sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE).group_by(zone)
     )
-    return {str(r[0]) for r in rows}
+    return {str(z): int(n) for z, n in rows}
 
 
 def forget_unconfirmed(conn: sa.Connection, before: datetime) -> int:
@@ -416,9 +423,12 @@ def import_csv(
     *,
     resubscribe: bool = False,
     rules: Rules = ASCII_ONLY,
+    frequencies: Sequence[str] = FREQUENCIES,
 ) -> ImportReport:
-    """Import ``email,name`` rows; bad rows are reported by line, good ones imported. A
-    cell ``export_csv`` marked as text (a leading ``'``) is read without the mark."""
+    """Import ``email,name`` rows (and optional ``frequency`` and ``timezone``: one of
+    ``frequencies``, an IANA zone; empty leaves it as it is); bad rows are reported by
+    line, good ones imported. A cell ``export_csv`` marked as text (a leading ``'``) is
+    read without the mark."""
     report = ImportReport()
     reader = csv.reader(text)
     header = next(reader, None)
@@ -450,8 +460,17 @@ def import_csv(
         if address.lower() in seen:
             report.rejected.append((line, f"{address} appears twice in the file"))
             continue
+        try:
+            frequency, timezone = _cadence_cells(row, columns, frequencies)
+        except UsageError as exc:
+            report.rejected.append((line, str(exc)))
+            continue
         seen.add(address.lower())
         result = add(conn, address, name, "import", now, resubscribe=resubscribe, rules=rules)
+        if result.outcome != "refused" and (frequency or timezone):
+            set_cadence(conn, result.subscriber.id, now, frequency=frequency, timezone=timezone)
+            if result.outcome == "unchanged":
+                result = Added(result.subscriber, "updated")
         if result.outcome == "refused":
             report.refused.append(
                 (
@@ -466,6 +485,23 @@ def import_csv(
     return report
 
 
+def _cadence_cells(
+    row: Sequence[str], columns: Sequence[str], frequencies: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """A row's ``frequency`` and ``timezone`` cells, checked (None: empty or no column)."""
+
+    def cell(name: str) -> str | None:
+        at = columns.index(name) if name in columns else -1
+        value = unescape(row[at].strip()) if 0 <= at < len(row) else ""
+        return value or None
+
+    frequency, timezone = cell("frequency"), cell("timezone")
+    return (
+        checked_frequency(frequency, frequencies) if frequency else None,
+        checked_zone(timezone) if timezone else None,
+    )
+
+
 def _day(when: datetime | None) -> str:
     return f"{when:%Y-%m-%d}" if when else "an earlier date"
 
@@ -473,7 +509,18 @@ def _day(when: datetime | None) -> str:
 def export_csv(conn: sa.Connection, out: TextIO, status: str | None = None) -> int:
     """The list as CSV; no cell is a formula to a spreadsheet (``import_csv`` reads it back)."""
     writer = csv.writer(out)
-    writer.writerow(["email", "name", "status", "source", "created_at", "unsubscribed_at"])
+    writer.writerow(
+        [
+            "email",
+            "name",
+            "status",
+            "source",
+            "created_at",
+            "unsubscribed_at",
+            "frequency",
+            "timezone",
+        ]
+    )
     n = 0
     for s in all_subscribers(conn, status):
         cells = [
@@ -483,6 +530,8 @@ def export_csv(conn: sa.Connection, out: TextIO, status: str | None = None) -> i
             s.source,
             s.created_at.isoformat(),
             s.unsubscribed_at.isoformat() if s.unsubscribed_at else "",
+            s.frequency or "",
+            s.timezone or "",
         ]
         writer.writerow([escape(cell) for cell in cells])
         n += 1
