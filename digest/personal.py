@@ -156,7 +156,7 @@ class Reader:
     """One active subscriber as ``plan_cycle`` sees them."""
 
     span: frozenset[int] | None  # ``span``'s answer; None: not this edition
-    preferences: Mapping[str, object]
+    skips: Skips = Skips()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,25 +177,27 @@ def plan_cycle(
     one per distinct span and set of left-out feeds, numbered in a stable order."""
     own = frozenset({this})
     stories = {**stories, this: selection.entries}
+    alike: dict[Reader, list[int]] = {}  # decided once per distinct choice, not per reader
+    for subscriber_id, reader in readers.items():
+        alike.setdefault(reader, []).append(subscriber_id)
     contents: dict[frozenset[int], Selection] = {own: selection}
     groups: dict[tuple[frozenset[int], frozenset[str]], list[int]] = {}
-    nothing: set[int] = set()
-    later: set[int] = set()
-    for subscriber_id, reader in readers.items():
+    nothing: list[int] = []
+    later: list[int] = []
+    for reader, members in alike.items():
         if reader.span is None:
-            later.add(subscriber_id)
+            later.extend(members)
             continue
         content = contents.get(reader.span)
         if content is None:
             content = span_selection(stories, reader.span, max_items, cap)
             contents[reader.span] = content
-        skips = Skips.of(reader.preferences)
         sources = {e.source.url: e.source for e in content.entries}
-        dropped = frozenset(url for url, src in sources.items() if skips.leaves_out(src))
+        dropped = frozenset(url for url, src in sources.items() if reader.skips.leaves_out(src))
         if (dropped and dropped == frozenset(sources)) or (reader.span != own and not sources):
-            nothing.add(subscriber_id)
+            nothing.extend(members)
         elif (reader.span, dropped) != (own, frozenset()):
-            groups.setdefault((reader.span, dropped), []).append(subscriber_id)
+            groups.setdefault((reader.span, dropped), []).extend(members)
     numbered = sorted(groups, key=lambda k: (sorted(k[0]), sorted(k[1])))
     selections = {0: selection}
     for n, (editions, dropped) in enumerate(numbered, 1):

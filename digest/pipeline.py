@@ -439,24 +439,25 @@ def _plan(
     zones = subscribers.zones_of_active(conn, cadence.timezone) | {cadence.timezone}
     stands = schedule.releases(cycle, zones, services.clock(), grace)
     missed = {z for z, r in stands.items() if r is schedule.Release.MISSED}
-    previous = earlier[-1].id if earlier else None
     daily = cadence.frequency(None) == schedule.DAILY
-    stored = subscribers.readers(
-        conn, cadence.timezone, None if cadence.timezone in missed else previous, daily
-    )
+    stored = subscribers.readers(conn, cadence.timezone, daily, cadence.timezone in missed)
     this = personal.Cycle(edition_id, cycle)
     cycles = [personal.Cycle(c.id, schedule.parse_cycle(c.cycle)) for c in earlier]
+    skips: dict[str | None, personal.Skips] = {}  # the same few stored choices, read once
+    spans: dict[tuple[str, int | None], frozenset[int] | None] = {}
     readers: dict[int, personal.Reader] = {}
     for subscriber_id, s in stored.items():
-        zone = cadence.zone(s.timezone)
+        if cadence.zone(s.timezone) in missed:
+            readers[subscriber_id] = personal.Reader(None)
+            continue
         frequency = cadence.frequency(s.frequency)
-        span = (
-            None
-            if zone in missed
-            else personal.span(frequency, s.covered_through, this, cycles, weekly)
-        )
-        readers[subscriber_id] = personal.Reader(span, s.preferences)
-    needed = {e for r in readers.values() if r.span for e in r.span} - {edition_id}
+        key = (frequency, s.covered_through)
+        if key not in spans:
+            spans[key] = personal.span(frequency, s.covered_through, this, cycles, weekly)
+        if s.preferences not in skips:
+            skips[s.preferences] = personal.Skips.of(subscribers.stored_preferences(s.preferences))
+        readers[subscriber_id] = personal.Reader(spans[key], skips[s.preferences])
+    needed = {e for span in spans.values() if span for e in span} - {edition_id}
     stories = record.load_stories(conn, needed) if needed else {}
     plan = personal.plan_cycle(
         edition_id,
@@ -470,6 +471,11 @@ def _plan(
         default=cadence.timezone,
         of={i: z for i, s in stored.items() if (z := cadence.zone(s.timezone)) != cadence.timezone},
         release={z: schedule.release_at(cycle, z) for z in zones},
+        caught_up=frozenset(
+            i
+            for i, s in stored.items()
+            if s.covered_through is not None and i not in plan.variants.later
+        ),
     )
     return plan, zoning
 

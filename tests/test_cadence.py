@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from digest.model import Entry, FeedSource, Selection
-from digest.personal import Cycle, Reader, plan_cycle, span, span_selection
+from digest.personal import Cycle, Reader, Skips, plan_cycle, span, span_selection
 from digest.schedule import (
     Cadence,
     Release,
@@ -213,16 +213,16 @@ def test_a_later_update_replaces_the_earlier() -> None:
 
 def test_variants_are_spans_times_left_out_feeds_not_zones() -> None:
     this = Selection(items=tuple(STORIES[3]), more=(), baseline=())
-    skip_art = {"skip_categories": ["Art"]}
+    skip_art = Skips.of({"skip_categories": ["Art"]})
     readers = {
-        1: Reader(frozenset({3}), {}),
-        2: Reader(frozenset({3}), {}),  # another zone: same variant
-        3: Reader(frozenset({1, 2, 3}), {}),  # weekly
+        1: Reader(frozenset({3})),
+        2: Reader(frozenset({3})),  # another zone: same variant
+        3: Reader(frozenset({1, 2, 3})),  # weekly
         4: Reader(frozenset({1, 2, 3}), skip_art),  # weekly, no art
         5: Reader(frozenset({3}), skip_art),  # daily, no art
-        6: Reader(None, {}),  # weekly reader on another day
-        7: Reader(frozenset({3}), {"skip_categories": ["Art", "Tech"]}),
-        8: Reader(frozenset({1, 2, 3}), {}),
+        6: Reader(None),  # weekly reader on another day
+        7: Reader(frozenset({3}), Skips.of({"skip_categories": ["Art", "Tech"]})),
+        8: Reader(frozenset({1, 2, 3})),
     }
     got = plan_cycle(3, this, STORIES, readers, max_items=10, cap=50)
     v = got.variants

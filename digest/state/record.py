@@ -255,6 +255,8 @@ class Zoning:
     default: str  # the zone of everyone not in ``of``
     of: Mapping[int, str]  # subscriber id → zone group, for those in another
     release: Mapping[str, datetime]  # zone group → when it goes
+    #: Subscribers who were behind (a cursor) and are in step again with this edition.
+    caught_up: frozenset[int] = frozenset()
 
 
 def freeze_recipients(
@@ -269,41 +271,49 @@ def freeze_recipients(
 ) -> int:
     """Copy the active subscribers into the edition's deliveries, in batches. Returns how many.
 
-    One INSERT ... SELECT: the list is never loaded into memory, whatever its size. The
-    subscribers of ``variants`` then move into batches of their own variant, and those
-    with nothing to receive (or whose edition this is not) are taken out; with
-    ``zoning``, each zone group gets batches of its own, waiting for its hour. Each
-    recipient's ledger cursor moves to this edition (the one before is kept in
-    ``deliveries.since``). ``engaged_first`` (a warm-up sends the first batches first,
-    and the rest on later days): those who never bounced before those who did, then
-    the longest subscribed first.
+    One INSERT ... SELECT: the list is never loaded into memory, whatever its size. Each
+    batch holds one group, a zone group's subscribers of one variant (those of
+    ``variants`` and ``zoning``, written first to a temporary table; everyone else is in
+    group 0, the default zone and the edition itself); those with nothing to receive, or
+    whose edition this is not, are left out. A zone group whose hour has not come waits.
+    ``engaged_first`` (a warm-up sends the first batches first, and the rest on later
+    days): those who never bounced before those who did, then the longest subscribed
+    first. Each recipient's cursor before this edition is kept in ``deliveries.since``.
     """
     S, EV = schema.subscribers, schema.events
+    variants = variants or Variants()
+    groups, members = _groups(variants, zoning)
+    T = _group_table(conn, members)
     order: list[sa.ColumnElement[Any]] = [S.c.id]
     if engaged_first:
         bounced = sa.exists().where((EV.c.subscriber_id == S.c.id) & (EV.c.kind == "bounce"))
         since = sa.func.coalesce(S.c.confirmed_at, S.c.created_at)
         order = [sa.case((bounced, 1), else_=0), since, S.c.id]
-    number = sa.func.row_number().over(order_by=order) - 1
-    select = sa.select(
-        sa.literal(edition_id),
-        S.c.id,
-        number // batch_size,
-        S.c.email,
-        S.c.name,
-        S.c.covered_through,
-    ).where(S.c.status == SubscriberStatus.ACTIVE)
-    columns = ["edition_id", "subscriber_id", "batch", "email", "name", "since"]
+    group = sa.func.coalesce(T.c.grp, 0)
+    active = sa.select(sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE)
+    stride = int(conn.execute(active).scalar_one()) // batch_size + 1  # batches a group may fill
+    number = sa.func.row_number().over(partition_by=group, order_by=order) - 1
+    numbers = {g: v for g, (_, v) in groups.items() if v}
+    variant: sa.ColumnElement[Any] = (
+        sa.case(numbers, value=group, else_=0) if numbers else sa.literal(0)
+    )
+    select = (
+        sa.select(
+            sa.literal(edition_id),
+            S.c.id,
+            group * stride + number // batch_size,
+            variant,
+            S.c.email,
+            S.c.name,
+            S.c.covered_through,
+        )
+        .select_from(S.outerjoin(T, T.c.subscriber_id == S.c.id))
+        .where((S.c.status == SubscriberStatus.ACTIVE) & (group >= 0))
+    )
+    columns = ["edition_id", "subscriber_id", "batch", "variant", "email", "name", "since"]
     conn.execute(sa.insert(D).from_select(columns, select))
+    T.drop(conn)
     mine = D.c.edition_id == edition_id
-    variants = variants or Variants()
-    for chunk in chunks(sorted(variants.nothing | variants.later)):
-        conn.execute(sa.delete(D).where(mine & D.c.subscriber_id.in_(chunk)))
-    last = sa.select(sa.func.coalesce(sa.func.max(D.c.batch), -1)).where(mine)
-    shared = int(conn.execute(last).scalar_one())  # batches up to here: default zone, variant 0
-    groups = _groups(variants, zoning)
-    if groups:
-        _sort_into_groups(conn, edition_id, batch_size, groups, shared)
     conn.execute(
         sa.insert(B).from_select(
             ["edition_id", "number", "variant", "size", "status", "attempts", "updated_at"],
@@ -321,73 +331,66 @@ def freeze_recipients(
         )
     )
     if zoning is not None:
-        _hold_for_zones(conn, edition_id, now, zoning, shared, groups, batch_size)
+        _hold_for_zones(conn, edition_id, now, zoning.release, groups, stride)
+        in_step = sorted(zoning.caught_up)
+        for chunk in chunks(in_step):
+            conn.execute(sa.update(S).where(S.c.id.in_(chunk)).values(covered_through=None))
     total = _recipients(conn, B.c.edition_id == edition_id)
     conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=total))
-    reached = sa.select(D.c.subscriber_id).where(mine)
-    conn.execute(sa.update(S).where(S.c.id.in_(reached)).values(covered_through=edition_id))
-    for chunk in chunks(sorted(variants.nothing)):  # they chose to have none of it
-        conn.execute(sa.update(S).where(S.c.id.in_(chunk)).values(covered_through=edition_id))
     return total
 
 
-def _groups(variants: Variants, zoning: Zoning | None) -> dict[tuple[str, int], list[int]]:
-    """(zone group, variant) → its subscribers, for all not in the shared batches."""
+def _groups(
+    variants: Variants, zoning: Zoning | None
+) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
+    """Group number → (zone group, variant), and subscriber → group for everyone not in
+    group 0 (the default zone, the edition itself); -1: left out."""
     default = zoning.default if zoning else ""
     zones = zoning.of if zoning else {}
-    groups: dict[tuple[str, int], list[int]] = {}
+    keys: dict[int, tuple[str, int]] = {}
     for subscriber_id, variant in variants.assigned.items():
-        groups.setdefault((zones.get(subscriber_id, default), variant), []).append(subscriber_id)
-    skipped = variants.nothing | variants.later
+        keys[subscriber_id] = (zones.get(subscriber_id, default), variant)
     for subscriber_id, zone in zones.items():
-        if subscriber_id not in variants.assigned and subscriber_id not in skipped:
-            groups.setdefault((zone, 0), []).append(subscriber_id)
-    return groups
+        keys.setdefault(subscriber_id, (zone, 0))
+    numbered = {key: n for n, key in enumerate(sorted(set(keys.values()) - {(default, 0)}), 1)}
+    numbered[(default, 0)] = 0
+    members = {s: numbered[key] for s, key in keys.items()}
+    for subscriber_id in variants.nothing | variants.later:
+        members[subscriber_id] = -1
+    return {n: key for key, n in numbered.items()}, members
 
 
-def _sort_into_groups(
-    conn: sa.Connection,
-    edition_id: int,
-    batch_size: int,
-    groups: Mapping[tuple[str, int], list[int]],
-    batch: int,
-) -> None:
-    mine = D.c.edition_id == edition_id
-    for zone, variant in sorted(groups):
-        for group in chunks(sorted(groups[zone, variant]), batch_size):
-            batch += 1
-            for chunk in chunks(group):  # IN lists of a size every database takes
-                conn.execute(
-                    sa.update(D)
-                    .where(mine & D.c.subscriber_id.in_(chunk))
-                    .values(batch=batch, variant=variant)
-                )
+def _group_table(conn: sa.Connection, members: Mapping[int, int]) -> sa.Table:
+    """A temporary table of ``members`` (subscriber → group), for one INSERT ... SELECT."""
+    T = sa.Table(
+        "freeze_groups",
+        sa.MetaData(),
+        sa.Column("subscriber_id", sa.Integer, primary_key=True),
+        sa.Column("grp", sa.Integer, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+    T.create(conn)
+    rows = [{"subscriber_id": s, "grp": g} for s, g in members.items()]
+    for start in range(0, len(rows), 50_000):
+        conn.execute(sa.insert(T), rows[start : start + 50_000])
+    return T
 
 
 def _hold_for_zones(
     conn: sa.Connection,
     edition_id: int,
     now: datetime,
-    zoning: Zoning,
-    shared: int,
-    groups: Mapping[tuple[str, int], list[int]],
-    batch_size: int,
+    release: Mapping[str, datetime],
+    groups: Mapping[int, tuple[str, int]],
+    stride: int,
 ) -> None:
     """Each batch's zone group and hour; those whose hour has not come wait."""
-    spans: list[tuple[str, int, int]] = [(zoning.default, 0, shared)]
-    batch = shared
-    for zone, variant in sorted(groups):
-        count = -(-len(groups[zone, variant]) // batch_size)
-        spans.append((zone, batch + 1, batch + count))
-        batch += count
     mine = B.c.edition_id == edition_id
-    for zone, first, last in spans:
-        if first > last:
-            continue
-        at = zoning.release[zone]
+    for group, (zone, _) in groups.items():
+        at = release[zone]
         conn.execute(
             sa.update(B)
-            .where(mine & B.c.number.between(first, last))
+            .where(mine & B.c.number.between(group * stride, group * stride + stride - 1))
             .values(
                 zone=zone,
                 release_at=at,
@@ -576,15 +579,20 @@ def _take_out(conn: sa.Connection, edition_id: int, group: sa.ColumnElement[bool
     S = schema.subscribers
     numbers = sa.select(B.c.number).where(group)
     mine = (D.c.edition_id == edition_id) & D.c.batch.in_(numbers)
-    since = (
+    D2 = D.alias("earlier")
+    since = sa.func.coalesce(
         sa.select(D.c.since)
         .where((D.c.edition_id == edition_id) & (D.c.subscriber_id == S.c.id))
-        .scalar_subquery()
+        .scalar_subquery(),
+        sa.select(sa.func.max(D2.c.edition_id))
+        .where((D2.c.subscriber_id == S.c.id) & (D2.c.edition_id < edition_id))
+        .scalar_subquery(),
+        sa.select(sa.func.max(E.c.id)).where(E.c.id < edition_id).scalar_subquery(),
     )
     conn.execute(
         sa.update(S)
         .where(
-            (S.c.covered_through == edition_id)
+            (S.c.covered_through.is_(None) | (S.c.covered_through >= edition_id))
             & S.c.id.in_(sa.select(D.c.subscriber_id).where(mine))
         )
         .values(covered_through=since)

@@ -278,11 +278,20 @@ def set_cadence(
     timezone: str | None = None,
 ) -> None:
     """Set how often (daily | weekly) and in which zone a subscriber gets the edition
-    (values already checked: ``schedule.checked_frequency``, ``checked_zone``). The
-    ledger's cursor stays: the next edition brings whatever they have not had."""
+    (values already checked: ``schedule.checked_frequency``, ``checked_zone``). A new
+    frequency pins the ledger's cursor to the last edition they got, so the next edition
+    brings whatever they have not had, nothing twice."""
     values: dict[str, object] = {"updated_at": now}
     if frequency is not None:
         values["frequency"] = frequency
+        row = conn.execute(
+            sa.select(S.c.frequency, S.c.covered_through).where(S.c.id == subscriber_id)
+        ).one()
+        if row.covered_through is None and row.frequency != frequency:
+            # in step until now: from here on, "what they have had" is their last edition
+            D = schema.deliveries
+            last = sa.select(sa.func.max(D.c.edition_id)).where(D.c.subscriber_id == subscriber_id)
+            values["covered_through"] = conn.execute(last).scalar()
     if timezone is not None:
         values["timezone"] = timezone
     conn.execute(sa.update(S).where(S.c.id == subscriber_id).values(values))
@@ -323,40 +332,37 @@ class Stored:
 
     frequency: str | None
     timezone: str | None
+    #: None: in step (they have had every edition meant for them); else the last
+    #: edition whose stories they were given, when behind (a switch, a missed hour).
     covered_through: int | None
-    preferences: dict[str, object]
+    preferences: str | None  # as stored (JSON): many share the same few
 
 
 def readers(
-    conn: sa.Connection, default_zone: str, previous: int | None, daily_default: bool
+    conn: sa.Connection, default_zone: str, daily_default: bool, everyone: bool = False
 ) -> dict[int, Stored]:
-    """Active subscribers other than the plain ones: a plain one is daily (stored as
-    nothing or "daily", when ``daily_default``), in ``default_zone``, without
-    preferences, and got the ``previous`` edition (or none yet). Plain subscribers (most,
-    at scale) all get the edition itself with the default zone group: they are never
-    loaded."""
+    """Active subscribers other than the plain ones (``everyone``: all of them): a plain
+    one is daily (stored as nothing or "daily", when ``daily_default``), in
+    ``default_zone``, in step, without preferences. Plain subscribers (most, at scale)
+    all get the edition itself with the default zone group: they are never loaded."""
     daily = (S.c.frequency.is_(None) | (S.c.frequency == "daily")) if daily_default else sa.false()
     zone = S.c.timezone.is_(None) | (S.c.timezone == default_zone)
-    cursor: sa.ColumnElement[bool] = S.c.covered_through.is_(None)
-    if previous is not None:
-        cursor = cursor | (S.c.covered_through == previous)
-    plain = daily & zone & cursor & S.c.preferences.is_(None)
-    rows = conn.execute(
-        sa.select(S.c.id, S.c.frequency, S.c.timezone, S.c.covered_through, S.c.preferences).where(
-            (S.c.status == SubscriberStatus.ACTIVE) & sa.not_(plain)
-        )
-    )
+    plain = daily & zone & S.c.covered_through.is_(None) & S.c.preferences.is_(None)
+    query = sa.select(S.c.id, S.c.frequency, S.c.timezone, S.c.covered_through, S.c.preferences)
+    query = query.where(S.c.status == SubscriberStatus.ACTIVE)
+    rows = conn.execute(query if everyone else query.where(sa.not_(plain)))
     return {
-        int(r.id): Stored(r.frequency, r.timezone, r.covered_through, _preferences(r.preferences))
-        for r in rows
+        int(r.id): Stored(r.frequency, r.timezone, r.covered_through, r.preferences) for r in rows
     }
 
 
-def _preferences(stored: str | None) -> dict[str, object]:
+def stored_preferences(stored: str | None) -> dict[str, object]:
+    """The preferences stored as JSON (unreadable: none, the whole edition, as before
+    the choice)."""
     try:
         value = json.loads(stored) if stored else {}
     except ValueError:
-        return {}  # unreadable: the whole edition, as before the choice
+        return {}
     return value if isinstance(value, dict) else {}
 
 
