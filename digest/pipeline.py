@@ -388,7 +388,9 @@ def commit_edition(
         record.save_content(conn, composed, len(selection.items), len(selection.more))
         record.save_stories(conn, edition_id, selection.entries)
         commit_feeds(services, gathered, edition_id, conn)
-        plan, zoning = _plan(services, conn, selection, edition_id, cycle, weekly, earlier, grace)
+        plan, grouping, counted = _plan(
+            services, conn, selection, edition_id, cycle, weekly, earlier, grace
+        )
         variants = plan.variants
         for number, variant in plan.selections.items():
             if number == 0:
@@ -407,17 +409,18 @@ def commit_edition(
         if warming and services.ramp is not None:  # each day ends on a whole batch
             batch_size = min(batch_size, services.ramp.batch_size)
         count = record.freeze_recipients(
-            conn, edition_id, batch_size, now, variants, engaged_first=warming, zoning=zoning
+            conn, edition_id, batch_size, now, engaged_first=warming, grouping=grouping
         )
     log.info("edition %s: %s entries for %s recipients", edition_id, len(selection.entries), count)
     if variants.dropped or variants.nothing:
+        chose = {n: counted[c] for n, c in enumerate(counted)}
         log.info(
             "edition %s: %s variant(s) for %s subscribers' choices; %s with nothing new "
             "they asked for",
             edition_id,
             len(variants.dropped),
-            len(variants.assigned),
-            len(variants.nothing),
+            sum(chose[n] for n in variants.assigned),
+            sum(chose[n] for n in variants.nothing),
         )
     return composed
 
@@ -431,53 +434,49 @@ def _plan(
     weekly: bool,
     earlier: Sequence[record.CycleRow],
     grace: timedelta | None,
-) -> tuple[personal.Plan, record.Zoning]:
-    """Who gets which variant of the edition of ``cycle``, and in which zone group:
-    decided by ``personal.plan_cycle`` from each subscriber's frequency, zone, cursor and
-    preferences."""
+) -> tuple[personal.Plan, record.Grouping, dict[record.Choice, int]]:
+    """Which variant of the edition of ``cycle`` each distinct choice of the subscribers
+    (frequency, zone, cursor, preferences) gets, and in which zone group: decided by
+    ``personal.plan_cycle``, per choice, never per subscriber."""
     cadence, settings = services.run.cadence, services.run
     zones = subscribers.zones_of_active(conn, cadence.timezone) | {cadence.timezone}
     stands = schedule.releases(cycle, zones, services.clock(), grace)
     missed = {z for z, r in stands.items() if r is schedule.Release.MISSED}
     daily = cadence.frequency(None) == schedule.DAILY
-    stored = subscribers.readers(conn, cadence.timezone, daily, cadence.timezone in missed)
+    counted = record.choices(conn, cadence.timezone, daily, cadence.timezone in missed)
+    listed = list(counted)
     this = personal.Cycle(edition_id, cycle)
     cycles = [personal.Cycle(c.id, schedule.parse_cycle(c.cycle)) for c in earlier]
-    skips: dict[str | None, personal.Skips] = {}  # the same few stored choices, read once
-    spans: dict[tuple[str, int | None], frozenset[int] | None] = {}
     readers: dict[int, personal.Reader] = {}
-    for subscriber_id, s in stored.items():
-        if cadence.zone(s.timezone) in missed:
-            readers[subscriber_id] = personal.Reader(None)
+    for n, c in enumerate(listed):
+        if cadence.zone(c.timezone) in missed:
+            readers[n] = personal.Reader(None)
             continue
-        frequency = cadence.frequency(s.frequency)
-        key = (frequency, s.covered_through)
-        if key not in spans:
-            spans[key] = personal.span(frequency, s.covered_through, this, cycles, weekly)
-        if s.preferences not in skips:
-            skips[s.preferences] = personal.Skips.of(subscribers.stored_preferences(s.preferences))
-        readers[subscriber_id] = personal.Reader(spans[key], skips[s.preferences])
-    needed = {e for span in spans.values() if span for e in span} - {edition_id}
+        span = personal.span(
+            cadence.frequency(c.frequency), c.covered_through, this, cycles, weekly
+        )
+        skips = personal.Skips.of(subscribers.stored_preferences(c.preferences))
+        readers[n] = personal.Reader(span, skips)
+    needed = {e for r in readers.values() if r.span for e in r.span} - {edition_id}
     stories = record.load_stories(conn, needed) if needed else {}
     plan = personal.plan_cycle(
-        edition_id,
-        selection,
-        stories,
-        readers,
-        settings.max_items,
-        settings.weekly_max_stories,
+        edition_id, selection, stories, readers, settings.max_items, settings.weekly_max_stories
     )
-    zoning = record.Zoning(
+    v = plan.variants
+    grouping = record.Grouping(
         default=cadence.timezone,
-        of={i: z for i, s in stored.items() if (z := cadence.zone(s.timezone)) != cadence.timezone},
+        groups={
+            c: None
+            if n in v.nothing or n in v.later
+            else (cadence.zone(c.timezone), v.assigned.get(n, 0))
+            for n, c in enumerate(listed)
+        },
         release={z: schedule.release_at(cycle, z) for z in zones},
         caught_up=frozenset(
-            i
-            for i, s in stored.items()
-            if s.covered_through is not None and i not in plan.variants.later
+            c for n, c in enumerate(listed) if c.covered_through is not None and n not in v.later
         ),
     )
-    return plan, zoning
+    return plan, grouping, counted
 
 
 def _weekly_has_news(services: Services, cycle: datetime) -> bool:

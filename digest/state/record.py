@@ -248,15 +248,57 @@ def save_variant(
     )
 
 
-@dataclass(frozen=True)
-class Zoning:
-    """Who is in which zone group, and when each group's hour comes."""
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a number of active subscribers stored alike: their frequency, zone, ledger
+    cursor (None: in step) and preferences (JSON). Editions are planned per choice, so
+    a million subscribers with a few hundred distinct choices are a few hundred rows."""
 
-    default: str  # the zone of everyone not in ``of``
-    of: Mapping[int, str]  # subscriber id → zone group, for those in another
+    frequency: str | None
+    timezone: str | None
+    covered_through: int | None
+    preferences: str | None
+
+
+def _choice_key(S: sa.Table) -> list[sa.ColumnElement[Any]]:
+    """The columns of a choice, each with NULL as a value a column never holds."""
+    return [
+        sa.func.coalesce(S.c.frequency, ""),
+        sa.func.coalesce(S.c.timezone, ""),
+        sa.func.coalesce(S.c.covered_through, -1),
+        sa.func.coalesce(S.c.preferences, ""),
+    ]
+
+
+def choices(
+    conn: sa.Connection, default_zone: str, daily_default: bool, everyone: bool = False
+) -> dict[Choice, int]:
+    """The distinct choices of active subscribers, with how many made each; the plain
+    one left out unless ``everyone``: daily (stored as nothing or "daily", when
+    ``daily_default``), in ``default_zone``, in step, without preferences. Plain
+    subscribers (most, at scale) get the edition itself in the default zone group."""
+    S = schema.subscribers
+    daily = (S.c.frequency.is_(None) | (S.c.frequency == "daily")) if daily_default else sa.false()
+    zone = S.c.timezone.is_(None) | (S.c.timezone == default_zone)
+    plain = daily & zone & S.c.covered_through.is_(None) & S.c.preferences.is_(None)
+    columns = [S.c.frequency, S.c.timezone, S.c.covered_through, S.c.preferences]
+    query = sa.select(*columns, sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE)
+    if not everyone:
+        query = query.where(sa.not_(plain))
+    rows = conn.execute(query.group_by(*columns))
+    return {Choice(*row[:4]): int(row[4]) for row in rows}
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Who is in which zone group with which variant, by their choices; when each zone
+    group's hour comes."""
+
+    default: str  # the zone of the plain subscribers (and of any choice not listed)
+    groups: Mapping[Choice, tuple[str, int] | None]  # → (zone group, variant); None: left out
     release: Mapping[str, datetime]  # zone group → when it goes
-    #: Subscribers who were behind (a cursor) and are in step again with this edition.
-    caught_up: frozenset[int] = frozenset()
+    #: Choices of those who were behind (a cursor) and are in step with this edition.
+    caught_up: frozenset[Choice] = frozenset()
 
 
 def freeze_recipients(
@@ -267,29 +309,30 @@ def freeze_recipients(
     variants: Variants | None = None,
     *,
     engaged_first: bool = False,
-    zoning: Zoning | None = None,
+    grouping: Grouping | None = None,
 ) -> int:
     """Copy the active subscribers into the edition's deliveries, in batches. Returns how many.
 
     One INSERT ... SELECT: the list is never loaded into memory, whatever its size. Each
-    batch holds one group, a zone group's subscribers of one variant (those of
-    ``variants`` and ``zoning``, written first to a temporary table; everyone else is in
-    group 0, the default zone and the edition itself); those with nothing to receive, or
-    whose edition this is not, are left out. A zone group whose hour has not come waits.
+    batch holds one group, a zone group's subscribers of one variant: by their choices
+    (``grouping``), or by subscriber (``variants``), both written first to small
+    temporary tables; everyone else is in group 0, the default zone and the edition
+    itself. Those with nothing to receive, or whose edition this is not, are left out.
+    A zone group whose hour has not come waits.
     ``engaged_first`` (a warm-up sends the first batches first, and the rest on later
     days): those who never bounced before those who did, then the longest subscribed
     first. Each recipient's cursor before this edition is kept in ``deliveries.since``.
     """
     S, EV = schema.subscribers, schema.events
-    variants = variants or Variants()
-    groups, members = _groups(variants, zoning)
-    T = _group_table(conn, members)
+    groups, members, by_choice = _groups(variants or Variants(), grouping)
+    T = _member_table(conn, members)
+    C = _choice_table(conn, by_choice, grouping.caught_up if grouping else frozenset())
     order: list[sa.ColumnElement[Any]] = [S.c.id]
     if engaged_first:
         bounced = sa.exists().where((EV.c.subscriber_id == S.c.id) & (EV.c.kind == "bounce"))
         since = sa.func.coalesce(S.c.confirmed_at, S.c.created_at)
         order = [sa.case((bounced, 1), else_=0), since, S.c.id]
-    group = sa.func.coalesce(T.c.grp, 0)
+    group = sa.func.coalesce(T.c.grp, C.c.grp, 0)
     active = sa.select(sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE)
     stride = int(conn.execute(active).scalar_one()) // batch_size + 1  # batches a group may fill
     number = sa.func.row_number().over(partition_by=group, order_by=order) - 1
@@ -297,6 +340,10 @@ def freeze_recipients(
     variant: sa.ColumnElement[Any] = (
         sa.case(numbers, value=group, else_=0) if numbers else sa.literal(0)
     )
+    same = sa.and_(  # C's own columns, unwrapped: its primary key finds the row
+        *(a == b for a, b in zip(_choice_key(S), list(C.c)[:4], strict=True))
+    )
+    joined = S.outerjoin(T, T.c.subscriber_id == S.c.id).outerjoin(C, same)
     select = (
         sa.select(
             sa.literal(edition_id),
@@ -307,12 +354,21 @@ def freeze_recipients(
             S.c.name,
             S.c.covered_through,
         )
-        .select_from(S.outerjoin(T, T.c.subscriber_id == S.c.id))
+        .select_from(joined)
         .where((S.c.status == SubscriberStatus.ACTIVE) & (group >= 0))
     )
     columns = ["edition_id", "subscriber_id", "batch", "variant", "email", "name", "since"]
     conn.execute(sa.insert(D).from_select(columns, select))
+    if grouping is not None and grouping.caught_up:
+        behind = sa.exists().where(same & (C.c.caught_up == sa.true()))
+        conn.execute(
+            sa.update(S)
+            .where((S.c.status == SubscriberStatus.ACTIVE) & S.c.covered_through.is_not(None))
+            .where(behind)
+            .values(covered_through=None)
+        )
     T.drop(conn)
+    C.drop(conn)
     mine = D.c.edition_id == edition_id
     conn.execute(
         sa.insert(B).from_select(
@@ -330,40 +386,37 @@ def freeze_recipients(
             .group_by(D.c.batch, D.c.variant),
         )
     )
-    if zoning is not None:
-        _hold_for_zones(conn, edition_id, now, zoning.release, groups, stride)
-        in_step = sorted(zoning.caught_up)
-        for chunk in chunks(in_step):
-            conn.execute(sa.update(S).where(S.c.id.in_(chunk)).values(covered_through=None))
+    if grouping is not None:
+        _hold_for_zones(conn, edition_id, now, grouping.release, groups, stride)
     total = _recipients(conn, B.c.edition_id == edition_id)
     conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=total))
     return total
 
 
 def _groups(
-    variants: Variants, zoning: Zoning | None
-) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
-    """Group number → (zone group, variant), and subscriber → group for everyone not in
-    group 0 (the default zone, the edition itself); -1: left out."""
-    default = zoning.default if zoning else ""
-    zones = zoning.of if zoning else {}
-    keys: dict[int, tuple[str, int]] = {}
-    for subscriber_id, variant in variants.assigned.items():
-        keys[subscriber_id] = (zones.get(subscriber_id, default), variant)
-    for subscriber_id, zone in zones.items():
-        keys.setdefault(subscriber_id, (zone, 0))
-    numbered = {key: n for n, key in enumerate(sorted(set(keys.values()) - {(default, 0)}), 1)}
+    variants: Variants, grouping: Grouping | None
+) -> tuple[dict[int, tuple[str, int]], dict[int, int], dict[Choice, int]]:
+    """Group number → (zone group, variant); subscriber → group and choice → group for
+    all not in group 0 (the default zone, the edition itself); -1: left out."""
+    default = grouping.default if grouping else ""
+    keys: set[tuple[str, int]] = {(default, v) for v in variants.assigned.values()}
+    if grouping is not None:
+        keys |= {g for g in grouping.groups.values() if g is not None}
+    numbered = {key: n for n, key in enumerate(sorted(keys - {(default, 0)}), 1)}
     numbered[(default, 0)] = 0
-    members = {s: numbered[key] for s, key in keys.items()}
+    members = {s: numbered[(default, v)] for s, v in variants.assigned.items()}
     for subscriber_id in variants.nothing | variants.later:
         members[subscriber_id] = -1
-    return {n: key for key, n in numbered.items()}, members
+    by_choice = {}
+    if grouping is not None:
+        by_choice = {c: -1 if g is None else numbered[g] for c, g in grouping.groups.items()}
+    return {n: key for key, n in numbered.items()}, members, by_choice
 
 
-def _group_table(conn: sa.Connection, members: Mapping[int, int]) -> sa.Table:
-    """A temporary table of ``members`` (subscriber → group), for one INSERT ... SELECT."""
+def _member_table(conn: sa.Connection, members: Mapping[int, int]) -> sa.Table:
+    """A temporary table of ``members`` (subscriber → group)."""
     T = sa.Table(
-        "freeze_groups",
+        "freeze_members",
         sa.MetaData(),
         sa.Column("subscriber_id", sa.Integer, primary_key=True),
         sa.Column("grp", sa.Integer, nullable=False),
@@ -371,9 +424,43 @@ def _group_table(conn: sa.Connection, members: Mapping[int, int]) -> sa.Table:
     )
     T.create(conn)
     rows = [{"subscriber_id": s, "grp": g} for s, g in members.items()]
-    for start in range(0, len(rows), 50_000):
-        conn.execute(sa.insert(T), rows[start : start + 50_000])
+    for chunk in chunks(rows, 10_000):
+        conn.execute(sa.insert(T), list(chunk))
     return T
+
+
+def _choice_table(
+    conn: sa.Connection, by_choice: Mapping[Choice, int], caught_up: frozenset[Choice]
+) -> sa.Table:
+    """A temporary table of choices (→ group, and whether they are in step again), keyed
+    by the values ``_choice_key`` makes of a subscriber's columns."""
+    C = sa.Table(
+        "freeze_choices",
+        sa.MetaData(),
+        sa.Column("frequency", sa.String(8), nullable=False),
+        sa.Column("timezone", sa.String(64), nullable=False),
+        sa.Column("covered_through", sa.Integer, nullable=False),
+        sa.Column("preferences", sa.Text, nullable=False),
+        sa.Column("grp", sa.Integer, nullable=False),
+        sa.Column("caught_up", sa.Boolean, nullable=False),
+        sa.PrimaryKeyConstraint("frequency", "timezone", "covered_through", "preferences"),
+        prefixes=["TEMPORARY"],
+    )
+    C.create(conn)
+    rows = [
+        {
+            "frequency": c.frequency or "",
+            "timezone": c.timezone or "",
+            "covered_through": -1 if c.covered_through is None else c.covered_through,
+            "preferences": c.preferences or "",
+            "grp": g,
+            "caught_up": c in caught_up,
+        }
+        for c, g in by_choice.items()
+    ]
+    for chunk in chunks(rows, 10_000):
+        conn.execute(sa.insert(C), list(chunk))
+    return C
 
 
 def _hold_for_zones(

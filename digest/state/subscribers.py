@@ -326,36 +326,6 @@ def preferences_of_active(conn: sa.Connection) -> dict[int, dict[str, object]]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """What an active subscriber chose of their cadence, and their ledger cursor."""
-
-    frequency: str | None
-    timezone: str | None
-    #: None: in step (they have had every edition meant for them); else the last
-    #: edition whose stories they were given, when behind (a switch, a missed hour).
-    covered_through: int | None
-    preferences: str | None  # as stored (JSON): many share the same few
-
-
-def readers(
-    conn: sa.Connection, default_zone: str, daily_default: bool, everyone: bool = False
-) -> dict[int, Stored]:
-    """Active subscribers other than the plain ones (``everyone``: all of them): a plain
-    one is daily (stored as nothing or "daily", when ``daily_default``), in
-    ``default_zone``, in step, without preferences. Plain subscribers (most, at scale)
-    all get the edition itself with the default zone group: they are never loaded."""
-    daily = (S.c.frequency.is_(None) | (S.c.frequency == "daily")) if daily_default else sa.false()
-    zone = S.c.timezone.is_(None) | (S.c.timezone == default_zone)
-    plain = daily & zone & S.c.covered_through.is_(None) & S.c.preferences.is_(None)
-    query = sa.select(S.c.id, S.c.frequency, S.c.timezone, S.c.covered_through, S.c.preferences)
-    query = query.where(S.c.status == SubscriberStatus.ACTIVE)
-    rows = conn.execute(query if everyone else query.where(sa.not_(plain)))
-    return {
-        int(r.id): Stored(r.frequency, r.timezone, r.covered_through, r.preferences) for r in rows
-    }
-
-
 def stored_preferences(stored: str | None) -> dict[str, object]:
     """The preferences stored as JSON (unreadable: none, the whole edition, as before
     the choice)."""
