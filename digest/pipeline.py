@@ -480,12 +480,14 @@ def _plan(
 
 
 def _weekly_has_news(services: Services, cycle: datetime) -> bool:
-    """Whether ``cycle`` is the weekly readers' and the week brought them stories, so
-    an edition is made even with nothing new since the last one."""
+    """Whether ``cycle`` is the weekly readers' (and there are some) and the week
+    brought them stories, so an edition is made even with nothing new since the last."""
     cadence = services.run.cadence
     if schedule.WEEKLY not in cadence.frequencies:
         return False
     with services.engine.connect() as conn:
+        if not subscribers.weekly_readers(conn, schedule.DAILY in cadence.frequencies):
+            return False
         earlier = record.cycles(conn, schedule.cycle_key(cycle - schedule.WEEK))
         previous = schedule.parse_cycle(earlier[-1].cycle) if earlier else None
         if not cadence.weekly(cycle, previous):

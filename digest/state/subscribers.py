@@ -326,6 +326,14 @@ def preferences_of_active(conn: sa.Connection) -> dict[int, dict[str, object]]:
     return found
 
 
+def weekly_readers(conn: sa.Connection, daily_offered: bool) -> int:
+    """How many active subscribers get the weekly edition (with daily not offered,
+    everyone does)."""
+    weekly = (S.c.frequency == "weekly") if daily_offered else sa.true()
+    query = sa.select(sa.func.count()).where((S.c.status == SubscriberStatus.ACTIVE) & weekly)
+    return int(conn.execute(query).scalar_one())
+
+
 def stored_preferences(stored: str | None) -> dict[str, object]:
     """The preferences stored as JSON (unreadable: none, the whole edition, as before
     the choice)."""
