@@ -4,6 +4,7 @@ a local SendGrid-compatible server, with the floor measured in the same run.
     python benchmarks/send.py                 # 1,000,000 subscribers
     python benchmarks/send.py --quick         # 100,000
     python benchmarks/send.py --delay 0.05    # the server answers after 50 ms, like the API
+    python benchmarks/send.py --zones 24 --variants 8   # subscribers' own zones and choices
 
 What is timed for digest: ``digest run`` as an operator runs it, in a fresh process
 (``python -m digest run``: the start and imports, the config, the feed, the recipient
@@ -18,6 +19,15 @@ Also: SMTP (``--smtp-messages``, default 10,000; 2,000 with ``--quick``) through
 code path against an aiosmtpd sink in another process, against a floor of one prebuilt
 message sent over one smtplib connection; and tokens per second against plain HMAC.
 Peak memory is the peak RSS of the process that ran the edition (a fresh child process).
+
+With ``--zones Z --variants V`` it times, in the same run, two editions of the same four
+feeds (categories A-D) to the same N subscribers: the baseline, everyone in the
+schedule's zone with no choices (one variant, one zone group), and the spread, the
+subscribers round-robin over Z real zones (UTC+14 to UTC-10) and V variants (V-1 sets
+of unticked categories, and none). The spread's time is the sum of its runs: the one
+that makes the edition at the first zone group's hour, then one per later zone group's
+hour (``pipeline.run`` with the clock at that instant), as `digest run --due` from cron
+would. Every recipient must be delivered once in both.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import hashlib
 import hmac
 import json
 import os
+import resource
 import shutil
 import smtplib
 import socket
@@ -61,7 +72,39 @@ def start_sendgrid(delay: float) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-def write_config(folder: Path, backend: dict[str, Any]) -> Path:
+ZONES = [
+    "Pacific/Kiritimati", "Pacific/Tongatapu", "Asia/Kamchatka", "Australia/Sydney",
+    "Asia/Tokyo", "Asia/Shanghai", "Asia/Bangkok", "Asia/Dhaka", "Asia/Kathmandu",
+    "Asia/Kolkata", "Asia/Karachi", "Asia/Dubai", "Europe/Moscow", "Africa/Cairo",
+    "Europe/Paris", "UTC", "Atlantic/Azores", "America/Noronha", "America/Sao_Paulo",
+    "America/Halifax", "America/New_York", "America/Denver", "America/Los_Angeles",
+    "Pacific/Honolulu",
+]  # fmt: skip
+SKIPS = [["A"], ["B"], ["C"], ["D"], ["A", "B"], ["C", "D"], ["A", "C"], ["B", "D"]]
+CYCLE = "2027-03-08T07:00"  # the zoned editions' cycle: 07:00 on a Monday, in each zone
+
+
+def four_feeds(folder: Path) -> list[tuple[str, str]]:
+    """The three sample feeds and a fourth, with the categories A to D."""
+    items = "".join(
+        f"<item><title>Fourth feed story {n}</title><guid>fourth-{n}</guid>"
+        f"<link>https://fourth.example/{n}</link><pubDate>Mon, 0{n % 7 + 1} Mar 2027 "
+        f"06:00:00 +0000</pubDate><description>{'Words of the story. ' * 20}</description></item>"
+        for n in range(10)
+    )
+    fourth = folder / "fourth.rss"
+    fourth.write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Fourth</title>'
+        f"<link>https://fourth.example/</link>{items}</channel></rss>"
+    )
+    samples = ROOT / "digest" / "samples"
+    names = ["harbour-tech.rss", "field-notes.atom", "allotment-diary.rss"]
+    return [(str(samples / n), c) for n, c in zip(names, "ABC", strict=True)] + [(str(fourth), "D")]
+
+
+def write_config(
+    folder: Path, backend: dict[str, Any], feeds: list[tuple[str, str]] | None = None
+) -> Path:
     lines = [
         "[digest]",
         'title = "Bench"',
@@ -81,14 +124,18 @@ def write_config(folder: Path, backend: dict[str, Any]) -> Path:
     for name, table in tables.items():
         lines.append(f"[delivery.{name}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    lines += ["[[feeds]]", f"url = {json.dumps(str(FEED))}", 'first_run_window = "all"']
+    for url, category in feeds or [(str(FEED), "")]:
+        lines += ["[[feeds]]", f"url = {json.dumps(url)}", 'first_run_window = "all"']
+        if category:
+            lines.append(f"category = {json.dumps(category)}")
     path = folder / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def populate(config_path: Path, n: int) -> None:
-    """N active subscribers, inserted in chunks (not timed)."""
+def populate(config_path: Path, n: int, zones: int = 1, variants: int = 1) -> None:
+    """N active subscribers, inserted in chunks (not timed); with ``zones``/``variants``,
+    subscriber i in zone i % zones and variant (i // zones) % variants."""
     import sqlalchemy as sa
 
     from digest.config import load_config
@@ -103,17 +150,104 @@ def populate(config_path: Path, n: int) -> None:
         chunk = 50_000
         for start in range(0, n, chunk):
             rows = [
-                (f"reader{i}@example{i % 97}.org", f"reader{i}@example{i % 97}.org", f"Reader {i}")
+                (
+                    f"reader{i}@example{i % 97}.org",
+                    f"reader{i}@example{i % 97}.org",
+                    f"Reader {i}",
+                    None if ZONES[i % zones] == "UTC" or zones == 1 else ZONES[i % zones],
+                    _skips((i // zones) % variants),
+                )
                 for i in range(start, min(n, start + chunk))
             ]
             raw.executemany(
                 "INSERT INTO subscribers (email, email_key, name, status, source, created_at,"
-                f" updated_at) VALUES (?, ?, ?, 'active', 'cli', '{now}', '{now}')",
+                f" updated_at, timezone, preferences) VALUES (?, ?, ?, 'active', 'cli', '{now}',"
+                f" '{now}', ?, ?)",
                 rows,
             )
         count = conn.execute(sa.select(sa.func.count()).select_from(schema.subscribers))
         assert count.scalar_one() == n
     engine.dispose()
+
+
+def _skips(variant: int) -> str | None:
+    if variant == 0:
+        return None
+    return json.dumps({"version": 1, "skip_categories": SKIPS[variant - 1], "skip_feeds": []})
+
+
+def edition_child(config_path: str, zoned: bool = False) -> None:
+    """Run in a fresh process: one whole edition; print the figures as JSON. ``zoned``:
+    the cycle's first run, then one at each later zone group's hour."""
+    from digest import pipeline, schedule
+    from digest.config import load_config
+
+    os.environ.setdefault("BENCH_SENDGRID_KEY", KEY)
+    cycle = schedule.parse_cycle(CYCLE)
+    hours = sorted({schedule.release_at(cycle, z) for z in ZONES})
+    now = [hours[0]]
+    services = pipeline.build(load_config(config_path), clock=lambda: now[0])
+    started = time.perf_counter()
+    if zoned:
+        report = pipeline.run(services, cycle=cycle)
+        (edition,) = report.editions
+        runs = 1
+        for hour in hours[1:]:
+            now[0] = hour
+            (edition,) = pipeline.run(services, resume_only=True).editions
+            runs += 1
+        assert not edition.zones_pending, edition
+    else:
+        now[0] = schedule.release_at(cycle, "UTC")  # the schedule's zone, everyone's
+        report = pipeline.run(services, cycle=cycle)
+        (edition,) = report.editions
+        runs = 1
+    wall = time.perf_counter() - started
+    import sqlalchemy as sa
+
+    from digest.state.db import schema
+
+    with services.engine.connect() as conn:
+        requests = conn.execute(sa.select(sa.func.count()).select_from(schema.batches)).scalar_one()
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "delivered": edition.recipients_delivered,
+                "failed": edition.recipients_failed,
+                "requests": requests,
+                "runs": runs,
+                "variants": 1 + len(report_variants(services)),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def report_variants(services: Any) -> list[int]:
+    import sqlalchemy as sa
+
+    from digest.state.db import schema
+
+    with services.engine.connect() as conn:
+        return [int(r[0]) for r in conn.execute(sa.select(schema.variants.c.number))]
+
+
+def run_cycle(config_path: Path, zoned: bool = False) -> dict[str, Any]:
+    """One cycle's edition, in a fresh process (``edition_child``): with ``zoned``, its
+    first run and one at each later zone group's hour."""
+    env = {**os.environ, "BENCH_SENDGRID_KEY": KEY, "NO_PROXY": "127.0.0.1,localhost"}
+    zone_flag = ["--zoned"] if zoned else []
+    out = subprocess.run(
+        [sys.executable, __file__, "--edition-child", str(config_path), *zone_flag],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the edition failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def run_edition(config_path: Path) -> dict[str, Any]:
@@ -328,6 +462,52 @@ def bench_dkim(count: int = 300) -> float:
     return count / (time.perf_counter() - started)
 
 
+def bench_zones(args: argparse.Namespace) -> None:
+    """The spread over zones and variants against one zone, one variant, same run."""
+    n = args.subscribers or (100_000 if args.quick else 1_000_000)
+    folder = Path(tempfile.mkdtemp(prefix="digest-bench-zones-"))
+    server, url = start_sendgrid(args.delay)
+    results = {}
+    try:
+        feeds = four_feeds(folder)
+        for name, zones, variants in [
+            ("one zone, one variant", 1, 1),
+            (f"{args.zones} zones, {args.variants} variants", args.zones, args.variants),
+        ]:
+            sub = folder / f"z{zones}v{variants}"
+            sub.mkdir()
+            backend = {
+                "backend": "sendgrid",
+                "workers": args.workers,
+                "sendgrid": {
+                    "api_key_env": "BENCH_SENDGRID_KEY",
+                    "api_url": url,
+                    "batch_size": args.batch_size,
+                },
+            }
+            config = write_config(sub, backend, feeds)
+            populate(config, n, zones, variants)
+            figures = run_cycle(config, zoned=zones > 1)
+            assert figures["delivered"] == n and figures["failed"] == 0, figures
+            results[name] = figures
+            print(
+                f"  {name}: {figures['wall']:.2f}s ({n / figures['wall']:,.0f} recipients/s), "
+                f"{figures['runs']} run(s), {figures['variants']} variant(s) rendered, "
+                f"{figures['requests']} requests, peak RSS {figures['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    base, spread = results.values()
+    print(
+        f"SendGrid, {n:,} recipients, {args.workers} workers: {args.zones} zones x "
+        f"{args.variants} variants / one zone, one variant = "
+        f"{spread['wall'] / base['wall']:.2f}x (target <= 1.3x)"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="100,000 subscribers, 2,000 SMTP")
@@ -337,7 +517,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--smtp-messages", type=int, default=None)
     p.add_argument("--no-smtp", action="store_true")
+    p.add_argument("--zones", type=int, default=1, help="spread over this many zones (<= 24)")
+    p.add_argument("--variants", type=int, default=1, help="and this many variants (<= 9)")
+    p.add_argument("--edition-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    p.add_argument("--zoned", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.edition_child:
+        edition_child(args.edition_child, args.zoned)
+        return
+    if args.zones > 1 or args.variants > 1:
+        bench_zones(args)
+        return
     n = args.subscribers or (100_000 if args.quick else 1_000_000)
     smtp_messages = args.smtp_messages or (2_000 if args.quick else 10_000)
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-"))

@@ -247,6 +247,19 @@ class ScheduleSection(Section):
     cron: Cron = "0 7 * * *"
     timezone: TimeZone = "UTC"
     catch_up: Duration = timedelta(hours=3)
+    #: The day weekly readers get their edition (at their own hour, in their own zone).
+    weekly_day: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"
+    #: What subscribers may choose; the first is what those who chose nothing get when
+    #: "daily" is not offered.
+    frequencies: Annotated[tuple[Literal["daily", "weekly"], ...], Field(min_length=1)] = (
+        "daily",
+        "weekly",
+    )
+    #: The most stories a weekly (or catch-up) edition ranks: the best ``max_items`` in
+    #: full, the rest as headlines.
+    weekly_max_stories: Annotated[int, Field(ge=1, le=1000)] = 50
 
     @field_validator("catch_up")
     @classmethod

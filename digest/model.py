@@ -39,6 +39,8 @@ class BatchStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    #: Frozen, its zone group's local hour not come yet: ``pending`` at ``release_at``.
+    WAITING = "waiting"
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -352,6 +354,11 @@ class EditionReport:
     problems: tuple[str, ...] = ()
     #: Still pending for the warm-up's next days (not failed: see delivery.warmup).
     recipients_waiting: int = 0
+    #: Zone groups released so far, and those whose local hour has not come yet.
+    zones_released: tuple[str, ...] = ()
+    zones_pending: tuple[str, ...] = ()
+    #: Recipients in the pending zone groups.
+    recipients_later: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,3 +388,9 @@ class Variants:
     assigned: Mapping[int, int] = field(default_factory=dict)
     #: Subscribers who left out every feed with news this time: no mail for them.
     nothing: frozenset[int] = frozenset()
+    #: Variant number → the editions (cycles) whose stories it ranks, when not just
+    #: this one's (a weekly edition, or a catch-up after a switch or a missed hour).
+    spans: Mapping[int, frozenset[int]] = field(default_factory=dict)
+    #: Active subscribers this edition is not for (weekly readers on another day, a
+    #: zone group whose hour was missed): their stories wait for their next edition.
+    later: frozenset[int] = frozenset()

@@ -8,14 +8,24 @@ edition's* feeds they leave out. Everyone who leaves out none of them (usually n
 everyone) shares the edition itself, variant 0; each distinct set is rendered once, as
 variant 1, 2, ...; a subscriber who leaves out every feed with news this time gets no
 mail. Nothing here reads a clock or a database.
+
+Each subscriber's frequency and the ledger's cursor decide the rest (``plan_cycle``):
+which editions' stories this one brings them (``span``: a daily reader this cycle's,
+a weekly reader the week's, someone who switched or whose hour was missed everything
+since their cursor, within a week) and what an edition of several cycles contains
+(``span_selection``: the stories ranked across them, capped). Each distinct span and
+set of left-out feeds is one variant, rendered once, whatever the zones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
+from . import rank
 from .model import Entry, FeedSource, Selection, Variants
+from .schedule import DAILY, WEEK, WEEKLY
 
 #: The version of the stored preferences' format.
 PREFERENCES_VERSION = 1
@@ -101,3 +111,118 @@ def _kept(story: Entry, feeds: frozenset[str]) -> Entry | None:
     if not sources:
         return None
     return replace(sources[0], also=tuple(replace(e, also=()) for e in sources[1:]))
+
+
+# -- frequency, spans, weekly editions ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """An edition made for a cycle: its id and its wall-clock time."""
+
+    id: int
+    at: datetime
+
+
+def span(
+    frequency: str, cursor: int | None, this: Cycle, earlier: Iterable[Cycle], weekly: bool
+) -> frozenset[int] | None:
+    """The editions whose stories ``this`` one brings a subscriber (None: it is not
+    theirs, a weekly reader's on another day). ``cursor``: the last edition whose
+    stories they were given (None: a new subscriber, who starts with this cycle, or
+    as a weekly reader with this week's). Never further back than a week."""
+    if frequency == WEEKLY and not weekly:
+        return None
+    if cursor is None and frequency == DAILY:
+        return frozenset({this.id})
+    floor = -1 if cursor is None else cursor
+    back = {c.id for c in earlier if floor < c.id < this.id and c.at > this.at - WEEK}
+    return frozenset(back | {this.id})
+
+
+def rank_for_edition(entries: Iterable[Entry]) -> list[Entry]:
+    """How an edition of several cycles orders their stories, best first: ``rank.order``,
+    as every edition is ranked. Its order depends only on the stories' ages relative to
+    one another, so "now" is the newest story's time (the same order as at any later
+    moment)."""
+    stories = list(entries)
+    if not stories:
+        return []
+    now = max(e.published for e in stories)
+    return [placed.entry for placed in rank.order(stories, now)]
+
+
+def span_selection(
+    stories: Mapping[int, Sequence[Entry]], editions: frozenset[int], max_items: int, cap: int
+) -> Selection:
+    """What an edition spanning ``editions`` contains: their stories (an update in a
+    later one replaces the earlier), ranked, the best ``cap``: ``max_items`` in full,
+    the rest as headlines."""
+    latest: dict[tuple[str, str], Entry] = {}
+    for edition in sorted(editions):
+        for entry in stories.get(edition, ()):
+            latest[(entry.source.url, entry.identity)] = entry
+    ranked = rank_for_edition(latest.values())[:cap]
+    return Selection(items=tuple(ranked[:max_items]), more=tuple(ranked[max_items:]), baseline=())
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """One active subscriber as ``plan_cycle`` sees them."""
+
+    span: frozenset[int] | None  # ``span``'s answer; None: not this edition
+    skips: Skips = Skips()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    variants: Variants
+    selections: Mapping[int, Selection]  # variant number → its content (0: the edition)
+
+
+def plan_cycle(
+    this: int,
+    selection: Selection,
+    stories: Mapping[int, Sequence[Entry]],
+    readers: Mapping[int, Reader],
+    max_items: int,
+    cap: int,
+) -> Plan:
+    """The variants of edition ``this`` (content ``selection``) for its ``readers``:
+    one per distinct span and set of left-out feeds, numbered in a stable order."""
+    own = frozenset({this})
+    stories = {**stories, this: selection.entries}
+    alike: dict[Reader, list[int]] = {}  # decided once per distinct choice, not per reader
+    for subscriber_id, reader in readers.items():
+        alike.setdefault(reader, []).append(subscriber_id)
+    contents: dict[frozenset[int], Selection] = {own: selection}
+    groups: dict[tuple[frozenset[int], frozenset[str]], list[int]] = {}
+    nothing: list[int] = []
+    later: list[int] = []
+    for reader, members in alike.items():
+        if reader.span is None:
+            later.extend(members)
+            continue
+        content = contents.get(reader.span)
+        if content is None:
+            content = span_selection(stories, reader.span, max_items, cap)
+            contents[reader.span] = content
+        sources = {e.source.url: e.source for e in content.entries}
+        dropped = frozenset(url for url, src in sources.items() if reader.skips.leaves_out(src))
+        if (dropped and dropped == frozenset(sources)) or (reader.span != own and not sources):
+            nothing.extend(members)
+        elif (reader.span, dropped) != (own, frozenset()):
+            groups.setdefault((reader.span, dropped), []).extend(members)
+    numbered = sorted(groups, key=lambda k: (sorted(k[0]), sorted(k[1])))
+    selections = {0: selection}
+    for n, (editions, dropped) in enumerate(numbered, 1):
+        content = contents[editions]
+        selections[n] = without(content, dropped) if dropped else content
+    variants = Variants(
+        dropped={n: key[1] for n, key in enumerate(numbered, 1)},
+        assigned={s: n for n, key in enumerate(numbered, 1) for s in groups[key]},
+        nothing=frozenset(nothing),
+        spans={n: key[0] for n, key in enumerate(numbered, 1) if key[0] != own},
+        later=frozenset(later),
+    )
+    return Plan(variants, selections)

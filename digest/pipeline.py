@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from . import faults, personal, reputation
+from . import faults, personal, reputation, schedule
 from .deliver.dispatch import dispatch
 from .ingest.clean import finish
 from .ingest.feeds import Digested, ingest, unexpected
@@ -95,13 +95,18 @@ def run(
     slot: datetime | None = None,
     hold_lease: bool = True,
     resume_only: bool = False,
+    cycle: datetime | None = None,
+    grace: timedelta | None = None,
 ) -> RunReport:
-    """Resume unfinished editions, then make and deliver a new one if anything is new.
+    """Release the zone groups whose hour has come, resume unfinished editions, then
+    make and deliver a new one if anything is new.
 
     ``slot`` is the scheduled time a new edition is made for (``editions.slot`` is
-    unique, so one slot never gets two editions); ``hold_lease=False`` when the caller
-    (the scheduler) already holds the lease; ``resume_only`` finishes unfinished
-    editions and makes no new one."""
+    unique, so one slot never gets two editions), ``cycle`` the wall-clock time it is
+    for in every zone group (None: now in the schedule's zone); ``grace``: a zone
+    group whose hour is longer ago than that is missed (None: none is, for a run made
+    by hand); ``hold_lease=False`` when the caller (the scheduler) already holds the
+    lease; ``resume_only`` finishes unfinished editions and makes no new one."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     engine, settings = services.engine, services.run
@@ -112,6 +117,8 @@ def run(
             for warning in subscribers.sync_config(conn, settings.listed, now, rules):
                 log.warning("%s", warning)
             subscribers.wake(conn, now)
+            for released in record.release(conn, now, grace):
+                _log_release(released)
         with engine.connect() as conn:
             unfinished = record.unfinished(conn)
         editions = [
@@ -133,8 +140,11 @@ def run(
         with engine.begin() as conn:
             active = subscribers.count(conn)
         skipped = nothing_to_send(gathered.selection, settings.skip_if_empty, active)
+        cycle = cycle or schedule.wall(now, settings.cadence.timezone)
+        if skipped == NOTHING_NEW and _weekly_has_news(services, cycle):
+            skipped = None
         if skipped is None:
-            composed = commit_edition(services, gathered, slot)
+            composed = commit_edition(services, gathered, slot, cycle, grace)
             faults.point("recipients-frozen")
             editions.append(deliver(services, composed.edition_id, progress, resumed=False))
         else:  # with nobody to send to, what is new stays new: only failures are recorded
@@ -158,7 +168,11 @@ def _no_new_edition(
     if stopping:
         return "asked to stop"
     warming = [e for e in resumed if e.status is EditionStatus.SENDING and e.recipients_waiting]
-    stuck = [e.id for e in resumed if e.status is EditionStatus.SENDING and e not in warming]
+    stuck = [
+        e.id
+        for e in resumed
+        if e.status is EditionStatus.SENDING and e not in warming and not e.zones_pending
+    ]
     if warming and not stuck:
         return (
             f"edition {warming[0].id} goes out over the warm-up ({warming[0].recipients_waiting} "
@@ -355,44 +369,152 @@ def commit_feeds(
 
 
 def commit_edition(
-    services: Services, gathered: Gathered, slot: datetime | None = None
+    services: Services,
+    gathered: Gathered,
+    slot: datetime | None = None,
+    cycle: datetime | None = None,
+    grace: timedelta | None = None,
 ) -> Composed:
-    """One transaction: the edition, rendered; its entries; its recipients; feed state."""
+    """One transaction: the edition, rendered (once per variant); its entries and
+    stories; its recipients, by zone group and variant; feed state."""
     now = services.clock()
     nonce = secrets.token_hex(8)
     selection = gathered.selection
+    cadence = services.run.cadence
+    cycle = cycle or schedule.wall(now, cadence.timezone)
     with services.engine.begin() as conn:
-        edition_id = record.begin_edition(conn, now, nonce, slot)
+        earlier = record.cycles(conn, schedule.cycle_key(cycle - schedule.WEEK))
+        previous = earlier[-1] if earlier else None
+        weekly = cadence.weekly(cycle, schedule.parse_cycle(previous.cycle) if previous else None)
+        edition_id = record.begin_edition(conn, now, nonce, slot, schedule.cycle_key(cycle), weekly)
         composed = services.renderer.compose(edition_id, selection, now, nonce)
         page = services.renderer.page(edition_id, selection, now, nonce)
         record.save_content(conn, composed, len(selection.items), len(selection.more), page)
+        record.save_stories(conn, edition_id, selection.entries)
         commit_feeds(services, gathered, edition_id, conn)
-        variants = personal.plan(selection, subscribers.preferences_of_active(conn))
-        for number, dropped in variants.dropped.items():
-            variant = personal.without(selection, dropped)
+        plan, grouping, counted = _plan(
+            services, conn, selection, edition_id, cycle, weekly, earlier, grace
+        )
+        variants = plan.variants
+        for number, variant in plan.selections.items():
+            if number == 0:
+                continue
             # headlines moved up into the items get what items have: a sanitized body
             variant = replace(variant, items=tuple(finished(e) for e in variant.items))
             record.save_variant(
-                conn, number, services.renderer.compose(edition_id, variant, now, nonce), dropped
+                conn,
+                number,
+                services.renderer.compose(edition_id, variant, now, nonce),
+                variants.dropped[number],
+                variants.spans.get(number),
             )
         warming = warmup_allowance(services, conn).limit is not None
         batch_size = services.backend.batch_size
         if warming and services.ramp is not None:  # each day ends on a whole batch
             batch_size = min(batch_size, services.ramp.batch_size)
         count = record.freeze_recipients(
-            conn, edition_id, batch_size, now, variants, engaged_first=warming
+            conn, edition_id, batch_size, now, engaged_first=warming, grouping=grouping
         )
     log.info("edition %s: %s entries for %s recipients", edition_id, len(selection.entries), count)
     if variants.dropped or variants.nothing:
+        chose = {n: counted[c] for n, c in enumerate(counted)}
         log.info(
-            "edition %s: %s variant(s) for %s subscribers' preferences; %s with nothing new "
+            "edition %s: %s variant(s) for %s subscribers' choices; %s with nothing new "
             "they asked for",
             edition_id,
             len(variants.dropped),
-            len(variants.assigned),
-            len(variants.nothing),
+            sum(chose[n] for n in variants.assigned),
+            sum(chose[n] for n in variants.nothing),
         )
     return composed
+
+
+def _plan(
+    services: Services,
+    conn: sa.Connection,
+    selection: Selection,
+    edition_id: int,
+    cycle: datetime,
+    weekly: bool,
+    earlier: Sequence[record.CycleRow],
+    grace: timedelta | None,
+) -> tuple[personal.Plan, record.Grouping, dict[record.Choice, int]]:
+    """Which variant of the edition of ``cycle`` each distinct choice of the subscribers
+    (frequency, zone, cursor, preferences) gets, and in which zone group: decided by
+    ``personal.plan_cycle``, per choice, never per subscriber."""
+    cadence, settings = services.run.cadence, services.run
+    zones = subscribers.zones_of_active(conn, cadence.timezone) | {cadence.timezone}
+    stands = schedule.releases(cycle, zones, services.clock(), grace)
+    missed = {z for z, r in stands.items() if r is schedule.Release.MISSED}
+    daily = cadence.frequency(None) == schedule.DAILY
+    counted = record.choices(conn, cadence.timezone, daily, cadence.timezone in missed)
+    listed = list(counted)
+    this = personal.Cycle(edition_id, cycle)
+    cycles = [personal.Cycle(c.id, schedule.parse_cycle(c.cycle)) for c in earlier]
+    readers: dict[int, personal.Reader] = {}
+    for n, c in enumerate(listed):
+        if cadence.zone(c.timezone) in missed:
+            readers[n] = personal.Reader(None)
+            continue
+        span = personal.span(
+            cadence.frequency(c.frequency), c.covered_through, this, cycles, weekly
+        )
+        skips = personal.Skips.of(subscribers.stored_preferences(c.preferences))
+        readers[n] = personal.Reader(span, skips)
+    needed = {e for r in readers.values() if r.span for e in r.span} - {edition_id}
+    stories = record.load_stories(conn, needed) if needed else {}
+    plan = personal.plan_cycle(
+        edition_id, selection, stories, readers, settings.max_items, settings.weekly_max_stories
+    )
+    v = plan.variants
+    grouping = record.Grouping(
+        default=cadence.timezone,
+        groups={
+            c: None
+            if n in v.nothing or n in v.later
+            else (cadence.zone(c.timezone), v.assigned.get(n, 0))
+            for n, c in enumerate(listed)
+        },
+        release={z: schedule.release_at(cycle, z) for z in zones},
+        caught_up=frozenset(
+            c for n, c in enumerate(listed) if c.covered_through is not None and n not in v.later
+        ),
+    )
+    return plan, grouping, counted
+
+
+def _weekly_has_news(services: Services, cycle: datetime) -> bool:
+    """Whether ``cycle`` is the weekly readers' (and there are some) and the week
+    brought them stories, so an edition is made even with nothing new since the last."""
+    cadence = services.run.cadence
+    if schedule.WEEKLY not in cadence.frequencies:
+        return False
+    with services.engine.connect() as conn:
+        if not subscribers.weekly_readers(conn, schedule.DAILY in cadence.frequencies):
+            return False
+        earlier = record.cycles(conn, schedule.cycle_key(cycle - schedule.WEEK))
+        previous = schedule.parse_cycle(earlier[-1].cycle) if earlier else None
+        if not cadence.weekly(cycle, previous):
+            return False
+        stories = record.load_stories(conn, [c.id for c in earlier])
+    return any(stories.values())
+
+
+def _log_release(released: record.Released) -> None:
+    if released.released:
+        log.info(
+            "edition %s: zone group(s) released: %s",
+            released.edition_id,
+            ", ".join(released.released),
+        )
+    if released.missed:
+        log.warning(
+            "edition %s: the hour of %s was missed by more than schedule.catch_up: %s "
+            "recipient(s) get its stories in their next edition",
+            released.edition_id,
+            ", ".join(released.missed),
+            released.recipients_missed,
+        )
 
 
 def deliver(
@@ -414,16 +536,18 @@ def deliver(
         variants = record.load_variants(conn, composed)
         before = record.tally(conn, edition_id)
         allowance = warmup_allowance(services, conn)
-    progress.sending(edition_id, before.pending)
+    progress.sending(edition_id, before.pending - before.waiting)
     settings = replace(services.dispatch, on_progress=progress.sent, limit=allowance.remaining)
     outcome = dispatch(engine, services.backend, composed, settings, variants)
     with engine.begin() as conn:
         tally = record.settle(conn, edition_id, services.clock())
         problems = record.problems(conn, edition_id)
         entries = record.edition_entry_count(conn, edition_id)
+        released, pending = record.zones_of(conn, edition_id)
     if outcome.stopped:
         problems.insert(0, outcome.stopped)
-    waiting = tally.pending if outcome.capped and not outcome.stopped else 0
+    unsent = tally.pending - tally.waiting  # the zone groups still to come are not failures
+    waiting = unsent if outcome.capped and not outcome.stopped else 0
     if waiting:
         log.info("edition %s: %s", edition_id, allowance.words(waiting))
     return EditionReport(
@@ -432,11 +556,14 @@ def deliver(
         entries=entries,
         recipients=tally.recipients,
         recipients_delivered=tally.delivered,
-        recipients_failed=tally.failed + tally.pending - waiting,
+        recipients_failed=tally.failed + unsent - waiting,
         recipients_unknown=tally.unknown,
         status=tally.status,
         problems=tuple(problems),
         recipients_waiting=waiting,
+        zones_released=released,
+        zones_pending=pending,
+        recipients_later=tally.waiting,
     )
 
 

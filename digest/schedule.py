@@ -18,14 +18,24 @@
   seconds, after the instant), so ``catch_up = "0s"`` sends every edition on time and
   catches none up.
 
+- **Each subscriber's hour** (the cycles): the cron's times are local wall-clock times
+  (``cycle``: "07:00 on Monday"), the same for every subscriber; each zone group gets a
+  cycle at that time in its own zone (``release_at``). ``due_cycle`` says when a cycle's
+  edition is made: when its first zone group's hour comes (the zones furthest east
+  first), its content frozen then; ``releases`` which zone groups are due, still to
+  come, or missed by more than ``catch_up``. ``Cadence`` holds the operator's choices
+  (the default zone, the weekly day, the frequencies offered) and reads a subscriber's.
+
 The doing (reading the database, the lease, running the pipeline, APScheduler) is
 ``digest/scheduler.py``'s.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterator
+import zoneinfo
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -36,6 +46,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from . import crontab
 from .durations import format_duration
+from .errors import UsageError
 
 #: A slot run at most this late is on time, whatever ``catch_up`` says.
 ON_TIME = timedelta(minutes=1)
@@ -118,6 +129,8 @@ class Decision:
     action: Action
     slot: datetime | None
     reason: str
+    #: The cycle (wall-clock time) the slot is the first delivery hour of.
+    cycle: datetime | None = None
 
     @property
     def runs(self) -> bool:
@@ -129,14 +142,24 @@ def decide(
     now: datetime,
     last_sent: datetime | None,
     unfinished: bool = False,
+    zones: Iterable[str] = (),
 ) -> Decision:
     """Send now for a slot, resume only, or skip, and why.
 
     ``last_sent``: the latest of the last edition's creation and the last slot
     handled (a run with nothing new makes no edition but still handles its slot).
+    ``zones``: the subscribers' zone groups besides the schedule's own; a cycle's slot
+    is its first delivery hour among them (the furthest east), and it is missed only
+    when every group's hour is more than ``catch_up`` ago.
     """
-    slot = previous_slot(schedule, now)
-    if slot is None:
+    groups = sorted(set(zones) | {schedule.timezone})
+    if groups == [schedule.timezone]:
+        slot = previous_slot(schedule, now)
+        cycle = None if slot is None else wall(slot, schedule.timezone)
+    else:
+        cycle = latest_cycle(schedule, groups, now)
+        slot = None if cycle is None else first_release(cycle, groups)
+    if slot is None or cycle is None:
         return _resume_or_skip(unfinished, None, "no scheduled time has come yet")
     when = schedule.local(slot)
     if last_sent is not None and last_sent >= slot:
@@ -146,7 +169,8 @@ def decide(
             f"the edition for {when} is done (last sent {schedule.local(last_sent)})",
         )
     late = now - slot
-    if late > schedule.grace:
+    stands = releases(cycle, groups, now, schedule.grace)
+    if all(r is Release.MISSED for r in stands.values()):
         return _resume_or_skip(
             unfinished,
             slot,
@@ -154,9 +178,11 @@ def decide(
             f"({format_duration(schedule.catch_up)}): skipped; the next edition follows "
             "the schedule",
         )
-    if late > ON_TIME:
-        return Decision(Action.RUN, slot, f"catching up {when} ({format_duration(late)} late)")
-    return Decision(Action.RUN, slot, f"scheduled for {when}")
+    if late > ON_TIME and len(groups) == 1:
+        return Decision(
+            Action.RUN, slot, f"catching up {when} ({format_duration(late)} late)", cycle
+        )
+    return Decision(Action.RUN, slot, f"scheduled for {when}", cycle)
 
 
 def _resume_or_skip(unfinished: bool, slot: datetime | None, reason: str) -> Decision:
@@ -168,3 +194,160 @@ def _resume_or_skip(unfinished: bool, slot: datetime | None, reason: str) -> Dec
 def schedule_of(config: Any) -> Schedule:
     s = config.schedule
     return Schedule(cron=s.cron, timezone=s.timezone, catch_up=s.catch_up)
+
+
+def cadence_of(config: Any) -> Cadence:
+    s = config.schedule
+    return Cadence(s.timezone, s.weekly_day, tuple(s.frequencies))
+
+
+# -- each subscriber's hour and frequency (pure) --------------------------------------------
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAILY, WEEKLY = "daily", "weekly"
+FREQUENCIES = (DAILY, WEEKLY)
+#: How far back an edition's stories reach: a week, a weekly reader's span.
+WEEK = timedelta(days=7)
+#: The widest span of UTC offsets (UTC-12 to UTC+14): one cycle's zone groups.
+_EAST, _WEST = timedelta(hours=14), timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """The operator's choices: the zone of those who chose none, the weekly day, the
+    frequencies offered."""
+
+    timezone: str = "UTC"
+    weekly_day: str = "monday"
+    frequencies: tuple[str, ...] = FREQUENCIES
+
+    def frequency(self, chosen: str | None) -> str:
+        """A subscriber's frequency: theirs if offered, else daily (else the first offered)."""
+        if chosen in self.frequencies:
+            return str(chosen)
+        return DAILY if DAILY in self.frequencies else self.frequencies[0]
+
+    def zone(self, chosen: str | None) -> str:
+        return chosen or self.timezone
+
+    def weekly(self, cycle: datetime, previous: datetime | None) -> bool:
+        """Whether ``cycle`` is the weekly readers': the weekly day's first cycle."""
+        first = previous is None or previous.date() != cycle.date()
+        return WEEKDAYS[cycle.weekday()] == self.weekly_day and first
+
+
+@functools.cache
+def zone_names() -> tuple[str, ...]:
+    """Every IANA zone name, sorted (what a subscriber may choose)."""
+    return tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory"}))
+
+
+def checked_zone(value: str) -> str:
+    """``value`` if it names an IANA zone, else UsageError saying so."""
+    name = value.strip()
+    if name not in set(zone_names()):
+        raise UsageError(
+            f"timezone {value!r} is not an IANA time zone: write one like "
+            '"Europe/London", "Asia/Kolkata" or "UTC"'
+        )
+    return name
+
+
+def checked_frequency(value: str, offered: Iterable[str]) -> str:
+    """``value`` if it is a frequency the operator offers, else UsageError saying so."""
+    offered = tuple(offered)
+    name = value.strip().lower()
+    if name not in offered:
+        raise UsageError(
+            f"frequency {value!r} is not offered: choose {' or '.join(offered)} "
+            "(schedule.frequencies)"
+        )
+    return name
+
+
+def cycle_key(cycle: datetime) -> str:
+    """How a cycle is stored: ``2027-03-13T07:00``."""
+    return f"{cycle:%Y-%m-%dT%H:%M}"
+
+
+def parse_cycle(key: str) -> datetime:
+    return datetime.strptime(key, "%Y-%m-%dT%H:%M")
+
+
+def wall(when: datetime, zone: str) -> datetime:
+    """The local wall-clock time (naive, to the minute) of ``when`` in ``zone``."""
+    return when.astimezone(ZoneInfo(zone)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def release_at(cycle: datetime, zone: str) -> datetime:
+    """The instant (UTC) a cycle comes in ``zone``. A wall time that does not exist
+    there that day (clocks springing forward) comes when it would without the jump; one
+    that happens twice comes the first time."""
+    return cycle.replace(tzinfo=ZoneInfo(zone), fold=0).astimezone(UTC)
+
+
+def iter_cycles(schedule: Schedule, after: datetime) -> Iterator[datetime]:
+    """The cron's wall-clock times strictly after the naive ``after``, one at a time."""
+    trigger = crontab.trigger(schedule.cron, ZoneInfo("UTC"))
+    previous: datetime | None = None
+    now = after.replace(tzinfo=UTC) + timedelta(microseconds=1)
+    while (nxt := trigger.get_next_fire_time(previous, now)) is not None:
+        previous, now = nxt, nxt
+        yield nxt.astimezone(UTC).replace(tzinfo=None)
+
+
+class Release(StrEnum):
+    DUE = "due"  # its hour has come (within schedule.catch_up): send
+    LATER = "later"  # its hour has not come yet: wait
+    MISSED = "missed"  # missed by more than schedule.catch_up: its stories wait
+
+
+def releases(
+    cycle: datetime, zones: Iterable[str], now: datetime, grace: timedelta | None
+) -> dict[str, Release]:
+    """Where each zone group stands for ``cycle`` at ``now`` (``grace`` None: nothing
+    is missed, as for ``digest run``)."""
+    out = {}
+    for zone in zones:
+        late = now - release_at(cycle, zone)
+        if late < timedelta(0):
+            out[zone] = Release.LATER
+        elif grace is not None and late > grace:
+            out[zone] = Release.MISSED
+        else:
+            out[zone] = Release.DUE
+    return out
+
+
+def first_release(cycle: datetime, zones: Iterable[str]) -> datetime:
+    """A cycle's first delivery hour among ``zones``: when its edition is made."""
+    return min(release_at(cycle, z) for z in zones)
+
+
+def latest_cycle(schedule: Schedule, zones: Iterable[str], now: datetime) -> datetime | None:
+    """The latest cycle whose first delivery hour among ``zones`` has come (looked for
+    as far back as ``catch_up`` reaches, and a day)."""
+    groups = list(zones)
+    start = wall(now, "UTC") - schedule.grace - _WEST - timedelta(days=1)
+    found = None
+    for cycle in iter_cycles(schedule, start):
+        if cycle > wall(now, "UTC") + _EAST:
+            break
+        if first_release(cycle, groups) <= now:
+            found = cycle
+    return found
+
+
+def next_releases(schedule: Schedule, zones: Iterable[str], now: datetime) -> dict[str, datetime]:
+    """Each zone group's next delivery hour after ``now`` (UTC instants)."""
+    left = set(zones)
+    found: dict[str, datetime] = {}
+    for cycle in iter_cycles(schedule, wall(now, "UTC") - _WEST - timedelta(days=1)):
+        for zone in sorted(left):
+            at = release_at(cycle, zone)
+            if at > now:
+                found[zone] = at
+                left.discard(zone)
+        if not left or cycle > wall(now, "UTC") + _SEARCH_LIMIT:
+            break
+    return found

@@ -5,7 +5,9 @@ unfinished), asks the pure ``schedule.decide``, takes the lease, decides again u
 it (another process may have just sent the slot), runs the pipeline for the slot and
 records it. ``Scheduler`` is APScheduler (3.11) calling ``tick`` at each fire time
 (``coalesce=True``, ``misfire_grace_time`` = the schedule's grace, one at a time), and
-once at start-up, which is the catch-up after downtime.
+once at start-up, which is the catch-up after downtime; and each minute it asks whether
+a zone group's hour has come (``Runner.hour_due``: a cycle's first delivery hour east
+of the schedule's zone, or a waiting zone group to release).
 
 Never two editions at once: the lease (``digest/state/lease.py``) is held for the
 whole run, and ``editions.slot`` is unique, so even a run that somehow got past the
@@ -109,13 +111,49 @@ class Runner:
 
     def decide_now(self) -> Decision:
         """What the database and the clock say should happen now."""
+        now = self.clock()
         with self.services.engine.connect() as conn:
             return decide(
                 self.schedule,
-                self.clock(),
+                now,
                 last_sent(conn),
-                unfinished=bool(record.unfinished(conn)),
+                unfinished=bool(record.unfinished(conn, now)),
+                zones=subscribers.zones_of_active(conn, self.schedule.timezone),
             )
+
+    def hour_due(self) -> bool:
+        """Whether a zone group's hour has come: a waiting group to release, or a
+        cycle's first delivery hour (east of the schedule's zone, before its cron time)."""
+        with self.services.engine.connect() as conn:
+            waiting = record.next_release(conn)
+        if waiting is not None and waiting <= self.clock():
+            return True
+        return self.decide_now().action is Action.RUN
+
+    def run_due(self, progress: pipeline.Progress | None = None) -> RunReport | None:
+        """Decide again under the lease (it may have just gone out), then run for the
+        decision: make the due cycle's edition, release the zone groups whose hour has
+        come, resume. None: nothing to do now. ``digest run --due`` and each tick."""
+        engine = self.services.engine
+        with lease.held(engine, clock=self.services.clock):
+            decision = self.decide_now()
+            if not decision.runs:
+                log.info("nothing to do: %s", decision.reason)
+                return None
+            log.info("run: %s", decision.reason)
+            report = pipeline.run(
+                self.services,
+                progress,
+                slot=decision.slot,
+                cycle=decision.cycle,
+                grace=self.schedule.grace,
+                hold_lease=False,
+                resume_only=decision.action is Action.RESUME,
+            )
+            if decision.action is Action.RUN and decision.slot is not None:
+                with engine.begin() as conn:
+                    mark_handled(conn, decision.slot)
+        return report
 
     def tick(self) -> Outcome:
         """Never raises: a scheduler thread must survive any failure, and /healthz
@@ -144,23 +182,10 @@ class Runner:
         if not decision.runs:
             log.info("nothing to do: %s", decision.reason)
             return Outcome.SKIPPED
-        engine = self.services.engine
         try:
-            with lease.held(engine, clock=self.services.clock):
-                decision = self.decide_now()  # again, under the lease: it may have just gone out
-                if not decision.runs:
-                    log.info("nothing to do: %s", decision.reason)
-                    return Outcome.SKIPPED
-                log.info("run: %s", decision.reason)
-                report = pipeline.run(
-                    self.services,
-                    slot=decision.slot,
-                    hold_lease=False,
-                    resume_only=decision.action is Action.RESUME,
-                )
-                if decision.action is Action.RUN and decision.slot is not None:
-                    with engine.begin() as conn:
-                        mark_handled(conn, decision.slot)
+            report = self.run_due()
+            if report is None:
+                return Outcome.SKIPPED
         except LeaseError as exc:
             log.warning("%s; trying again in %ss", exc, int(BUSY_RETRY.total_seconds()))
             return Outcome.BUSY
@@ -234,6 +259,16 @@ class Scheduler:
             max_instances=1,
         )
         self._aps.add_job(self._tick, "date", id="start-up", name="catch-up at start-up")
+        self._aps.add_job(  # subscribers' own hours, in their zones
+            self._hour,
+            "cron",
+            minute="*",
+            id="zones",
+            name="zone groups' hours",
+            coalesce=True,
+            misfire_grace_time=60,
+            max_instances=1,
+        )
         self._aps.start()
         log.info(
             "schedule: %r in %s (catch-up window %s); next edition %s",
@@ -257,6 +292,10 @@ class Scheduler:
                     name="retry after a busy lease",
                     replace_existing=True,
                 )
+
+    def _hour(self) -> None:
+        if self.runner.hour_due():
+            self._tick()
 
     @property
     def running(self) -> bool:

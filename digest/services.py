@@ -28,6 +28,7 @@ from .mail.addresses import Rules
 from .model import FeedSource
 from .render.edition import Renderer, RenderSettings
 from .reputation import Ramp, Thresholds
+from .schedule import Cadence, cadence_of
 from .state import db
 from .state.tokens import Signer, env_key, load_key
 
@@ -51,6 +52,9 @@ class RunSettings:
     workers: int
     pause_after: int
     keep_ledger: timedelta
+    #: The operator's choices for subscribers' frequency and zone (``[schedule]``).
+    cadence: Cadence = Cadence()
+    weekly_max_stories: int = 50
 
 
 def run_settings(config: Config) -> RunSettings:
@@ -66,6 +70,8 @@ def run_settings(config: Config) -> RunSettings:
         workers=config.fetch.workers,
         pause_after=config.fetch.pause_after,
         keep_ledger=config.delivery.keep_ledger,
+        cadence=cadence_of(config),
+        weekly_max_stories=config.schedule.weekly_max_stories,
     )
 
 

@@ -36,6 +36,7 @@ from . import console
 if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help stays quick
     import sqlalchemy as sa
 
+    from ..pipeline import Progress
     from ..services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,19 +177,47 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Fetch and render; send and record nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: README).")
+@click.option(
+    "--due",
+    is_flag=True,
+    help="Follow [schedule] (for cron, every 15 minutes or hourly): make the cycle's "
+    "edition when its first delivery hour comes, release the zone groups whose hour has.",
+)
 @click.pass_obj
 @handled
-def run(state: State, dry_run: bool, as_json: bool) -> None:
-    """Make and deliver one edition now (after finishing one a crash left unfinished)."""
+def run(state: State, dry_run: bool, as_json: bool, due: bool) -> None:
+    """Make and deliver one edition now (after finishing one a crash left unfinished).
+
+    Each zone group gets it at this hour in its own zone: those whose hour has passed
+    at once, the others when a later run (or `digest serve`) finds their hour come."""
     from .. import pipeline
 
+    if due and dry_run:
+        raise UsageError("--due and --dry-run do not go together: use one")
     services = pipeline.build(state.config, engine=state.engine(), readonly=dry_run)
-    work = pipeline.dry_run if dry_run else pipeline.run
+    work: Callable[[Services, Progress | None], RunReport] = (
+        _run_due(state) if due else pipeline.dry_run if dry_run else pipeline.run
+    )
     report = _with_progress(as_json, lambda bars: work(services, bars))
     _finish(report, as_json)
     if not as_json and not dry_run and any(e.recipients_delivered for e in report.editions):
         _where_to_look(state.config)
     sys.exit(EXIT_FAILED if not report.ok else EXIT_HELD if report.held else EXIT_OK)
+
+
+def _run_due(state: State) -> Callable[[Services, Progress | None], RunReport]:
+    """``digest run --due``: what `digest serve`'s scheduler does at a tick."""
+    from .. import schedule, scheduler
+
+    def work(services: Services, bars: Progress | None) -> RunReport:
+        runner = scheduler.Runner(services, schedule.schedule_of(state.config))
+        report = runner.run_due(bars)
+        if report is None:
+            reason = runner.decide_now().reason
+            return RunReport(editions=(), feeds=(), skipped=reason, seconds=0.0)
+        return report
+
+    return work
 
 
 def _with_progress(as_json: bool, work: Callable[[console.Bars | None], RunReport]) -> RunReport:
@@ -476,6 +505,36 @@ def subscribers_remove(state: State, email: str, forget: bool) -> None:
     console.out.print(f"{email}: {'erased' if forget else 'removed'}.")
 
 
+@subscribers_group.command("set")
+@click.argument("email")
+@click.option("--frequency", help="daily or weekly (as [schedule] frequencies offers).")
+@click.option("--timezone", help='Their IANA time zone, like "Asia/Kolkata".')
+@click.pass_obj
+@handled
+def subscribers_set(state: State, email: str, frequency: str | None, timezone: str | None) -> None:
+    """Set how often, and in which time zone, a subscriber gets the edition."""
+    from .. import schedule
+    from ..state import subscribers
+
+    if frequency is None and timezone is None:
+        raise UsageError("say what to set: --frequency daily|weekly, --timezone ZONE, or both")
+    cadence = schedule.cadence_of(state.config)
+    frequency = schedule.checked_frequency(frequency, cadence.frequencies) if frequency else None
+    timezone = schedule.checked_zone(timezone) if timezone else None
+    with state.engine().begin() as conn:
+        found = subscribers.get(conn, email)
+        if found is None:
+            raise UsageError(f"{email} is not on the list (add them: digest subscribers add)")
+        subscribers.set_cadence(conn, found.id, _now(), frequency=frequency, timezone=timezone)
+        now = subscribers.get_by_id(conn, found.id)
+    assert now is not None
+    hour = state.config.schedule.cron
+    console.out.print(
+        f"{now.email}: {cadence.frequency(now.frequency)}, at the schedule's hour "
+        f"({hour!r}) in {cadence.zone(now.timezone)}."
+    )
+
+
 @subscribers_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: README).")
 @click.option(
@@ -507,13 +566,19 @@ def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
 @click.pass_obj
 @handled
 def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
-    """Import subscribers from a CSV file with an email,name header."""
+    """Import subscribers from a CSV file with an email,name header (and optionally
+    frequency and timezone columns)."""
     from ..state import subscribers
 
     text = subscribers.read_file(file)
     with state.engine().begin() as conn:
         report = subscribers.import_csv(
-            conn, text, _now(), resubscribe=resubscribe, rules=state.config.delivery.address_rules
+            conn,
+            text,
+            _now(),
+            resubscribe=resubscribe,
+            rules=state.config.delivery.address_rules,
+            frequencies=state.config.schedule.frequencies,
         )
     for line, why in report.rejected:
         console.err.print(f"{file}:{line}: rejected: {why}")
@@ -789,6 +854,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_schedule: b
 def schedule_command(state: State, count: int, as_json: bool) -> None:
     """The next fire times (in the configured zone and in UTC), the last edition, and
     what `digest serve` would do if started now."""
+    from zoneinfo import ZoneInfo
+
     from .. import schedule, scheduler
 
     config = state.config
@@ -798,9 +865,11 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
     with state.engine().connect() as conn:
         last = scheduler.last_edition(conn)
         sent = scheduler.last_sent(conn)
-        from ..state import record
+        from ..state import record, subscribers
 
-        decision = schedule.decide(plan, now, sent, bool(record.unfinished(conn)))
+        groups = subscribers.zone_groups(conn, plan.timezone)
+        decision = schedule.decide(plan, now, sent, bool(record.unfinished(conn, now)), groups)
+    releases = schedule.next_releases(plan, groups, now)
     if as_json:
         console.print_json(
             {
@@ -823,6 +892,17 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
                 },
                 "last_sent": sent.isoformat() if sent else None,
                 "now": {"action": str(decision.action), "reason": decision.reason},
+                "zone_groups": [
+                    {
+                        "zone": zone,
+                        "subscribers": groups[zone],
+                        "next": {
+                            "local": releases[zone].astimezone(ZoneInfo(zone)).isoformat(),
+                            "utc": releases[zone].isoformat(),
+                        },
+                    }
+                    for zone in sorted(releases, key=lambda z: (releases[z], z))
+                ],
             }
         )
         return
@@ -843,6 +923,14 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
             f"({last.created_at:%Y-%m-%d %H:%M} UTC), {last.status}, "
             f"{last.delivered}/{last.recipients} delivered"
         )
+    if releases:
+        console.out.print("Next delivery hour per zone group (subscribers):")
+        for zone in sorted(releases, key=lambda z: (releases[z], z)):
+            at = releases[zone]
+            console.out.print(
+                f"  {zone:<24} {at.astimezone(ZoneInfo(zone)):%a %Y-%m-%d %H:%M %Z}  "
+                f"{at:%a %H:%M} UTC  ({groups[zone]})"
+            )
     verb = {"run": "would send now", "resume": "would resume", "skip": "would wait"}
     console.out.print(f"Started now, digest serve {verb[str(decision.action)]}: {decision.reason}.")
 

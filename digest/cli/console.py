@@ -101,6 +101,12 @@ def run_summary(report: RunReport) -> None:
                     if e.recipients_waiting
                     else ""
                 )
+                + (
+                    f", {e.recipients_later} waiting for their hour in "
+                    f"{escape(', '.join(e.zones_pending))}"
+                    if e.zones_pending
+                    else ""
+                )
             ),
             markup=True,
         )

@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ from ..model import (
     Composed,
     EditionStatus,
     Entry,
+    FeedSource,
     Known,
     Recipient,
     SubscriberStatus,
@@ -170,14 +171,23 @@ def remember(
 
 
 def begin_edition(
-    conn: sa.Connection, now: datetime, nonce: str, slot: datetime | None = None
+    conn: sa.Connection,
+    now: datetime,
+    nonce: str,
+    slot: datetime | None = None,
+    cycle: str | None = None,
+    weekly: bool = False,
 ) -> int:
     """Reserve the next edition id (inside the caller's transaction). ``slot``: the
-    scheduled time it is made for (unique: a second edition for it fails here)."""
+    scheduled time it is made for (unique: a second edition for it fails here);
+    ``cycle``: the wall-clock time it is for in every zone group; ``weekly``: whether
+    it is the weekly readers' too."""
     result = conn.execute(
         sa.insert(E).values(
             created_at=now,
             slot=slot,
+            cycle=cycle,
+            weekly=weekly,
             status=EditionStatus.SENDING,
             subject="",
             html="",
@@ -230,19 +240,78 @@ def save_content(
 
 
 def save_variant(
-    conn: sa.Connection, number: int, composed: Composed, dropped: frozenset[str]
+    conn: sa.Connection,
+    number: int,
+    composed: Composed,
+    dropped: frozenset[str],
+    span: frozenset[int] | None = None,
 ) -> None:
-    """Store variant ``number`` of ``composed.edition_id``: the edition without ``dropped``."""
+    """Store variant ``number`` of ``composed.edition_id``: the edition (or the stories
+    of the editions in ``span``) without ``dropped``."""
     conn.execute(
         sa.insert(V).values(
             edition_id=composed.edition_id,
             number=number,
             dropped=json.dumps(sorted(dropped)),
+            span=json.dumps(sorted(span)) if span is not None else None,
             subject=composed.subject,
             html=composed.html,
             text=composed.text,
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a number of active subscribers stored alike: their frequency, zone, ledger
+    cursor (None: in step) and preferences (JSON). Editions are planned per choice, so
+    a million subscribers with a few hundred distinct choices are a few hundred rows."""
+
+    frequency: str | None
+    timezone: str | None
+    covered_through: int | None
+    preferences: str | None
+
+
+def _choice_key(S: sa.Table) -> list[sa.ColumnElement[Any]]:
+    """The columns of a choice, each with NULL as a value a column never holds."""
+    return [
+        sa.func.coalesce(S.c.frequency, ""),
+        sa.func.coalesce(S.c.timezone, ""),
+        sa.func.coalesce(S.c.covered_through, -1),
+        sa.func.coalesce(S.c.preferences, ""),
+    ]
+
+
+def choices(
+    conn: sa.Connection, default_zone: str, daily_default: bool, everyone: bool = False
+) -> dict[Choice, int]:
+    """The distinct choices of active subscribers, with how many made each; the plain
+    one left out unless ``everyone``: daily (stored as nothing or "daily", when
+    ``daily_default``), in ``default_zone``, in step, without preferences. Plain
+    subscribers (most, at scale) get the edition itself in the default zone group."""
+    S = schema.subscribers
+    daily = (S.c.frequency.is_(None) | (S.c.frequency == "daily")) if daily_default else sa.false()
+    zone = S.c.timezone.is_(None) | (S.c.timezone == default_zone)
+    plain = daily & zone & S.c.covered_through.is_(None) & S.c.preferences.is_(None)
+    columns = [S.c.frequency, S.c.timezone, S.c.covered_through, S.c.preferences]
+    query = sa.select(*columns, sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE)
+    if not everyone:
+        query = query.where(sa.not_(plain))
+    rows = conn.execute(query.group_by(*columns))
+    return {Choice(*row[:4]): int(row[4]) for row in rows}
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Who is in which zone group with which variant, by their choices; when each zone
+    group's hour comes."""
+
+    default: str  # the zone of the plain subscribers (and of any choice not listed)
+    groups: Mapping[Choice, tuple[str, int] | None]  # → (zone group, variant); None: left out
+    release: Mapping[str, datetime]  # zone group → when it goes
+    #: Choices of those who were behind (a cursor) and are in step with this edition.
+    caught_up: frozenset[Choice] = frozenset()
 
 
 def freeze_recipients(
@@ -253,34 +322,67 @@ def freeze_recipients(
     variants: Variants | None = None,
     *,
     engaged_first: bool = False,
+    grouping: Grouping | None = None,
 ) -> int:
     """Copy the active subscribers into the edition's deliveries, in batches. Returns how many.
 
-    One INSERT ... SELECT: the list is never loaded into memory, whatever its size. The
-    subscribers of ``variants`` then move into batches of their own variant, and those
-    with nothing to receive are taken out. ``engaged_first`` (a warm-up sends the first
-    batches first, and the rest on later days): those who never bounced before those
-    who did, then the longest subscribed first.
+    One INSERT ... SELECT: the list is never loaded into memory, whatever its size. Each
+    batch holds one group, a zone group's subscribers of one variant: by their choices
+    (``grouping``), or by subscriber (``variants``), both written first to small
+    temporary tables; everyone else is in group 0, the default zone and the edition
+    itself. Those with nothing to receive, or whose edition this is not, are left out.
+    A zone group whose hour has not come waits.
+    ``engaged_first`` (a warm-up sends the first batches first, and the rest on later
+    days): those who never bounced before those who did, then the longest subscribed
+    first. Each recipient's cursor before this edition is kept in ``deliveries.since``.
     """
     S, EV = schema.subscribers, schema.events
+    groups, members, by_choice = _groups(variants or Variants(), grouping)
+    T = _member_table(conn, members)
+    C = _choice_table(conn, by_choice, grouping.caught_up if grouping else frozenset())
     order: list[sa.ColumnElement[Any]] = [S.c.id]
     if engaged_first:
         bounced = sa.exists().where((EV.c.subscriber_id == S.c.id) & (EV.c.kind == "bounce"))
         since = sa.func.coalesce(S.c.confirmed_at, S.c.created_at)
         order = [sa.case((bounced, 1), else_=0), since, S.c.id]
-    number = sa.func.row_number().over(order_by=order) - 1
-    select = sa.select(
-        sa.literal(edition_id),
-        S.c.id,
-        number // batch_size,
-        S.c.email,
-        S.c.name,
-    ).where(S.c.status == SubscriberStatus.ACTIVE)
-    conn.execute(
-        sa.insert(D).from_select(["edition_id", "subscriber_id", "batch", "email", "name"], select)
+    group = sa.func.coalesce(T.c.grp, C.c.grp, 0)
+    active = sa.select(sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE)
+    stride = int(conn.execute(active).scalar_one()) // batch_size + 1  # batches a group may fill
+    number = sa.func.row_number().over(partition_by=group, order_by=order) - 1
+    numbers = {g: v for g, (_, v) in groups.items() if v}
+    variant: sa.ColumnElement[Any] = (
+        sa.case(numbers, value=group, else_=0) if numbers else sa.literal(0)
     )
-    if variants is not None and (variants.assigned or variants.nothing):
-        _sort_into_variants(conn, edition_id, batch_size, variants)
+    same = sa.and_(  # C's own columns, unwrapped: its primary key finds the row
+        *(a == b for a, b in zip(_choice_key(S), list(C.c)[:4], strict=True))
+    )
+    joined = S.outerjoin(T, T.c.subscriber_id == S.c.id).outerjoin(C, same)
+    select = (
+        sa.select(
+            sa.literal(edition_id),
+            S.c.id,
+            group * stride + number // batch_size,
+            variant,
+            S.c.email,
+            S.c.name,
+            S.c.covered_through,
+        )
+        .select_from(joined)
+        .where((S.c.status == SubscriberStatus.ACTIVE) & (group >= 0))
+    )
+    columns = ["edition_id", "subscriber_id", "batch", "variant", "email", "name", "since"]
+    conn.execute(sa.insert(D).from_select(columns, select))
+    if grouping is not None and grouping.caught_up:
+        behind = sa.exists().where(same & (C.c.caught_up == sa.true()))
+        conn.execute(
+            sa.update(S)
+            .where((S.c.status == SubscriberStatus.ACTIVE) & S.c.covered_through.is_not(None))
+            .where(behind)
+            .values(covered_through=None)
+        )
+    T.drop(conn)
+    C.drop(conn)
+    mine = D.c.edition_id == edition_id
     conn.execute(
         sa.insert(B).from_select(
             ["edition_id", "number", "variant", "size", "status", "attempts", "updated_at"],
@@ -293,42 +395,129 @@ def freeze_recipients(
                 sa.literal(0),
                 sa.literal(now, schema.UTCDateTime),
             )
-            .where(D.c.edition_id == edition_id)
+            .where(mine)
             .group_by(D.c.batch, D.c.variant),
         )
     )
+    if grouping is not None:
+        _hold_for_zones(conn, edition_id, now, grouping.release, groups, stride)
     total = _recipients(conn, B.c.edition_id == edition_id)
     conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=total))
     return total
 
 
-def _sort_into_variants(
-    conn: sa.Connection, edition_id: int, batch_size: int, variants: Variants
-) -> None:
-    mine = D.c.edition_id == edition_id
-    for chunk in chunks(sorted(variants.nothing)):
-        conn.execute(sa.delete(D).where(mine & D.c.subscriber_id.in_(chunk)))
-    members: dict[int, list[int]] = {}
-    for subscriber_id, variant in variants.assigned.items():
-        members.setdefault(variant, []).append(subscriber_id)
-    last = sa.select(sa.func.coalesce(sa.func.max(D.c.batch), -1)).where(mine)
-    batch = int(conn.execute(last).scalar_one())
-    for variant in sorted(members):
-        for group in chunks(sorted(members[variant]), batch_size):
-            batch += 1
-            for chunk in chunks(group):  # IN lists of a size every database takes
-                conn.execute(
-                    sa.update(D)
-                    .where(mine & D.c.subscriber_id.in_(chunk))
-                    .values(batch=batch, variant=variant)
-                )
+def _groups(
+    variants: Variants, grouping: Grouping | None
+) -> tuple[dict[int, tuple[str, int]], dict[int, int], dict[Choice, int]]:
+    """Group number → (zone group, variant); subscriber → group and choice → group for
+    all not in group 0 (the default zone, the edition itself); -1: left out."""
+    default = grouping.default if grouping else ""
+    keys: set[tuple[str, int]] = {(default, v) for v in variants.assigned.values()}
+    if grouping is not None:
+        keys |= {g for g in grouping.groups.values() if g is not None}
+    numbered = {key: n for n, key in enumerate(sorted(keys - {(default, 0)}), 1)}
+    numbered[(default, 0)] = 0
+    members = {s: numbered[(default, v)] for s, v in variants.assigned.items()}
+    for subscriber_id in variants.nothing | variants.later:
+        members[subscriber_id] = -1
+    by_choice = {}
+    if grouping is not None:
+        by_choice = {c: -1 if g is None else numbered[g] for c, g in grouping.groups.items()}
+    return {n: key for key, n in numbered.items()}, members, by_choice
 
 
-def unfinished(conn: sa.Connection) -> list[int]:
-    rows = conn.execute(
-        sa.select(E.c.id).where(E.c.status == EditionStatus.SENDING).order_by(E.c.id)
+def _member_table(conn: sa.Connection, members: Mapping[int, int]) -> sa.Table:
+    """A temporary table of ``members`` (subscriber → group)."""
+    T = sa.Table(
+        "freeze_members",
+        sa.MetaData(),
+        sa.Column("subscriber_id", sa.Integer, primary_key=True),
+        sa.Column("grp", sa.Integer, nullable=False),
+        prefixes=["TEMPORARY"],
     )
-    return [int(r[0]) for r in rows]
+    T.create(conn)
+    rows = [{"subscriber_id": s, "grp": g} for s, g in members.items()]
+    for chunk in chunks(rows, 10_000):
+        conn.execute(sa.insert(T), list(chunk))
+    return T
+
+
+def _choice_table(
+    conn: sa.Connection, by_choice: Mapping[Choice, int], caught_up: frozenset[Choice]
+) -> sa.Table:
+    """A temporary table of choices (→ group, and whether they are in step again), keyed
+    by the values ``_choice_key`` makes of a subscriber's columns."""
+    C = sa.Table(
+        "freeze_choices",
+        sa.MetaData(),
+        sa.Column("frequency", sa.String(8), nullable=False),
+        sa.Column("timezone", sa.String(64), nullable=False),
+        sa.Column("covered_through", sa.Integer, nullable=False),
+        sa.Column("preferences", sa.Text, nullable=False),
+        sa.Column("grp", sa.Integer, nullable=False),
+        sa.Column("caught_up", sa.Boolean, nullable=False),
+        sa.PrimaryKeyConstraint("frequency", "timezone", "covered_through", "preferences"),
+        prefixes=["TEMPORARY"],
+    )
+    C.create(conn)
+    rows = [
+        {
+            "frequency": c.frequency or "",
+            "timezone": c.timezone or "",
+            "covered_through": -1 if c.covered_through is None else c.covered_through,
+            "preferences": c.preferences or "",
+            "grp": g,
+            "caught_up": c in caught_up,
+        }
+        for c, g in by_choice.items()
+    ]
+    for chunk in chunks(rows, 10_000):
+        conn.execute(sa.insert(C), list(chunk))
+    return C
+
+
+def _hold_for_zones(
+    conn: sa.Connection,
+    edition_id: int,
+    now: datetime,
+    release: Mapping[str, datetime],
+    groups: Mapping[int, tuple[str, int]],
+    stride: int,
+) -> None:
+    """Each batch's zone group and hour; those whose hour has not come wait."""
+    mine = B.c.edition_id == edition_id
+    for group, (zone, _) in groups.items():
+        at = release[zone]
+        conn.execute(
+            sa.update(B)
+            .where(mine & B.c.number.between(group * stride, group * stride + stride - 1))
+            .values(
+                zone=zone,
+                release_at=at,
+                status=BatchStatus.WAITING if at > now else BatchStatus.PENDING,
+            )
+        )
+
+
+def unfinished(conn: sa.Connection, now: datetime | None = None) -> list[int]:
+    """The editions still sending; with ``now``, only those with something to do now
+    (not those only waiting for zone groups whose hour has not come)."""
+    query = sa.select(E.c.id).where(E.c.status == EditionStatus.SENDING)
+    if now is not None:
+        later = sa.exists().where(
+            (B.c.edition_id == E.c.id)
+            & (B.c.status == BatchStatus.WAITING)
+            & (B.c.release_at > now)
+        )
+        work = sa.exists().where(
+            (B.c.edition_id == E.c.id)
+            & (
+                B.c.status.in_([BatchStatus.PENDING, BatchStatus.SENDING])
+                | ((B.c.status == BatchStatus.WAITING) & (B.c.release_at <= now))
+            )
+        )
+        query = query.where(work | ~later)
+    return [int(r[0]) for r in conn.execute(query.order_by(E.c.id))]
 
 
 def load_composed(conn: sa.Connection, edition_id: int) -> Composed:
@@ -364,6 +553,173 @@ def load_variants(conn: sa.Connection, edition: Composed) -> dict[int, Composed]
 def edition_entry_count(conn: sa.Connection, edition_id: int) -> int:
     row = conn.execute(sa.select(E.c.item_count, E.c.more_count).where(E.c.id == edition_id)).one()
     return int(row.item_count + row.more_count)
+
+
+# -- cycles: the stories of each, for the editions that span several ---------------------
+
+
+def _story(e: Entry) -> dict[str, Any]:
+    window = e.source.first_run_window
+    return {
+        "source": [
+            e.source.url,
+            e.source.name,
+            e.source.category,
+            None if window is None else window.total_seconds(),
+            e.source.resend_updated,
+        ],
+        "source_title": e.source_title,
+        "identity": e.identity,
+        "title": e.title,
+        "link": e.link,
+        "canonical_link": e.canonical_link,
+        "summary": e.summary,
+        "content_html": e.content_html,
+        "published": e.published.isoformat(),
+        "dated": e.dated,
+        "author": e.author,
+        "thumbnail": e.thumbnail,
+        "categories": list(e.categories),
+        "body_source": e.body_source,
+        "body_base": e.body_base,
+        "fingerprint": e.fingerprint,
+        "updated": e.updated,
+    }
+
+
+def _entry(d: dict[str, Any]) -> Entry:
+    url, name, category, window, resend = d.pop("source")
+    source = FeedSource(
+        url, name, category, None if window is None else timedelta(seconds=window), resend
+    )
+    published = datetime.fromisoformat(d.pop("published"))
+    return Entry(source=source, published=published, categories=tuple(d.pop("categories")), **d)
+
+
+def save_stories(conn: sa.Connection, edition_id: int, entries: Sequence[Entry]) -> None:
+    """Keep the edition's new stories, for the weekly and catch-up editions that rank
+    them again (``load_stories``)."""
+    data = json.dumps([_story(e) for e in entries], ensure_ascii=False)
+    conn.execute(sa.update(E).where(E.c.id == edition_id).values(stories=data))
+
+
+def load_stories(conn: sa.Connection, edition_ids: Iterable[int]) -> dict[int, list[Entry]]:
+    out: dict[int, list[Entry]] = {}
+    for chunk in chunks(sorted(set(edition_ids))):
+        rows = conn.execute(sa.select(E.c.id, E.c.stories).where(E.c.id.in_(chunk)))
+        for edition_id, data in rows:
+            out[int(edition_id)] = [_entry(d) for d in json.loads(data)] if data else []
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRow:
+    id: int
+    cycle: str
+    weekly: bool
+
+
+def cycles(conn: sa.Connection, since: str) -> list[CycleRow]:
+    """The editions made for cycles from ``since`` on (not abandoned: their stories
+    count as new again), oldest first."""
+    rows = conn.execute(
+        sa.select(E.c.id, E.c.cycle, E.c.weekly)
+        .where(
+            E.c.cycle.is_not(None) & (E.c.cycle >= since) & (E.c.status != EditionStatus.ABANDONED)
+        )
+        .order_by(E.c.id)
+    )
+    return [CycleRow(int(r.id), str(r.cycle), bool(r.weekly)) for r in rows]
+
+
+def last_cycle(conn: sa.Connection) -> str | None:
+    """The latest cycle an edition was made for."""
+    return conn.execute(sa.select(sa.func.max(E.c.cycle))).scalar()
+
+
+# -- zone groups ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What ``release`` did to one edition's zone groups."""
+
+    edition_id: int
+    released: tuple[str, ...]
+    missed: tuple[str, ...]
+    recipients_missed: int
+
+
+def release(conn: sa.Connection, now: datetime, grace: timedelta | None) -> list[Released]:
+    """Zone groups whose hour has come go out: their waiting batches become pending.
+    Those missed by more than ``grace`` (digest was down) are taken out of their
+    edition, and their subscribers' cursors go back: the stories wait for their next
+    edition."""
+    waiting = B.c.status == BatchStatus.WAITING
+    rows = conn.execute(
+        sa.select(B.c.edition_id, B.c.zone, sa.func.min(B.c.release_at))
+        .where(waiting & (B.c.release_at <= now))
+        .group_by(B.c.edition_id, B.c.zone)
+        .order_by(B.c.edition_id, B.c.zone)
+    ).all()
+    done: dict[int, tuple[list[str], list[str], int]] = {}
+    for edition_id, zone, at in rows:
+        released, missed, count = done.setdefault(int(edition_id), ([], [], 0))
+        group = waiting & (B.c.edition_id == edition_id) & (B.c.zone == zone)
+        if grace is not None and now - at > grace:
+            missed.append(zone)
+            done[int(edition_id)] = (released, missed, count + _take_out(conn, edition_id, group))
+        else:
+            released.append(zone)
+            conn.execute(sa.update(B).where(group).values(status=BatchStatus.PENDING))
+    return [Released(e, tuple(r), tuple(m), n) for e, (r, m, n) in done.items()]
+
+
+def _take_out(conn: sa.Connection, edition_id: int, group: sa.ColumnElement[bool]) -> int:
+    S = schema.subscribers
+    numbers = sa.select(B.c.number).where(group)
+    mine = (D.c.edition_id == edition_id) & D.c.batch.in_(numbers)
+    D2 = D.alias("earlier")
+    since = sa.func.coalesce(
+        sa.select(D.c.since)
+        .where((D.c.edition_id == edition_id) & (D.c.subscriber_id == S.c.id))
+        .scalar_subquery(),
+        sa.select(sa.func.max(D2.c.edition_id))
+        .where((D2.c.subscriber_id == S.c.id) & (D2.c.edition_id < edition_id))
+        .scalar_subquery(),
+        sa.select(sa.func.max(E.c.id)).where(E.c.id < edition_id).scalar_subquery(),
+    )
+    conn.execute(
+        sa.update(S)
+        .where(
+            (S.c.covered_through.is_(None) | (S.c.covered_through >= edition_id))
+            & S.c.id.in_(sa.select(D.c.subscriber_id).where(mine))
+        )
+        .values(covered_through=since)
+    )
+    count = _recipients(conn, group)
+    conn.execute(sa.delete(D).where(mine))
+    conn.execute(sa.delete(B).where(group))
+    conn.execute(sa.update(E).where(E.c.id == edition_id).values(recipients=E.c.recipients - count))
+    return count
+
+
+def zones_of(conn: sa.Connection, edition_id: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The edition's zone groups released so far, and those still waiting."""
+    rows = conn.execute(
+        sa.select(B.c.zone, B.c.status)
+        .where((B.c.edition_id == edition_id) & B.c.zone.is_not(None))
+        .group_by(B.c.zone, B.c.status)
+    ).all()
+    pending = sorted({str(z) for z, st in rows if st == BatchStatus.WAITING})
+    released = sorted({str(z) for z, _ in rows} - set(pending))
+    return tuple(released), tuple(pending)
+
+
+def next_release(conn: sa.Connection) -> datetime | None:
+    """When the next waiting zone group's hour comes."""
+    query = sa.select(sa.func.min(B.c.release_at)).where(B.c.status == BatchStatus.WAITING)
+    return conn.execute(query).scalar()
 
 
 # -- batches ------------------------------------------------------------------------------
@@ -536,6 +892,7 @@ class Tally:
     unknown: int
     pending: int
     status: EditionStatus
+    waiting: int = 0  # in zone groups whose hour has not come (counted in ``pending``)
 
 
 def tally(conn: sa.Connection, edition_id: int) -> Tally:
@@ -564,8 +921,11 @@ def tally(conn: sa.Connection, edition_id: int) -> Tally:
         delivered=sizes.get(BatchStatus.SENT, 0) - rejected,
         failed=sizes.get(BatchStatus.FAILED, 0) + rejected,
         unknown=sizes.get(BatchStatus.UNKNOWN, 0),
-        pending=sizes.get(BatchStatus.PENDING, 0) + sizes.get(BatchStatus.SENDING, 0),
+        pending=sizes.get(BatchStatus.PENDING, 0)
+        + sizes.get(BatchStatus.SENDING, 0)
+        + sizes.get(BatchStatus.WAITING, 0),
         status=EditionStatus(row.status),
+        waiting=sizes.get(BatchStatus.WAITING, 0),
     )
 
 

@@ -29,6 +29,7 @@ from ..errors import AddressError, UsageError
 from ..mail.addresses import ASCII_ONLY, Rules, normalize
 from ..mail.headers import header_safe
 from ..model import SubscriberStatus
+from ..schedule import FREQUENCIES, checked_frequency, checked_zone
 from .db import bulk, schema
 from .spreadsheet import escape, unescape
 
@@ -50,6 +51,8 @@ class Subscriber:
     preferences: dict[str, object] = field(default_factory=dict)
     paused_until: datetime | None = None
     confirmed_at: datetime | None = None
+    frequency: str | None = None  # None: daily (or what the operator offers)
+    timezone: str | None = None  # None: schedule.timezone
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -61,6 +64,8 @@ class Subscriber:
             "created_at": self.created_at.isoformat(),
             "unsubscribed_at": self.unsubscribed_at.isoformat() if self.unsubscribed_at else None,
             "reason": self.reason,
+            "frequency": self.frequency,
+            "timezone": self.timezone,
         }
 
 
@@ -79,6 +84,8 @@ def _subscriber(row: sa.Row[tuple[object, ...]]) -> Subscriber:
         preferences=prefs,
         paused_until=m.get("paused_until"),
         confirmed_at=m.get("confirmed_at"),
+        frequency=m.get("frequency"),
+        timezone=m.get("timezone"),
     )
 
 
@@ -106,13 +113,22 @@ class Added:
 
 def changes(was: Subscriber, now: Subscriber) -> str:
     """What an update changed, in words: ``name 'Ada' → 'Ada L.'; status removed → active``."""
-    return _changes((was.name, was.status), (now.name, now.status))
+    return _changes(
+        (was.name, was.status, was.frequency, was.timezone),
+        (now.name, now.status, now.frequency, now.timezone),
+    )
 
 
-def _changes(was: tuple[str | None, str], now: tuple[str | None, str]) -> str:
+_FACTS = ("name", "status", "frequency", "timezone")
+
+
+def _changes(was: Sequence[str | None], now: Sequence[str | None]) -> str:
+    """The facts (``_FACTS``, in order) that differ, in words; None is "default"."""
     said = [
-        f"{what} {before!r} → {after!r}" if what == "name" else f"{what} {before} → {after}"
-        for what, before, after in zip(("name", "status"), was, now, strict=True)
+        f"{what} {before!r} → {after!r}"
+        if what == "name"
+        else f"{what} {before or 'default'} → {after or 'default'}"
+        for what, before, after in zip(_FACTS, was, now, strict=True)
         if before != after
     ]
     return "; ".join(said) or "nothing"
@@ -276,6 +292,34 @@ def wake(conn: sa.Connection, now: datetime) -> int:
     return int(result.rowcount)
 
 
+def set_cadence(
+    conn: sa.Connection,
+    subscriber_id: int,
+    now: datetime,
+    *,
+    frequency: str | None = None,
+    timezone: str | None = None,
+) -> None:
+    """Set how often (daily | weekly) and in which zone a subscriber gets the edition
+    (values already checked: ``schedule.checked_frequency``, ``checked_zone``). A new
+    frequency pins the ledger's cursor to the last edition they got, so the next edition
+    brings whatever they have not had, nothing twice."""
+    values: dict[str, object] = {"updated_at": now}
+    if frequency is not None:
+        values["frequency"] = frequency
+        row = conn.execute(
+            sa.select(S.c.frequency, S.c.covered_through).where(S.c.id == subscriber_id)
+        ).one()
+        if row.covered_through is None and row.frequency != frequency:
+            # in step until now: from here on, "what they have had" is their last edition
+            D = schema.deliveries
+            last = sa.select(sa.func.max(D.c.edition_id)).where(D.c.subscriber_id == subscriber_id)
+            values["covered_through"] = conn.execute(last).scalar()
+    if timezone is not None:
+        values["timezone"] = timezone
+    conn.execute(sa.update(S).where(S.c.id == subscriber_id).values(values))
+
+
 def set_preferences(
     conn: sa.Connection, subscriber_id: int, preferences: dict[str, object], now: datetime
 ) -> None:
@@ -303,6 +347,38 @@ def preferences_of_active(conn: sa.Connection) -> dict[int, dict[str, object]]:
         if isinstance(value, dict):
             found[int(subscriber_id)] = value
     return found
+
+
+def weekly_readers(conn: sa.Connection, daily_offered: bool) -> int:
+    """How many active subscribers get the weekly edition (with daily not offered,
+    everyone does)."""
+    weekly = (S.c.frequency == "weekly") if daily_offered else sa.true()
+    query = sa.select(sa.func.count()).where((S.c.status == SubscriberStatus.ACTIVE) & weekly)
+    return int(conn.execute(query).scalar_one())
+
+
+def stored_preferences(stored: str | None) -> dict[str, object]:
+    """The preferences stored as JSON (unreadable: none, the whole edition, as before
+    the choice)."""
+    try:
+        value = json.loads(stored) if stored else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def zones_of_active(conn: sa.Connection, default_zone: str) -> set[str]:
+    """The zone groups active subscribers are in."""
+    return set(zone_groups(conn, default_zone))
+
+
+def zone_groups(conn: sa.Connection, default_zone: str) -> dict[str, int]:
+    """Each zone group of active subscribers → how many are in it."""
+    zone = sa.func.coalesce(S.c.timezone, default_zone)
+    rows = conn.execute(
+        sa.select(zone, sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE).group_by(zone)
+    )
+    return {str(z): int(n) for z, n in rows}
 
 
 def forget_unconfirmed(conn: sa.Connection, before: datetime) -> int:
@@ -361,6 +437,8 @@ def _staging() -> sa.Table:
         sa.Column("email", sa.String(320), nullable=False),
         sa.Column("email_key", sa.String(320), nullable=False),
         sa.Column("name", sa.String(200)),
+        sa.Column("frequency", sa.String(8)),  # None: as it is (new: the default)
+        sa.Column("timezone", sa.String(64)),
         prefixes=["TEMPORARY"],
     )
 
@@ -372,9 +450,12 @@ def import_csv(
     *,
     resubscribe: bool = False,
     rules: Rules = ASCII_ONLY,
+    frequencies: Sequence[str] = FREQUENCIES,
 ) -> ImportReport:
-    """Import ``email,name`` rows; bad rows are reported by line, good ones imported. A
-    cell ``export_csv`` marked as text (a leading ``'``) is read without the mark.
+    """Import ``email,name`` rows, and optional ``frequency`` and ``timezone`` columns (one
+    of ``frequencies``, an IANA zone; an empty cell leaves it as it is); bad rows are
+    reported by line, good ones imported. A cell ``export_csv`` marked as text (a
+    leading ``'``) is read without the mark.
 
     The file is read as a stream: each row is checked (the address as ``add`` checks
     it) and bulk-loaded into a temporary table (``bulk.load``: COPY on PostgreSQL);
@@ -393,11 +474,12 @@ def import_csv(
             (1, 'the first line must be a header with an "email" column (and optionally "name")')
         )
         return report
-    at: dict[str, int] = {n: columns.index(n) for n in ("email", "name") if n in columns}
+    wanted = ("email", "name", "frequency", "timezone")
+    at: dict[str, int] = {n: columns.index(n) for n in wanted if n in columns}
     staging = _staging()
     staging.drop(conn, checkfirst=True)
     staging.create(conn)
-    bulk.load(conn, staging, _read_rows(reader, at, rules, report.rejected))
+    bulk.load(conn, staging, _read_rows(reader, at, rules, frequencies, report.rejected))
     sa.Index("ix_digest_import_key", staging.c.email_key, staging.c.line).create(conn)
     if conn.dialect.name == "postgresql":  # a fresh table has no statistics for the planner
         conn.exec_driver_sql(f"ANALYZE {staging.name}")
@@ -409,14 +491,18 @@ def import_csv(
 
 
 def _read_rows(
-    reader: Any, at: Mapping[str, int], rules: Rules, rejected: list[tuple[int, str]]
+    reader: Any,
+    at: Mapping[str, int],
+    rules: Rules,
+    frequencies: Sequence[str],
+    rejected: list[tuple[int, str]],
 ) -> Iterator[tuple[object, ...]]:
     """The rows to stage, checked; the others go to ``rejected`` with their line."""
     for row in reader:
         line = reader.line_num
         try:
-            values = _read_row(row, at, rules)
-        except AddressError as exc:
+            values = _read_row(row, at, rules, frequencies)
+        except (AddressError, UsageError) as exc:
             rejected.append((line, str(exc)))
             continue
         if values is not None:
@@ -428,16 +514,25 @@ def _cell(row: Sequence[str], at: Mapping[str, int], name: str) -> str:
     return unescape(row[i].strip()) if 0 <= i < len(row) else ""
 
 
-def _read_row(row: Sequence[str], at: Mapping[str, int], rules: Rules) -> tuple[object, ...] | None:
+def _read_row(
+    row: Sequence[str], at: Mapping[str, int], rules: Rules, frequencies: Sequence[str]
+) -> tuple[object, ...] | None:
     """One row's values as staged (after ``line``; None: a blank row). Raises
-    AddressError saying why the row cannot be imported."""
+    AddressError or UsageError saying why the row cannot be imported."""
     if not any(cell.strip() for cell in row):
         return None
     email = _cell(row, at, "email")
     if not email:
         raise AddressError("no e-mail address")
     address = normalize(email, rules)
-    return address, address.lower(), _clean_name(_cell(row, at, "name"))
+    frequency, timezone = _cell(row, at, "frequency"), _cell(row, at, "timezone")
+    return (
+        address,
+        address.lower(),
+        _clean_name(_cell(row, at, "name")),
+        checked_frequency(frequency, frequencies) if frequency else None,
+        checked_zone(timezone) if timezone else None,
+    )
 
 
 def _repeated(conn: sa.Connection, staging: sa.Table) -> list[tuple[int, str]]:
@@ -482,47 +577,83 @@ CHANGES_LISTED = 1000
 def _update(
     conn: sa.Connection, staging: sa.Table, now: datetime, resubscribe: bool
 ) -> tuple[int, int, list[tuple[int, str]]]:
-    """Who is there already: made active again (unless paused, without ``resubscribe``)
-    and renamed when the file gives another name. Returns (updated, unchanged, what
-    changed for the first ``CHANGES_LISTED`` updated rows)."""
-    same = S.c.email_key == staging.c.email_key
+    """Who is there already: made active again (unless paused, without ``resubscribe``),
+    renamed when the file gives another name, and given the file's frequency and time
+    zone where it gives one (a new frequency pins the ledger's cursor, as
+    ``set_cadence`` does). Returns (updated, unchanged, what changed for the first
+    ``CHANGES_LISTED`` updated rows)."""
+    st = staging.c
+    same = S.c.email_key == st.email_key
     kept = [SubscriberStatus.ACTIVE] if resubscribe else [SubscriberStatus.ACTIVE, *_KEPT]
     wakes = S.c.status.not_in(kept)
-    renames = staging.c.name.is_not(None) & (S.c.name.is_(None) | (S.c.name != staging.c.name))
-    changes = sa.func.sum(sa.case((wakes | renames, 1), else_=0))
+    renames = st.name.is_not(None) & (S.c.name.is_(None) | (S.c.name != st.name))
+    refreq = st.frequency.is_not(None) & (S.c.frequency.is_(None) | (S.c.frequency != st.frequency))
+    rezone = st.timezone.is_not(None) & (S.c.timezone.is_(None) | (S.c.timezone != st.timezone))
+    any_change = wakes | renames | refreq | rezone
+    changes = sa.func.sum(sa.case((any_change, 1), else_=0))
     there, changed = conn.execute(
         sa.select(sa.func.count(), changes).join_from(staging, S, same)
     ).one()
-    said = conn.execute(
-        sa.select(staging.c.line, staging.c.email, S.c.name, S.c.status, staging.c.name, wakes)
-        .join_from(staging, S, same)
-        .where(wakes | renames)
-        .order_by(staging.c.line)
-        .limit(CHANGES_LISTED)
-    )
-    changed_rows = [
-        (
-            line,
-            f"{email}: "
-            + _changes(
-                (name, status),
-                (
-                    new if new is not None else name,
-                    SubscriberStatus.ACTIVE.value if woken_up else status,
-                ),
-            ),
-        )
-        for line, email, name, status, new, woken_up in said
-    ]
-    listed = S.c.email_key.in_(sa.select(staging.c.email_key))
+    changed_rows = _said(conn, staging, same, any_change, wakes)
+    listed = S.c.email_key.in_(sa.select(st.email_key))
     woken = dict(confirmed_at=now, unsubscribed_at=None, reason=None, paused_until=None)
     conn.execute(
         sa.update(S)
         .where(listed & wakes)
         .values(status=SubscriberStatus.ACTIVE, updated_at=now, **woken)
     )
-    conn.execute(sa.update(S).where(same & renames).values(name=staging.c.name, updated_at=now))
+    conn.execute(sa.update(S).where(same & renames).values(name=st.name, updated_at=now))
+    D = schema.deliveries
+    last = sa.select(sa.func.max(D.c.edition_id)).where(D.c.subscriber_id == S.c.id)
+    pinned = sa.case(
+        (S.c.covered_through.is_(None), last.scalar_subquery()), else_=S.c.covered_through
+    )
+    conn.execute(
+        sa.update(S)
+        .where(same & refreq)
+        .values(frequency=st.frequency, covered_through=pinned, updated_at=now)
+    )
+    conn.execute(sa.update(S).where(same & rezone).values(timezone=st.timezone, updated_at=now))
     return int(changed or 0), int(there) - int(changed or 0), changed_rows
+
+
+def _said(
+    conn: sa.Connection,
+    staging: sa.Table,
+    same: sa.ColumnElement[bool],
+    any_change: sa.ColumnElement[bool],
+    wakes: sa.ColumnElement[bool],
+) -> list[tuple[int, str]]:
+    """What each of the first ``CHANGES_LISTED`` updated rows changes, in words."""
+    st = staging.c
+    rows = conn.execute(
+        sa.select(
+            st.line,
+            st.email,
+            S.c.name,
+            S.c.status,
+            S.c.frequency,
+            S.c.timezone,
+            st.name,
+            wakes,
+            st.frequency,
+            st.timezone,
+        )
+        .join_from(staging, S, same)
+        .where(any_change)
+        .order_by(st.line)
+        .limit(CHANGES_LISTED)
+    )
+    out = []
+    for line, email, name, status, freq, zone, new_name, woken_up, new_freq, new_zone in rows:
+        after = (
+            new_name if new_name is not None else name,
+            SubscriberStatus.ACTIVE.value if woken_up else status,
+            new_freq or freq,
+            new_zone or zone,
+        )
+        out.append((line, f"{email}: " + _changes((name, status, freq, zone), after)))
+    return out
 
 
 def _insert(conn: sa.Connection, staging: sa.Table, now: datetime) -> int:
@@ -533,6 +664,8 @@ def _insert(conn: sa.Connection, staging: sa.Table, now: datetime) -> int:
             staging.c.email,
             staging.c.email_key,
             staging.c.name,
+            staging.c.frequency,
+            staging.c.timezone,
             sa.literal(SubscriberStatus.ACTIVE.value),
             sa.literal("import"),
             when,
@@ -542,7 +675,7 @@ def _insert(conn: sa.Connection, staging: sa.Table, now: datetime) -> int:
         .where(~sa.exists().where(S.c.email_key == staging.c.email_key))
         .order_by(staging.c.line)
     )
-    columns = ["email", "email_key", "name", "status", "source"]
+    columns = ["email", "email_key", "name", "frequency", "timezone", "status", "source"]
     added = conn.execute(
         sa.insert(S).from_select([*columns, "created_at", "updated_at", "confirmed_at"], fresh),
         execution_options={"preserve_rowcount": True},  # psycopg's is gone once it is read
@@ -561,6 +694,23 @@ def _refusal(address: str, when: datetime | None) -> str:
     )
 
 
+def _cadence_cells(
+    row: Sequence[str], columns: Sequence[str], frequencies: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """A row's ``frequency`` and ``timezone`` cells, checked (None: empty or no column)."""
+
+    def cell(name: str) -> str | None:
+        at = columns.index(name) if name in columns else -1
+        value = unescape(row[at].strip()) if 0 <= at < len(row) else ""
+        return value or None
+
+    frequency, timezone = cell("frequency"), cell("timezone")
+    return (
+        checked_frequency(frequency, frequencies) if frequency else None,
+        checked_zone(timezone) if timezone else None,
+    )
+
+
 def _day(when: datetime | None) -> str:
     return f"{when:%Y-%m-%d}" if when else "an earlier date"
 
@@ -568,7 +718,18 @@ def _day(when: datetime | None) -> str:
 def export_csv(conn: sa.Connection, out: TextIO, status: str | None = None) -> int:
     """The list as CSV; no cell is a formula to a spreadsheet (``import_csv`` reads it back)."""
     writer = csv.writer(out)
-    writer.writerow(["email", "name", "status", "source", "created_at", "unsubscribed_at"])
+    writer.writerow(
+        [
+            "email",
+            "name",
+            "status",
+            "source",
+            "created_at",
+            "unsubscribed_at",
+            "frequency",
+            "timezone",
+        ]
+    )
     n = 0
     for s in all_subscribers(conn, status):
         cells = [
@@ -578,6 +739,8 @@ def export_csv(conn: sa.Connection, out: TextIO, status: str | None = None) -> i
             s.source,
             s.created_at.isoformat(),
             s.unsubscribed_at.isoformat() if s.unsubscribed_at else "",
+            s.frequency or "",
+            s.timezone or "",
         ]
         writer.writerow([escape(cell) for cell in cells])
         n += 1

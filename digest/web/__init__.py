@@ -60,6 +60,8 @@ def build(
         topics=topics(config, titles),
         max_confirmations_per_hour=w.max_confirmations_per_hour,
         thresholds=services.thresholds,
+        frequencies=tuple(config.schedule.frequencies),
+        weekly_day=config.schedule.weekly_day,
     )
     return Web(
         settings=settings,

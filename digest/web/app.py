@@ -13,6 +13,8 @@ token stays in the mail.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,11 +36,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Scope
 
-from ..errors import WebhookRejected
+from ..errors import UsageError, WebhookRejected
 from ..model import SubscriberStatus
 from ..personal import Skips
 from ..render.edition import default_templates_dir
 from ..reputation import Thresholds
+from ..schedule import FREQUENCIES, Cadence, zone_names
 from ..state import subscribers, tokens
 from ..state.db.schema import MAX_ID
 from ..state.tokens import Signer
@@ -48,8 +51,18 @@ from .guard import Guard
 log = logging.getLogger(__name__)
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
+#: The pages' only script: the time zone field takes the browser's zone when empty (the
+#: page works without it). Allowed by its hash, so no other script can run.
+ZONE_SCRIPT = (
+    "(function(){var f=document.getElementById('timezone');if(!f||f.value)return;var z;"
+    "try{z=Intl.DateTimeFormat().resolvedOptions().timeZone}catch(e){return}"
+    "var l=document.getElementById('zones');"
+    "for(var i=0;l&&i<l.options.length;i++){if(l.options[i].value===z){f.value=z;return}}})();"
+)
+_ZONE_HASH = base64.b64encode(hashlib.sha256(ZONE_SCRIPT.encode()).digest()).decode()
 PAGE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    f"script-src 'sha256-{_ZONE_HASH}'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 ARCHIVE_CSP = (
@@ -80,6 +93,9 @@ class WebSettings:
     max_confirmations_per_hour: int = 100
     #: The complaint and bounce breaker's limits: /healthz says when it holds.
     thresholds: Thresholds = Thresholds()
+    #: What subscribers may choose of how often (``schedule.frequencies``), and the day.
+    frequencies: tuple[str, ...] = FREQUENCIES
+    weekly_day: str = "monday"
 
     @property
     def prefix(self) -> str:
@@ -129,6 +145,11 @@ class Web:
         sent = _headers(PAGE_CSP, private, headers)
         body = self.html.get_template(template).render(
             title=self.settings.title,
+            zone_script=ZONE_SCRIPT,
+            zones=zone_names(),
+            frequencies=self.settings.frequencies,
+            weekly_day=self.settings.weekly_day.capitalize(),
+            default_zone=self.settings.timezone,
             url=self.url,
             postal_address=self.settings.postal_address,
             archive=self.settings.archive,
@@ -260,6 +281,9 @@ def _web(request: Request) -> Web:
 
 def _form_page(web: Web, status: int = 200, **context: Any) -> HTMLResponse:
     stamp = signup.form_stamp(web.signer, web.clock())
+    offered = web.settings.frequencies
+    context.setdefault("chosen_frequency", "daily" if "daily" in offered else offered[0])
+    context.setdefault("chosen_zone", "")
     return web.page(
         "subscribe.html.j2", status, private=False, headers=FORM_HEADERS, stamp=stamp, **context
     )
@@ -302,7 +326,20 @@ async def subscribe(request: Request) -> Response:
         return _form_page(
             web, 400, email=email, problem="The form had expired. Please send it again."
         )
-    result = await run_in_threadpool(work.subscribe, web, email, name, _client_ip(request), now)
+    try:
+        frequency, timezone = work.chosen_cadence(web, form)
+    except UsageError as exc:
+        return _form_page(
+            web,
+            400,
+            email=email,
+            problem=str(exc),
+            chosen_frequency=_field(form, "frequency"),
+            chosen_zone=_field(form, "timezone")[:64],
+        )
+    result = await run_in_threadpool(
+        work.subscribe, web, email, name, _client_ip(request), now, frequency, timezone
+    )
     match result.outcome:
         case signup.Outcome.INVALID:
             return _form_page(web, 400, email=email, problem=result.message)
@@ -404,6 +441,8 @@ async def preferences(request: Request) -> Response:
         token=token,
         topics=topics,
         pauses=[(k, v[0]) for k, v in work.PAUSES.items()],
+        chosen_frequency=Cadence(frequencies=web.settings.frequencies).frequency(s.frequency),
+        chosen_zone=s.timezone or "",
         done=request.query_params.get("done", ""),
     )
 

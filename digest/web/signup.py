@@ -203,6 +203,8 @@ class Planned:
     signup_id: int
     address: str
     name: str | None
+    frequency: str | None = None  # chosen on the form (checked), for a new subscriber
+    timezone: str | None = None
 
 
 UNDELIVERABLE = (
@@ -231,6 +233,9 @@ def plan(
     now: datetime,
     per_hour: int,
     rules: Rules = ASCII_ONLY,
+    *,
+    frequency: str | None = None,
+    timezone: str | None = None,
 ) -> Planned | Result:
     """Count the request against the limits, record it, and say whether a mail goes out
     (in one transaction). Whatever the address, the same statements run in the same
@@ -257,7 +262,7 @@ def plan(
         log.info("sign-up not mailed: %s", d.why_not)
         return Result(Outcome.QUIET)
     assert key is not None
-    return Planned(int(key[0]), address, name)
+    return Planned(int(key[0]), address, name, frequency, timezone)
 
 
 def recipient(
@@ -276,6 +281,10 @@ def recipient(
             status=SubscriberStatus.PENDING,
             rules=rules,
         ).subscriber
+        if planned.frequency or planned.timezone:  # a new address only: theirs to choose
+            subscribers.set_cadence(
+                conn, s.id, now, frequency=planned.frequency, timezone=planned.timezone
+            )
     conn.execute(sa.update(SG).where(SG.c.id == planned.signup_id).values(subscriber_id=s.id))
     if s.status == SubscriberStatus.SUPPRESSED:
         mailed(conn, planned.signup_id, "the address is suppressed (bounced or complained)")

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from starlette.datastructures import FormData
 
-from ..errors import DatabaseFailed
+from ..errors import DatabaseFailed, UsageError
 from ..personal import Skips
+from ..schedule import checked_frequency, checked_zone
 from ..state import reputation, subscribers
 from . import archive, signup, webhook
 
@@ -68,12 +69,28 @@ class Followups:
         self._pool.shutdown(wait=True)
 
 
-def subscribe(web: Web, email: str, name: str | None, ip: str, now: datetime) -> signup.Result:
+def subscribe(
+    web: Web,
+    email: str,
+    name: str | None,
+    ip: str,
+    now: datetime,
+    frequency: str | None = None,
+    timezone: str | None = None,
+) -> signup.Result:
     """The request path of a sign-up: limits, the record, and the mail queued for after
-    the answer (``send_signup``)."""
+    the answer (``send_signup``). ``frequency`` and ``timezone``: checked already."""
     with web.engine.begin() as conn:
         planned = signup.plan(
-            conn, email, name, ip, now, web.settings.max_confirmations_per_hour, web.mailer.rules
+            conn,
+            email,
+            name,
+            ip,
+            now,
+            web.settings.max_confirmations_per_hour,
+            web.mailer.rules,
+            frequency=frequency,
+            timezone=timezone,
         )
     if isinstance(planned, signup.Result):
         return planned
@@ -136,7 +153,25 @@ def preferences(web: Web, s: subscribers.Subscriber, form: FormData) -> str:
         if action == "resume":
             subscribers.resume(conn, s.id, now)
             return "resumed"
+        if action == "cadence":
+            try:
+                frequency, timezone = chosen_cadence(web, form)
+            except UsageError as exc:
+                return "bad-zone" if "timezone" in str(exc) else "bad-frequency"
+            subscribers.set_cadence(conn, s.id, now, frequency=frequency, timezone=timezone)
+            return "saved-cadence"
     return ""
+
+
+def chosen_cadence(web: Web, form: FormData) -> tuple[str | None, str | None]:
+    """The form's frequency and time zone, checked (None: left empty). UsageError says
+    what is wrong, in words for the visitor."""
+    frequency = str(form.get("frequency") or "").strip()
+    zone = str(form.get("timezone") or "").strip()
+    return (
+        checked_frequency(frequency, web.settings.frequencies) if frequency else None,
+        checked_zone(zone) if zone else None,
+    )
 
 
 def listing(web: Web, page: int) -> tuple[list[archive.Listed], bool]:

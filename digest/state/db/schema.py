@@ -115,6 +115,11 @@ editions = Table(
     Column("slot", UTCDateTime, unique=True),  # the scheduled time it was made for
     # The archive page: the e-mail's layout with every story (NULL: made before 0012).
     Column("page", Text),
+    # The cycle: the local wall-clock time it is for ("2027-03-13T07:00"), the same in
+    # every zone group (each gets it at that time in its own zone); NULL before 0009.
+    Column("cycle", String(16), index=True),
+    Column("weekly", Boolean, nullable=False, server_default="0"),  # weekly readers' cycle
+    Column("stories", Text),  # JSON: its new entries, for the weekly and catch-up variants
 )
 
 entries = Table(
@@ -153,6 +158,10 @@ subscribers = Table(
     Column("reason", Text),  # why unsubscribed, removed or suppressed
     Column("preferences", Text),  # JSON, set from the preferences page
     Column("paused_until", UTCDateTime),  # status paused: resumes then (NULL: until asked)
+    Column("frequency", String(8)),  # daily | weekly (NULL: daily)
+    Column("timezone", String(64)),  # IANA zone (NULL: schedule.timezone)
+    # The ledger's cursor: the last edition (cycle) whose stories they have been given.
+    Column("covered_through", Integer),
 )
 
 batches = Table(
@@ -169,6 +178,8 @@ batches = Table(
     # Which version of the edition its recipients get: 0 the edition itself, else a
     # row of ``variants`` (subscribers who left feeds out on the preferences page).
     Column("variant", Integer, nullable=False, server_default="0"),
+    Column("zone", String(64)),  # the zone group its recipients are in (NULL: before 0009)
+    Column("release_at", UTCDateTime),  # when it may go: the cycle's time in that zone
     PrimaryKeyConstraint("edition_id", "number", name="pk_batches"),
 )
 
@@ -178,6 +189,7 @@ variants = Table(
     Column("edition_id", Integer, ForeignKey("editions.id"), nullable=False),
     Column("number", Integer, nullable=False),  # 1, 2, ...: 0 is the edition itself
     Column("dropped", Text, nullable=False),  # JSON: the feed URLs it leaves out
+    Column("span", Text),  # JSON: the editions whose stories it ranks (NULL: its own)
     Column("subject", String(1000), nullable=False),
     Column("html", Text, nullable=False),
     Column("text", Text, nullable=False),
@@ -195,6 +207,7 @@ deliveries = Table(
     Column("name", String(200)),
     # Set when this one recipient failed though its batch went out (a bad address).
     Column("error", Text),
+    Column("since", Integer),  # their ledger cursor before this edition (see subscribers)
     PrimaryKeyConstraint("edition_id", "subscriber_id", name="pk_deliveries"),
     Index("ix_deliveries_batch", "edition_id", "batch"),
 )

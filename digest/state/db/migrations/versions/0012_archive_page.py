@@ -6,7 +6,7 @@ edition in it, rendered when the edition is made (``Renderer.page``) and kept he
 Editions made before have none: the archive shows their e-mail and lists the rest.
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-03 17:30:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
