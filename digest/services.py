@@ -119,6 +119,7 @@ def render_settings(config: Config) -> RenderSettings:
         thumbnails=e.thumbnails,
         contents_from=e.contents_from,
         max_bytes=e.max_bytes,
+        esp_encodes=config.delivery.backend == "sendgrid",
     )
 
 

@@ -11,7 +11,14 @@ import email.policy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.mail.encoding import MAX_LINE, Transfer, _quoted_printable, transfer, transfer_size
+from digest.mail.encoding import (
+    MAX_LINE,
+    Transfer,
+    _quoted_printable,
+    transfer,
+    transfer_size,
+    worst_size,
+)
 
 from .golden_messages import golden_messages
 
@@ -91,3 +98,12 @@ def test_every_line_of_every_golden_message_is_at_most_76_in_its_bodies() -> Non
             assert not part.defects and part.get_content()
         want = {"base64"} if name == "sample-zh" else {"quoted-printable"}
         assert encodings == want, (name, encodings)
+
+
+@given(texts)
+def test_the_worst_size_is_the_larger_of_quoted_printable_and_base64(text: str) -> None:
+    """What a budget counts when an ESP chooses the encoding: never less than either."""
+    data = normal(text).encode()
+    b64 = len(base64.encodebytes(data).replace(b"\n", b"\r\n"))
+    qp = len(_quoted_printable(data).replace("\n", "\r\n"))
+    assert worst_size(text) == max(b64, qp) >= transfer_size(text)

@@ -16,7 +16,9 @@ Every line of the result is at most 76 characters (RFC 2045 §6.7 and §6.8): Py
 re-wrapped here. 8bit is never chosen: it needs 8BITMIME at every hop.
 
 ``deliver/message.py`` builds every message's parts with it; the size budget
-(``render/``) measures an edition's HTML with ``transfer_size``.
+(``render/budget.py``) measures an edition's HTML with ``transfer_size``, or with
+``worst_size`` when an ESP encodes the part on its side (SendGrid's API takes the
+HTML as text and chooses the encoding itself).
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ def transfer_size(text: str) -> int:
     """How many bytes ``text`` takes as a transmitted part (``transfer(text).size``):
     what a size budget should count."""
     return transfer(text).size
+
+
+def worst_size(text: str) -> int:
+    """How many bytes ``text`` may take as a transmitted part when someone else chooses
+    its encoding (an ESP given the HTML, like SendGrid's API): the larger of
+    quoted-printable and base64, so a budget holds whichever is used."""
+    data = _lines(text)
+    return max(_wire(_quoted_printable(data)), _base64_size(len(data)))
 
 
 def _lines(text: str) -> bytes:

@@ -48,11 +48,9 @@ from .views import (
 log = logging.getLogger(__name__)
 
 SUBJECT_LIMIT = 150
-#: Gmail clips an HTML part over about 102 KB; the default budget leaves room for the
-#: bytes a provider adds after hand-off (click tracking rewrites every link).
+#: Gmail clips an HTML part over about 102 KB as transmitted; the default budget leaves
+#: room for the bytes a provider adds after hand-off (``budget.py``).
 DEFAULT_MAX_BYTES = 90_000
-#: Bytes set aside for the value that replaces each personal marker in the HTML.
-PERSONAL_RESERVE = 200
 HTML_TEMPLATE, TEXT_TEMPLATE = "digest.html.j2", "digest.txt.j2"
 TEXT_WIDTH = 72
 
@@ -79,6 +77,7 @@ class RenderSettings:
     thumbnails: bool = True
     contents_from: int = 5  # a table of contents from this many items up (0: never)
     max_bytes: int = DEFAULT_MAX_BYTES
+    esp_encodes: bool = False  # the ESP (SendGrid) chooses the transfer encoding
 
 
 class Renderer:
@@ -129,10 +128,10 @@ class Renderer:
                 rendered[plan] = self.html(self._context(edition_id, entries, plan, created, nonce))
             return rendered[plan]
 
-        def fits(plan: Plan) -> bool:
-            return self.size(html_for(plan), nonce) <= self.settings.max_bytes
+        def size(plan: Plan) -> int:
+            return self.size(html_for(plan), nonce)
 
-        plan, ok = budget.fit(len(selection.items), len(entries), fits)
+        plan, ok = budget.fit(len(selection.items), len(entries), size, self.settings.max_bytes)
         if not ok:
             log.warning(
                 "edition %s: the HTML is %s bytes even with every entry only counted, over "
@@ -171,10 +170,9 @@ class Renderer:
     def text(self, context: Mapping[str, Any]) -> str:
         return self._render(self.text_env, TEXT_TEMPLATE, context)
 
-    @staticmethod
-    def size(html_part: str, nonce: str) -> int:
-        """Bytes of the HTML part once personalized (each marker counted at its reserve)."""
-        return len(html_part.encode("utf-8")) + html_part.count(f"%%{nonce}.") * PERSONAL_RESERVE
+    def size(self, html_part: str, nonce: str) -> int:
+        """What the size budget counts for the HTML part (``budget.size``)."""
+        return budget.size(html_part, nonce, self.settings.esp_encodes)
 
     def context(
         self, edition_id: int, selection: Selection, created: datetime, nonce: str
@@ -199,7 +197,7 @@ class Renderer:
         groups = []
         for name, members in group(full, s.group_by):
             views = [
-                ItemView.of(e, len(items) + i + 1, limit, s.thumbnails)
+                ItemView.of(e, len(items) + i + 1, limit, s.thumbnails and plan.thumbnails)
                 for i, e in enumerate(members)
             ]
             items += views
