@@ -26,10 +26,13 @@ archive page holds them all. The sizes come from really rendering each candidate
 an operator's own template is budgeted as exactly as the default one.
 
 Rendering costs what it shows, so no candidate much larger than the budget is ever
-rendered: a search starts with ``PROBE`` headlines, learns what a headline costs, and
-guesses where the limit falls from the sizes measured so far (interpolation, with
-halving as a fallback). Whatever the number of new entries, a plan takes a few renders
-of about the budget's size (``tests/test_budget.py`` counts them).
+rendered. Most days the whole edition, as it is, is one render and fits. Otherwise the
+headlines are searched for in the leanest look (a fuller look is never smaller, so
+when they do not all fit there, they fit in no other): the search starts with
+``PROBE`` headlines, learns what a headline costs, and guesses where the limit falls
+from the sizes measured so far (interpolation, with halving as a fallback). Whatever
+the number of new entries, a plan takes a handful of renders of about the budget's
+size (``tests/test_budget.py`` counts them; ``benchmarks/budget.py`` times them).
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ PERSONAL_RESERVE = 200
 #: quoted-printable). SendGrid's click tracking embeds the whole original URL and
 #: grows a link by about 200 bytes: leave it off for digest's mail (docs/templates.md).
 LINK_ALLOWANCE = 40
-#: The first number of headlines rendered: enough to learn what one costs.
+#: An edition with up to this many headlines is first rendered whole, as it is: most
+#: days that is the only render (a render of this many costs about one of the budget's
+#: size).
+WHOLE = 256
+#: The first number of headlines rendered in a longer search: enough to learn what one
+#: costs.
 PROBE = 64
 
 #: A link an ESP may rewrite: any href but an in-page anchor or a mailto.
@@ -91,16 +99,21 @@ def links(html: str) -> int:
 def fit(items: int, total: int, size_of: Callable[[Plan], int], limit: int) -> tuple[Plan, bool]:
     """The best plan for ``items`` full items among ``total`` entries, and whether it
     fits under ``limit``. When even the bare edition (nothing shown, everything
-    counted) is over, that bare plan comes back with False: an oversized mail beats none."""
+    counted) is over, that bare plan comes back with False: an oversized mail beats none.
+
+    A fuller look is never smaller, so the headlines are searched for in the leanest
+    look first: when not all of them fit there, they fit in no other look either."""
     rest = total - items
     looks = [Plan(items, rest, short, thumbnails) for short, thumbnails in LOOKS]
     if not items:  # summaries and thumbnails belong to the stories in full
         looks = looks[:1]
-    for look in looks[:-1]:
-        if _search(_headlines(look, size_of), rest, limit, stop=True) == rest:
-            return look, True
+    if rest <= WHOLE and size_of(looks[0]) <= limit:
+        return looks[0], True  # most days: one render
     squeezed = looks[-1]
-    listed = _search(_headlines(squeezed, size_of), rest, limit)
+    listed = _search(_headlines(squeezed, size_of), rest, limit, rest if rest <= WHOLE else PROBE)
+    if listed == rest:  # every headline fits: give up no more of the stories than needed
+        tried = 1 if rest <= WHOLE else 0
+        return next((p for p in looks[tried:-1] if size_of(p) <= limit), squeezed), True
     if listed >= 0:
         return replace(squeezed, listed=listed), True
     full = _search(lambda k: size_of(replace(squeezed, full=k, listed=0)), items - 1, limit)
@@ -116,24 +129,20 @@ def _headlines(plan: Plan, size_of: Callable[[Plan], int]) -> Callable[[int], in
     return lambda m: size_of(replace(plan, listed=m))
 
 
-def _search(size_of: Callable[[int], int], high: int, limit: int, stop: bool = False) -> int:
+def _search(size_of: Callable[[int], int], high: int, limit: int, first: int = PROBE) -> int:
     """The largest n in [0, high] with ``size_of(n) <= limit``, for ``size_of`` growing
-    with n (about linearly); -1 when not even 0 fits. With ``stop``, the first n found
-    over the limit ends the search (then the answer is below ``high``, but maybe not
-    the largest): enough to learn whether ``high`` fits.
+    with n (about linearly); -1 when not even 0 fits.
 
-    Each guess is where the two nearest sizes measured put the limit (with ``stop``,
-    one past it); a guess that did not halve the range is followed by a halving, and
-    an extrapolation goes at most 8× beyond what fitted: the renders are few and
-    none is far over the limit."""
+    The first guess is ``first``; each next one is where the two nearest sizes measured
+    put the limit; a guess that did not halve the range is followed by a halving, and
+    an extrapolation goes at most 8× beyond what fitted: the renders are few and none
+    is far over the limit."""
     if high < 0:
         return -1
-    first = min(high, PROBE)
+    first = min(high, max(first, 1))
     measured = size_of(first)
     if measured <= limit and first == high:
         return high
-    if measured > limit and stop:
-        return -1
     base = size_of(0) if first else measured
     if base > limit:
         return -1
@@ -149,16 +158,13 @@ def _search(size_of: Callable[[int], int], high: int, limit: int, stop: bool = F
         if slow:
             guess = (low + top) // 2
         else:
-            # just past the limit when only a size over it is wanted
-            guess = low + _room(low, at_low, top, at_top, high, base, limit) + stop
+            guess = low + _room(low, at_low, top, at_top, high, base, limit)
             if top > high:  # nothing over yet: an extrapolation, trusted up to 8×
                 guess = min(guess, 8 * low)
         guess = max(low + 1, min(guess, top - 1))
         measured = size_of(guess)
         if measured <= limit:
             low, at_low = guess, measured
-        elif stop:
-            return low
         else:
             top, at_top = guess, measured
         slow = not slow and top <= high and top - low > width // 2
