@@ -140,12 +140,15 @@ class Renderer:
                 self.size(html_for(plan), nonce),
                 self.settings.max_bytes,
             )
-        elif plan.full < len(selection.items) or plan.hidden(len(entries)):
+        elif plan != Plan(len(selection.items), len(selection.more)):
             log.info(
-                "edition %s: %s of %s entries in full, %s as headlines, %s counted (size budget)",
+                "edition %s: %s of %s entries in full%s%s, %s as headlines, %s counted "
+                "(size budget)",
                 edition_id,
                 plan.full,
                 len(entries),
+                ", summaries shortened" if plan.short else "",
+                ", without thumbnails" if not plan.thumbnails else "",
                 plan.listed,
                 plan.hidden(len(entries)),
             )
