@@ -60,8 +60,8 @@ WHOLE = 256
 #: costs.
 PROBE = 64
 
-#: A link an ESP may rewrite: any href but an in-page anchor or a mailto.
-_LINK = re.compile(r"""\shref\s*=\s*["']?(?!#|mailto:)""", re.IGNORECASE)
+#: A link an ESP may rewrite: an ``<a href>`` but to an in-page anchor or a mailto.
+_LINK = re.compile(r"""<a\s[^>]*?\bhref\s*=\s*(?!["']?(?:#|mailto:))""", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
