@@ -40,7 +40,9 @@ from digest.render.budget import (
 )
 from digest.render.budget import size as budget_size
 from digest.render.edition import Renderer, RenderSettings
+from digest.services import render_settings
 
+from .conftest import Project
 from .html_tree import Html
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -165,7 +167,7 @@ def test_fit_finds_the_best_plan_in_few_sizes(
     model = Model(looks, headlines, base)
     found = fit(items, total, model, limit)
     assert found == best(items, total, Model(looks, headlines, base), limit)
-    assert len(model.tried) <= 40
+    assert len(model.tried) <= 24
     plan = found[0]
     for tried in model.tried:  # nothing much beyond what fits (or the first probe)
         assert tried.listed <= max(8 * plan.listed + 8, WHOLE)
@@ -591,3 +593,14 @@ def test_the_links_click_tracking_would_rewrite(html: str, count: int) -> None:
 def test_what_the_budget_counts(html: str, esp: bool, expected: int) -> None:
     assert budget_size(html, "n", esp) == expected
     assert worst_size(HAN * 10) > 2 * transfer_size(HAN * 10)
+
+
+@pytest.mark.parametrize(
+    ("backend", "esp"), [("outbox", False), ("smtp", False), ("sendgrid", True)]
+)
+def test_the_backend_says_who_encodes(project: Project, backend: str, esp: bool) -> None:
+    """SendGrid's API takes the HTML as text and encodes it itself: only then does the
+    budget count the larger encoding."""
+    project.feed("https://example.org/feed.xml")
+    project.data["delivery"] = {"backend": backend}
+    assert render_settings(project.config()).esp_encodes == esp
