@@ -37,6 +37,8 @@ Cte = Literal["7bit", "quoted-printable", "base64"]
 
 #: One unit of a quoted-printable line: an escape (=XX) or one literal character.
 _QP_UNIT = re.compile(rb"=[0-9A-F]{2}|[^=]")
+#: A surrogate that ``surrogateescape`` does not stand for a byte with (U+DC80-U+DCFF).
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 #: Anything that is not 7bit-safe text: non-ASCII, NUL, a bare CR (line ends are \n).
 _NOT_7BIT = re.compile(rb"[^\x01-\x0c\x0e-\x7f]")
 
@@ -85,8 +87,13 @@ def worst_size(text: str) -> int:
 
 
 def _lines(text: str) -> bytes:
-    """UTF-8 with "\\n" line ends (CRLF and a bare CR become one), ending in one."""
-    data = text.encode(CHARSET, "surrogateescape")
+    """UTF-8 with "\\n" line ends (CRLF and a bare CR become one), ending in one. A lone
+    surrogate (a JSON feed may escape one: "\\ud800") is no character: it goes out as
+    U+FFFD, so one entry's title can never stop a message being built."""
+    try:
+        data = text.encode(CHARSET, "surrogateescape")
+    except UnicodeEncodeError:
+        data = _LONE_SURROGATE.sub("\ufffd", text).encode(CHARSET, "surrogateescape")
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return data if data.endswith(b"\n") else data + b"\n"

@@ -256,7 +256,7 @@ class Renderer:
         chosen = sample.selection(now)
         shapes = [
             (chosen.entries, Plan(len(chosen.items), len(chosen.more))),  # the whole sample
-            (chosen.entries, Plan(2, 3, short=True)),  # squeezed: headlines and a count
+            (chosen.entries, Plan(2, 3, True, False)),  # squeezed: no images, headlines, a count
             (chosen.entries, Plan(0, 0, short=True)),  # bare: every entry counted
             ((), Plan(0, 0)),  # nothing new
         ]
