@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import functools
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -204,6 +205,29 @@ def test_search_is_exact(costs: list[int], limit: int, first: int) -> None:
     largest = max((n for n in range(high + 1) if sizes[n] <= limit), default=-1)
     assert _search(size_of, high, limit, first) == largest
     assert len(asked) <= 2 * math.ceil(math.log2(high + 1)) + 3
+
+
+@pytest.mark.parametrize(
+    ("costs", "limit", "expected"),
+    [
+        ([50_000] + [1] * 100_000, 90_000, 40_001),  # one huge headline, then tiny ones
+        ([1] * 64 + [5_000] * 1000, 90_000, 81),  # cheap at first, then dear
+        ([300] * 100_000, 90_000, 300),  # even
+        ([300] * 100_000, 90_300, 301),  # the limit itself fits
+    ],
+)
+def test_search_stays_logarithmic_when_costs_mislead(
+    costs: list[int], limit: int, expected: int
+) -> None:
+    sizes = list(itertools.accumulate([0, *costs]))
+    asked: list[int] = []
+
+    def size_of(n: int) -> int:
+        asked.append(n)
+        return sizes[n]
+
+    assert _search(size_of, len(costs), limit) == expected
+    assert len(asked) <= 2 * math.ceil(math.log2(len(costs) + 1)) + 3
 
 
 # -- real editions --------------------------------------------------------------------------

@@ -134,9 +134,10 @@ def _search(size_of: Callable[[int], int], high: int, limit: int, first: int = P
     with n (about linearly); -1 when not even 0 fits.
 
     The first guess is ``first``; each next one is where the two nearest sizes measured
-    put the limit; a guess that did not halve the range is followed by a halving, and
-    an extrapolation goes at most 8× beyond what fitted: the renders are few and none
-    is far over the limit."""
+    put the limit; a guess that did not halve the range is followed by a halving (while
+    nothing was over the limit yet: one that grew what fits by less than an eighth,
+    far from the limit, by a doubling), and an extrapolation goes at most 8× beyond
+    what fitted: the renders are few and none is far over the limit."""
     if high < 0:
         return -1
     first = min(high, max(first, 1))
@@ -154,9 +155,9 @@ def _search(size_of: Callable[[int], int], high: int, limit: int, first: int = P
         top, at_top = first, measured
     slow = False
     while top - low > 1:
-        width = top - low
+        width, before = top - low, low
         if slow:
-            guess = (low + top) // 2
+            guess = (low + top) // 2 if top <= high else 2 * low
         else:
             guess = low + _room(low, at_low, top, at_top, high, base, limit)
             if top > high:  # nothing over yet: an extrapolation, trusted up to 8×
@@ -167,7 +168,11 @@ def _search(size_of: Callable[[int], int], high: int, limit: int, first: int = P
             low, at_low = guess, measured
         else:
             top, at_top = guess, measured
-        slow = not slow and top <= high and top - low > width // 2
+        if top <= high:  # the range did not halve
+            slow = not slow and top - low > width // 2
+        else:  # what fits grew by less than an eighth, with room for more than two
+            crawl = low - before < before // 8 and (limit - at_low) * low > 2 * (at_low - base)
+            slow = not slow and crawl
     return low
 
 
