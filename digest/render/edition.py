@@ -54,11 +54,9 @@ from .views import (
 log = logging.getLogger(__name__)
 
 SUBJECT_LIMIT = 150
-#: Gmail clips an HTML part over about 102 KB; the default budget leaves room for the
-#: bytes a provider adds after hand-off (click tracking rewrites every link).
+#: Gmail clips an HTML part over about 102 KB as transmitted; the default budget leaves
+#: room for the bytes a provider adds after hand-off (``budget.py``).
 DEFAULT_MAX_BYTES = 90_000
-#: Bytes set aside for the value that replaces each personal marker in the HTML.
-PERSONAL_RESERVE = 200
 HTML_TEMPLATE, TEXT_TEMPLATE = "digest.html.j2", "digest.txt.j2"
 TEXT_WIDTH = 72
 
@@ -86,6 +84,7 @@ class RenderSettings:
     contents_from: int = 5  # a table of contents from this many items up (0: never)
     max_bytes: int = DEFAULT_MAX_BYTES
     headlines_per_group: int = 10  # in the e-mail; the rest of a group is linked online
+    esp_encodes: bool = False  # the ESP (SendGrid) chooses the transfer encoding
 
 
 class Renderer:
@@ -137,10 +136,10 @@ class Renderer:
                 rendered[plan] = self.html(self._context(edition_id, entries, plan, created, nonce))
             return rendered[plan]
 
-        def fits(plan: Plan) -> bool:
-            return self.size(html_for(plan), nonce) <= self.settings.max_bytes
+        def size(plan: Plan) -> int:
+            return self.size(html_for(plan), nonce)
 
-        plan, ok = budget.fit(len(selection.items), len(entries), fits)
+        plan, ok = budget.fit(len(selection.items), len(entries), size, self.settings.max_bytes)
         if not ok:
             log.warning(
                 "edition %s: the HTML is %s bytes even with every entry only counted, over "
@@ -149,12 +148,15 @@ class Renderer:
                 self.size(html_for(plan), nonce),
                 self.settings.max_bytes,
             )
-        elif plan.full < len(selection.items) or plan.hidden(len(entries)):
+        elif plan != Plan(len(selection.items), len(selection.more)):
             log.info(
-                "edition %s: %s of %s entries in full, %s as headlines, %s counted (size budget)",
+                "edition %s: %s of %s entries in full%s%s, %s as headlines, %s counted "
+                "(size budget)",
                 edition_id,
                 plan.full,
                 len(entries),
+                ", summaries shortened" if plan.short else "",
+                ", without thumbnails" if not plan.thumbnails else "",
                 plan.listed,
                 plan.hidden(len(entries)),
             )
@@ -186,10 +188,9 @@ class Renderer:
     def text(self, context: Mapping[str, Any]) -> str:
         return self._render(self.text_env, TEXT_TEMPLATE, context)
 
-    @staticmethod
-    def size(html_part: str, nonce: str) -> int:
-        """Bytes of the HTML part once personalized (each marker counted at its reserve)."""
-        return len(html_part.encode("utf-8")) + html_part.count(f"%%{nonce}.") * PERSONAL_RESERVE
+    def size(self, html_part: str, nonce: str) -> int:
+        """What the size budget counts for the HTML part (``budget.size``)."""
+        return budget.size(html_part, nonce, self.settings.esp_encodes)
 
     def context(
         self, edition_id: int, selection: Selection, created: datetime, nonce: str
@@ -219,7 +220,7 @@ class Renderer:
             if not members:
                 continue
             views = [
-                ItemView.of(e, len(items) + i + 1, limit, s.thumbnails)
+                ItemView.of(e, len(items) + i + 1, limit, s.thumbnails and plan.thumbnails)
                 for i, e in enumerate(members)
             ]
             items += views
@@ -301,7 +302,7 @@ class Renderer:
         chosen = sample.selection(now)
         shapes = [
             (chosen.entries, Plan(len(chosen.items), len(chosen.more))),  # the whole sample
-            (chosen.entries, Plan(2, 3, short=True)),  # squeezed: headlines and a count
+            (chosen.entries, Plan(2, 3, True, False)),  # squeezed: no images, headlines, a count
             (chosen.entries, Plan(0, 0, short=True)),  # bare: every entry counted
             ((), Plan(0, 0)),  # nothing new
         ]
