@@ -16,8 +16,9 @@ up, in this order, what matters least to a reader:
 
 1. full summaries: every summary of the stories in full is shortened;
 2. thumbnails: the stories in full go out without their images;
-3. headlines: as many as fit are listed, in the edition's order, and the rest is
-   counted, with a link to the whole edition online;
+3. headlines: of those the layout lists at all (``email.headlines_per_group`` a
+   group), as many as fit, in the edition's order; the rest of each group is counted
+   in its "N more from X →" link to the archive page;
 4. stories in full: only when not even the stories in full fit with no headline at
    all, the last of them become headlines (at the top of the list), then 3. again.
 
@@ -66,8 +67,10 @@ _LINK = re.compile(r"""<a\s[^>]*?\bhref\s*=\s*(?!["']?(?:#|mailto:))""", re.IGNO
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Of an edition's entries in order, the first ``full`` are shown in full, the next
-    ``listed`` as headlines, and the rest counted."""
+    """Of an edition's entries in order, the first ``full`` are shown in full, ``listed``
+    of the rest as headlines (the first that the layout lists: all of them, or with a
+    cap per group its first of each group, in the edition's order), and the rest
+    counted."""
 
     full: int
     listed: int
@@ -96,14 +99,25 @@ def links(html: str) -> int:
     return len(_LINK.findall(html))
 
 
-def fit(items: int, total: int, size_of: Callable[[Plan], int], limit: int) -> tuple[Plan, bool]:
+def fit(
+    items: int,
+    total: int,
+    size_of: Callable[[Plan], int],
+    limit: int,
+    listable: Callable[[int], int] | None = None,
+) -> tuple[Plan, bool]:
     """The best plan for ``items`` full items among ``total`` entries, and whether it
     fits under ``limit``. When even the bare edition (nothing shown, everything
     counted) is over, that bare plan comes back with False: an oversized mail beats none.
 
+    ``listable(k)``: how many headlines the layout can list at all after ``k`` stories
+    in full (``email.headlines_per_group`` caps each group; default every entry left).
+    A plan's ``listed`` is at most that: headlines really shown, the rest counted.
+
     A fuller look is never smaller, so the headlines are searched for in the leanest
     look first: when not all of them fit there, they fit in no other look either."""
-    rest = total - items
+    can_list = listable or (lambda k: total - k)
+    rest = can_list(items)
     looks = [Plan(items, rest, short, thumbnails) for short, thumbnails in LOOKS]
     if not items:  # summaries and thumbnails belong to the stories in full
         looks = looks[:1]
@@ -120,7 +134,7 @@ def fit(items: int, total: int, size_of: Callable[[Plan], int], limit: int) -> t
     if full < 0:
         return replace(squeezed, full=0, listed=0), False
     fewer = replace(squeezed, full=full, listed=0)
-    listed = _search(_headlines(fewer, size_of), total - full, limit)
+    listed = _search(_headlines(fewer, size_of), can_list(full), limit)
     return replace(fewer, listed=listed), True
 
 
@@ -137,7 +151,12 @@ def _search(size_of: Callable[[int], int], high: int, limit: int, first: int = P
     put the limit; a guess that did not halve the range is followed by a halving (while
     nothing was over the limit yet: one that grew what fits by less than an eighth,
     far from the limit, by a doubling), and an extrapolation goes at most 8× beyond
-    what fitted: the renders are few and none is far over the limit."""
+    what fitted: the renders are few and none is far over the limit.
+
+    Sizes need not grow at every step (a group's last headline replaces its "1 more
+    from X →" link, which may be the larger): whatever the sizes, the n returned was
+    measured to fit, so a plan is never over; at such a step it may list one fewer
+    than it could."""
     if high < 0:
         return -1
     first = min(high, max(first, 1))

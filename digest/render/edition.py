@@ -49,6 +49,7 @@ from .views import (
     group,
     group_key,
     headline_groups,
+    listable,
 )
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,12 @@ class Renderer:
         def size(plan: Plan) -> int:
             return self.size(html_for(plan), nonce)
 
-        plan, ok = budget.fit(len(selection.items), len(entries), size, self.settings.max_bytes)
+        def headlines(full: int) -> int:  # what the e-mail can list after ``full`` stories
+            s = self.settings
+            return listable(entries[full:], s.group_by, s.headlines_per_group)
+
+        items = len(selection.items)
+        plan, ok = budget.fit(items, len(entries), size, self.settings.max_bytes, headlines)
         if not ok:
             log.warning(
                 "edition %s: the HTML is %s bytes even with every entry only counted, over "
@@ -148,7 +154,7 @@ class Renderer:
                 self.size(html_for(plan), nonce),
                 self.settings.max_bytes,
             )
-        elif plan != Plan(len(selection.items), len(selection.more)):
+        elif plan != Plan(items, headlines(items)):
             log.info(
                 "edition %s: %s of %s entries in full%s%s, %s as headlines, %s counted "
                 "(size budget)",
@@ -255,9 +261,9 @@ class Renderer:
     def _headlines(
         self, rest: Sequence[Entry], listed: int, archive_url: str, online: bool
     ) -> tuple[HeadlineGroup, ...]:
-        """The entries after those in full, as headline groups: in the e-mail the first
-        ``listed`` of them (the size budget's) at most ``headlines_per_group`` a group;
-        online every one."""
+        """The entries after those in full, as headline groups: in the e-mail at most
+        ``headlines_per_group`` a group, of those the first ``listed`` (the size
+        budget's); online every one."""
         by = self.settings.group_by
         ids = anchors([group_key(e, by) for e in rest])
         cap = None if online else self.settings.headlines_per_group
