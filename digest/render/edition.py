@@ -267,7 +267,7 @@ class Renderer:
         by = self.settings.group_by
         ids = anchors([group_key(e, by) for e in rest])
         cap = None if online else self.settings.headlines_per_group
-        return tuple(
+        groups = tuple(
             HeadlineGroup(
                 name=name,
                 items=tuple(ItemView.of(e) for e in shown),
@@ -277,6 +277,14 @@ class Renderer:
             )
             for name, shown, more in headline_groups(rest, len(rest) if online else listed, by, cap)
         )
+        empty = [g for g in groups if not g.items]
+        if online or len(empty) < 2:
+            return groups
+        # Groups the size budget left without a headline: one link, not a heading and a
+        # link each (with 200 feeds grouped by feed those alone would be over 90 KB).
+        count = sum(g.more for g in empty)
+        others = HeadlineGroup(None, (), count, "headlines", f"{archive_url}#headlines", True)
+        return (*(g for g in groups if g.items), others)
 
     def subject(self, selection: Selection, created: datetime) -> str:
         entries = selection.entries

@@ -106,6 +106,9 @@ class HeadlineGroup:
     more: int  # of this group, not listed here: "12 more from Technology →"
     anchor: str  # the group's id on the archive page: "more-technology"
     url: str  # the group on the archive page: "{archive_url}#more-technology"
+    #: The groups of which the size budget left no headline here, as one link: "212 more
+    #: new stories →" to the headlines on the archive page (no heading of its own).
+    others: bool = False
 
 
 @dataclass(frozen=True, slots=True)
