@@ -126,6 +126,7 @@ def render_settings(config: Config) -> RenderSettings:
         contents_from=e.contents_from,
         max_bytes=e.max_bytes,
         headlines_per_group=e.headlines_per_group,
+        esp_encodes=config.delivery.backend == "sendgrid",
     )
 
 

@@ -7,11 +7,19 @@ import base64
 import binascii
 import email
 import email.policy
+import re
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.mail.encoding import MAX_LINE, Transfer, _quoted_printable, transfer, transfer_size
+from digest.mail.encoding import (
+    MAX_LINE,
+    Transfer,
+    _quoted_printable,
+    transfer,
+    transfer_size,
+    worst_size,
+)
 
 from .golden_messages import golden_messages
 
@@ -91,3 +99,30 @@ def test_every_line_of_every_golden_message_is_at_most_76_in_its_bodies() -> Non
             assert not part.defects and part.get_content()
         want = {"base64"} if name == "sample-zh" else {"quoted-printable"}
         assert encodings == want, (name, encodings)
+
+
+@given(texts)
+def test_the_worst_size_is_the_larger_of_quoted_printable_and_base64(text: str) -> None:
+    """What a budget counts when an ESP chooses the encoding: never less than either."""
+    data = normal(text).encode()
+    b64 = len(base64.encodebytes(data).replace(b"\n", b"\r\n"))
+    qp = len(_quoted_printable(data).replace("\n", "\r\n"))
+    assert worst_size(text) == max(b64, qp) >= transfer_size(text)
+
+
+@given(st.text(st.characters() | st.sampled_from("\ud800\udfff\udc80é日"), max_size=300))
+def test_a_lone_surrogate_goes_out_as_a_replacement_character(text: str) -> None:
+    """A JSON feed can escape half a character ("\\ud800"): the part is still built,
+    with U+FFFD in its place (and a byte smuggled as U+DC80-U+DCFF goes out as itself)."""
+    t = transfer(text)
+    body = t.body.encode("ascii")
+    data = (
+        binascii.a2b_qp(body)
+        if t.cte == "quoted-printable"
+        else base64.b64decode(body)
+        if t.cte == "base64"
+        else body
+    )
+    expected = re.sub("[\ud800-\udc7f\udd00-\udfff]", "\ufffd", normal(text))
+    assert data == expected.encode("utf-8", "surrogateescape")
+    assert t.size == transfer_size(text) <= worst_size(text)

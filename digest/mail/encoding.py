@@ -16,7 +16,9 @@ Every line of the result is at most 76 characters (RFC 2045 §6.7 and §6.8): Py
 re-wrapped here. 8bit is never chosen: it needs 8BITMIME at every hop.
 
 ``deliver/message.py`` builds every message's parts with it; the size budget
-(``render/``) measures an edition's HTML with ``transfer_size``.
+(``render/budget.py``) measures an edition's HTML with ``transfer_size``, or with
+``worst_size`` when an ESP encodes the part on its side (SendGrid's API takes the
+HTML as text and chooses the encoding itself).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ Cte = Literal["7bit", "quoted-printable", "base64"]
 
 #: One unit of a quoted-printable line: an escape (=XX) or one literal character.
 _QP_UNIT = re.compile(rb"=[0-9A-F]{2}|[^=]")
+#: A surrogate that ``surrogateescape`` does not stand for a byte with (U+DC80-U+DCFF).
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 #: Anything that is not 7bit-safe text: non-ASCII, NUL, a bare CR (line ends are \n).
 _NOT_7BIT = re.compile(rb"[^\x01-\x0c\x0e-\x7f]")
 
@@ -74,9 +78,22 @@ def transfer_size(text: str) -> int:
     return transfer(text).size
 
 
+def worst_size(text: str) -> int:
+    """How many bytes ``text`` may take as a transmitted part when someone else chooses
+    its encoding (an ESP given the HTML, like SendGrid's API): the larger of
+    quoted-printable and base64, so a budget holds whichever is used."""
+    data = _lines(text)
+    return max(_wire(_quoted_printable(data)), _base64_size(len(data)))
+
+
 def _lines(text: str) -> bytes:
-    """UTF-8 with "\\n" line ends (CRLF and a bare CR become one), ending in one."""
-    data = text.encode(CHARSET, "surrogateescape")
+    """UTF-8 with "\\n" line ends (CRLF and a bare CR become one), ending in one. A lone
+    surrogate (a JSON feed may escape one: "\\ud800") is no character: it goes out as
+    U+FFFD, so one entry's title can never stop a message being built."""
+    try:
+        data = text.encode(CHARSET, "surrogateescape")
+    except UnicodeEncodeError:
+        data = _LONE_SURROGATE.sub("\ufffd", text).encode(CHARSET, "surrogateescape")
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return data if data.endswith(b"\n") else data + b"\n"

@@ -49,16 +49,15 @@ from .views import (
     group,
     group_key,
     headline_groups,
+    listable,
 )
 
 log = logging.getLogger(__name__)
 
 SUBJECT_LIMIT = 150
-#: Gmail clips an HTML part over about 102 KB; the default budget leaves room for the
-#: bytes a provider adds after hand-off (click tracking rewrites every link).
+#: Gmail clips an HTML part over about 102 KB as transmitted; the default budget leaves
+#: room for the bytes a provider adds after hand-off (``budget.py``).
 DEFAULT_MAX_BYTES = 90_000
-#: Bytes set aside for the value that replaces each personal marker in the HTML.
-PERSONAL_RESERVE = 200
 HTML_TEMPLATE, TEXT_TEMPLATE = "digest.html.j2", "digest.txt.j2"
 TEXT_WIDTH = 72
 
@@ -86,6 +85,7 @@ class RenderSettings:
     contents_from: int = 5  # a table of contents from this many items up (0: never)
     max_bytes: int = DEFAULT_MAX_BYTES
     headlines_per_group: int = 10  # in the e-mail; the rest of a group is linked online
+    esp_encodes: bool = False  # the ESP (SendGrid) chooses the transfer encoding
 
 
 class Renderer:
@@ -137,10 +137,15 @@ class Renderer:
                 rendered[plan] = self.html(self._context(edition_id, entries, plan, created, nonce))
             return rendered[plan]
 
-        def fits(plan: Plan) -> bool:
-            return self.size(html_for(plan), nonce) <= self.settings.max_bytes
+        def size(plan: Plan) -> int:
+            return self.size(html_for(plan), nonce)
 
-        plan, ok = budget.fit(len(selection.items), len(entries), fits)
+        def headlines(full: int) -> int:  # what the e-mail can list after ``full`` stories
+            s = self.settings
+            return listable(entries[full:], s.group_by, s.headlines_per_group)
+
+        items = len(selection.items)
+        plan, ok = budget.fit(items, len(entries), size, self.settings.max_bytes, headlines)
         if not ok:
             log.warning(
                 "edition %s: the HTML is %s bytes even with every entry only counted, over "
@@ -149,12 +154,15 @@ class Renderer:
                 self.size(html_for(plan), nonce),
                 self.settings.max_bytes,
             )
-        elif plan.full < len(selection.items) or plan.hidden(len(entries)):
+        elif plan != Plan(items, headlines(items)):
             log.info(
-                "edition %s: %s of %s entries in full, %s as headlines, %s counted (size budget)",
+                "edition %s: %s of %s entries in full%s%s, %s as headlines, %s counted "
+                "(size budget)",
                 edition_id,
                 plan.full,
                 len(entries),
+                ", summaries shortened" if plan.short else "",
+                ", without thumbnails" if not plan.thumbnails else "",
                 plan.listed,
                 plan.hidden(len(entries)),
             )
@@ -186,10 +194,9 @@ class Renderer:
     def text(self, context: Mapping[str, Any]) -> str:
         return self._render(self.text_env, TEXT_TEMPLATE, context)
 
-    @staticmethod
-    def size(html_part: str, nonce: str) -> int:
-        """Bytes of the HTML part once personalized (each marker counted at its reserve)."""
-        return len(html_part.encode("utf-8")) + html_part.count(f"%%{nonce}.") * PERSONAL_RESERVE
+    def size(self, html_part: str, nonce: str) -> int:
+        """What the size budget counts for the HTML part (``budget.size``)."""
+        return budget.size(html_part, nonce, self.settings.esp_encodes)
 
     def context(
         self, edition_id: int, selection: Selection, created: datetime, nonce: str
@@ -219,7 +226,7 @@ class Renderer:
             if not members:
                 continue
             views = [
-                ItemView.of(e, len(items) + i + 1, limit, s.thumbnails)
+                ItemView.of(e, len(items) + i + 1, limit, s.thumbnails and plan.thumbnails)
                 for i, e in enumerate(members)
             ]
             items += views
@@ -254,13 +261,13 @@ class Renderer:
     def _headlines(
         self, rest: Sequence[Entry], listed: int, archive_url: str, online: bool
     ) -> tuple[HeadlineGroup, ...]:
-        """The entries after those in full, as headline groups: in the e-mail the first
-        ``listed`` of them (the size budget's) at most ``headlines_per_group`` a group;
-        online every one."""
+        """The entries after those in full, as headline groups: in the e-mail at most
+        ``headlines_per_group`` a group, of those the first ``listed`` (the size
+        budget's); online every one."""
         by = self.settings.group_by
         ids = anchors([group_key(e, by) for e in rest])
         cap = None if online else self.settings.headlines_per_group
-        return tuple(
+        groups = tuple(
             HeadlineGroup(
                 name=name,
                 items=tuple(ItemView.of(e) for e in shown),
@@ -270,6 +277,14 @@ class Renderer:
             )
             for name, shown, more in headline_groups(rest, len(rest) if online else listed, by, cap)
         )
+        empty = [g for g in groups if not g.items]
+        if online or len(empty) < 2:
+            return groups
+        # Groups the size budget left without a headline: one link, not a heading and a
+        # link each (with 200 feeds grouped by feed those alone would be over 90 KB).
+        count = sum(g.more for g in empty)
+        others = HeadlineGroup(None, (), count, "headlines", f"{archive_url}#headlines", True)
+        return (*(g for g in groups if g.items), others)
 
     def subject(self, selection: Selection, created: datetime) -> str:
         entries = selection.entries
@@ -301,7 +316,7 @@ class Renderer:
         chosen = sample.selection(now)
         shapes = [
             (chosen.entries, Plan(len(chosen.items), len(chosen.more))),  # the whole sample
-            (chosen.entries, Plan(2, 3, short=True)),  # squeezed: headlines and a count
+            (chosen.entries, Plan(2, 3, True, False)),  # squeezed: no images, headlines, a count
             (chosen.entries, Plan(0, 0, short=True)),  # bare: every entry counted
             ((), Plan(0, 0)),  # nothing new
         ]

@@ -106,6 +106,9 @@ class HeadlineGroup:
     more: int  # of this group, not listed here: "12 more from Technology →"
     anchor: str  # the group's id on the archive page: "more-technology"
     url: str  # the group on the archive page: "{archive_url}#more-technology"
+    #: The groups of which the size budget left no headline here, as one link: "212 more
+    #: new stories →" to the headlines on the archive page (no heading of its own).
+    others: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,19 +173,34 @@ def headline_groups(
     entries: Sequence[Entry], listed: int, by: GroupBy, cap: int | None
 ) -> list[tuple[str | None, list[Entry], int]]:
     """Headlines grouped like the items, in order of each group's first entry (those
-    without a heading last): of each group, its entries among the first ``listed`` of
-    ``entries``, its feeds taking turns, at most ``cap`` of them (None: no cap), and how
-    many it has besides."""
+    without a heading last): of each group, at most ``cap`` entries (None: no cap), its
+    feeds taking turns; of those of every group, the first ``listed`` in the edition's
+    order (the size budget's); and how many each group has besides."""
+    groups = _grouped(entries, by)
+    capped = {key: _taking_turns(members)[:cap] for key, members in groups.items()}
+    chosen = set(sorted(i for members in capped.values() for i, _e in members)[:listed])
+    out = []
+    for key, members in capped.items():
+        shown = [e for i, e in members if i in chosen]
+        out.append((key, shown, len(groups[key]) - len(shown)))
+    return out
+
+
+def listable(entries: Sequence[Entry], by: GroupBy, cap: int | None) -> int:
+    """How many of ``entries`` ``headline_groups`` can list: at most ``cap`` a group."""
+    sizes = [len(members) for members in _grouped(entries, by).values()]
+    return sum(sizes if cap is None else (min(n, cap) for n in sizes))
+
+
+def _grouped(entries: Sequence[Entry], by: GroupBy) -> dict[str | None, list[tuple[int, Entry]]]:
+    """Entries with their index, by heading, in order of each heading's first entry
+    (no heading last)."""
     groups: dict[str | None, list[tuple[int, Entry]]] = {}
     for i, entry in enumerate(entries):
         groups.setdefault(group_key(entry, by), []).append((i, entry))
-    order = [k for k in groups if k is not None] + ([None] if None in groups else [])
-    out = []
-    for key in order:
-        members = [(i, e) for i, e in groups[key] if i < listed]
-        shown = [e for _i, e in _taking_turns(members)][:cap]
-        out.append((key, shown, len(groups[key]) - len(shown)))
-    return out
+    if None in groups:
+        groups[None] = groups.pop(None)  # last
+    return groups
 
 
 def _taking_turns(members: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
