@@ -22,8 +22,6 @@ from digest.state import lease
 from .helpers import ROOT, Project
 from .smtp_server import SmtpServer
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 
 def digest(
     *args: str, env: dict[str, str], cwd: Path | None = None

@@ -22,8 +22,6 @@ from digest.state.db import schema
 from .helpers import NOW, SAMPLES, Project
 from .smtp_server import SmtpServer
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 
 @pytest.fixture
 def sampled(project: Project) -> Project:
