@@ -434,7 +434,6 @@ def test_copies_of_the_samples_work_from_anywhere(tmp_path: Path) -> None:
     assert run(project).editions[0].entries == 3
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_fatal_delivery_error_stops_then_next_run_resumes(
     sampled: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
