@@ -3,9 +3,14 @@ temporary folders (``Project``), hand-set clocks. Fixtures are in ``conftest.py`
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import threading
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -172,3 +177,60 @@ def add_post(samples: Path, guid: str, published: str = "Mon, 15 Mar 2027 08:00:
             1,
         )
     )
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What ``python -m digest`` would have printed and exited with (as
+    ``subprocess.CompletedProcess``: ``returncode``, ``stdout``, ``stderr``)."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    umask: int = -1,
+    stdin: str | None = None,
+) -> Ran:
+    """``digest *args`` in this process with click's ``CliRunner``: a second or more
+    quicker than a subprocess, and the same exit code, stdout and stderr. ``env`` is the
+    whole environment, as for a subprocess (variables it lacks are unset meanwhile).
+
+    What the command sets up for the process is undone afterwards: the root logger's
+    handlers and level (``main`` calls ``logging.basicConfig`` on the runner's stderr),
+    the working folder and the umask. An exception digest lets escape is a traceback on
+    stderr and exit 1, as Python would print it."""
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    changes: dict[str, str | None] = {}
+    if env is not None:
+        changes = {k: None for k in os.environ if k not in env}
+        changes.update(env)
+    root, client = logging.getLogger(), logging.getLogger("python_http_client")
+    handlers, level, client_level = root.handlers[:], root.level, client.level
+    root.handlers = []  # else basicConfig adds nothing, and -v/-vv would go nowhere
+    old_umask = os.umask(umask) if umask >= 0 else None
+    try:
+        with contextlib.chdir(cwd or os.getcwd()):
+            result = CliRunner(env=changes).invoke(
+                main, list(args), input=stdin, prog_name="digest", catch_exceptions=True
+            )
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers, root.level = handlers, level
+        client.setLevel(client_level)
+        if old_umask is not None:
+            os.umask(old_umask)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return Ran(list(args), result.exit_code, result.stdout, stderr)

@@ -25,10 +25,7 @@ from .helpers import NOW, SAMPLES, Project
 from .sendgrid_server import DEFAULT_API_KEY, ReceivedRequest, SendGridServer, load_log
 from .smtp_server import SmtpServer
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.slow
 MakeServer = Callable[..., SendGridServer]
 KEY_ENV = "CRASH_TEST_SENDGRID_KEY"
 

@@ -24,7 +24,6 @@ from .helpers import NOW
 from .smtp_server import SmtpServer
 
 # aiosmtpd does not close the server side of a connection the client dropped.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 HEAD = Letterhead(
     "Daily <digest@example.org>",
     "editor@example.org",

@@ -217,7 +217,6 @@ def test_resend_is_listed_in_the_readme() -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_ledger_on_postgresql(
     project: Project, sendgrid_server: SendGridServer, postgres_url: str
 ) -> None:

@@ -7,8 +7,6 @@ import email.policy
 import json
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +21,7 @@ from digest.model import EditionStatus, Entry, FeedSource, FetchStatus, Selectio
 from digest.state import health
 from digest.state.db import schema
 
-from .helpers import NOW, SAMPLES, Project
+from .helpers import NOW, SAMPLES, Project, invoke
 
 
 def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
@@ -274,12 +272,11 @@ def test_feeds_shows_a_pending_move(
     project.subscriber("ada@example.org")
     project.write()
     run(project, datetime.now(UTC))
-    base = [sys.executable, "-m", "digest", "--config", str(project.path), "feeds"]
-    table = subprocess.run(base, env=cli_env, capture_output=True, text=True, check=True)
+    base = ["--config", str(project.path), "feeds"]
+    table = invoke(*base, env=cli_env)
+    assert table.returncode == 0, table.stderr  # as check=True did
     assert f"Moving redirects permanently to {httpserver.url_for('/new')}" in table.stdout
-    (row,) = json.loads(
-        subprocess.run([*base, "--json"], env=cli_env, capture_output=True, text=True).stdout
-    )
+    (row,) = json.loads(invoke(*base, "--json", env=cli_env).stdout)
     assert row["pending_move"] == httpserver.url_for("/new") and row["moved_to"] is None
     assert row["pending_move_since"]
 
@@ -397,10 +394,10 @@ def test_a_feeds_title_is_kept_as_plain_text(
     assert name.startswith("Bold [red]markup[/]") and len(name) <= 300 and "<b>" not in name
     project.write()
     state["up"] = False
-    base = [sys.executable, "-m", "digest", "--config", str(project.path)]
-    ran = subprocess.run([*base, "run"], env=cli_env, capture_output=True, text=True)
+    base = ["--config", str(project.path)]
+    ran = invoke(*base, "run", env=cli_env)
     assert ran.returncode == 0 and "✗ Bold [red]markup[/]" in ran.stdout, ran.stderr
-    table = subprocess.run([*base, "feeds"], env=cli_env, capture_output=True, text=True)
+    table = invoke(*base, "feeds", env=cli_env)
     assert table.returncode == 0 and "[red]markup" in table.stdout, table.stderr
 
 
@@ -434,7 +431,6 @@ def test_copies_of_the_samples_work_from_anywhere(tmp_path: Path) -> None:
     assert run(project).editions[0].entries == 3
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_fatal_delivery_error_stops_then_next_run_resumes(
     sampled: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

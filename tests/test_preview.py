@@ -22,8 +22,6 @@ from digest.state.db import schema
 from .helpers import NOW, SAMPLES, Project
 from .smtp_server import SmtpServer
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 
 @pytest.fixture
 def sampled(project: Project) -> Project:
@@ -92,31 +90,31 @@ def test_served_preview_renders_again_on_every_reload(sampled: Project) -> None:
 
 
 def test_preview_serve_command(sampled: Project, cli_env: dict[str, str]) -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # its pipes closed on the way out
         [sys.executable, "-m", "digest", "--config", str(sampled.path), "preview", "--serve"]
         + ["--port", "0", "--sample"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready, "preview --serve printed nothing"
-        line = proc.stdout.readline()
-        assert line.startswith("Serving the next edition at http://127.0.0.1:"), line
-        url = line.split(" at ", 1)[1].split(" ", 1)[0]
-        for _ in range(50):
-            try:
-                page = httpx.get(url)
-                break
-            except httpx.ConnectError:
-                time.sleep(0.1)
-        assert page.status_code == 200 and "The new crane schedule, explained" in page.text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, "preview --serve printed nothing"
+            line = proc.stdout.readline()
+            assert line.startswith("Serving the next edition at http://127.0.0.1:"), line
+            url = line.split(" at ", 1)[1].split(" ", 1)[0]
+            for _ in range(50):
+                try:
+                    page = httpx.get(url)
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+            assert page.status_code == 200 and "The new crane schedule, explained" in page.text
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def test_preview_out_text_and_sample(sampled: Project, tmp_path: Path) -> None:

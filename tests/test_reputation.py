@@ -5,7 +5,6 @@ the outbox, signed webhook events over HTTP, ``digest`` in a subprocess)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -28,7 +27,7 @@ from digest.reputation import (
 from digest.state import reputation, subscribers
 from digest.state.db import schema
 
-from .helpers import PYTHON, Clock, Project, add_post
+from .helpers import Clock, Project, Ran, add_post, invoke
 from .live import live
 from .sendgrid_server import DEFAULT_API_KEY, SendGridServer
 from .web_site import NOW, Site, event, public_b64, signed
@@ -136,16 +135,8 @@ def watched(project: Project, samples: Path, key: ec.EllipticCurvePrivateKey) ->
     services.engine.dispose()
 
 
-def digest_cli(
-    project: Project, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "digest", "--config", str(project.write()), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+def digest_cli(project: Project, env: dict[str, str], *args: str) -> Ran:
+    return invoke("--config", str(project.write()), *args, env=env)
 
 
 def test_a_complaint_holds_the_next_edition_until_released(

@@ -30,17 +30,21 @@ from digest import pipeline, redact
 from digest.state.db import schema
 from digest.state.tokens import Signer
 
-from .helpers import ROOT, Project, add_post
+from .helpers import ROOT, Project, Ran, add_post, invoke
 from .live import free_port
 from .sendgrid_server import SendGridServer
 from .smtp_server import SmtpServer
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 
 def digest(
-    project: Project, *args: str, env: dict[str, str], umask: int = -1
-) -> subprocess.CompletedProcess[str]:
+    project: Project, *args: str, env: dict[str, str], umask: int = -1, process: bool = False
+) -> subprocess.CompletedProcess[str] | Ran:
+    """``digest --config PROJECT *args``, in this process unless ``process`` (a command
+    that is killed, or one that would serve until stopped if it failed to refuse)."""
+    if not process:
+        return invoke(
+            "--config", str(project.path), *args, env=env, cwd=project.folder, umask=umask
+        )
     return subprocess.run(
         [sys.executable, "-m", "digest", "--config", str(project.path), *args],
         capture_output=True,
@@ -83,7 +87,7 @@ def test_database_wal_and_outbox_are_owner_only_with_umask_022(
     # killed half-way through writing the second message: the database, its WAL and
     # shared-memory files, the outbox folder and a temporary file are all on disk
     env = {**cli_env, "DIGEST_FAULT": "outbox-mid-write:2"}
-    killed = digest(sampled, "run", env=env, umask=0o022)
+    killed = digest(sampled, "run", env=env, umask=0o022, process=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     db, outbox = sampled.folder / "state.db", sampled.folder / "outbox"
     made = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), *outbox.iterdir()]
@@ -183,7 +187,8 @@ def test_a_short_digest_secret_is_a_config_error(
 ) -> None:
     sampled.data["web"] = {"port": free_port()}
     sampled.write()
-    result = digest(sampled, *command, env={**cli_env, "DIGEST_SECRET": "fifteen-bytes!!"})
+    short = {**cli_env, "DIGEST_SECRET": "fifteen-bytes!!"}
+    result = digest(sampled, *command, env=short, process=command == ("serve",))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "DIGEST_SECRET: 15 bytes long" in result.stderr

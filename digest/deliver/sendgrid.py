@@ -199,7 +199,11 @@ class SendgridBackend:
         )
         body = message_fields(composed, self.letterhead, replace(self.settings, sandbox=True))
         body["personalizations"] = [{"to": [{"email": body["from"]["email"]}]}]
-        self.open(composed).deliver(Prepared(body, {}, (0,)))
+        sender = self.open(composed)
+        try:
+            sender.deliver(Prepared(body, {}, (0,)))
+        finally:
+            sender.close()  # its kept connection: else the socket is left to the collector
         return (
             f"SendGrid ({self.settings.api_url}) accepted a sandbox request: the API key works "
             "and digest.from is accepted; nothing was sent"

@@ -137,19 +137,11 @@ class SmtpBackend:
                 conn = _SMTPS(s.host, s.port, timeout=s.timeout, context=context)
             else:
                 conn = _SMTP(s.host, s.port, timeout=s.timeout)
-            conn.ehlo()
-            if s.security == "starttls":
-                if not conn.has_extn("starttls"):
-                    conn.close()
-                    raise PermanentDeliveryError(
-                        f"{where} does not offer STARTTLS: set delivery.smtp.security to "
-                        '"tls" (implicit TLS) or "none" (a trusted local relay)',
-                        fatal=True,
-                    )
-                conn.starttls(context=context)
-                conn.ehlo()
-            if s.username:
-                conn.login(s.username, s.password or "")
+            try:
+                self._greet(conn, context)
+            except BaseException:
+                conn.close()  # refused, or TLS failed: the socket is closed, not left open
+                raise
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentDeliveryError(
                 f"{where} refused the login for {s.username!r}: {_reply(exc)}", fatal=True
@@ -169,6 +161,23 @@ class SmtpBackend:
         with self._lock:
             self.connections_opened += 1
         return conn
+
+    def _greet(self, conn: _SMTP | _SMTPS, context: ssl.SSLContext) -> None:
+        """EHLO, STARTTLS if configured (refused where the server does not offer it), and
+        the login if there is a username."""
+        s = self.settings
+        conn.ehlo()
+        if s.security == "starttls":
+            if not conn.has_extn("starttls"):
+                raise PermanentDeliveryError(
+                    f"{s.host}:{s.port} does not offer STARTTLS: set delivery.smtp.security to "
+                    '"tls" (implicit TLS) or "none" (a trusted local relay)',
+                    fatal=True,
+                )
+            conn.starttls(context=context)
+            conn.ehlo()
+        if s.username:
+            conn.login(s.username, s.password or "")
 
 
 @dataclass(frozen=True, slots=True)
