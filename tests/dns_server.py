@@ -50,14 +50,26 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
         return reply
 
 
+def _pair(resolver: ZoneResolver, quiet: DNSLogger) -> tuple[DNSServer, DNSServer]:
+    """A UDP and a TCP server on one port: the UDP port is free, but the same number may
+    be taken for TCP (another test's server): then another port, a few times."""
+    for _ in range(20):
+        udp = DNSServer(resolver, address="127.0.0.1", port=0, logger=quiet)
+        port = udp.server.server_address[1]
+        try:
+            return udp, DNSServer(resolver, address="127.0.0.1", port=port, tcp=True, logger=quiet)
+        except OSError:
+            udp.server.server_close()
+    raise OSError("no port free for both UDP and TCP on 127.0.0.1")
+
+
 @contextmanager
 def dns_server(zone: Zone) -> Iterator[tuple[str, ZoneResolver]]:
     """Serve ``zone`` on 127.0.0.1 (UDP and TCP) at a free port: yields "127.0.0.1:PORT"."""
     resolver = ZoneResolver(zone)
     quiet = DNSLogger("-recv,-send,-request,-reply,-truncated,-error,-data")
-    udp = DNSServer(resolver, address="127.0.0.1", port=0, logger=quiet)
+    udp, tcp = _pair(resolver, quiet)
     port = udp.server.server_address[1]
-    tcp = DNSServer(resolver, address="127.0.0.1", port=port, tcp=True, logger=quiet)
     udp.start_thread()
     tcp.start_thread()
     try:
