@@ -21,7 +21,7 @@ from werkzeug import Request, Response
 from digest import pipeline
 from digest.ingest import feeds as ingest_module
 from digest.ingest.clean import identity
-from digest.ingest.feeds import digest_feed, ingest
+from digest.ingest.feeds import digest_apart, digest_feed, ingest
 from digest.ingest.fetch import FetchSettings, run_sync
 from digest.ingest.parse import Fresh, ParseLimits, parse
 from digest.model import FeedSource, Fetched, FetchStatus
@@ -149,6 +149,17 @@ def test_parsing_overlaps_fetching(
     assert str(os.getpid()) not in pids  # parsed in the pool, not here
     slow_at = [p.name for p in names].index(next(p.name for p in names if p.name[:4] == "slow"))
     assert slow_at >= 8  # all eight fast feeds were parsed before the slow one arrived
+
+
+def test_the_pool_sends_results_back_without_the_body(tmp_path: Path) -> None:
+    """A worker's result leaves the feed's bytes out (the caller has them: piping them
+    back cost as much as parsing two entries); the caller's results carry them again."""
+    apart = digest_apart(fetched(RSS), NOW, 300)
+    assert apart.fetched.body == b""
+    assert apart.entries == digest_feed(fetched(RSS), NOW, 300).entries
+    results = ingest(local_feeds(tmp_path, {}), {}, FetchSettings(), NOW, 300, workers=2)
+    assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
+    assert all(r.fetched.body == RSS for r in results)
 
 
 def test_a_dying_parser_process_fails_only_its_feed(

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..errors import FeedError, ParseError
@@ -119,6 +119,25 @@ def digest_feed(
         total=fresh.total,
         prints=pack(fresh.prints),
     )
+
+
+def digest_apart(
+    fetched: Fetched,
+    now: datetime,
+    summary_length: int,
+    known: Collection[str] = frozenset(),
+    limits: ParseLimits = DEFAULT_LIMITS,
+    seen: Collection[bytes] = frozenset(),
+) -> Digested:
+    """``digest_feed`` in a pool's worker: the result goes back without the body (the
+    caller has it, and piping a 200 KB feed back costs as much as parsing 2 entries);
+    the caller puts its own ``fetched`` back (``_rejoined``)."""
+    digested = digest_feed(fetched, now, summary_length, known, limits, seen)
+    return replace(digested, fetched=replace(fetched, body=b""))
+
+
+def _rejoined(digested: Digested, fetched: Fetched) -> Digested:
+    return replace(digested, fetched=fetched)
 
 
 def unexpected(fetched: Fetched, stage: str, exc: Exception) -> ParseError:
@@ -251,7 +270,7 @@ def ingest(
             url = result.source.url
             try:
                 futures[url] = pool.submit(
-                    digest_feed, result, now, summary_length, ids(url), limits, seen(url)
+                    digest_apart, result, now, summary_length, ids(url), limits, seen(url)
                 )
             except BrokenProcessPool:
                 futures[url] = None
@@ -265,7 +284,7 @@ def ingest(
         future = futures[url]
         if future is not None:
             try:
-                return future.result()
+                return _rejoined(future.result(), result)
             except BrokenProcessPool:
                 pass
             except Exception as exc:  # the result could not come back (pickling...)
@@ -294,9 +313,10 @@ def _isolated(
     log.warning("a parser process died; reading %s again on its own", fetched.source.url)
     with _pool(1, quiet) as solo:
         try:
-            return solo.submit(
-                digest_feed, fetched, now, summary_length, known, limits, seen
+            digested = solo.submit(
+                digest_apart, fetched, now, summary_length, known, limits, seen
             ).result()
+            return _rejoined(digested, fetched)
         except BrokenProcessPool:
             error = ParseError(
                 fetched.url or fetched.source.url,

@@ -39,7 +39,7 @@ from xml.parsers import expat
 import feedparser
 
 #: Bumped when what a fingerprint covers changes: remembered prints then match nothing.
-VERSION = b"scan 1"
+VERSION = b"scan 2"
 #: Bytes of one fingerprint.
 PRINT_SIZE = 16
 
@@ -95,7 +95,7 @@ def split(body: bytes, url: str, headers: Mapping[str, str]) -> Split | None:
         scanner.run()
     except (_Unsure, expat.ExpatError, ValueError, UnicodeError, LookupError):
         return None
-    context = hashlib.blake2b(VERSION, digest_size=PRINT_SIZE)
+    context = hashlib.sha256(VERSION)  # faster than BLAKE2b where the CPU has SHA-NI
     for part in (
         feedparser.__version__,
         url,
@@ -110,7 +110,7 @@ def split(body: bytes, url: str, headers: Mapping[str, str]) -> Split | None:
     for start, end in scanner.spans:
         h = context.copy()
         h.update(body[start:end])
-        prints.append(h.digest())
+        prints.append(h.digest()[:PRINT_SIZE])
     return Split(tuple(scanner.spans), tuple(prints))
 
 
