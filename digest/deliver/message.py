@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.headerregistry import Address, AddressHeader
 from email.message import EmailMessage, MIMEPart
 from email.policy import EmailPolicy
@@ -136,7 +136,12 @@ def encode(
             message = build(composed, recipient, values, letterhead)
             return Encoded(written(message, policy), to, utf8)
         except MisreadError:  # a long quoted name the email package folds wrongly
+            pass
+        try:
             message = build(composed, recipient, values, letterhead, plain=True)
+            return Encoded(written(message, policy), to, utf8)
+        except MisreadError:  # still misfolded (mixed scripts): the address alone, no name
+            message = build(composed, replace(recipient, name=None), values, letterhead)
             return Encoded(written(message, policy), to, utf8)
     except RecipientError:
         raise
