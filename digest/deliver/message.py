@@ -154,12 +154,16 @@ def encode(
 def written(message: EmailMessage, policy: EmailPolicy[EmailMessage]) -> bytes:
     """``message`` as bytes. Refused (RecipientError) if any header's folded form has a
     line break that is not a fold, in any part; MisreadError if an address header
-    would not read back as the same addresses with the same names."""
+    would not stay one header or not read back as the same addresses with the same
+    names (``encode`` then writes it without the punctuation, then without the name)."""
     end = policy.linesep.encode()
     for part in message.walk():
         for name, value in part.raw_items():
             folded = policy.fold_binary(name, value)
-            if not folded.endswith(end) or _BARE_BREAK.search(folded[: -len(end)]):
+            broken = not folded.endswith(end) or _BARE_BREAK.search(folded[: -len(end)])
+            if broken and isinstance(value, AddressHeader):  # a name folded wrongly: retried
+                raise MisreadError(f"its {name} header would not stay one header: not sent")
+            if broken:
                 raise RecipientError(f"its {name} header would not stay one header: not sent")
             if isinstance(value, AddressHeader) and not _reads_back(policy, name, value, folded):
                 raise MisreadError(f"its {name} header would not read back as written: not sent")
