@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -180,7 +181,14 @@ batches = Table(
     Column("variant", Integer, nullable=False, server_default="0"),
     Column("zone", String(64)),  # the zone group its recipients are in (NULL: before 0009)
     Column("release_at", UTCDateTime),  # when it may go: the cycle's time in that zone
+    # The fleet (0013): the instance that claimed it (``instances.id``) and until when the
+    # claim holds unless renewed; the instance that sent it and the SMTP relay it went to.
+    Column("claimed_by", String(200)),
+    Column("claim_expires", UTCDateTime),
+    Column("sent_by", String(200)),
+    Column("relay", String(300)),
     PrimaryKeyConstraint("edition_id", "number", name="pk_batches"),
+    Index("ix_batches_status", "edition_id", "status", "number"),
 )
 
 variants = Table(
@@ -245,6 +253,32 @@ signups = Table(
     Column("mailed", Boolean, nullable=False, default=False),  # a mail went out for it
     Column("error", Text),  # why no mail went out
     Column("confirmed_at", UTCDateTime),
+)
+
+instances = Table(  # state/fleet.py: each running process says who it is and what it does
+    "instances",
+    metadata,
+    Column("id", String(200), primary_key=True),  # host:pid:random, as lease holders
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("role", String(16), nullable=False),  # serve | work | run
+    Column("state", String(16), nullable=False),  # building | sending | standby | stopped
+    Column("edition_id", Integer),  # the edition it is building or sending, if any
+    Column("version", String(32)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False, index=True),
+    Column("sent", Integer, nullable=False, default=0),  # recipients it has sent to
+    Column("detail", Text),
+)
+
+throttles = Table(  # limits shared by every instance: a rate's tokens, a provider's hold
+    "throttles",
+    metadata,
+    Column("name", String(64), primary_key=True),  # smtp.rate | sendgrid | smtp:relay...
+    Column("tokens", Float, nullable=False, default=0.0),  # what the bucket holds...
+    Column("stamp", Float, nullable=False, default=0.0),  # ...at this time (epoch seconds)
+    Column("hold_until", Float, nullable=False, default=0.0),  # nothing goes before this
+    Column("reason", Text),
 )
 
 signup_limits = Table(  # web/limits.py: what the sign-up limits count, and the row lock
