@@ -11,7 +11,7 @@ import threading
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,9 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
 
 
 def add_post(samples: Path, guid: str, published: str = "Mon, 15 Mar 2027 08:00:00 +0000") -> None:
