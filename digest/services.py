@@ -34,6 +34,7 @@ from .state.tokens import Signer, env_key, load_key
 
 if TYPE_CHECKING:
     from .deliver.dkim import DkimKey
+    from .state.fleet import Instance
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class Services:
     ramp: Ramp | None = None
     #: Where a warm-up's day starts and ends (the schedule's time zone).
     timezone: str = "UTC"
+    #: This process among the instances sharing the database (``state/fleet.py``), once
+    #: it has registered (``digest serve``); None for a run made by hand or in tests.
+    instance: Instance | None = None
 
 
 def letterhead(config: Config) -> Letterhead:

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..clock import utcnow
 from ..config import Config
 from ..errors import DigestError
 from ..scheduler import Runner, Scheduler
+from ..state import fleet
 from . import build, create_app
 
 log = logging.getLogger("digest.serve")
@@ -75,12 +77,26 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def health_of(
-    scheduler: Scheduler | None, stopping: Callable[[], bool]
+    scheduler: Scheduler | None,
+    stopping: Callable[[], bool],
+    instance: fleet.Instance | None = None,
 ) -> Callable[[], dict[str, Any]]:
-    """What ``/healthz`` says of the scheduler: running or not, the next edition, and how
-    the last scheduled run ended (``failed`` makes it unhealthy, with ``last_error``)."""
+    """What ``/healthz`` says of this instance and its scheduler: what it does, whether
+    the scheduler runs, the next edition, and how the last scheduled run ended
+    (``failed`` makes it unhealthy, with ``last_error``)."""
 
     def health() -> dict[str, Any]:
+        status: dict[str, Any] = {}
+        if instance is not None:
+            status["instance"] = {
+                "id": instance.id,
+                "role": str(instance.role),
+                "state": str(instance.state),
+                "edition": instance.edition_id,
+            }
+        return status | scheduled()
+
+    def scheduled() -> dict[str, Any]:
         if scheduler is None:
             return {"scheduler": "off"}
         if not scheduler.running:
@@ -106,10 +122,12 @@ def serve(
     """Serve until a signal; returns the exit code."""
     stop = threading.Event()
     services = pipeline.build(config, should_stop=stop.is_set)
+    instance = fleet.Instance(services.engine, fleet.Role.SERVE, services.clock)
+    services = replace(services, instance=instance)
     plan = schedule.schedule_of(config)
     scheduler = Scheduler(Runner(services, plan)) if scheduler_on else None
 
-    web = build(config, services, health_of(scheduler, stop.is_set))
+    web = build(config, services, health_of(scheduler, stop.is_set, instance))
     app = create_app(web)
     w = config.web
     uv = uvicorn.Config(
@@ -133,6 +151,7 @@ def serve(
         uv.port,
         config.digest.base_url,
     )
+    instance.start()
     if scheduler is not None:
         scheduler.start()
     else:
@@ -144,6 +163,7 @@ def serve(
         stop.set()
         if scheduler is not None:
             scheduler.shutdown()
+        instance.stop()
         web.followups.close()  # sign-up mails already promised
         services.engine.dispose()
     ran = utcnow() - started
