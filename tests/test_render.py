@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.errors import RenderError
 from digest.mail.headers import header_safe
@@ -554,6 +556,53 @@ def test_wrap_isolates_right_to_left_lines_and_stays_in_width() -> None:
     assert all(line.startswith("    \u2068") for line in lines[1:])
     assert all(len(line) <= 72 for line in lines)
     assert wrap("plain words", 72, "  ", "- ") == "- plain words"
+
+
+def test_wrap_breaks_chinese_and_japanese_between_characters_in_columns() -> None:
+    from digest.render.edition import wrap
+
+    zh = "投资资讯网交易在线流通纪念币最新二十篇论坛主题全文建国三十五周年纪念华表和平鸽" * 2
+    ja = "「詳細は後日」と述べた。これは長い文章であり、七十二桁で折り返されるべきです。" * 2
+    link = "https://example.com/" + "a" * 70
+    out = wrap(f"{zh} {ja} {link}", 72, "    ", " 1. ")
+    lines = out.split("\n")
+    assert len(lines) >= 5
+    assert all(_columns(line) <= 72 for line in lines[:-1]), out
+    assert lines[-1] == "    " + link  # a link is never broken, Chinese or not
+    assert not any(line.lstrip().startswith(("。", "」", "、")) for line in lines)  # UAX #14
+    # Korean has spaces between words: they stay whole
+    ko = wrap("안녕하세요 여러분 오늘의 뉴스를 전해 드리겠습니다 " * 4, 40)
+    assert set(ko.split()) == {"안녕하세요", "여러분", "오늘의", "뉴스를", "전해", "드리겠습니다"}
+    assert all(_columns(line) <= 40 for line in ko.split("\n"))
+
+
+def _columns(line: str) -> int:
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+
+
+_TEXT = st.lists(
+    st.sampled_from([*"ab 。、「」東京都日本語中文字한국어 ", "https://x.example/q", "\u05e9"]),
+    max_size=300,
+).map("".join)
+
+
+@given(_TEXT, st.integers(20, 100))
+def test_wrap_keeps_every_character_in_order_within_the_width(text: str, width: int) -> None:
+    from digest.render.edition import wrap
+
+    out = wrap(text, width, "  ", "- ")
+    kept = "".join(out.replace("\u2068", "").replace("\u2069", "").split())
+    assert kept.removeprefix("-") == "".join(text.split())
+    for line in out.split("\n")[1:]:
+        assert line.startswith("  ")
+    for line in out.split("\n"):
+        body = line.strip().replace("\u2068", "").replace("\u2069", "")
+        whole = body.startswith("https://") or " " not in body and not any(
+            c in body for c in "東京都日本語中文字"
+        )
+        assert _columns(line) <= width or whole, (line, width)
 
 
 # -- issue 12: a lead, stories in full, then capped headline groups --------------------------

@@ -19,6 +19,7 @@ import re
 import secrets
 import textwrap
 import traceback
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,7 @@ from zoneinfo import ZoneInfo
 import css_inline
 import jinja2
 from markupsafe import Markup
+from uniseg.linebreak import line_break_units
 
 from ..errors import RenderError
 from ..mail.headers import header_safe
@@ -387,18 +389,62 @@ def _fill(text: str, width: int, first: str | None, indent: str) -> str:
     lead = indent if first is None else first
     words = " ".join(text.split())
     rtl = bool(_RTL.search(words))
-    filled = textwrap.fill(
-        words,
-        width=width - 2 if rtl else width,  # room for the two invisible isolating marks
-        initial_indent=lead,
-        subsequent_indent=indent,
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
+    width = width - 2 if rtl else width  # room for the two invisible isolating marks
+    if _WIDE.search(words):
+        filled = _fill_wide(words, width, lead, indent)
+    else:
+        filled = textwrap.fill(
+            words,
+            width=width,
+            initial_indent=lead,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
     if not rtl:
         return filled
     lines = filled.split("\n")
     return "\n".join(_isolate(line, lead if i == 0 else indent) for i, line in enumerate(lines))
+
+
+#: Characters a terminal or a mail client shows two columns wide (East Asian wide and
+#: full-width: Han, kana, Hangul, full-width punctuation).
+_WIDE = re.compile(
+    "[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f"
+    "\uff00-\uff60\uffe0-\uffe6\U00020000-\U0003fffd]"
+)
+#: Scripts written without spaces between words (Chinese and Japanese: CJK punctuation,
+#: kana, Han), where a line may break between characters. Korean puts spaces between
+#: words, and its words are kept whole, as browsers do with ``word-break: keep-all``.
+_UNSPACED = re.compile(
+    "[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003fffd]"
+)
+
+
+def _columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _fill_wide(words: str, width: int, lead: str, indent: str) -> str:
+    """``textwrap.fill`` for text with wide characters: widths in columns, and lines may
+    break inside a word of Chinese or Japanese where Unicode's line breaking (UAX #14,
+    by uniseg) allows it: between ideographs, never before a closing mark like 。or 」.
+    Other words (links among them) are still never broken."""
+    lines: list[str] = []
+    line, used, empty = lead, _columns(lead), True
+    for word in words.split(" "):
+        pieces = list(line_break_units(word)) if _UNSPACED.search(word) else [word]
+        for n, piece in enumerate(pieces):
+            gap = " " if n == 0 and not empty else ""
+            need = _columns(gap + piece)
+            if not empty and used + need > width:
+                lines.append(line)
+                line, used = indent + piece, _columns(indent + piece)
+            else:
+                line, used = line + gap + piece, used + need
+            empty = False
+    lines.append(line)
+    return "\n".join(lines)
 
 
 #: Letters of the right-to-left scripts (Hebrew, Arabic, Syriac, Thaana, N'Ko...).
