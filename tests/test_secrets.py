@@ -251,7 +251,7 @@ def test_no_secret_in_any_output_at_any_verbosity(
         assert delivered() == 1  # the test message: the secret was used
         outputs["serve"] = _serve_until(sampled, env, lambda: delivered() == 2)
         add_post(samples, "after-serve")
-        result = digest(sampled, "-vv", "run", env=env)
+        result = digest(sampled, "-vv", "run", "--now", env=env)
         assert result.returncode == 0 and delivered() == 3, result.stdout + result.stderr
         outputs["run"] = result.stdout + result.stderr
     if backend == "smtp":
