@@ -1,8 +1,8 @@
 """The ``digest`` command: a thin shell over the pipeline.
 
-Exit codes: 0 fine (delivered, or nothing to send); 1 something was not delivered or
-a command failed; 2 the config or the command line is wrong; 3 another run holds the
-lease; 4 the complaint and bounce breaker holds the next edition (``digest release``).
+Exit codes: 0 fine (delivered, nothing to send, or nothing due yet); 1 something was
+not delivered or a command failed; 2 the config or the command line is wrong; 3 another
+run holds the lease; 4 the complaint and bounce breaker holds the next edition (``digest release``).
 Errors digest expects print one clear message, never a traceback.
 """
 
