@@ -185,6 +185,19 @@ def test_the_first_run_ever_sends_at_once_then_the_schedule_rules(cron: Cron) ->
     assert cron.json(at(31))["editions"][0]["id"] == 2
 
 
+@pytest.mark.parametrize("hour", [6, 7, 8])
+def test_the_first_run_is_the_same_at_any_hour(cron: Cron, hour: int) -> None:
+    """Before, at and after the schedule's 07:00: one edition at once, then none until
+    the next edition time."""
+    first = cron.json(at(hour))
+    assert first["mode"] == "first_run" and len(first["editions"]) == 1
+    due = at(7) if hour < 7 else at(31)
+    assert first["next_edition"]["utc"] == due.isoformat()
+    later = cron.json(at(hour, 30))
+    assert later["nothing_to_do"] is True
+    assert cron.editions() == [(1, at(hour))]
+
+
 def test_a_first_run_with_nothing_to_send_still_hands_over_to_the_schedule(
     cron: Cron,
 ) -> None:

@@ -66,12 +66,12 @@ def run(
     if now:
         return _ran(services, plan, Mode.NOW, pipeline.run(services, progress))
     runner = scheduler.Runner(services, plan)
-    decision = runner.decide_now()
-    if not decision.runs and first_run(services):
+    if first_run(services):  # whatever the hour: the same at 07:00 as at 12:00
+        slot = runner.decide_now().slot
         report = pipeline.run(services, progress)
-        if decision.slot is not None:  # the slot gone by is this run's: the next is due
+        if slot is not None:  # the slot gone by is this run's: the next is due
             with services.engine.begin() as conn:
-                scheduler.mark_handled(conn, decision.slot)
+                scheduler.mark_handled(conn, slot)
         return _ran(services, plan, Mode.FIRST_RUN, report)
     due = runner.run_due(progress)
     if due is None:
