@@ -141,7 +141,7 @@ def test_check_warns_when_every_local_user_can_read_them(
 def test_the_deploy_units_set_an_owner_only_umask() -> None:
     deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     units = [block for block in deploy.split("```ini")[1:] if "[Service]" in block]
-    assert len(units) == 2
+    assert len(units) == 3  # digest serve's, the templated one, digest run's timer
     for unit in units:
         assert "\nUMask=0077\n" in unit.split("```")[0]
 
