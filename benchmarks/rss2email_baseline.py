@@ -4,7 +4,7 @@
     python benchmarks/rss2email_baseline.py --latency 0   # the feeds answer at once
 
 Run as a command, it is issue 14's head to head, whole process against whole process:
-``python -m digest run`` (a fresh process: start, imports, config, fetch, parse, the
+``python -m digest run --now`` (a fresh process: start, imports, config, fetch, parse, the
 ledger, the edition within its size budget, the outbox; SQLite, one subscriber) over
 100 local WordPress-like feeds of 50 new entries each (~3 KB bodies, ``feedgen``),
 against ``r2e run`` over the same feeds in the same run, and both again with nothing
@@ -145,7 +145,7 @@ class Ours:
 
 
 def digest_run(urls: list[str], folder: Path) -> Ours:
-    """``python -m digest run`` over ``urls`` (all new: one digest to one subscriber,
+    """``python -m digest run --now`` over ``urls`` (all new: one digest to one subscriber,
     written to the outbox), then again (nothing new); each in a fresh process."""
     root = Path(__file__).resolve().parents[1]
     lines = [
@@ -169,7 +169,7 @@ def digest_run(urls: list[str], folder: Path) -> Ours:
     config = folder / "config.toml"
     config.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "PYTHONPATH": str(root), "NO_PROXY": "*"}
-    command = [sys.executable, "-m", "digest", "--config", str(config), "run"]
+    command = [sys.executable, "-m", "digest", "--config", str(config), "run", "--now"]
     seconds, rss, cpu = _timed(command, folder / "digest-first.log", env)
     second, _, _ = _timed(command, folder / "digest-second.log", env)
     made = sorted((folder / "outbox").rglob("*.eml"))

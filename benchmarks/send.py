@@ -7,7 +7,7 @@ a local SendGrid-compatible server, with the floor measured in the same run.
     python benchmarks/send.py --zones 24 --variants 8   # subscribers' own zones and choices
 
 What is timed for digest: ``digest run`` as an operator runs it, in a fresh process
-(``python -m digest run``: the start and imports, the config, the feed, the recipient
+(``python -m digest run --now``: the start and imports, the config, the feed, the recipient
 freeze, one signed token per recipient, one request body per 1,000, the requests from
 ``delivery.workers`` threads through the official client, the ledger written per
 batch, the edition settled), on a fresh database holding N active subscribers. The
@@ -26,7 +26,7 @@ schedule's zone with no choices (one variant, one zone group), and the spread, t
 subscribers round-robin over Z real zones (UTC+14 to UTC-10) and V variants (V-1 sets
 of unticked categories, and none). The spread's time is the sum of its runs: the one
 that makes the edition at the first zone group's hour, then one per later zone group's
-hour (``pipeline.run`` with the clock at that instant), as `digest run --due` from cron
+hour (``pipeline.run`` with the clock at that instant), as `digest run` from cron
 would. Every recipient must be delivered once in both.
 """
 
@@ -267,7 +267,7 @@ def run_edition(config_path: Path) -> dict[str, Any]:
         "PYTHONPATH": str(ROOT),
     }
     log = config_path.with_suffix(".log")
-    command = [sys.executable, "-m", "digest", "--config", str(config_path), "run"]
+    command = [sys.executable, "-m", "digest", "--config", str(config_path), "run", "--now"]
     with log.open("wb") as out:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

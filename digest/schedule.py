@@ -351,3 +351,19 @@ def next_releases(schedule: Schedule, zones: Iterable[str], now: datetime) -> di
         if not left or cycle > wall(now, "UTC") + _SEARCH_LIMIT:
             break
     return found
+
+
+def next_edition(schedule: Schedule, zones: Iterable[str], now: datetime) -> datetime | None:
+    """When the next cycle's edition is due after ``now`` (UTC): its first delivery hour
+    among the zone groups (the schedule's own zone always one of them), as ``decide``
+    counts it. None: the cron never fires again."""
+    groups = sorted(set(zones) | {schedule.timezone})
+    if groups == [schedule.timezone]:
+        return next(iter_fire_times(schedule, now), None)
+    for cycle in iter_cycles(schedule, wall(now, "UTC") - _WEST - timedelta(days=1)):
+        at = first_release(cycle, groups)
+        if at > now:
+            return at
+        if cycle > wall(now, "UTC") + _SEARCH_LIMIT:
+            break
+    return None

@@ -19,6 +19,7 @@ from digest.schedule import (
     Release,
     Schedule,
     decide,
+    next_edition,
     next_releases,
     release_at,
     releases,
@@ -116,6 +117,23 @@ def test_next_release_per_zone_group() -> None:
     }
     got = next_releases(DAILY_7, ["Asia/Kolkata"], utc(2027, 3, 8, 1, 30))
     assert got == {"Asia/Kolkata": utc(2027, 3, 9, 1, 30)}
+
+
+@pytest.mark.parametrize(
+    ("zones", "now", "expected"),
+    [
+        (["UTC"], utc(2027, 3, 8, 6, 0), utc(2027, 3, 8, 7)),
+        (["UTC"], utc(2027, 3, 8, 7, 0), utc(2027, 3, 9, 7)),  # strictly after now
+        (["UTC"], utc(2027, 3, 8, 7, 1), utc(2027, 3, 9, 7)),
+        # with zone groups, a cycle's edition is due at its first delivery hour: the east's
+        (ZONES, utc(2027, 3, 7, 16, 59), utc(2027, 3, 7, 17)),
+        (ZONES, utc(2027, 3, 8, 12), utc(2027, 3, 8, 17)),  # Tuesday's, Honolulu waits
+        (["Asia/Kolkata"], utc(2027, 3, 8, 1, 0), utc(2027, 3, 8, 1, 30)),
+        (["Pacific/Honolulu"], utc(2027, 3, 8, 8), utc(2027, 3, 9, 7)),  # UTC's first
+    ],
+)
+def test_when_the_next_edition_is_due(zones: list[str], now: datetime, expected: datetime) -> None:
+    assert next_edition(DAILY_7, zones, now) == expected
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ def test_import_and_export_frequency_and_timezone(project: Project, tmp_path: Pa
     other.close()
 
 
-def test_run_due_and_schedule_report_zone_groups(project: Project) -> None:
+def test_run_and_schedule_report_zone_groups(project: Project) -> None:
     """Every minute is a cycle: UTC's hour is now, Honolulu's ten hours later."""
     from datetime import UTC, datetime
 
@@ -112,14 +112,14 @@ def test_run_due_and_schedule_report_zone_groups(project: Project) -> None:
     for address, zone in [("u@example.org", "UTC"), ("h@example.org", "Pacific/Honolulu")]:
         invoke(project, "subscribers", "add", address)
         invoke(project, "subscribers", "set", address, "--timezone", zone)
-    code, out, err = invoke(project, "run", "--due", "--json")
+    code, out, err = invoke(project, "run", "--json")
     assert code == 0, err
     (edition,) = json.loads(out)["editions"]
     assert edition["zones_released"] == ["UTC"] and edition["zones_pending"] == ["Pacific/Honolulu"]
     assert (edition["recipients_delivered"], edition["recipients_later"]) == (1, 1)
     assert edition["recipients_failed"] == 0 and edition["status"] == "sending"
     assert len(project.outbox()) == 1
-    code, out, _ = invoke(project, "run", "--due", "--json")
+    code, out, _ = invoke(project, "run", "--json")
     assert code == 0 and len(project.outbox()) == 1  # nobody twice; Honolulu still waits
     code, out, _ = invoke(project, "schedule", "--json")
     groups = {g["zone"]: g for g in json.loads(out)["zone_groups"]}

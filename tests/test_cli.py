@@ -9,15 +9,17 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from digest.cli import main
-from digest.state import lease
+from digest.config import load_config
+from digest.state import db, lease
 
 from .helpers import ROOT, Project, Ran
 from .helpers import invoke as in_process
@@ -51,11 +53,16 @@ def shipped(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_shipped_config_end_to_end(shipped: Path, cli_env: dict[str, str]) -> None:
-    """The Quickstart, as a user runs it: ``python -m digest`` in a process of its own."""
+def test_shipped_config_end_to_end(
+    shipped: Path, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Quickstart, as a user runs it: ``python -m digest`` in a process of its own.
+    The first run in the database makes an edition at once; the next follow the schedule."""
     result = digest("run", "--json", env=cli_env, cwd=shipped, process=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert report["mode"] == "first_run" and report["nothing_to_do"] is False
+    assert report["next_edition"]["local"].endswith("T07:00:00+00:00")  # London in winter
     assert set(report) >= {"editions", "feeds", "skipped", "reason", "seconds", "ok"}
     (edition,) = report["editions"]
     assert set(edition) >= {"id", "recipients_delivered", "recipients_failed", "entries"}
@@ -82,13 +89,25 @@ def test_shipped_config_end_to_end(shipped: Path, cli_env: dict[str, str]) -> No
         assert "mayor’s allotment week – a report" in text  # mojibake repaired
         assert "<script" not in html and "alert(" not in html
 
+    engine = db.connect(load_config(shipped / "config.toml").storage_url)
+    with engine.connect() as conn:  # the runs below happen at the instant it was made
+        made = conn.execute(sa.text("SELECT created_at FROM editions")).scalar_one()
+    engine.dispose()
+    monkeypatch.setattr(
+        "digest.cli._now", lambda: datetime.fromisoformat(str(made)).replace(tzinfo=UTC)
+    )
     again = digest("run", "--json", env=cli_env, cwd=shipped)
     assert again.returncode == 0
     second = json.loads(again.stdout)
     assert second["editions"] == [] and second["skipped"] is True
-    assert "nothing new" in second["reason"]
+    assert second["mode"] == "schedule" and second["nothing_to_do"] is True
+    assert "is done" in second["reason"]
     human = digest("run", env=cli_env, cwd=shipped)
-    assert "Nothing sent: nothing new since the last edition." in human.stdout
+    assert human.returncode == 0
+    assert "nothing to do: the edition for " in human.stdout
+    assert "The next edition is due " in human.stdout
+    now = digest("run", "--now", env=cli_env, cwd=shipped)
+    assert "Nothing sent: nothing new since the last edition." in now.stdout
 
 
 def test_config_from_environment_and_readable_summary(
@@ -118,8 +137,6 @@ def test_broken_config_exits_2_without_traceback(tmp_path: Path, cli_env: dict[s
 
 def test_a_run_holding_the_lease_blocks_another(shipped: Path, cli_env: dict[str, str]) -> None:
     project = Project(shipped)
-    from digest.config import load_config
-    from digest.state import db
 
     engine = db.connect(load_config(shipped / "config.toml").storage_url)
     with lease.held(engine):

@@ -71,7 +71,16 @@ class Scenario:
         if fault:
             env["DIGEST_FAULT"] = fault
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "digest", "--config", str(self.project.path), "run", "--json"],
+            [
+                sys.executable,
+                "-m",
+                "digest",
+                "--config",
+                str(self.project.path),
+                "run",
+                "--now",
+                "--json",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

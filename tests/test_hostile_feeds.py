@@ -287,7 +287,7 @@ def test_a_failure_in_any_stage_fails_that_feed_alone(
 ) -> None:
     """In parser processes too (nine feeds: parsing runs in a pool)."""
     env = {**cli_env, "DIGEST_FAULT": f"{stage}@feed4.rss"}
-    result = digest_run(nine_feeds, env, "run", "--json")
+    result = digest_run(nine_feeds, env, "run", "--now", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     failed = [f for f in report["feeds"] if f["status"] == "failed"]
@@ -298,7 +298,7 @@ def test_a_failure_in_any_stage_fails_that_feed_alone(
     assert [r["status"] for r in rows].count("failing") == 1
     assert words in rows[4]["last_error"]
     # its entries were not recorded: once the fault is gone, they go out
-    again = json.loads(digest_run(nine_feeds, cli_env, "run", "--json").stdout)
+    again = json.loads(digest_run(nine_feeds, cli_env, "run", "--now", "--json").stdout)
     assert again["editions"][0]["entries"] == 4
 
 
@@ -306,7 +306,7 @@ def test_a_body_that_cannot_be_cleaned_goes_out_without_it(
     nine_feeds: Project, cli_env: dict[str, str]
 ) -> None:
     env = {**cli_env, "DIGEST_FAULT": "finish@feed4.rss"}
-    result = digest_run(nine_feeds, env, "run", "--json")
+    result = digest_run(nine_feeds, env, "run", "--now", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert all(f["status"] == "ok" for f in report["feeds"])

@@ -288,7 +288,7 @@ def test_the_edition_goes_out_with_the_good_feeds(
     project.data["fetch"] = {"timeout": "500ms"}
     project.write()
 
-    first = digest(project, cli_env, "run", "--json")
+    first = digest(project, cli_env, "run", "--now", "--json")
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
     feeds = {f["url"]: f for f in report["feeds"]}
@@ -319,7 +319,7 @@ def test_the_edition_goes_out_with_the_good_feeds(
     assert "A JSON Feed post" in mail and "Huge post 3" in mail
     assert "lol" not in mail
 
-    second = digest(project, cli_env, "run", "--json")
+    second = digest(project, cli_env, "run", "--now", "--json")
     assert second.returncode == 0, second.stderr
     feeds = {f["url"]: f for f in json.loads(second.stdout)["feeds"]}
     assert feeds[urls["etag"]]["status"] == "not_modified"

@@ -66,7 +66,7 @@ def test_resend_failed_sends_only_what_failed(
 ) -> None:
     setup(project, sendgrid_server)
     sendgrid_server.script(Fault(), Fault(status=400, message="Bad Request"))
-    code, report, _ = cli(project, "run", "--json")
+    code, report, _ = cli(project, "run", "--now", "--json")
     assert code == 1 and report is not None
     (edition,) = report["editions"]
     assert (edition["recipients_delivered"], edition["recipients_failed"]) == (15, 10)
@@ -115,7 +115,7 @@ def test_resend_refuses_what_it_cannot_do(
     code, _, err = cli(project, "resend", "--edition", "7", "--failed")
     assert code == 2 and "no edition 7" in err
     sendgrid_server.script_every(Fault(status=400))
-    code, report, _ = cli(project, "run", "--json")
+    code, report, _ = cli(project, "run", "--now", "--json")
     assert report is not None and report["editions"][0]["status"] == "abandoned"
     code, _, err = cli(project, "resend", "--edition", "1", "--failed")
     assert code == 2 and "abandoned" in err and "twice" in err
@@ -126,7 +126,7 @@ def test_who_unsubscribed_before_the_resume_is_left_out(
 ) -> None:
     setup(project, sendgrid_server)
     sendgrid_server.script_every(Fault(status=401))  # the key is refused: the edition stops
-    code, report, _ = cli(project, "run", "--json")
+    code, report, _ = cli(project, "run", "--now", "--json")
     assert code == 1 and report is not None
     (edition,) = report["editions"]
     assert edition["status"] == "sending" and edition["recipients_failed"] == 25
@@ -137,7 +137,7 @@ def test_who_unsubscribed_before_the_resume_is_left_out(
         assert s is not None
         subscribers.unsubscribe(conn, s.id, NOW + timedelta(hours=1), "one-click")
     sendgrid_server.script_every(None)  # the key is fixed
-    code, report, _ = cli(project, "run", "--json")
+    code, report, _ = cli(project, "run", "--now", "--json")
     assert report is not None
     (edition,) = report["editions"]
     assert edition["resumed"] and edition["recipients_delivered"] == 24
@@ -152,7 +152,7 @@ def test_old_editions_are_compacted_to_counts(
     setup(project, sendgrid_server, n=12, batch_size=5)
     project.data["delivery"]["keep_ledger"] = "30d"
     project.write()
-    code, report, _ = cli(project, "run", "--json")
+    code, report, _ = cli(project, "run", "--now", "--json")
     assert code == 0
     engine = project.engine()
     E, B, D = schema.editions, schema.batches, schema.deliveries
@@ -181,11 +181,11 @@ def test_a_run_compacts_editions_older_than_keep_ledger(
     setup(project, sendgrid_server, n=3)
     project.data["delivery"]["keep_ledger"] = "1s"
     project.write()
-    cli(project, "run")
+    cli(project, "run", "--now")
     engine = project.engine()
     with engine.begin() as conn:  # make it old
         conn.execute(sa.update(schema.editions).values(finished_at=NOW - timedelta(days=1)))
-    cli(project, "run")  # nothing new to send, but the ledger is kept tidy
+    cli(project, "run", "--now")  # nothing new to send, but the ledger is kept tidy
     with engine.connect() as conn:
         assert conn.execute(sa.select(schema.editions.c.compacted)).scalar_one()
         count = sa.select(sa.func.count()).select_from(schema.deliveries)
@@ -205,7 +205,7 @@ def test_an_edition_is_loaded_a_page_at_a_time(
         return real(conn, edition_id, numbers)
 
     monkeypatch.setattr(record, "load_batches", spy)
-    code, _, _ = cli(project, "run")
+    code, _, _ = cli(project, "run", "--now")
     assert code == 0
     assert max(loaded) == 4 and sum(loaded) == 30
     assert len(sendgrid_server.recipients()) == 60
@@ -228,7 +228,7 @@ def test_the_ledger_on_postgresql(
     project.data["delivery"]["workers"] = 3
     project.write()
     sendgrid_server.script(Fault(), Fault(status=400, message="Bad Request"))
-    code, report, _ = cli(project, "run", "--json")
+    code, report, _ = cli(project, "run", "--now", "--json")
     assert code == 1 and report is not None
     (edition,) = report["editions"]
     assert (edition["recipients_delivered"], edition["recipients_failed"]) == (25, 10)

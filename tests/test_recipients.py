@@ -157,7 +157,7 @@ class Scene:
         env = dict(self.env)
         if fault:
             env["DIGEST_FAULT"] = fault
-        args = ["--config", str(self.project.path), "run", "--json"]
+        args = ["--config", str(self.project.path), "run", "--now", "--json"]
         if fault and "@" not in fault:  # a fault point kills the process: a real one
             result: subprocess.CompletedProcess[str] | Ran = subprocess.run(
                 [sys.executable, "-m", "digest", *args],

@@ -162,7 +162,7 @@ def test_a_complaint_holds_the_next_edition_until_released(
     with site.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.editions)).scalar() == 1
 
-    held = digest_cli(site.project, cli_env, "run", "--json")
+    held = digest_cli(site.project, cli_env, "run", "--now", "--json")
     assert held.returncode == 4, held.stderr
     assert json.loads(held.stdout)["held"] is True
     released = digest_cli(site.project, cli_env, "release")

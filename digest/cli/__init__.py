@@ -1,8 +1,8 @@
 """The ``digest`` command: a thin shell over the pipeline.
 
-Exit codes: 0 fine (delivered, or nothing to send); 1 something was not delivered or
-a command failed; 2 the config or the command line is wrong; 3 another run holds the
-lease; 4 the complaint and bounce breaker holds the next edition (``digest release``).
+Exit codes: 0 fine (delivered, nothing to send, or nothing due yet); 1 something was
+not delivered or a command failed; 2 the config or the command line is wrong; 3 another
+run holds the lease; 4 the complaint and bounce breaker holds the next edition (``digest release``).
 Errors digest expects print one clear message, never a traceback.
 """
 
@@ -12,6 +12,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -36,10 +37,10 @@ from . import console
 if TYPE_CHECKING:  # the rest is imported by the commands that use it: --help stays quick
     import sqlalchemy as sa
 
-    from ..pipeline import Progress
     from ..services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_HELD = 0, 1, 2, 3, 4
 
 
@@ -175,52 +176,72 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 
 
 @main.command()
-@click.option("--dry-run", is_flag=True, help="Fetch and render; send and record nothing.")
+@click.option(
+    "--now",
+    "at_once",
+    is_flag=True,
+    help="Make an edition now if anything is new, whatever [schedule] says (sending by hand).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Fetch and render what --now would send; send and record nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: README).")
 @click.option(
     "--due",
     is_flag=True,
-    help="Follow [schedule] (for cron, every 15 minutes or hourly): make the cycle's "
-    "edition when its first delivery hour comes, release the zone groups whose hour has.",
+    help="Deprecated: what `digest run` does by itself now (follow [schedule]); kept for "
+    "old scripts.",
 )
 @click.pass_obj
 @handled
-def run(state: State, dry_run: bool, as_json: bool, due: bool) -> None:
-    """Make and deliver one edition now (after finishing one a crash left unfinished).
+def run(state: State, at_once: bool, dry_run: bool, as_json: bool, due: bool) -> None:
+    """Do what [schedule] says is due now, as `digest serve` would (for cron, every 15
+    minutes or hourly), else say when the next edition is due.
 
-    Each zone group gets it at this hour in its own zone: those whose hour has passed
-    at once, the others when a later run (or `digest serve`) finds their hour come."""
-    from .. import pipeline
+    Makes the cycle's edition when its first delivery hour comes, releases the zone
+    groups whose hour has come, and finishes an edition a crash left unfinished. The
+    first run in a new database makes an edition at once; `--now` makes one now
+    whenever something is new."""
+    from .. import pipeline, schedule
+    from . import running
 
+    if due and at_once:
+        raise UsageError(
+            "--now and --due do not go together: --now makes an edition now, --due (the "
+            "default) follows [schedule]; use one"
+        )
     if due and dry_run:
-        raise UsageError("--due and --dry-run do not go together: use one")
-    services = pipeline.build(state.config, engine=state.engine(), readonly=dry_run)
-    work: Callable[[Services, Progress | None], RunReport] = (
-        _run_due(state) if due else pipeline.dry_run if dry_run else pipeline.run
+        raise UsageError(
+            "--due and --dry-run do not go together: --dry-run shows what --now would send"
+        )
+    if due:
+        console.err.print(
+            "[yellow]warning:[/yellow] --due is deprecated: `digest run` follows "
+            + escape("[schedule] by itself now; drop --due"),
+            markup=True,
+        )
+    services = pipeline.build(state.config, engine=state.engine(), readonly=dry_run, clock=_clock)
+    plan = schedule.schedule_of(state.config)
+    ran = _with_progress(
+        as_json,
+        lambda bars: running.run(services, plan, bars, now=at_once, dry_run=dry_run),
     )
-    report = _with_progress(as_json, lambda bars: work(services, bars))
-    _finish(report, as_json)
-    if not as_json and not dry_run and any(e.recipients_delivered for e in report.editions):
-        _where_to_look(state.config)
+    if as_json:
+        console.print_json(running.as_json(ran, plan))
+    else:
+        running.summary(ran, plan, lambda: _where_to_look(state.config))
+    report = ran.report
     sys.exit(EXIT_FAILED if not report.ok else EXIT_HELD if report.held else EXIT_OK)
 
 
-def _run_due(state: State) -> Callable[[Services, Progress | None], RunReport]:
-    """``digest run --due``: what `digest serve`'s scheduler does at a tick."""
-    from .. import schedule, scheduler
-
-    def work(services: Services, bars: Progress | None) -> RunReport:
-        runner = scheduler.Runner(services, schedule.schedule_of(state.config))
-        report = runner.run_due(bars)
-        if report is None:
-            reason = runner.decide_now().reason
-            return RunReport(editions=(), feeds=(), skipped=reason, seconds=0.0)
-        return report
-
-    return work
+def _clock() -> datetime:
+    """The time for a run: ``_now`` as it is when asked (tests set their own)."""
+    return _now()
 
 
-def _with_progress(as_json: bool, work: Callable[[console.Bars | None], RunReport]) -> RunReport:
+def _with_progress(as_json: bool, work: Callable[[console.Bars | None], T]) -> T:
     """Run ``work`` with progress bars on a terminal (never with --json)."""
     bars = console.Bars() if not as_json and sys.stderr.isatty() else None
     try:
