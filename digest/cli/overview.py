@@ -156,11 +156,7 @@ def show(seen: Overview, ahead: Outlook) -> None:
         f"\nComplaints and bounces (editions finished since {r.since:%Y-%m-%d}, and those "
         f"going out): {console.plural(r.complaints, 'spam complaint')} and "
         f"{console.plural(r.bounces, 'hard bounce')} of {r.delivered} delivered; "
-        + (
-            f"the breaker holds the next edition: {r.verdict.reason}"
-            if r.verdict.held
-            else "the breaker holds nothing"
-        )  # fmt: skip
+        + ("the breaker holds the next edition" if r.verdict.held else "the breaker holds nothing")
     )
     for warning in r.verdict.warnings:
         out.print(f"  ! {warning}")
@@ -217,9 +213,9 @@ def _current(c: Current | None) -> None:
             for k, v in c.by_state.items()
         )
         out.print(f"Batches: {counted}")
-    states = list(c.by_state)
     for title, shares in (("instance", c.by_instance), ("relay", c.by_relay)):
         if shares and any(s.who for s in shares):
+            states = [k for k in c.by_state if any(k in s.by_state for s in shares)]
             out.print(f"Batches by {title}:")
             console.records([title, *states, "recipients"], [_share_row(s, states) for s in shares])
 

@@ -131,7 +131,7 @@ class Overview:
                 f"(`digest resend --edition {e.id} --failed`, `--unknown` after checking)"
             )
         if self.reputation.verdict.held:
-            found.append(f"the breaker holds the next edition: {self.reputation.verdict.reason}")
+            found.append(str(self.reputation.verdict.reason))
         return tuple(found)
 
 
