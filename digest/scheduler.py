@@ -30,7 +30,7 @@ from . import pipeline
 from .durations import format_duration
 from .errors import DigestError, LeaseError
 from .model import RunReport
-from .schedule import Action, Decision, Schedule, decide
+from .schedule import Action, Decision, Schedule, decide, fire_times, next_releases
 from .services import Services
 from .state import lease, record, subscribers
 from .state.db import schema
@@ -83,6 +83,44 @@ def last_edition(conn: sa.Connection) -> LastEdition | None:
     if row is None:
         return None
     return LastEdition(row.id, row.created_at, row.status, row.recipients, row.delivered, row.slot)
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What the schedule and the database say lies ahead (``digest schedule``,
+    ``digest status``): the next fire times, each zone group's next delivery hour, the
+    last edition, and what ``digest serve`` would do if started now."""
+
+    schedule: Schedule
+    times: tuple[datetime, ...]
+    last: LastEdition | None
+    last_sent: datetime | None
+    decision: Decision
+    #: Each zone group of active subscribers → how many are in it.
+    groups: dict[str, int]
+    #: Each zone group's next delivery hour (UTC), earliest first.
+    releases: dict[str, datetime]
+
+    @property
+    def next_release(self) -> tuple[str, datetime] | None:
+        """The zone group whose delivery hour comes first, and when."""
+        return next(iter(self.releases.items()), None)
+
+
+def outlook(conn: sa.Connection, plan: Schedule, now: datetime, count: int) -> Outlook:
+    groups = subscribers.zone_groups(conn, plan.timezone)
+    sent = last_sent(conn)
+    decision = decide(plan, now, sent, bool(record.unfinished(conn, now)), groups)
+    releases = next_releases(plan, groups, now)
+    return Outlook(
+        plan,
+        tuple(fire_times(plan, now, max(count, 0))),
+        last_edition(conn),
+        sent,
+        decision,
+        groups,
+        dict(sorted(releases.items(), key=lambda item: (item[1], item[0]))),
+    )
 
 
 # -- doing --------------------------------------------------------------------------------

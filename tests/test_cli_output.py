@@ -172,6 +172,7 @@ JSON_COMMANDS = [
     ["release", "--json"],
     ["resend", "--edition", "1", "--failed", "--json"],
     ["check", "--deliverability", "--json"],
+    ["status", "--json"],
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -19,7 +20,7 @@ from digest.cli import main
 from digest.state import subscribers
 
 from .helpers import SAMPLES_NOW as NOW
-from .helpers import Project
+from .helpers import Project, invoke
 from .live import free_port, serve_process
 
 
@@ -83,9 +84,24 @@ def test_one_click_unsubscribe_from_the_header_of_a_delivered_message(
         health = httpx.get(f"{served.base}/healthz").json()
         assert health["ok"] and health["scheduler"] == "running"
         assert health["next_edition"].endswith("-01-01T06:00:00+00:00")  # 07:00 in Berlin
+        me = health["instance"]
+        assert (me["role"], me["state"], me["edition"], me["heartbeat"]) == (
+            "serve",
+            "standby",
+            None,
+            "ok",
+        )
+        assert (health["doing"], health["ready"], health["live"]) == ("standby", True, True)
+        # digest status, from the database, sees the same instance, standing by
+        fleet = invoke("--config", str(project.path), "status", "--json", env=cli_env)
+        assert fleet.returncode == 0, fleet.stdout + fleet.stderr
+        [seen] = json.loads(fleet.stdout)["instances"]
+        assert (seen["id"], seen["role"], seen["state"]) == (me["id"], "serve", "standby")
         code = served.stop()
         log = served.log()
     assert code == 0, log
+    stopped = invoke("--config", str(project.path), "status", "--json", env=cli_env)
+    assert [i["state"] for i in json.loads(stopped.stdout)["instances"]] == ["stopped"]
     assert "SIGTERM: stopping after the batch in flight" in log
     assert "digest serve stopped" in log and "Traceback" not in log
     assert ada_url.rsplit("/", 1)[1] not in log  # tokens stay out of the logs

@@ -879,28 +879,18 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
 
     from .. import schedule, scheduler
 
-    config = state.config
-    plan = schedule.schedule_of(config)
-    now = _now()
-    times = schedule.fire_times(plan, now, max(count, 0))
+    plan = schedule.schedule_of(state.config)
     with state.engine().connect() as conn:
-        last = scheduler.last_edition(conn)
-        sent = scheduler.last_sent(conn)
-        from ..state import record, subscribers
-
-        groups = subscribers.zone_groups(conn, plan.timezone)
-        decision = schedule.decide(plan, now, sent, bool(record.unfinished(conn, now)), groups)
-    releases = schedule.next_releases(plan, groups, now)
+        ahead = scheduler.outlook(conn, plan, _now(), count)
+    times, last, sent, decision = ahead.times, ahead.last, ahead.last_sent, ahead.decision
+    groups, releases = ahead.groups, ahead.releases
     if as_json:
         console.print_json(
             {
                 "cron": plan.cron,
                 "timezone": plan.timezone,
                 "catch_up_seconds": int(plan.catch_up.total_seconds()),
-                "next": [
-                    {"local": t.astimezone(plan.zone).isoformat(), "utc": t.isoformat()}
-                    for t in times
-                ],
+                "next": [console.moment(t, plan.zone) for t in times],
                 "last_edition": None
                 if last is None
                 else {
@@ -917,12 +907,9 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
                     {
                         "zone": zone,
                         "subscribers": groups[zone],
-                        "next": {
-                            "local": releases[zone].astimezone(ZoneInfo(zone)).isoformat(),
-                            "utc": releases[zone].isoformat(),
-                        },
+                        "next": console.moment(releases[zone], ZoneInfo(zone)),
                     }
-                    for zone in sorted(releases, key=lambda z: (releases[z], z))
+                    for zone in releases
                 ],
             }
         )
@@ -946,8 +933,7 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
         )
     if releases:
         console.out.print("Next delivery hour per zone group (subscribers):")
-        for zone in sorted(releases, key=lambda z: (releases[z], z)):
-            at = releases[zone]
+        for zone, at in releases.items():
             console.out.print(
                 f"  {zone:<24} {at.astimezone(ZoneInfo(zone)):%a %Y-%m-%d %H:%M %Z}  "
                 f"{at:%a %H:%M} UTC  ({groups[zone]})"
@@ -957,4 +943,4 @@ def schedule_command(state: State, count: int, as_json: bool) -> None:
 
 
 # The commands in their own modules join the group here (they import this module).
-from . import feedlist, init  # noqa: E402, F401
+from . import feedlist, init, overview  # noqa: E402, F401

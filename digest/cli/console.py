@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -26,6 +28,11 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def moment(when: datetime, zone: ZoneInfo) -> dict[str, str]:
+    """A time in JSON: ``{"local": ..., "utc": ...}``, ISO 8601 both."""
+    return {"local": when.astimezone(zone).isoformat(), "utc": when.isoformat()}
 
 
 def run_json(report: RunReport) -> dict[str, Any]:

@@ -513,9 +513,18 @@ async def sendgrid_webhook(request: Request) -> Response:
     return JSONResponse(vars(handled))
 
 
+#: ``/healthz?probe=NAME``: the answer's field whose truth makes it a 200 (docs/web.md).
+PROBES = ("ok", "ready", "live")
+
+
 async def healthz(request: Request) -> Response:
+    """200 when all is well, else 503; ``?probe=ready`` or ``?probe=live``: 200 when that
+    field is true (a load balancer's or Kubernetes' probe). The same JSON either way."""
+    field = request.query_params.get("probe", "ok")
+    if field not in PROBES:
+        return JSONResponse({"error": f"probe must be one of {', '.join(PROBES)}"}, 400)
     status = await run_in_threadpool(work.health, _web(request))
-    return JSONResponse(status, 200 if status["ok"] else 503)
+    return JSONResponse(status, 200 if status[field] else 503)
 
 
 WEBHOOK = "/webhooks/sendgrid"

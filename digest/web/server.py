@@ -81,9 +81,10 @@ def health_of(
     stopping: Callable[[], bool],
     instance: fleet.Instance | None = None,
 ) -> Callable[[], dict[str, Any]]:
-    """What ``/healthz`` says of this instance and its scheduler: what it does, whether
-    the scheduler runs, the next edition, and how the last scheduled run ended
-    (``failed`` makes it unhealthy, with ``last_error``)."""
+    """What ``/healthz`` says of this instance and its scheduler: what it does and
+    whether its last heartbeat reached the database (``instance``), whether the scheduler
+    runs, the next edition, and how the last scheduled run ended (``failed`` makes it
+    unhealthy, with ``last_error``). ``work.health`` adds the rest (docs/web.md)."""
 
     def health() -> dict[str, Any]:
         status: dict[str, Any] = {}
@@ -93,6 +94,8 @@ def health_of(
                 "role": str(instance.role),
                 "state": str(instance.state),
                 "edition": instance.edition_id,
+                "sent": instance.sent,
+                "heartbeat": instance.db_error or "ok",
             }
         return status | scheduled()
 

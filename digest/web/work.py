@@ -194,7 +194,14 @@ def record(web: Web, events: list[Mapping[str, Any]]) -> webhook.Handled:
         return webhook.record_events(conn, events, web.clock())
 
 
+#: What ``doing`` says of an instance that cannot reach the database.
+UNREACHABLE = "unable to reach the database"
+
+
 def health(web: Web) -> dict[str, Any]:
+    """The ``/healthz`` answer (docs/web.md): ``ok`` (all is well: a person need not
+    look), ``ready`` (this instance reaches the database: it can serve the pages and
+    send), ``live`` (nothing a restart would cure), ``doing``, and the details."""
     status: dict[str, Any] = {"ok": True}
     try:
         with web.engine.connect() as conn:
@@ -213,7 +220,25 @@ def health(web: Web) -> dict[str, Any]:
     if extra.get("last_run") == "failed":
         status["ok"] = False
         status["reason"] = f"the last scheduled run failed: {extra.get('last_error')}"
-    return status
+    return status | probes(status)
+
+
+def probes(status: dict[str, Any]) -> dict[str, Any]:
+    """``ready``, ``live`` and ``doing`` from the rest of the answer. Not ready when the
+    database did not answer now, or this instance's last heartbeat did not reach it."""
+    instance = status.get("instance")
+    heartbeat = instance.get("heartbeat", "ok") if instance else "ok"
+    reached = status["database"] == "ok" and heartbeat == "ok"
+    found: dict[str, Any] = {
+        "ok": status["ok"] and reached,
+        "ready": reached,
+        "live": status.get("scheduler") != "stopped",
+    }
+    if instance:
+        found["doing"] = instance["state"] if reached else UNREACHABLE
+    if not reached and "reason" not in status:
+        found["reason"] = f"this instance is {UNREACHABLE}"
+    return found
 
 
 def breaker(web: Web) -> dict[str, Any]:
