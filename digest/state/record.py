@@ -845,10 +845,13 @@ def mark(
     provider_id: str | None = None,
     detail: str | None = None,
     attempts: int | None = None,
+    relay: str | None = None,
 ) -> None:
     values: dict[str, Any] = {"status": status, "updated_at": now, "detail": detail}
     if provider_id is not None:
         values["provider_id"] = provider_id[:200]
+    if relay is not None:  # the SMTP relay(s) it went through (several: "a:25,b:25")
+        values["relay"] = relay[:300]
     if attempts is not None:
         values["attempts"] = B.c.attempts + attempts
     conn.execute(
