@@ -314,3 +314,23 @@ def test_a_batch_that_went_through_two_relays_names_both(tmp_path: Path) -> None
             assert prepared.relay == f"127.0.0.1:{dropping.port},127.0.0.1:{good.port}"
     finally:
         dropping.close()
+
+
+def test_the_report_names_the_relay_whose_log_to_check(project: Project, samples: Path) -> None:
+    dropping = DroppingSmtp()  # takes the message and hangs up without an answer
+    try:
+        project.feed(str(samples / "harbour-tech.rss"), first_run_window="all")
+        project.subscriber("ada@example.org")
+        project.data["delivery"] = {
+            "backend": "smtp",
+            "retry_unanswered": False,
+            "smtp": {"host": "127.0.0.1", "port": dropping.port, "security": "none"},
+        }
+        (edition,) = run(project).editions
+        assert edition.recipients_unknown == 1 and dropping.got == 1
+        (problem,) = edition.problems
+        assert problem.startswith(f"batch 0 (1 recipient) unknown via 127.0.0.1:{dropping.port}: ")
+        _relayed, _attempts, status = ledger(project)
+        assert status == Counter({"unknown": 1})
+    finally:
+        dropping.close()
