@@ -334,3 +334,21 @@ def test_the_report_names_the_relay_whose_log_to_check(project: Project, samples
         assert status == Counter({"unknown": 1})
     finally:
         dropping.close()
+
+
+def test_one_relay_down_and_one_refusing_the_login_is_not_fatal(tmp_path: Path) -> None:
+    """Fatal needs every relay to refuse for good: one that is only down may come back."""
+    with SmtpServer(tmp_path, security="starttls", user=("digest", "right")) as server:
+        down = Relay("127.0.0.1", free_port(), security="none")
+        wrong = Relay(
+            "127.0.0.1", server.port, username="digest", password="x", ca_file=server.cert
+        )
+        b = backend(down, wrong)
+        with sender_of(b) as sender:
+            with pytest.raises(TransientDeliveryError) as first:
+                sender.send(one(1))
+            assert "cannot connect" in str(first.value) and "refused the login" in str(first.value)
+            with pytest.raises(TransientDeliveryError) as second:
+                sender.send(one(2))  # both out: the one back soonest is asked again
+            assert f"{wrong.name} is out for 60s" in str(second.value)
+        assert not server.received

@@ -9,8 +9,9 @@ one message of its weight's share, and the order is the same every run (tests co
 it). An idle connection to the chosen relay is reused; a worker finding every relay
 that is up at its ``max_connections`` waits for a connection to come back.
 
-A relay that refuses the connection, does not answer in time, or answers the greeting
-with 4xx is *out* for a cooldown: ``COOLDOWN`` (60 s), doubling with each failure in a
+A relay that refuses the connection, does not answer in time, answers the greeting
+with 4xx, or refuses the login or the sender (``smtp.py`` decides) is *out* for a
+cooldown: ``COOLDOWN`` (60 s), doubling with each failure in a
 row up to ``LONGEST`` (10 minutes); a connection that works brings it back to the
 start. The message goes to another relay at once (nothing was sent). When every relay
 is out, the one back soonest is tried anyway, so one relay behaves as it always did:

@@ -2,8 +2,15 @@
 
 ``security`` is ``starttls`` (port 587), ``tls`` (implicit TLS, port 465) or ``none``
 (port 25, for a local relay). Certificates are verified (``ca_file`` adds a private
-CA). The password comes from the environment variable the config names. Each worker
-keeps one connection for the whole edition, and reconnects when the server drops it.
+CA). The password comes from the environment variable the config names. Connections
+stay open for the whole edition, shared by the workers, and are reopened when the
+server drops them.
+
+One relay (``[delivery.smtp]``) or several (``relays``, ``relays.py``): each message
+goes to a relay chosen by weight; one that cannot be reached, or answers the greeting
+with 4xx, or refuses the login or the sender, is out for a while and the message goes
+to the next at once (nothing was sent through it). Only when no relay takes it is the
+message's failure the dispatcher's: transient, or fatal when every relay refused.
 
 Errors are sorted for the dispatcher: 4xx replies and dropped connections are
 transient (retried), 5xx replies are permanent for that recipient, and a refused
@@ -12,7 +19,8 @@ connection lost after the whole message went out but before the server's reply i
 ``UnansweredError``: the server may have queued it.
 
 Options: ``max_per_connection`` (reconnect after that many messages), ``rate``
-(messages per second across all workers), and DKIM signing with a key the config names
+(messages per second across all workers: ``SharedRate`` counts it in the database for
+every instance on it), and DKIM signing with a key the config names
 (``dkim.py``: relaxed/relaxed, over-signing From, To, Subject, Date, Message-ID,
 Reply-To, List-Id, both ``List-Unsubscribe`` headers as RFC 8058 asks, and the MIME
 headers). Messages are built and signed in ``prepare``, before the batch is marked
@@ -267,16 +275,19 @@ def _greet(conn: _SMTP | _SMTPS, relay: Relay, context: ssl.SSLContext) -> None:
         conn.login(relay.username, relay.password or "")
 
 
-def _none_left(failures: list[DeliveryError], out: Mapping[str, float]) -> DeliveryError:
-    """The error when no relay could take a message: the one failure as it was; for
-    several, fatal when every one was (all refused the login or the sender)."""
-    if len(failures) == 1:
-        return failures[0]
-    said = "; ".join(str(f) for f in failures) or ", ".join(
-        f"{name} (back in {left:.0f}s)" for name, left in out.items()
-    )
-    if failures and all(isinstance(f, PermanentDeliveryError) for f in failures):
-        fatal = all(isinstance(f, PermanentDeliveryError) and f.fatal for f in failures)
+def _none_left(failures: Mapping[str, DeliveryError], pool: Pool) -> DeliveryError:
+    """The error when no relay took a message (``failures``: the relays tried for it, and
+    why). One relay: its failure as it was. Several: fatal only when every relay refused
+    it for good just now (the login, the sender, TLS: as with one); otherwise a passing
+    failure, naming each relay and why."""
+    errors = list(failures.values())
+    if len(pool.states) == 1 and errors:
+        return errors[0]
+    resting = [f"{n} is out for {left:.0f}s" for n, left in pool.out().items() if n not in failures]
+    said = "; ".join([*(str(e) for e in errors), *resting])
+    everyone = len(errors) == len(pool.states)
+    if everyone and all(isinstance(e, PermanentDeliveryError) for e in errors):
+        fatal = all(isinstance(e, PermanentDeliveryError) and e.fatal for e in errors)
         return PermanentDeliveryError(f"every relay refused: {said}", fatal=fatal)
     return TransientDeliveryError(f"no relay could take the message: {said}")
 
@@ -364,10 +375,9 @@ class SmtpSender:
         recipient was refused). A relay that cannot be reached, or refuses the sender,
         is out for a while and the next one is asked; nothing went out through it."""
         pool = self.backend.pool
-        failures: list[DeliveryError] = []
-        tried: set[str] = set()
+        failures: dict[str, DeliveryError] = {}  # the relays that could not take it, and why
         stale_retry = True  # an idle connection the server closed: one fresh try
-        while (lease := pool.take(tried)) is not None:
+        while (lease := pool.take(failures)) is not None:
             conn, kept = lease.conn, None
             try:
                 if conn is None:
@@ -386,15 +396,14 @@ class SmtpSender:
                 if conn is not None and not isinstance(exc, _Refused):
                     prepared.through(lease.relay)  # it answered, or took the message
                     raise
-                tried.add(lease.relay.name)  # nothing went out through it
-                failures.append(error)
+                failures[lease.relay.name] = error  # nothing went out through it
                 wait = pool.failed(lease.relay)
                 log.warning("%s; out for %.0fs, the next relay is asked", error, wait)
             finally:
                 if conn is not None and kept is None:
                     _drop(conn)  # closing twice is harmless
                 pool.give_back(lease, self._keep(kept))
-        raise _none_left(failures, pool.out())
+        raise _none_left(failures, pool)
 
     def _keep(self, conn: _SMTP | _SMTPS | None) -> _SMTP | _SMTPS | None:
         """``conn`` if it may take the next message; else None, closed politely."""
