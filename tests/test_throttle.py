@@ -16,13 +16,14 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from digest import pipeline
 from digest.deliver.dispatch import DispatchSettings, _Shared
 from digest.deliver.smtp import RATE_BUCKET, RateLimit, SharedRate, SmtpBackend, SmtpSettings
 from digest.model import Batch, Recipient
 from digest.state import db, throttle
 from digest.state.db import schema
 
-from .helpers import NOW, Clock, FakeTime
+from .helpers import NOW, Clock, FakeTime, Project
 from .smtp_server import SmtpServer
 from .test_relays import HEAD, PERSONAL, composed
 
@@ -199,3 +200,17 @@ def test_without_the_database_the_hold_is_this_processes_own() -> None:
     alone.hold(12.0, "429")
     alone.wait_gate()
     assert time.sleeps == [12.0]
+
+
+def test_the_services_share_the_rate_and_the_hold_through_the_database(
+    project: Project,
+) -> None:
+    project.feed("https://example.org/feed.xml")
+    project.data["delivery"] = {"backend": "smtp", "smtp": {"host": "127.0.0.1", "rate": 20}}
+    services = pipeline.build(project.config(), engine=project.engine())
+    assert isinstance(services.backend, SmtpBackend)
+    limit = services.backend.limit
+    assert isinstance(limit, SharedRate) and limit.engine is services.engine
+    assert limit.chunk == 5  # a quarter second's worth: one round trip per 5 messages
+    hold = services.dispatch.hold
+    assert hold is not None and (hold.engine, hold.name) == (services.engine, "smtp")

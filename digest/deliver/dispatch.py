@@ -9,7 +9,8 @@ For each batch a worker:
 2. commits it as ``sending`` in its own transaction;
 3. *delivers* it, retrying transient failures with exponential backoff and jitter, or
    after the wait the server asked for (a 429's reset time is honoured by every
-   worker, not only the one that met it); and gives up after ``retries``;
+   worker, not only the one that met it, and with ``hold`` by every instance on the
+   database: ``state/throttle.py``); and gives up after ``retries``;
 4. commits the outcome: ``sent`` (with the provider's id), ``failed`` (with the
    reason), or back to ``pending`` when a fatal error stopped the edition.
 
