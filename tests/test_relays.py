@@ -23,7 +23,7 @@ from digest.deliver.base import Letterhead, Personalizer
 from digest.deliver.relays import COOLDOWN, LONGEST, Pool, Relay, smooth_pick
 from digest.deliver.smtp import SmtpBackend, SmtpSettings
 from digest.errors import PermanentDeliveryError, TransientDeliveryError
-from digest.model import Batch, Recipient
+from digest.model import Batch, Recipient, RunReport
 from digest.state.db import schema
 from digest.state.tokens import Signer
 
@@ -170,7 +170,7 @@ class StopAfter(pipeline.NoProgress):
             self.relays.stop(self.i)
 
 
-def run(project: Project, progress: pipeline.Progress | None = None) -> pipeline.RunReport:
+def run(project: Project, progress: pipeline.Progress | None = None) -> RunReport:
     services = pipeline.build(
         project.config(), engine=project.engine(), clock=lambda: NOW, sleep=lambda s: None
     )

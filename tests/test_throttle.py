@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest import pipeline
-from digest.deliver.dispatch import DispatchSettings, _Shared
+from digest.deliver.dispatch import DispatchSettings, _Shared, dispatch
 from digest.deliver.smtp import RATE_BUCKET, RateLimit, SharedRate, SmtpBackend, SmtpSettings
-from digest.model import Batch, Recipient
+from digest.model import Batch, Composed, Recipient
 from digest.state import db, throttle
 from digest.state.db import schema
 
 from .helpers import NOW, Clock, FakeTime, Project
+from .sendgrid_server import Fault, SendGridServer
 from .smtp_server import SmtpServer
-from .test_relays import HEAD, PERSONAL, composed
+from .test_deliver import composed
+from .test_relays import HEAD, PERSONAL
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +217,90 @@ def test_the_services_share_the_rate_and_the_hold_through_the_database(
     assert limit.chunk == 5  # a quarter second's worth: one round trip per 5 messages
     hold = services.dispatch.hold
     assert hold is not None and (hold.engine, hold.name) == (services.engine, "smtp")
+
+
+# -- two dispatchers on one PostgreSQL database --------------------------------------------
+
+
+def two_editions(engine: sa.Engine, emails: list[str], batch_size: int) -> list[Composed]:
+    """Two editions of the same list (as two instances would each be sending one)."""
+    from .test_sendgrid import add_subscribers, edition
+
+    add_subscribers(engine, emails)
+    return [edition(engine, batch_size), edition(engine, batch_size)]
+
+
+@pytest.mark.postgres
+def test_two_dispatchers_on_two_engines_share_one_smtp_rate(
+    fresh_postgres: str, tmp_path: Path
+) -> None:
+    engines = [db.connect(fresh_postgres), db.connect(fresh_postgres)]
+    slept: list[list[float]] = [[], []]
+    try:
+        editions = two_editions(engines[0], [f"r{i}@example.org" for i in range(20)], 1)
+        with SmtpServer(tmp_path) as server:
+            backends = []
+            for i, engine in enumerate(engines):
+                limit = SharedRate(engine, 8.0, clock=lambda: 1000.0, sleep=slept[i].append)
+                limit.local = RateLimit(8.0, clock=lambda: 0.0, sleep=lambda s: None)
+                settings = SmtpSettings("127.0.0.1", server.port, security="none", rate=8.0)
+                backends.append(SmtpBackend(settings, HEAD, PERSONAL, limit=limit))
+            time = FakeTime()
+            plain = DispatchSettings(sleep=time.sleep, monotonic=time.monotonic)
+            threads = [
+                threading.Thread(
+                    target=dispatch, args=(engines[i], backends[i], editions[i], plain)
+                )
+                for i in (0, 1)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(server.received) == 40
+        with engines[0].connect() as conn:
+            tokens = conn.execute(sa.select(schema.throttles.c.tokens)).scalar_one()
+            sent = conn.execute(
+                sa.select(sa.func.count()).where(schema.batches.c.status == "sent")
+            ).scalar_one()
+        assert sent == 40 and tokens == 2 - 40  # both editions' messages in one bucket
+        assert sorted(slept[0] + slept[1]) == [k * 2 / 8.0 for k in range(1, 20)]
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+@pytest.mark.postgres
+def test_a_429_met_by_one_dispatcher_holds_the_other_instances_dispatcher(
+    fresh_postgres: str, sendgrid_server: SendGridServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_sendgrid import backend
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    engines = [db.connect(fresh_postgres), db.connect(fresh_postgres)]
+    try:
+        editions = two_editions(engines[0], [f"r{i}@example.org" for i in range(6)], 3)
+        sendgrid_server.script(
+            Fault(status=429, headers={"Retry-After": "30", "X-RateLimit-Reset": ""})
+        )
+        times = [FakeTime(), FakeTime()]
+        for i in (0, 1):  # one after the other: the second starts after the 429
+            wall = times[i]  # each instance's wall clock moves when it sleeps, from NOW
+
+            def clock(wall: FakeTime = wall) -> datetime:
+                return NOW + timedelta(seconds=wall.now - 1000.0)
+
+            settings = DispatchSettings(
+                sleep=wall.sleep,
+                monotonic=wall.monotonic,
+                clock=clock,
+                hold=throttle.Hold(engines[i], "sendgrid", monotonic=times[i].monotonic),
+            )
+            dispatch(engines[i], backend(sendgrid_server), editions[i], settings)
+        assert times[0].sleeps == [30.0]  # the one that met it waits, as ever
+        assert times[1].sleeps == [30.0]  # the other instance, told by the database
+        statuses = [r.status for r in sendgrid_server.requests]
+        assert statuses == [429, 202, 202, 202, 202]
+    finally:
+        for e in engines:
+            e.dispose()
