@@ -31,6 +31,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -295,6 +296,33 @@ class OutboxSection(Section):
     dir: Text = "outbox"
 
 
+def _default_port(security: str) -> int:
+    return {"tls": 465, "starttls": 587, "none": 25}[security]
+
+
+class RelayEntry(Section):
+    """One of ``[[delivery.smtp.relays]]``: a relay with its own address and login;
+    ``weight`` is its share of the messages, ``max_connections`` its cap."""
+
+    host: Text
+    port: int | None = Field(None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: EnvName = "DIGEST_SMTP_PASSWORD"
+    ca_file: str | None = None
+    weight: int = Field(1, ge=1, le=1000)
+    max_connections: int | None = Field(None, ge=1, le=1000)
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or _default_port(self.security)
+
+
+#: The keys that say where one relay is and how to log in: in ``[delivery.smtp]`` for
+#: one relay, in each ``[[delivery.smtp.relays]]`` for several.
+RELAY_KEYS = ("host", "port", "security", "username", "password_env", "ca_file")
+
+
 class SmtpSection(Section):
     host: Text = "localhost"
     port: int | None = Field(None, ge=1, le=65535)
@@ -309,6 +337,7 @@ class SmtpSection(Section):
     dkim_selector: str | None = None
     dkim_domain: str | None = Field(None, validate_default=True)
     smtputf8: bool = False
+    relays: list[RelayEntry] = []
 
     @field_validator("dkim_domain")
     @classmethod
@@ -326,9 +355,53 @@ class SmtpSection(Section):
             )
         return domain
 
+    @field_validator("relays")
+    @classmethod
+    def _relays_unique(cls, relays: list[RelayEntry]) -> list[RelayEntry]:
+        seen: dict[tuple[str, int], int] = {}
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for i, relay in enumerate(relays):
+            where = (relay.host.lower(), relay.effective_port)
+            if where in seen:
+                problems.append(
+                    (
+                        (i, "host"),
+                        f"the same relay as relays[{seen[where]}] (host and port): "
+                        "list each relay once",
+                    )
+                )
+            seen.setdefault(where, i)
+        if problems:
+            raise KeyProblems(*problems)
+        return relays
+
+    @model_validator(mode="after")
+    def _one_way_to_name_relays(self) -> SmtpSection:
+        """With ``relays``, each relay names its own host and login: the same keys in
+        ``[delivery.smtp]`` would be silently unused, so they are an error."""
+        given = [key for key in RELAY_KEYS if key in self.model_fields_set]
+        if self.relays and given:
+            raise KeyProblems(
+                *(
+                    (
+                        (key,),
+                        f"given together with [[delivery.smtp.relays]], which name their own "
+                        f"{key}: move it into each relay (delivery.smtp.relays[].{key}), or "
+                        "remove the relays to send through this one host",
+                    )
+                    for key in given
+                )
+            )
+        return self
+
     @property
     def effective_port(self) -> int:
-        return self.port or {"tls": 465, "starttls": 587, "none": 25}[self.security]
+        return self.port or _default_port(self.security)
+
+    @property
+    def relay_hosts(self) -> tuple[str, ...]:
+        """The host names mail leaves through: the relays', or ``host``."""
+        return tuple(r.host for r in self.relays) or (self.host,)
 
 
 class SendgridSection(Section):
@@ -773,10 +846,11 @@ def _in_own_words(err: Any, loc: Sequence[int | str]) -> str:
         return _unknown_key(loc)
     if kind == "missing":
         return f"is required but missing{_example(loc)}"
-    if name in ("feeds", "subscribers") and isinstance(got, dict):
+    if name in ("feeds", "subscribers", "relays") and isinstance(got, dict):
+        table = _key_path(loc)
         return (
-            f"[{name}] makes one table, but each of the {name} is its own section: "
-            f"write [[{name}]] (two pairs of brackets) above each one"
+            f"[{table}] makes one table, but each of the {name} is its own section: "
+            f"write [[{table}]] (two pairs of brackets) above each one"
         )
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         if isinstance(got, list):
@@ -878,6 +952,7 @@ _EXAMPLES = {
         ' (add at least one [[feeds]] section with url = "...", or run `digest feeds add URL`)'
     ),
     "port": " (write port = 587)",
+    "host": ' (write host = "smtp.example.org")',
     "asm_group_id": " (write asm_group_id = 12345)",
     "workers": " (write workers = 4)",
     "user_agent": ' (write user_agent = "digest (+https://digest.example.org)")',

@@ -325,6 +325,8 @@ class BatchResult:
     fatal: bool = False  # no later batch of the edition can succeed either
     #: Recipients left out of a batch that otherwise went out: subscriber id → reason.
     rejected: Mapping[int, str] = field(default_factory=dict)
+    #: The SMTP relay(s) that answered for it ("host:port", comma-separated), if any.
+    relay: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from .model import FeedSource
 from .render.edition import Renderer, RenderSettings
 from .reputation import Ramp, Thresholds
 from .schedule import Cadence, cadence_of
-from .state import db
+from .state import db, throttle
 from .state.tokens import Signer, env_key, load_key
 
 if TYPE_CHECKING:
@@ -153,8 +153,10 @@ def fetch_settings(config: Config) -> FetchSettings:
     )
 
 
-def make_backend(config: Config, signer: Signer) -> Backend:
-    """The configured delivery backend. Secrets are read from the environment here."""
+def make_backend(config: Config, signer: Signer, engine: sa.Engine | None = None) -> Backend:
+    """The configured delivery backend. Secrets are read from the environment here.
+    With ``engine``, ``delivery.smtp.rate`` is counted in the database, for every
+    instance sharing it (``state/throttle.py``)."""
     head = letterhead(config)
     personalizer = Personalizer(signer, config.digest.base_url)
     kind = config.delivery.backend
@@ -165,38 +167,61 @@ def make_backend(config: Config, signer: Signer) -> Backend:
     if kind == "sendgrid":
         return sendgrid_backend(config, head, personalizer)
     if kind == "smtp":
-        from .deliver.smtp import SmtpBackend, SmtpSettings
-
-        s = config.delivery.smtp
-        password = config.secret_from_env(s.password_env)
-        if s.username and password is None:
-            raise ConfigError(
-                str(config.path),
-                [
-                    f"delivery.smtp.password_env: the environment variable {s.password_env} is not "
-                    f"set: export {s.password_env}=... with the SMTP password for {s.username!r}"
-                ],
-            )
-        return SmtpBackend(
-            SmtpSettings(
-                host=s.host,
-                port=s.effective_port,
-                security=s.security,
-                username=s.username,
-                password=password,
-                timeout=s.timeout.total_seconds(),
-                ca_file=config.resolve(s.ca_file) if s.ca_file else None,
-                max_per_connection=s.max_per_connection,
-                rate=s.rate,
-                dkim=dkim_key(config),
-                smtputf8=s.smtputf8,
-            ),
-            head,
-            personalizer,
-        )
+        return smtp_backend(config, head, personalizer, engine)
     raise ConfigError(
         str(config.path), [f"delivery.backend: {kind!r} is not available in this version"]
     )
+
+
+def smtp_backend(
+    config: Config, head: Letterhead, personalizer: Personalizer, engine: sa.Engine | None
+) -> Backend:
+    from .deliver.relays import Relay
+    from .deliver.smtp import SharedRate, SmtpBackend, SmtpSettings
+
+    s = config.delivery.smtp
+    relays = tuple(
+        Relay(
+            host=r.host,
+            port=r.effective_port,
+            security=r.security,
+            username=r.username,
+            password=_smtp_password(config, r.username, r.password_env, f"relays[{i}]."),
+            ca_file=config.resolve(r.ca_file) if r.ca_file else None,
+            weight=r.weight,
+            max_connections=r.max_connections or 0,
+        )
+        for i, r in enumerate(s.relays)
+    )
+    settings = SmtpSettings(
+        host=s.host,
+        port=s.effective_port,
+        security=s.security,
+        username=s.username,
+        password=None if relays else _smtp_password(config, s.username, s.password_env, ""),
+        timeout=s.timeout.total_seconds(),
+        ca_file=config.resolve(s.ca_file) if s.ca_file else None,
+        max_per_connection=s.max_per_connection,
+        rate=s.rate,
+        dkim=dkim_key(config),
+        smtputf8=s.smtputf8,
+        relays=relays,
+    )
+    limit = SharedRate(engine, s.rate) if engine is not None and s.rate > 0 else None
+    return SmtpBackend(settings, head, personalizer, limit=limit)
+
+
+def _smtp_password(config: Config, username: str | None, env: str, where: str) -> str | None:
+    password = config.secret_from_env(env)
+    if username and password is None:
+        raise ConfigError(
+            str(config.path),
+            [
+                f"delivery.smtp.{where}password_env: the environment variable {env} is not "
+                f"set: export {env}=... with the SMTP password for {username!r}"
+            ],
+        )
+    return password
 
 
 def sendgrid_backend(config: Config, head: Letterhead, personalizer: Personalizer) -> Backend:
@@ -286,13 +311,16 @@ def build(
         if readonly:  # a throwaway key, but a DIGEST_SECRET that could not sign is an error
             env_key()
         signer = Signer(secrets.token_bytes(32) if readonly else load_key(engine))
+        backend = make_backend(config, signer, engine)
+        dispatch = dispatch_settings(config, sleep, clock, should_stop)
         return Services(
             run=run_settings(config),
             engine=engine,
-            backend=make_backend(config, signer),
+            backend=backend,
             renderer=Renderer(render_settings(config)),
             fetch=replace(fetch_settings(config), clock=clock),
-            dispatch=dispatch_settings(config, sleep, clock, should_stop),
+            # a provider's 429 holds every instance on the database (state/throttle.py)
+            dispatch=replace(dispatch, hold=throttle.Hold(engine, backend.name)),
             clock=clock,
             thresholds=thresholds(config),
             ramp=ramp(config),

@@ -193,6 +193,35 @@ def test_concurrent_sign_ups_mail_once_on_postgresql(
         assert len(mailed_to(server)) == 5
 
 
+@pytest.mark.postgres
+def test_two_app_instances_on_two_engines_share_the_limits_on_postgresql(
+    project: Project, samples: Path, tmp_path: Path, fresh_postgres: str
+) -> None:
+    """Two web apps in one process, each with its own engine on one PostgreSQL database
+    (as two instances of a fleet): the limits are the database's, not an app's."""
+    from digest.state import db
+
+    with (
+        SmtpServer(tmp_path) as server,
+        served(
+            with_smtp(project, server, max_confirmations_per_hour=3), db.connect(fresh_postgres)
+        ) as (one_app, one),
+        served(project, db.connect(fresh_postgres)) as (two_app, two),
+    ):
+        assert one_app.engine is not two_app.engine
+        codes = at_once(
+            [(one if i % 2 else two, f"127.0.0.{i + 2}", f"v+{i}@example.org") for i in range(10)]
+        )
+        assert one_app.followups.wait(60) and two_app.followups.wait(60)
+        assert codes == [200] * 10 and len(mailed_to(server)) == 1  # one address, from both
+        codes = at_once(
+            [(one if i % 2 else two, f"127.0.1.{i + 2}", f"n{i}@example.org") for i in range(10)]
+        )
+        assert one_app.followups.wait(60) and two_app.followups.wait(60)
+        assert sorted(codes) == [200] * 2 + [503] * 8  # three an hour for both together
+        assert len(mailed_to(server)) == 3
+
+
 # -- several processes ----------------------------------------------------------------------
 
 

@@ -427,7 +427,7 @@ def _check_deliverability(config: Config, server: str | None, as_json: bool) -> 
     setup = authrecords.Setup(
         domain=letterhead(config).domain,
         backend=config.delivery.backend,
-        relay=config.delivery.smtp.host if config.delivery.backend == "smtp" else None,
+        relay=config.delivery.smtp.relay_hosts[0] if config.delivery.backend == "smtp" else None,
         dkim=(key.selector, key.domain, key.public_record()) if key else None,
     )
     report = dnscheck.check(setup, server)

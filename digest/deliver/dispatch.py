@@ -9,7 +9,8 @@ For each batch a worker:
 2. commits it as ``sending`` in its own transaction;
 3. *delivers* it, retrying transient failures with exponential backoff and jitter, or
    after the wait the server asked for (a 429's reset time is honoured by every
-   worker, not only the one that met it); and gives up after ``retries``;
+   worker, not only the one that met it, and with ``hold`` by every instance on the
+   database: ``state/throttle.py``); and gives up after ``retries``;
 4. commits the outcome: ``sent`` (with the provider's id), ``failed`` (with the
    reason), or back to ``pending`` when a fatal error stopped the edition.
 
@@ -26,6 +27,7 @@ otherwise it is recorded ``unknown``, like a batch a crash interrupted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import queue
@@ -43,7 +45,7 @@ from .. import faults
 from ..clock import utcnow
 from ..errors import PermanentDeliveryError, TransientDeliveryError, UnansweredError
 from ..model import Batch, BatchResult, BatchStatus, Composed
-from ..state import record
+from ..state import record, throttle
 from .base import Backend, Sender
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ class DispatchSettings:
     #: At most this many recipients in this dispatch (the warm-up's allowance for
     #: today); the batches past it stay pending. None: no limit.
     limit: int | None = None
+    #: A provider's "wait until" shared with every instance on the database (a 429
+    #: met by one holds all); None: this process's workers only.
+    hold: throttle.Hold | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +106,18 @@ class _Shared:
             if self.stopped is None:
                 self.stopped = f"stopped by an internal error: {exc!r}"
 
-    def hold(self, seconds: float) -> None:
+    def hold(self, seconds: float, reason: str | None = None) -> None:
         with self.lock:
             self.until = max(self.until, self.settings.monotonic() + seconds)
+        fleet = self.settings.hold
+        if fleet is not None:  # every instance on the database waits too
+            fleet.set(self.settings.clock().timestamp() + seconds, reason)
 
     def wait_gate(self) -> None:
         left = self.until - self.settings.monotonic()
+        fleet = self.settings.hold
+        if fleet is not None:  # held by another instance (read at most once a second)
+            left = max(left, fleet.left(self.settings.clock().timestamp()))
         if left > 0:
             self.settings.sleep(min(left, self.settings.max_wait))
 
@@ -287,12 +298,19 @@ def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) 
             provider_id=result.provider_id,
             detail=result.detail,
             attempts=result.attempts,
+            relay=result.relay,
         )
         if result.rejected:
             record.reject(conn, batch.edition_id, result.rejected)
 
 
 def _attempt(sender: Sender, batch: Batch, prepared: Any, shared: _Shared) -> BatchResult:
+    result = _attempts(sender, batch, prepared, shared)
+    relay = getattr(prepared, "relay", None)  # SMTP: the relay(s) that answered for it
+    return dataclasses.replace(result, relay=relay) if relay else result
+
+
+def _attempts(sender: Sender, batch: Batch, prepared: Any, shared: _Shared) -> BatchResult:
     settings = shared.settings
     attempt = 0
     waited = False  # this worker just waited out the gate it set itself
@@ -342,7 +360,7 @@ def _attempt(sender: Sender, batch: Batch, prepared: Any, shared: _Shared) -> Ba
                         "batches stay pending for the next run",
                     )
                 delay = min(delay, settings.max_wait)
-                shared.hold(delay)
+                shared.hold(delay, str(exc))
                 waited = True
             else:
                 delay = _backoff(settings, attempt)

@@ -845,10 +845,13 @@ def mark(
     provider_id: str | None = None,
     detail: str | None = None,
     attempts: int | None = None,
+    relay: str | None = None,
 ) -> None:
     values: dict[str, Any] = {"status": status, "updated_at": now, "detail": detail}
     if provider_id is not None:
         values["provider_id"] = provider_id[:200]
+    if relay is not None:  # the SMTP relay(s) it went through (several: "a:25,b:25")
+        values["relay"] = relay[:300]
     if attempts is not None:
         values["attempts"] = B.c.attempts + attempts
     conn.execute(
@@ -967,7 +970,7 @@ def problems(conn: sa.Connection, edition_id: int, limit: int = 20) -> list[str]
     """What went wrong in an edition, in words, for the run report."""
     out = []
     rows = conn.execute(
-        sa.select(B.c.number, B.c.status, B.c.size, B.c.detail)
+        sa.select(B.c.number, B.c.status, B.c.size, B.c.detail, B.c.relay)
         .where(
             (B.c.edition_id == edition_id)
             & B.c.status.in_([BatchStatus.FAILED, BatchStatus.UNKNOWN])
@@ -976,9 +979,10 @@ def problems(conn: sa.Connection, edition_id: int, limit: int = 20) -> list[str]
         .order_by(B.c.number)
         .limit(limit)
     )
-    for number, status, size, detail in rows:
+    for number, status, size, detail, relay in rows:
+        via = f" via {relay}" if relay else ""  # the SMTP relay whose log to check
         out.append(
-            f"batch {number} ({size} recipient{'s' if size != 1 else ''}) {status}: {detail}"
+            f"batch {number} ({size} recipient{'s' if size != 1 else ''}) {status}{via}: {detail}"
         )
     rejected = conn.execute(
         sa.select(D.c.email, D.c.error)

@@ -67,7 +67,8 @@ def build(
         settings=settings,
         engine=services.engine,
         signer=signer,
-        mailer=Mailer(make_backend(config, signer), config.delivery.address_rules),
+        # its sign-up mails count in delivery.smtp.rate with the editions, fleet-wide
+        mailer=Mailer(make_backend(config, signer, services.engine), config.delivery.address_rules),
         clock=services.clock,
         health=health or (lambda: {}),
     )
