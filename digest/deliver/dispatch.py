@@ -1,7 +1,8 @@
 """Drive an edition's pending batches through a backend, writing the ledger as they go.
 
-The calling thread streams pending batches from the database a page at a time (memory
-does not grow with the list) into a short queue; ``workers`` threads take them, each
+The calling thread claims pending batches in the database a page at a time (memory
+does not grow with the list; other instances sending the same edition claim other
+batches: ``record.claim``) into a short queue; ``workers`` threads take them, each
 with its own sender (one SMTP connection, one SendGrid client) kept for the edition.
 For each batch a worker:
 
@@ -43,7 +44,8 @@ from .. import faults
 from ..clock import utcnow
 from ..errors import PermanentDeliveryError, TransientDeliveryError, UnansweredError
 from ..model import Batch, BatchResult, BatchStatus, Composed
-from ..state import record
+from ..state import fleet, record
+from ..state.lease import holder_name
 from .base import Backend, Sender
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,10 @@ class DispatchSettings:
     #: At most this many recipients in this dispatch (the warm-up's allowance for
     #: today); the batches past it stay pending. None: no limit.
     limit: int | None = None
+    #: Who claims the batches and is recorded as their sender (``batches.sent_by``): the
+    #: ``fleet.Instance`` id, whose heartbeat renews the claims. None: a name of this
+    #: dispatch's own, its claims renewed by a thread of its own.
+    holder: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +133,19 @@ def dispatch(
     variants: Mapping[int, Composed] | None = None,
 ) -> Dispatched:
     """Send the edition's pending batches: ``composed`` to batches of variant 0, and
-    ``variants[n]`` to those of variant n."""
+    ``variants[n]`` to those of variant n. The batches are claimed a page at a time
+    (``record.claim``) as ``settings.holder``, so other instances sending the same
+    edition take other batches; the claims not started when it stops are given back."""
     edition_id = composed.edition_id
     contents = {**(variants or {}), 0: composed}
     shared = _Shared(settings)
+    holder = settings.holder or holder_name()
     workers = max(1, settings.workers)
     jobs: queue.Queue[Batch | None] = queue.Queue(maxsize=workers * 2)
     threads = [
         threading.Thread(
             target=_work,
-            args=(engine, backend, contents, shared, jobs),
+            args=(engine, backend, contents, shared, jobs, holder),
             name=f"digest-send-{i}",
             daemon=True,
         )
@@ -145,10 +154,11 @@ def dispatch(
     started = False
     left = settings.limit
     capped = False
-    with _fewer_collections():
+    renewing = _renewing(engine, holder, settings) if settings.holder is None else None
+    with _fewer_collections(), renewing or contextlib.nullcontext():
         try:
             page = max(workers * 2, PAGE_RECIPIENTS // max(1, backend.batch_size))
-            for batch in stream(engine, edition_id, page):
+            for batch in claimed(engine, edition_id, holder, page, settings.clock):
                 if left is not None:
                     if len(batch.recipients) > left:
                         capped = True  # this one and the rest wait for the next day
@@ -174,6 +184,7 @@ def dispatch(
                     jobs.put(None)
                 for thread in threads:
                     thread.join()
+            _give_back(engine, edition_id, holder)
     if shared.bug is not None:
         raise shared.bug
     return Dispatched(shared.done, shared.stopped, capped)
@@ -192,17 +203,63 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def stream(engine: sa.Engine, edition_id: int, page: int) -> Iterator[Batch]:
-    """The edition's pending batches, in order, loaded ``page`` batches at a time."""
-    after = -1
+def claimed(
+    engine: sa.Engine, edition_id: int, holder: str, page: int, clock: Callable[[], datetime]
+) -> Iterator[Batch]:
+    """The edition's pending batches that ``holder`` claims, in order, ``page`` at a time,
+    until none is left to claim. What gone instances left is swept first, and again
+    whenever nothing is left to claim (one may have died since)."""
+    sweep = True
     while True:
-        with engine.connect() as conn:
-            numbers = record.pending_batches(conn, edition_id, after=after, limit=page)
-            if not numbers:
-                return
+        with engine.begin() as conn:
+            if sweep:
+                _swept(record.sweep(conn, edition_id, clock()), edition_id)
+            numbers = record.claim(conn, edition_id, holder, page, clock())
             batches = record.load_batches(conn, edition_id, numbers)
+        if not batches:
+            if sweep:
+                return
+            sweep = True
+            continue
+        sweep = False
         yield from batches
-        after = numbers[-1]
+
+
+def _swept(unknown: int, edition_id: int) -> None:
+    if unknown:
+        log.warning(
+            "edition %s: %s recipients in batches interrupted mid-send (their sender is "
+            "gone) are marked unknown, not re-sent",
+            edition_id,
+            unknown,
+        )
+
+
+def _give_back(engine: sa.Engine, edition_id: int, holder: str) -> None:
+    try:
+        with engine.begin() as conn:
+            record.give_back(conn, edition_id, holder)
+    except Exception:  # the claims expire by themselves
+        log.warning("edition %s: could not give back the claims of %s", edition_id, holder)
+
+
+@contextlib.contextmanager
+def _renewing(engine: sa.Engine, holder: str, settings: DispatchSettings) -> Iterator[None]:
+    """Renew ``holder``'s claims while sending, when no ``fleet.Instance`` beats for it."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(fleet.BEAT.total_seconds()):
+            with contextlib.suppress(Exception), engine.begin() as conn:  # next beat
+                fleet.renew_claims(conn, holder, settings.clock())
+
+    thread = threading.Thread(target=beat, name="digest-claims", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _work(
@@ -211,6 +268,7 @@ def _work(
     contents: Mapping[int, Composed],
     shared: _Shared,
     jobs: queue.Queue[Batch | None],
+    holder: str,
 ) -> None:
     settings = shared.settings
     sender: Sender | None = None
@@ -234,7 +292,12 @@ def _work(
                 prepared = sender.prepare(batch)
                 with engine.begin() as conn:
                     record.mark(
-                        conn, batch.edition_id, batch.number, BatchStatus.SENDING, settings.clock()
+                        conn,
+                        batch.edition_id,
+                        batch.number,
+                        BatchStatus.SENDING,
+                        settings.clock(),
+                        holder=holder,
                     )
             except PermanentDeliveryError as exc:  # from open(): nothing was sent
                 shared.stop(f"stopped: {exc}")
@@ -252,7 +315,7 @@ def _work(
                 )
                 shared.fail(exc)
             try:
-                _record(engine, result, settings)
+                _record(engine, result, settings, holder)
             except BaseException as exc:  # left "sending": the next run reports it unknown
                 shared.fail(exc)
                 continue
@@ -275,7 +338,9 @@ def _close(sender: Sender) -> None:
         log.debug("closing the sender failed", exc_info=True)
 
 
-def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) -> None:
+def _record(
+    engine: sa.Engine, result: BatchResult, settings: DispatchSettings, holder: str
+) -> None:
     batch = result.batch
     with engine.begin() as conn:
         record.mark(
@@ -287,6 +352,7 @@ def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) 
             provider_id=result.provider_id,
             detail=result.detail,
             attempts=result.attempts,
+            holder=holder,
         )
         if result.rejected:
             record.reject(conn, batch.edition_id, result.rejected)
