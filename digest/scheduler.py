@@ -209,7 +209,14 @@ class Runner:
             if report is None:
                 return Outcome.SKIPPED
         except LeaseError as exc:
-            log.warning("%s; trying again in %ss", exc, int(BUSY_RETRY.total_seconds()))
+            if self.sending is not None:  # a fleet: another instance builds, this one sends
+                log.info(
+                    "another instance holds the lease (it builds the edition): this one "
+                    "sends beside it, and looks at the schedule again in %ss",
+                    int(BUSY_RETRY.total_seconds()),
+                )
+            else:
+                log.warning("%s; trying again in %ss", exc, int(BUSY_RETRY.total_seconds()))
             return Outcome.BUSY
         except sa.exc.IntegrityError:
             log.warning(
@@ -417,7 +424,11 @@ class Sending:
                         format_duration(RETRY_STOPPED),
                     )
             if done.report.status is not EditionStatus.SENDING:
-                log.info("edition finished: %s", edition_line(done.report))
+                log.info(
+                    "edition finished: %s (%s batch(es) sent here in the last round)",
+                    edition_line(done.report),
+                    done.batches,
+                )
             elif done.batches:
                 log.info("edition %s: %s batch(es) sent here", edition_id, done.batches)
         return worked
@@ -447,11 +458,10 @@ def shared(engine: sa.Engine) -> bool:
 def work(config: Config) -> int:
     """``digest work``: a sending worker of the fleet, no web app, no scheduler, until
     SIGTERM or Ctrl-C (it finishes the batch in flight first). Returns the exit code."""
+    if sa.engine.make_url(config.storage_url).get_backend_name() != "postgresql":
+        raise UsageError(WORK_ON_SQLITE)
     stop = threading.Event()
     services = pipeline.build(config, should_stop=stop.is_set)
-    if not shared(services.engine):
-        services.engine.dispose()
-        raise UsageError(WORK_ON_SQLITE)
     instance = Instance(services.engine, Role.WORK, services.clock)
     services = replace(services, instance=instance)
 

@@ -815,11 +815,17 @@ def claim(
         & (B.c.claimed_by.is_(None) | B.c.claim_expires.is_(None) | (B.c.claim_expires <= now))
     )
     pick = sa.select(B.c.number).where(free).order_by(B.c.number).limit(limit)
+    chosen: sa.ColumnElement[bool]
     if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+        # A CTE, MATERIALIZED: picked once. As a plain IN (subquery) PostgreSQL may run the
+        # subquery again as it updates, each run locking the next rows past the limit.
+        picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        chosen = B.c.number.in_(sa.select(picked.c.number))
+    else:
+        chosen = B.c.number.in_(pick.scalar_subquery())
     numbers = conn.execute(
         sa.update(B)
-        .where((B.c.edition_id == edition_id) & B.c.number.in_(pick.scalar_subquery()))
+        .where((B.c.edition_id == edition_id) & chosen)
         .values(claimed_by=holder, claim_expires=now + CLAIM_TTL)
         .returning(B.c.number)
     ).scalars()
