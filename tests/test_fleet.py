@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,12 +22,14 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from digest import pipeline, schedule
 from digest.cli import main
 from digest.model import BatchStatus, EditionStatus
-from digest.state import db, fleet, record
+from digest.scheduler import Outcome, Runner, Sending
+from digest.state import db, fleet, lease, record
 from digest.state.db import schema
 
-from .helpers import NOW, SAMPLES, Project
+from .helpers import NOW, SAMPLES, Clock, Project
 from .live import free_port
 from .sendgrid_server import DEFAULT_API_KEY, SendGridServer
 
@@ -192,6 +194,70 @@ def test_digest_work_refuses_sqlite(project: Project) -> None:
         result.output
     )
     assert "Traceback" not in result.output
+
+
+# -- building once, sending everywhere ---------------------------------------------------------
+
+SLOT = datetime(2027, 3, 15, 12, tzinfo=UTC)  # 07:00 in Chicago
+
+
+@pytest.fixture
+def builder(project: Project, samples: Path) -> Iterator[tuple[Runner, Sending, Clock]]:
+    """A serve instance of a fleet: its scheduler only builds; its sending loop sends."""
+    for name in ("harbour-tech.rss", "field-notes.atom"):
+        project.feed(f"samples/{name}", first_run_window="all")
+    for i in range(5):
+        project.subscriber(f"reader{i}@example.org")
+    project.data["schedule"] = {"cron": "0 7 * * *", "timezone": "America/Chicago"}
+    clock = Clock(SLOT)
+    services = pipeline.build(
+        project.config(), engine=project.engine(), clock=clock, sleep=lambda s: None
+    )
+    sending = Sending(services, threading.Event())
+    yield Runner(services, schedule.schedule_of(project.config()), sending=sending), sending, clock
+    services.engine.dispose()
+
+
+def _editions(engine: sa.Engine) -> list[tuple[int, str, int]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(E.c.id, E.c.status, E.c.delivered))]  # type: ignore[misc]
+
+
+def test_the_builder_builds_under_the_lease_and_the_sending_loop_sends(
+    builder: tuple[Runner, Sending, Clock], project: Project
+) -> None:
+    runner, sending, _clock = builder
+    assert runner.tick() is Outcome.RAN
+    engine = runner.services.engine
+    assert _editions(engine) == [(1, "sending", 0)] and project.outbox() == []
+    assert sending._wake.is_set()  # the build wakes the loop at once
+    with engine.connect() as conn:  # the lease is free again: others could build
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.leases)).scalar() == 0
+    assert sending.once()  # claims and sends every batch, and settles the edition
+    assert _editions(engine) == [(1, "done", 5)] and len(project.outbox()) == 5
+    assert not sending.once()  # nothing left: it stands by
+    with engine.connect() as conn:
+        holders = set(conn.execute(sa.select(B.c.sent_by)).scalars())
+    assert len(holders) == 1 and None not in holders
+
+
+def test_a_lost_builder_is_replaced_within_the_lease_and_the_slot_is_built_once(
+    builder: tuple[Runner, Sending, Clock],
+) -> None:
+    runner, sending, clock = builder
+    engine = runner.services.engine
+    # the instance that would build is on a host that was lost mid-build: its lease
+    # stands until it expires, then another instance builds the slot
+    assert lease.acquire(engine, "send", ELSEWHERE, lease.DEFAULT_TTL, SLOT) is None
+    assert runner.tick() is Outcome.BUSY and _editions(engine) == []
+    clock.now = SLOT + lease.DEFAULT_TTL  # the Scheduler's retries come every BUSY_RETRY
+    assert runner.tick() is Outcome.RAN
+    assert sending.once() and _editions(engine) == [(1, "done", 5)]
+    # a builder of this machine that died holds its lease no longer than its process
+    assert lease.acquire(engine, "send", _gone_holder(), lease.DEFAULT_TTL, clock()) is None
+    clock.now += timedelta(minutes=5)
+    assert runner.run_due() is None  # took the lease (no LeaseError); the slot was handled
+    assert runner.tick() is Outcome.SKIPPED and _editions(engine) == [(1, "done", 5)]
 
 
 # -- the proof: three `digest serve`, one killed mid-edition -----------------------------------
@@ -369,6 +435,3 @@ def test_three_instances_share_an_edition_and_survive_one_killed(
             assert now_status == "unknown" and f":{victim.pid}:" in by
     assert all(f":{victim.pid}:" in by for s, by in batches.values() if s == "unknown")
     project.close()
-    print(
-        f"killed {victim.pid} holding {left}; unknown {unknown}; sent by {Counter(batches.values())}"
-    )
