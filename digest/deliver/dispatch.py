@@ -49,8 +49,12 @@ from ..state.lease import holder_name
 from .base import Backend, Sender
 
 log = logging.getLogger(__name__)
-#: Recipients loaded from the database at a time (at least one batch).
+#: Recipients claimed and loaded from the database at a time (at least one batch)...
 PAGE_RECIPIENTS = 2000
+#: ...and at most this many batches: what one instance holds and others cannot take
+#: stays small (a page of 2,000 one-message SMTP batches would keep the other instances
+#: of a fleet waiting at the end of an edition).
+PAGE_BATCHES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +161,7 @@ def dispatch(
     renewing = _renewing(engine, holder, settings) if settings.holder is None else None
     with _fewer_collections(), renewing or contextlib.nullcontext():
         try:
-            page = max(workers * 2, PAGE_RECIPIENTS // max(1, backend.batch_size))
+            page = max(workers * 2, min(PAGE_RECIPIENTS // backend.batch_size, PAGE_BATCHES))
             for batch in claimed(engine, edition_id, holder, page, settings.clock):
                 if left is not None:
                     if len(batch.recipients) > left:
