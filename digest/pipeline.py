@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from . import faults, personal, reputation, schedule
 from .deliver.dispatch import Dispatched, dispatch
+from .errors import LeaseError
 from .ingest.clean import finish
 from .ingest.feeds import Digested, ingest, unexpected
 from .model import (
@@ -553,9 +554,25 @@ def share(services: Services, edition_id: int, progress: Progress | None = None)
     """Send what this worker can claim of an unfinished edition, beside the other
     instances on the same database: what gone instances left is swept first (a batch
     caught mid-send becomes unknown), then pending batches are claimed and sent; the
-    edition is settled by whichever worker finds nothing left (``record.settle``)."""
-    report, outcome = _deliver(services, edition_id, progress or NoProgress(), resumed=True)
+    edition is settled by whichever worker finds nothing left (``record.settle``).
+
+    While the warm-up holds the day to an allowance, one instance at a time sends (a
+    lease of its own): the allowance is counted from what went out, so instances
+    sending at once could each spend the rest of it."""
+    progress = progress or NoProgress()
+    if services.ramp is None:
+        report, outcome = _deliver(services, edition_id, progress, resumed=True)
+        return Share(report, outcome.batches, outcome.stopped, outcome.capped)
+    try:
+        with lease.held(services.engine, name=WARMUP_LEASE, clock=services.clock):
+            report, outcome = _deliver(services, edition_id, progress, resumed=True)
+    except LeaseError:  # another instance spends today's allowance
+        return Share(standing(services, edition_id, resumed=True), 0, None, False)
     return Share(report, outcome.batches, outcome.stopped, outcome.capped)
+
+
+#: The lease one instance of a fleet holds to send while the warm-up counts the day.
+WARMUP_LEASE = "send-warmup"
 
 
 def standing(services: Services, edition_id: int, resumed: bool) -> EditionReport:

@@ -260,6 +260,48 @@ def test_a_lost_builder_is_replaced_within_the_lease_and_the_slot_is_built_once(
     assert runner.tick() is Outcome.SKIPPED and _editions(engine) == [(1, "done", 5)]
 
 
+@pytest.mark.postgres
+def test_digest_work_sends_an_edition_built_elsewhere_and_stops_cleanly(
+    fresh_postgres: str, project: Project, cli_env: dict[str, str]
+) -> None:
+    project.feed(str(SAMPLES / "field-notes.atom"), first_run_window="all")
+    for i in range(7):
+        project.subscriber(f"reader{i}@example.org")
+    project.data["storage"] = {"url": fresh_postgres}
+    project.write()
+    services = pipeline.build(project.config(), engine=project.engine())
+    (built,) = pipeline.run(services, send=False).editions  # as a fleet's builder does
+    assert (built.status, built.recipients_delivered, project.outbox()) == ("sending", 0, [])
+    log = project.folder / "work.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(project.path), "work"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=cli_env,
+        )
+        try:
+            for _ in range(600):
+                if _editions(services.engine)[0][1] != "sending" or worker.poll() is not None:
+                    break
+                time.sleep(0.1)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(60) == 0, log.read_text()
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    text = log.read_text()
+    assert _editions(services.engine) == [(1, "done", 7)] and len(project.outbox()) == 7
+    assert f"digest work: instance {socket.gethostname()}:{worker.pid}:" in text
+    assert "edition finished: edition 1: 7/7 delivered, done" in text
+    assert "SIGTERM: stopping after the batch in flight" in text and "Traceback" not in text
+    with services.engine.connect() as conn:
+        senders = set(conn.execute(sa.select(B.c.sent_by)).scalars())
+        (row,) = fleet.seen(conn, datetime.now(UTC))
+    assert {s.split(":")[1] for s in senders} == {str(worker.pid)}
+    assert (row.role, row.state, row.sent) == ("work", "stopped", 7)
+
+
 # -- the proof: three `digest serve`, one killed mid-edition -----------------------------------
 
 SUBSCRIBERS = 20_000
