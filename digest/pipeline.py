@@ -550,22 +550,27 @@ class Share:
     capped: bool
 
 
-def share(services: Services, edition_id: int, progress: Progress | None = None) -> Share:
+def share(
+    services: Services, edition_id: int, progress: Progress | None = None, first: bool = True
+) -> Share:
     """Send what this worker can claim of an unfinished edition, beside the other
     instances on the same database: what gone instances left is swept first (a batch
     caught mid-send becomes unknown), then pending batches are claimed and sent; the
     edition is settled by whichever worker finds nothing left (``record.settle``).
+    ``first``: this worker's first round on the edition; only then are the recipients
+    who left since it was made taken out (``record.recover``: a query over the whole
+    edition), while the sweep runs before every claim anyway.
 
     While the warm-up holds the day to an allowance, one instance at a time sends (a
     lease of its own): the allowance is counted from what went out, so instances
     sending at once could each spend the rest of it."""
     progress = progress or NoProgress()
     if services.ramp is None:
-        report, outcome = _deliver(services, edition_id, progress, resumed=True)
+        report, outcome = _deliver(services, edition_id, progress, resumed=first)
         return Share(report, outcome.batches, outcome.stopped, outcome.capped)
     try:
         with lease.held(services.engine, name=WARMUP_LEASE, clock=services.clock):
-            report, outcome = _deliver(services, edition_id, progress, resumed=True)
+            report, outcome = _deliver(services, edition_id, progress, resumed=first)
     except LeaseError:  # another instance spends today's allowance
         return Share(standing(services, edition_id, resumed=True), 0, None, False)
     return Share(report, outcome.batches, outcome.stopped, outcome.capped)

@@ -368,6 +368,7 @@ class Sending:
         self.idle = idle
         self._wake = threading.Event()
         self._later: dict[int, datetime] = {}  # edition → not before (it stopped)
+        self._seen: set[int] = set()  # editions this loop has worked on
         self._thread: threading.Thread | None = None
 
     def wake(self) -> None:
@@ -412,7 +413,8 @@ class Sending:
         for edition_id in editions:
             if self.stop.is_set() or self._later.get(edition_id, now) > now:
                 continue
-            done = pipeline.share(self.services, edition_id)
+            done = pipeline.share(self.services, edition_id, first=edition_id not in self._seen)
+            self._seen.add(edition_id)
             worked = worked or done.batches > 0
             if done.stopped or done.capped:
                 self._later[edition_id] = self.services.clock() + RETRY_STOPPED

@@ -129,9 +129,13 @@ def test_a_sweep_takes_only_what_a_gone_holder_left(any_engine: sa.Engine) -> No
         4: ("pending", None),
         5: ("pending", ELSEWHERE),
     }
+    later = NOW + fleet.CLAIM_TTL
     with any_engine.begin() as conn:  # the other machine stopped renewing: expired
-        assert record.sweep(conn, 1, NOW + fleet.CLAIM_TTL) == 20  # ALIVE's expired too
-        assert record.claim(conn, 1, "me", 10, NOW + fleet.CLAIM_TTL) == [4, 5]
+        assert record.sweep(conn, 1, later, mine=ALIVE) == 10  # never the sweeper's own
+        status = conn.execute(sa.select(B.c.status).where(B.c.number == 1)).scalar_one()
+        assert status == "sending"
+        assert record.sweep(conn, 1, later) == 10  # ALIVE's claim expired too
+        assert record.claim(conn, 1, "me", 10, later) == [4, 5]
     statuses = {n: s for n, (s, _) in _batches(any_engine).items()}
     assert statuses == {0: "unknown", 1: "unknown", 2: "unknown", 3: "unknown", 4: "pending",
                         5: "pending"}  # fmt: skip

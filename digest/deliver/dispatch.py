@@ -217,7 +217,7 @@ def claimed(
     while True:
         with engine.begin() as conn:
             if sweep:
-                _swept(record.sweep(conn, edition_id, clock()), edition_id)
+                _swept(record.sweep(conn, edition_id, clock(), mine=holder), edition_id)
             numbers = record.claim(conn, edition_id, holder, page, clock())
             batches = record.load_batches(conn, edition_id, numbers)
         if not batches:

@@ -759,10 +759,13 @@ INTERRUPTED = (
 )
 
 
-def orphaned(conn: sa.Connection, edition_id: int, now: datetime) -> sa.ColumnElement[bool]:
+def orphaned(
+    conn: sa.Connection, edition_id: int, now: datetime, mine: str | None = None
+) -> sa.ColumnElement[bool]:
     """The edition's batches no live holder keeps: never claimed (or claimed before
     0013), claim expired (its holder stopped renewing it), or held by a process of this
-    machine that no longer exists (``lease._dead``: no need to wait for the expiry)."""
+    machine that no longer exists (``lease._dead``: no need to wait for the expiry).
+    Never those of ``mine``: a sender does not sweep its own batches in flight."""
     holders = conn.execute(
         sa.select(B.c.claimed_by)
         .where(
@@ -775,17 +778,22 @@ def orphaned(conn: sa.Connection, edition_id: int, now: datetime) -> sa.ColumnEl
     ).scalars()
     dead = [h for h in holders if lease._dead(h)]
     gone = B.c.claimed_by.is_(None) | B.c.claim_expires.is_(None) | (B.c.claim_expires <= now)
-    return gone | B.c.claimed_by.in_(dead) if dead else gone
+    if dead:
+        gone = gone | B.c.claimed_by.in_(dead)
+    if mine is not None:
+        gone = gone & (B.c.claimed_by.is_(None) | (B.c.claimed_by != mine))
+    return gone
 
 
-def sweep(conn: sa.Connection, edition_id: int, now: datetime) -> int:
+def sweep(conn: sa.Connection, edition_id: int, now: datetime, mine: str | None = None) -> int:
     """What gone holders left of the edition: a batch caught ``sending`` becomes
     ``unknown`` (it may have gone out: never re-sent blindly); a ``pending`` one they had
     claimed is free to claim at once. Any worker runs this before claiming; a batch in
-    flight at a live instance is never touched. Returns the recipients now unknown."""
-    mine = B.c.edition_id == edition_id
-    left = orphaned(conn, edition_id, now)
-    where = mine & (B.c.status == BatchStatus.SENDING) & left
+    flight at a live instance is never touched, nor any of ``mine`` (the sweeper's own).
+    Returns the recipients now unknown."""
+    edition = B.c.edition_id == edition_id
+    left = orphaned(conn, edition_id, now, mine)
+    where = edition & (B.c.status == BatchStatus.SENDING) & left
     count = _recipients(conn, where)
     conn.execute(
         sa.update(B)
@@ -794,7 +802,7 @@ def sweep(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     )
     conn.execute(
         sa.update(B)
-        .where(mine & (B.c.status == BatchStatus.PENDING) & B.c.claimed_by.is_not(None) & left)
+        .where(edition & (B.c.status == BatchStatus.PENDING) & B.c.claimed_by.is_not(None) & left)
         .values(claimed_by=None, claim_expires=None)
     )
     return count
