@@ -5,13 +5,14 @@ The order of writes is what makes delivery exactly-once through crashes:
 1. In **one transaction**: the edition (its rendered content, and the variants some
    subscribers' preferences call for), its entries, and its recipients frozen into
    ``deliveries`` and ``batches`` (all ``pending``; a batch holds one variant).
-2. Per batch: marked ``sending`` and **committed before** the request goes out; then
+2. Per batch: claimed by one sender (``claim``: several instances may send one
+   edition), marked ``sending`` and **committed before** the request goes out; then
    ``sent`` (with the provider's id) or ``failed`` (with the reason) as it settles.
 3. When no batch is pending, the edition is settled: ``done``, or ``abandoned`` when
    nothing at all went out (its entries are then forgotten, so they count as new again).
 
-After a crash, a batch still ``sending`` may or may not have gone out: it becomes
-``unknown``, is never re-sent automatically (a duplicate digest is worse than a
+After a crash, a batch still ``sending`` (whose sender is gone: ``sweep``) may or may
+not have gone out: it becomes ``unknown``, is never re-sent automatically (a duplicate digest is worse than a
 missing one) and is reported; ``pending`` batches are sent by the next run before any
 new edition. Entries count as seen once their edition exists; an abandoned edition
 gives them back.
