@@ -475,8 +475,8 @@ def work(config: Config) -> int:
             log.info("%s: stopping after the batch in flight", name)
         stop.set()
 
-    before = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     instance.start()
+    before = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     log.info("digest work: instance %s sends the editions of %s", instance.id, config.path)
     try:
         Sending(services, stop).run()

@@ -12,10 +12,10 @@ The order of writes is what makes delivery exactly-once through crashes:
    nothing at all went out (its entries are then forgotten, so they count as new again).
 
 After a crash, a batch still ``sending`` (whose sender is gone: ``sweep``) may or may
-not have gone out: it becomes ``unknown``, is never re-sent automatically (a duplicate digest is worse than a
-missing one) and is reported; ``pending`` batches are sent by the next run before any
-new edition. Entries count as seen once their edition exists; an abandoned edition
-gives them back.
+not have gone out: it becomes ``unknown``, is never re-sent automatically (a duplicate
+digest is worse than a missing one) and is reported; ``pending`` batches are sent by
+the next run before any new edition. Entries count as seen once their edition exists;
+an abandoned edition gives them back.
 """
 
 from __future__ import annotations
