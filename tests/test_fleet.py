@@ -101,6 +101,9 @@ def test_claims_take_the_lowest_free_batches_and_never_one_held(any_engine: sa.E
         later = NOW + fleet.CLAIM_TTL
         assert fleet.renew_claims(conn, "b", later - timedelta(seconds=1)) == 4
         assert record.claim(conn, 1, "c", 10, later) == [0, 1]
+        # "a", whose claim lapsed, finds its batch taken: it must not send it
+        assert not record.start(conn, 1, 0, "a", later)
+        assert record.start(conn, 1, 0, "c", later)
         # a holder that stops gives back what it did not start
         assert record.give_back(conn, 1, "b") == 4
         assert record.claim(conn, 1, "c", 1, later) == [2]

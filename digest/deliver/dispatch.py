@@ -295,13 +295,8 @@ def _work(
                     sender = backend.open(contents[variant])
                 prepared = sender.prepare(batch)
                 with engine.begin() as conn:
-                    record.mark(
-                        conn,
-                        batch.edition_id,
-                        batch.number,
-                        BatchStatus.SENDING,
-                        settings.clock(),
-                        holder=holder,
+                    mine = record.start(
+                        conn, batch.edition_id, batch.number, holder, settings.clock()
                     )
             except PermanentDeliveryError as exc:  # from open(): nothing was sent
                 shared.stop(f"stopped: {exc}")
@@ -309,6 +304,14 @@ def _work(
                 continue
             except BaseException as exc:  # a bug, or the database failed: nothing was sent
                 shared.fail(exc)
+                continue
+            if not mine:  # the claim lapsed and another instance took the batch
+                log.warning(
+                    "edition %s: batch %s was taken over by another instance (this one's "
+                    "claim lapsed): not sent here",
+                    batch.edition_id,
+                    batch.number,
+                )
                 continue
             faults.point("batch-marked-sending")
             try:

@@ -841,6 +841,29 @@ def claim(
     return sorted(int(n) for n in numbers)
 
 
+def start(conn: sa.Connection, edition_id: int, number: int, holder: str, now: datetime) -> bool:
+    """Mark a claimed batch ``sending`` (committed before its request goes out), if it is
+    still ``holder``'s: False when its claim lapsed and another sender claimed it
+    meanwhile (then this one must not send it). The row lock makes the two exclusive."""
+    result = conn.execute(
+        sa.update(B)
+        .where(
+            (B.c.edition_id == edition_id)
+            & (B.c.number == number)
+            & (B.c.status == BatchStatus.PENDING)
+            & (B.c.claimed_by == holder)
+        )
+        .values(
+            status=BatchStatus.SENDING,
+            updated_at=now,
+            detail=None,
+            sent_by=holder[:200],
+            claim_expires=now + CLAIM_TTL,
+        )
+    )
+    return bool(result.rowcount)
+
+
 def give_back(conn: sa.Connection, edition_id: int, holder: str) -> int:
     """The holder stops: its claims on batches it did not start are freed for the others
     at once; one it left ``sending`` (its outcome could not be recorded) is left to the
