@@ -130,7 +130,7 @@ def run(
         editions = [
             deliver(services, edition_id, progress, resumed=True)
             if send
-            else standing(services, edition_id, resumed=True)
+            else sent_by_others(services, edition_id)
             for edition_id in unfinished
         ]
         held_back = _no_new_edition(editions, resume_only, services.dispatch.should_stop())
@@ -578,6 +578,32 @@ def share(
 
 #: The lease one instance of a fleet holds to send while the warm-up counts the day.
 WARMUP_LEASE = "send-warmup"
+
+
+#: How often a fleet's builder looks again while the instances finish an edition, and
+#: how many looks in a row without progress it waits at most (2 claim lifetimes: long
+#: enough for a gone instance's batches to be swept).
+FLEET_POLL = 1.0
+FLEET_PATIENCE = 120
+
+
+def sent_by_others(services: Services, edition_id: int) -> EditionReport:
+    """A fleet's builder, before it makes a new edition: wait while the instances (this
+    one's sending loop among them) finish an unfinished edition, as a single instance
+    would have finished it first; give up waiting when nothing moves for
+    ``FLEET_PATIENCE`` looks (it is stuck: a fatal error) or a stop is asked for.
+    Batches of zone groups whose hour has not come are not waited for."""
+    still, calm = -1, 0
+    while calm < FLEET_PATIENCE and not services.dispatch.should_stop():
+        with services.engine.begin() as conn:
+            t = record.settle(conn, edition_id, services.clock())  # whoever comes first
+        left = t.pending - t.waiting
+        if t.status is not EditionStatus.SENDING or not left:
+            break
+        calm = calm + 1 if left == still else 0
+        still = left
+        services.dispatch.sleep(FLEET_POLL)
+    return standing(services, edition_id, resumed=True)
 
 
 def standing(services: Services, edition_id: int, resumed: bool) -> EditionReport:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +27,7 @@ from digest import pipeline, schedule
 from digest.cli import main
 from digest.model import BatchStatus, EditionStatus
 from digest.scheduler import Outcome, Runner, Sending
+from digest.services import Services
 from digest.state import db, fleet, lease, record
 from digest.state.db import schema
 
@@ -246,6 +248,29 @@ def test_the_builder_builds_under_the_lease_and_the_sending_loop_sends(
     with engine.connect() as conn:
         holders = set(conn.execute(sa.select(B.c.sent_by)).scalars())
     assert len(holders) == 1 and None not in holders
+
+
+def test_before_a_new_edition_the_builder_waits_for_the_fleet_to_finish_the_last(
+    builder: tuple[Runner, Sending, Clock],
+) -> None:
+    runner, sending, _clock = builder
+    assert runner.tick() is Outcome.RAN  # edition 1, not sent yet
+    sleeps: list[float] = []
+
+    def looking(others_send_after: int | None) -> Services:
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            if len(sleeps) == others_send_after:
+                sending.once()  # the other instances, meanwhile
+
+        return replace(runner.services, dispatch=replace(runner.services.dispatch, sleep=sleep))
+
+    # nobody sends (a fatal error, say): it stops waiting when nothing moved for a while
+    stuck = pipeline.sent_by_others(looking(None), 1)
+    assert stuck.status is EditionStatus.SENDING and len(sleeps) == pipeline.FLEET_PATIENCE + 1
+    sleeps.clear()
+    done = pipeline.sent_by_others(looking(3), 1)  # the others send it: settled, reported
+    assert (done.status, done.recipients_delivered, len(sleeps)) == (EditionStatus.DONE, 5, 3)
 
 
 def test_a_lost_builder_is_replaced_within_the_lease_and_the_slot_is_built_once(
