@@ -73,13 +73,31 @@ def start_sendgrid(delay: float) -> tuple[subprocess.Popen[str], str]:
 
 
 ZONES = [
-    "Pacific/Kiritimati", "Pacific/Tongatapu", "Asia/Kamchatka", "Australia/Sydney",
-    "Asia/Tokyo", "Asia/Shanghai", "Asia/Bangkok", "Asia/Dhaka", "Asia/Kathmandu",
-    "Asia/Kolkata", "Asia/Karachi", "Asia/Dubai", "Europe/Moscow", "Africa/Cairo",
-    "Europe/Paris", "UTC", "Atlantic/Azores", "America/Noronha", "America/Sao_Paulo",
-    "America/Halifax", "America/New_York", "America/Denver", "America/Los_Angeles",
+    "Pacific/Kiritimati",
+    "Pacific/Tongatapu",
+    "Asia/Kamchatka",
+    "Australia/Sydney",
+    "Asia/Tokyo",
+    "Asia/Shanghai",
+    "Asia/Bangkok",
+    "Asia/Dhaka",
+    "Asia/Kathmandu",
+    "Asia/Kolkata",
+    "Asia/Karachi",
+    "Asia/Dubai",
+    "Europe/Moscow",
+    "Africa/Cairo",
+    "Europe/Paris",
+    "UTC",
+    "Atlantic/Azores",
+    "America/Noronha",
+    "America/Sao_Paulo",
+    "America/Halifax",
+    "America/New_York",
+    "America/Denver",
+    "America/Los_Angeles",
     "Pacific/Honolulu",
-]  # fmt: skip
+]
 SKIPS = [["A"], ["B"], ["C"], ["D"], ["A", "B"], ["C", "D"], ["A", "C"], ["B", "D"]]
 CYCLE = "2027-03-08T07:00"  # the zoned editions' cycle: 07:00 on a Monday, in each zone
 
@@ -508,26 +526,307 @@ def bench_zones(args: argparse.Namespace) -> None:
     )
 
 
+# -- a fleet: one edition sent by 1 instance, then by 3 (--instances 1,3) -----------------------
+
+
+def smtp_sink_child(port: int, delay: float) -> None:
+    """Run in its own process: an aiosmtpd sink on 127.0.0.1:PORT that answers each
+    message after ``delay`` seconds (a real relay's latency; other sessions go on
+    meanwhile), counting what it took into a file beside nothing else."""
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+
+    class Slow:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            await asyncio.sleep(delay)
+            return "250 OK"
+
+    controller = Controller(Slow(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        controller.stop()
+
+
+def start_relays(count: int, delay: float) -> tuple[list[subprocess.Popen[str]], list[int]]:
+    procs, ports = [], []
+    for _ in range(count):
+        port = free_port()
+        cmd = [sys.executable, __file__, "--sink-child", str(port), "--delay", str(delay)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        ports.append(port)
+    for port in ports:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+    return procs, ports
+
+
+def smtp_delivery(relays: list[int], workers: int) -> dict[str, Any]:
+    """The fleet's SMTP delivery settings: the switch point for several relays. Today one
+    ``[delivery.smtp]`` host, the first relay; with ``[[delivery.smtp.relays]]`` this
+    returns every relay in ``relays`` instead, and the rest of the benchmark is the same."""
+    return {
+        "backend": "smtp",
+        "workers": workers,
+        "smtp": {"host": "127.0.0.1", "port": relays[0], "security": "none"},
+    }
+
+
+def sendgrid_delivery(url: str, workers: int, batch_size: int) -> dict[str, Any]:
+    return {
+        "backend": "sendgrid",
+        "workers": workers,
+        "sendgrid": {"api_key_env": "BENCH_SENDGRID_KEY", "api_url": url, "batch_size": batch_size},
+    }
+
+
+def fresh_postgres(admin_url: str) -> str:
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"digest_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return admin.url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres(admin_url: str, url: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = sa.engine.make_url(url).database
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def populate_postgres(url: str, n: int) -> None:
+    """N active subscribers with COPY (not timed)."""
+    from digest.state import db
+
+    engine = db.connect(url, auto_upgrade=True)
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        now = "2026-11-28 07:00:00+00"
+        columns = "email, email_key, name, status, source, created_at, updated_at"
+        with raw.cursor().copy(f"COPY subscribers ({columns}) FROM STDIN") as copy:
+            for i in range(n):
+                email = f"reader{i}@example{i % 97}.org"
+                copy.write_row((email, email, f"Reader {i}", "active", "cli", now, now))
+    engine.dispose()
+
+
+def build_child(config_path: str) -> None:
+    """Run in a fresh process: build the edition as a fleet's builder does (under the
+    lease, nothing sent)."""
+    from digest import pipeline
+    from digest.config import load_config
+
+    services = pipeline.build(load_config(config_path))
+    report = pipeline.run(services, send=False)
+    (edition,) = report.editions
+    services.engine.dispose()
+    print(json.dumps({"edition": edition.id, "recipients": edition.recipients}))
+
+
+def fleet_edition(config_path: Path, url: str, instances: int) -> dict[str, Any]:
+    """Build the edition (not timed), then time ``instances`` ``digest work`` processes,
+    started together, until the edition is settled; what the ledger says each sent."""
+    import sqlalchemy as sa
+
+    from digest.state import db
+    from digest.state.db import schema
+
+    env = {
+        **os.environ,
+        "BENCH_SENDGRID_KEY": KEY,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "PYTHONPATH": str(ROOT),
+    }
+    built = subprocess.run(
+        [sys.executable, __file__, "--build-child", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if built.returncode != 0:
+        raise SystemExit(f"the build failed:\n{built.stderr[-3000:]}")
+    engine = db.connect(url)
+    E, B = schema.editions, schema.batches
+    logs = [config_path.with_name(f"work-{instances}-{i}.log").open("wb") for i in range(instances)]
+    command = [sys.executable, "-m", "digest", "--config", str(config_path), "work"]
+    started = time.perf_counter()
+    workers = [
+        subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env) for log in logs
+    ]
+    try:
+        while True:
+            with engine.connect() as conn:
+                status = conn.execute(sa.select(E.c.status)).scalar_one()
+            if status != "sending":
+                break
+            if any(w.poll() is not None for w in workers):
+                raise SystemExit(f"a worker exited: see {logs[0].name}")
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+    finally:
+        for w in workers:
+            w.send_signal(2)  # Ctrl-C: they stop cleanly
+        for w in workers:
+            w.wait(60)
+        for log in logs:
+            log.close()
+    with engine.connect() as conn:
+        sizes = dict(
+            conn.execute(sa.select(B.c.status, sa.func.sum(B.c.size)).group_by(B.c.status)).all()
+        )
+        by = dict(
+            conn.execute(sa.select(B.c.sent_by, sa.func.sum(B.c.size)).group_by(B.c.sent_by)).all()
+        )
+        first, last = conn.execute(
+            sa.select(sa.func.min(B.c.updated_at), sa.func.max(B.c.updated_at))
+        ).one()
+    engine.dispose()
+    return {
+        "wall": wall,
+        # the ledger's own clock: first batch recorded sent to the last (no start-up)
+        "span": (last - first).total_seconds(),
+        "delivered": int(sizes.get("sent", 0)),
+        "shares": sorted((int(v) for v in by.values()), reverse=True),
+    }
+
+
+def bench_fleet(args: argparse.Namespace) -> None:
+    """The same edition sent by 1 instance and by 3 (the ratio in the same run)."""
+    admin = (
+        args.postgres
+        or os.environ.get("DIGEST_BENCH_POSTGRES_URL")
+        or os.environ.get("DIGEST_TEST_POSTGRES_URL")
+    )
+    if not admin:
+        raise SystemExit(
+            "--instances needs PostgreSQL: --postgres URL (a role that may create "
+            "databases), or DIGEST_BENCH_POSTGRES_URL"
+        )
+    counts = [int(c) for c in args.instances.split(",")]
+    smtp = args.backend == "smtp"
+    n = args.subscribers or (2_000 if smtp else 100_000)
+    folder = Path(tempfile.mkdtemp(prefix="digest-bench-fleet-"))
+    if smtp:
+        servers, relays = start_relays(3, args.relay_delay)
+        delivery = smtp_delivery(relays, args.workers or 1)
+        what = (
+            f"SMTP, {n:,} messages, relay latency {args.relay_delay * 1000:.0f} ms per "
+            f"message, {delivery['workers']} worker(s) per instance"
+        )
+    else:
+        server, url = start_sendgrid(args.delay)
+        servers = [server]
+        delivery = sendgrid_delivery(url, args.workers or 4, args.batch_size)
+        what = (
+            f"SendGrid, {n:,} recipients, server delay {args.delay * 1000:.0f} ms, "
+            f"{delivery['workers']} workers per instance"
+        )
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        for count in counts:
+            url_db = fresh_postgres(admin)
+            try:
+                sub = folder / f"i{count}"
+                sub.mkdir()
+                config = write_config(sub, delivery)
+                text = config.read_text().replace(
+                    'url = "sqlite:///bench.db"', f"url = {json.dumps(url_db)}"
+                )
+                config.write_text(text)
+                populate_postgres(url_db, n)
+                figures = fleet_edition(config, url_db, count)
+                assert figures["delivered"] == n, figures
+                results[count] = figures
+                print(
+                    f"  {count} instance(s): {figures['wall']:.2f}s from the workers' start, "
+                    f"{figures['span']:.2f}s from the first batch recorded to the last "
+                    f"({n / figures['span']:,.0f}/s), "
+                    f"recipients per instance {figures['shares']}",
+                    flush=True,
+                )
+            finally:
+                drop_postgres(admin, url_db)
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    first = results[counts[0]]
+    ratios = ", ".join(
+        f"{c} instances: {first['span'] / r['span']:.2f}x sending "
+        f"({first['wall'] / r['wall']:.2f}x with the start)"
+        for c, r in results.items()
+    )
+    print(f"{what}: throughput against {counts[0]} instance(s): {ratios}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="100,000 subscribers, 2,000 SMTP")
     p.add_argument("-n", "--subscribers", type=int, default=None)
     p.add_argument("--delay", type=float, default=0.0, help="server answer delay, seconds")
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="delivery.workers (default 4; with --instances and SMTP: 1)",
+    )
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--smtp-messages", type=int, default=None)
     p.add_argument("--no-smtp", action="store_true")
     p.add_argument("--zones", type=int, default=1, help="spread over this many zones (<= 24)")
     p.add_argument("--variants", type=int, default=1, help="and this many variants (<= 9)")
+    p.add_argument("--instances", help="a fleet on PostgreSQL: e.g. 1,3 instances")
+    p.add_argument(
+        "--backend", choices=["sendgrid", "smtp"], default="smtp", help="with --instances"
+    )
+    p.add_argument(
+        "--relay-delay",
+        type=float,
+        default=0.02,
+        help="with --backend smtp: each relay's answer to a message, seconds",
+    )
+    p.add_argument("--postgres", help="with --instances: an admin URL (creates databases)")
     p.add_argument("--edition-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    p.add_argument("--build-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    p.add_argument("--sink-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--zoned", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.edition_child:
         edition_child(args.edition_child, args.zoned)
         return
+    if args.build_child:
+        build_child(args.build_child)
+        return
+    if args.sink_child:
+        smtp_sink_child(args.sink_child, args.delay)
+        return
+    if args.instances:
+        bench_fleet(args)
+        return
     if args.zones > 1 or args.variants > 1:
+        args.workers = args.workers or 4
         bench_zones(args)
         return
+    args.workers = args.workers or 4
     n = args.subscribers or (100_000 if args.quick else 1_000_000)
     smtp_messages = args.smtp_messages or (2_000 if args.quick else 10_000)
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-"))

@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from datetime import time as dt_time
@@ -31,7 +31,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from . import faults, personal, reputation, schedule
-from .deliver.dispatch import dispatch
+from .deliver.dispatch import Dispatched, dispatch
+from .errors import LeaseError
 from .ingest.clean import finish
 from .ingest.feeds import Digested, ingest, unexpected
 from .model import (
@@ -50,6 +51,7 @@ from .services import Services
 from .services import build as build  # the entry point: pipeline.run(pipeline.build(config))
 from .state import health, lease, record, retention, subscribers
 from .state import reputation as state_reputation
+from .state.fleet import State
 
 log = logging.getLogger(__name__)
 #: Entries the ledger learned this recently are not cleaned again (see ingest).
@@ -97,6 +99,7 @@ def run(
     resume_only: bool = False,
     cycle: datetime | None = None,
     grace: timedelta | None = None,
+    send: bool = True,
 ) -> RunReport:
     """Release the zone groups whose hour has come, resume unfinished editions, then
     make and deliver a new one if anything is new.
@@ -106,7 +109,10 @@ def run(
     for in every zone group (None: now in the schedule's zone); ``grace``: a zone
     group whose hour is longer ago than that is missed (None: none is, for a run made
     by hand); ``hold_lease=False`` when the caller (the scheduler) already holds the
-    lease; ``resume_only`` finishes unfinished editions and makes no new one."""
+    lease; ``resume_only`` finishes unfinished editions and makes no new one.
+    ``send=False`` (the builder of a fleet on PostgreSQL): make the edition and send
+    nothing; the instances sharing the database send it (``share``), this one among
+    them, once the lease is released."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     engine, settings = services.engine, services.run
@@ -122,7 +128,10 @@ def run(
         with engine.connect() as conn:
             unfinished = record.unfinished(conn)
         editions = [
-            deliver(services, edition_id, progress, resumed=True) for edition_id in unfinished
+            deliver(services, edition_id, progress, resumed=True)
+            if send
+            else sent_by_others(services, edition_id)
+            for edition_id in unfinished
         ]
         held_back = _no_new_edition(editions, resume_only, services.dispatch.should_stop())
         verdict = None if held_back else breaker(services)
@@ -146,7 +155,11 @@ def run(
         if skipped is None:
             composed = commit_edition(services, gathered, slot, cycle, grace)
             faults.point("recipients-frozen")
-            editions.append(deliver(services, composed.edition_id, progress, resumed=False))
+            editions.append(
+                deliver(services, composed.edition_id, progress, resumed=False)
+                if send
+                else standing(services, composed.edition_id, resumed=False)
+            )
         else:  # with nobody to send to, what is new stays new: only failures are recorded
             commit_feeds(services, gathered, None, failures_only=skipped == NOBODY)
         compact_ledger(services)
@@ -521,7 +534,106 @@ def deliver(
     services: Services, edition_id: int, progress: Progress, resumed: bool
 ) -> EditionReport:
     """Send an edition's pending batches and settle it."""
+    return _deliver(services, edition_id, progress, resumed)[0]
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one worker of a fleet did of an edition (``share``)."""
+
+    report: EditionReport
+    #: Batches this worker settled (0: nothing was left for it to claim).
+    batches: int
+    #: Why it stopped before the edition was through (a fatal error, a stop asked for),
+    #: or that the warm-up's allowance for today was reached.
+    stopped: str | None
+    capped: bool
+
+
+def share(
+    services: Services, edition_id: int, progress: Progress | None = None, first: bool = True
+) -> Share:
+    """Send what this worker can claim of an unfinished edition, beside the other
+    instances on the same database: what gone instances left is swept first (a batch
+    caught mid-send becomes unknown), then pending batches are claimed and sent; the
+    edition is settled by whichever worker finds nothing left (``record.settle``).
+    ``first``: this worker's first round on the edition; only then are the recipients
+    who left since it was made taken out (``record.recover``: a query over the whole
+    edition), while the sweep runs before every claim anyway.
+
+    While the warm-up holds the day to an allowance, one instance at a time sends (a
+    lease of its own): the allowance is counted from what went out, so instances
+    sending at once could each spend the rest of it."""
+    progress = progress or NoProgress()
+    if services.ramp is None:
+        report, outcome = _deliver(services, edition_id, progress, resumed=first)
+        return Share(report, outcome.batches, outcome.stopped, outcome.capped)
+    try:
+        with lease.held(services.engine, name=WARMUP_LEASE, clock=services.clock):
+            report, outcome = _deliver(services, edition_id, progress, resumed=first)
+    except LeaseError:  # another instance spends today's allowance
+        return Share(standing(services, edition_id, resumed=True), 0, None, False)
+    return Share(report, outcome.batches, outcome.stopped, outcome.capped)
+
+
+#: The lease one instance of a fleet holds to send while the warm-up counts the day.
+WARMUP_LEASE = "send-warmup"
+
+
+#: How often a fleet's builder looks again while the instances finish an edition, and
+#: how many looks in a row without progress it waits at most (2 claim lifetimes: long
+#: enough for a gone instance's batches to be swept).
+FLEET_POLL = 1.0
+FLEET_PATIENCE = 120
+
+
+def sent_by_others(services: Services, edition_id: int) -> EditionReport:
+    """A fleet's builder, before it makes a new edition: wait while the instances (this
+    one's sending loop among them) finish an unfinished edition, as a single instance
+    would have finished it first; give up waiting when nothing moves for
+    ``FLEET_PATIENCE`` looks (it is stuck: a fatal error) or a stop is asked for.
+    Batches of zone groups whose hour has not come are not waited for."""
+    still, calm = -1, 0
+    while calm < FLEET_PATIENCE and not services.dispatch.should_stop():
+        with services.engine.begin() as conn:
+            t = record.settle(conn, edition_id, services.clock())  # whoever comes first
+        left = t.pending - t.waiting
+        if t.status is not EditionStatus.SENDING or not left:
+            break
+        calm = calm + 1 if left == still else 0
+        still = left
+        services.dispatch.sleep(FLEET_POLL)
+    return standing(services, edition_id, resumed=True)
+
+
+def standing(services: Services, edition_id: int, resumed: bool) -> EditionReport:
+    """An edition as the ledger has it now, sent by no one here (the fleet sends it):
+    batches still to go are neither failed nor waiting."""
+    with services.engine.connect() as conn:
+        t = record.tally(conn, edition_id)
+        released, pending = record.zones_of(conn, edition_id)
+        return EditionReport(
+            id=edition_id,
+            resumed=resumed,
+            entries=record.edition_entry_count(conn, edition_id),
+            recipients=t.recipients,
+            recipients_delivered=t.delivered,
+            recipients_failed=t.failed,
+            recipients_unknown=t.unknown,
+            status=t.status,
+            problems=tuple(record.problems(conn, edition_id)),
+            zones_released=released,
+            zones_pending=pending,
+            recipients_later=t.waiting,
+        )
+
+
+def _deliver(
+    services: Services, edition_id: int, progress: Progress, resumed: bool
+) -> tuple[EditionReport, Dispatched]:
     engine = services.engine
+    if services.instance is not None:
+        services.instance.now_doing(State.SENDING, edition_id)
     with engine.begin() as conn:
         if resumed:
             unknown = record.recover(conn, edition_id, services.clock())
@@ -537,7 +649,12 @@ def deliver(
         before = record.tally(conn, edition_id)
         allowance = warmup_allowance(services, conn)
     progress.sending(edition_id, before.pending - before.waiting)
-    settings = replace(services.dispatch, on_progress=progress.sent, limit=allowance.remaining)
+    settings = replace(
+        services.dispatch,
+        on_progress=_counted(services, progress),
+        limit=allowance.remaining,
+        holder=services.instance.id if services.instance else None,
+    )
     outcome = dispatch(engine, services.backend, composed, settings, variants)
     with engine.begin() as conn:
         tally = record.settle(conn, edition_id, services.clock())
@@ -550,7 +667,7 @@ def deliver(
     waiting = unsent if outcome.capped and not outcome.stopped else 0
     if waiting:
         log.info("edition %s: %s", edition_id, allowance.words(waiting))
-    return EditionReport(
+    report = EditionReport(
         id=edition_id,
         resumed=resumed,
         entries=entries,
@@ -565,6 +682,20 @@ def deliver(
         zones_pending=pending,
         recipients_later=tally.waiting,
     )
+    return report, outcome
+
+
+def _counted(services: Services, progress: Progress) -> Callable[[int], None]:
+    """The progress display's count, and this instance's (``instances.sent``)."""
+    instance = services.instance
+    if instance is None:
+        return progress.sent
+
+    def sent(recipients: int) -> None:
+        instance.count_sent(recipients)
+        progress.sent(recipients)
+
+    return sent
 
 
 def breaker(services: Services) -> reputation.Verdict:

@@ -12,28 +12,38 @@ of the schedule's zone, or a waiting zone group to release).
 Never two editions at once: the lease (``digest/state/lease.py``) is held for the
 whole run, and ``editions.slot`` is unique, so even a run that somehow got past the
 lease cannot make a second edition for the same slot.
+
+A fleet (several instances on one PostgreSQL database, docs/deploy.md): the lease is
+held only to build (decide, release zone groups, make the edition, commit); then every
+instance's ``Sending`` loop (this one's too) claims and sends its batches. If the
+builder dies, its lease expires and another instance's next try builds the slot, once.
+``digest work`` is a ``Sending`` loop alone.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import pipeline
+from .config import Config
 from .durations import format_duration
-from .errors import DigestError, LeaseError
-from .model import RunReport
+from .errors import DigestError, LeaseError, UsageError
+from .model import EditionReport, EditionStatus, RunReport
 from .schedule import Action, Decision, Schedule, decide, fire_times, next_releases
 from .services import Services
 from .state import lease, record, subscribers
 from .state.db import schema
+from .state.fleet import Instance, Role, State
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +151,14 @@ class Runner:
         services: Services,
         schedule: Schedule,
         clock: Callable[[], datetime] | None = None,
+        sending: Sending | None = None,
     ) -> None:
         self.services = services
         self.schedule = schedule
         self.clock = clock or services.clock
         self.last_error: str | None = None  # why the last tick failed (for /healthz)
+        #: The fleet's sending loop of this instance: the tick only builds, then wakes it.
+        self.sending = sending
 
     def decide_now(self) -> Decision:
         """What the database and the clock say should happen now."""
@@ -172,25 +185,34 @@ class Runner:
         """Decide again under the lease (it may have just gone out), then run for the
         decision: make the due cycle's edition, release the zone groups whose hour has
         come, resume. None: nothing to do now. ``digest run --due`` and each tick."""
-        engine = self.services.engine
-        with lease.held(engine, clock=self.services.clock):
-            decision = self.decide_now()
-            if not decision.runs:
-                log.info("nothing to do: %s", decision.reason)
-                return None
-            log.info("run: %s", decision.reason)
-            report = pipeline.run(
-                self.services,
-                progress,
-                slot=decision.slot,
-                cycle=decision.cycle,
-                grace=self.schedule.grace,
-                hold_lease=False,
-                resume_only=decision.action is Action.RESUME,
-            )
-            if decision.action is Action.RUN and decision.slot is not None:
-                with engine.begin() as conn:
-                    mark_handled(conn, decision.slot)
+        engine, instance = self.services.engine, self.services.instance
+        try:
+            with lease.held(engine, clock=self.services.clock):
+                decision = self.decide_now()
+                if not decision.runs:
+                    log.info("nothing to do: %s", decision.reason)
+                    return None
+                log.info("run: %s", decision.reason)
+                if instance is not None:
+                    instance.now_doing(State.BUILDING)
+                report = pipeline.run(
+                    self.services,
+                    progress,
+                    slot=decision.slot,
+                    cycle=decision.cycle,
+                    grace=self.schedule.grace,
+                    hold_lease=False,
+                    resume_only=decision.action is Action.RESUME,
+                    send=self.sending is None,
+                )
+                if decision.action is Action.RUN and decision.slot is not None:
+                    with engine.begin() as conn:
+                        mark_handled(conn, decision.slot)
+        finally:
+            if instance is not None and self.sending is None:
+                instance.now_doing(State.STANDBY)
+        if self.sending is not None:
+            self.sending.wake()  # the lease is released: send beside the others
         return report
 
     def tick(self) -> Outcome:
@@ -225,14 +247,24 @@ class Runner:
             if report is None:
                 return Outcome.SKIPPED
         except LeaseError as exc:
-            log.warning("%s; trying again in %ss", exc, int(BUSY_RETRY.total_seconds()))
+            if self.sending is not None:  # a fleet: another instance builds, this one sends
+                log.info(
+                    "another instance holds the lease (it builds the edition): this one "
+                    "sends beside it, and looks at the schedule again in %ss",
+                    int(BUSY_RETRY.total_seconds()),
+                )
+            else:
+                log.warning("%s; trying again in %ss", exc, int(BUSY_RETRY.total_seconds()))
             return Outcome.BUSY
         except sa.exc.IntegrityError:
             log.warning(
                 "slot %s already has an edition (made by another process): skipped", decision.slot
             )
             return Outcome.SKIPPED
-        log.info("run finished: %s", summary(report))
+        if self.sending is not None:
+            log.info("built: %s; the instances sharing the database send it", summary(report))
+        else:
+            log.info("run finished: %s", summary(report))
         return Outcome.RAN
 
 
@@ -352,3 +384,144 @@ class Scheduler:
         """Stop firing and wait for a run in progress (it stops after its batch in flight)."""
         if self._aps.running:
             self._aps.shutdown(wait=True)
+
+
+# -- the fleet's sending --------------------------------------------------------------------
+
+#: How often an idle worker looks for batches to claim (a build here wakes it at once).
+IDLE = timedelta(seconds=2)
+#: How long a worker leaves an edition alone after its sending stopped (a fatal error: bad
+#: credentials, a quota) or the warm-up's allowance for today ran out.
+RETRY_STOPPED = timedelta(minutes=5)
+
+
+class Sending:
+    """The sending loop of one instance of a fleet (``digest serve`` on PostgreSQL, and
+    ``digest work``): while an edition has batches to claim, claim and send them; when
+    none is left, settle it (whoever finds it finished first) and stand by."""
+
+    def __init__(self, services: Services, stop: threading.Event, idle: timedelta = IDLE) -> None:
+        self.services = services
+        self.stop = stop
+        self.idle = idle
+        self._wake = threading.Event()
+        self._later: dict[int, datetime] = {}  # edition → not before (it stopped)
+        self._seen: set[int] = set()  # editions this loop has worked on
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> Sending:
+        self._thread = threading.Thread(target=self.run, name="digest-sending", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        self.stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def run(self) -> None:
+        """Until ``stop``: rounds of ``once``, standing by ``idle`` between them when a
+        round found nothing to send. Never raises (the next round tries again)."""
+        while not self.stop.is_set():
+            try:
+                worked = self.once()
+            except DigestError as exc:
+                log.error("sending failed: %s", exc)
+                worked = False
+            except Exception:
+                log.exception("sending failed")
+                worked = False
+            if not worked and not self.stop.is_set():
+                if self.services.instance is not None:
+                    self.services.instance.now_doing(State.STANDBY)
+                self._wake.wait(self.idle.total_seconds())
+                self._wake.clear()
+
+    def once(self) -> bool:
+        """One round over the unfinished editions; True when it sent something."""
+        now = self.services.clock()
+        with self.services.engine.connect() as conn:
+            editions = record.unfinished(conn, now)
+        worked = False
+        for edition_id in editions:
+            if self.stop.is_set() or self._later.get(edition_id, now) > now:
+                continue
+            done = pipeline.share(self.services, edition_id, first=edition_id not in self._seen)
+            self._seen.add(edition_id)
+            worked = worked or done.batches > 0
+            if done.stopped or done.capped:
+                self._later[edition_id] = self.services.clock() + RETRY_STOPPED
+                if done.stopped and not self.stop.is_set():
+                    log.warning(
+                        "edition %s: %s; this instance tries again in %s",
+                        edition_id,
+                        done.stopped,
+                        format_duration(RETRY_STOPPED),
+                    )
+            if done.report.status is not EditionStatus.SENDING:
+                log.info(
+                    "edition finished: %s (%s batch(es) sent here in the last round)",
+                    edition_line(done.report),
+                    done.batches,
+                )
+            elif done.batches:
+                log.info("edition %s: %s batch(es) sent here", edition_id, done.batches)
+        return worked
+
+
+def edition_line(e: EditionReport) -> str:
+    """One edition in one line of the log."""
+    line = f"edition {e.id}: {e.recipients_delivered}/{e.recipients} delivered, {e.status}"
+    if e.recipients_failed:
+        line += f", {e.recipients_failed} failed"
+    if e.recipients_unknown:
+        line += f", {e.recipients_unknown} unknown"
+    return line
+
+
+WORK_ON_SQLITE = (
+    "digest work shares the sending with other instances through PostgreSQL; with SQLite "
+    "(storage.url) there is one process: use `digest run` or `digest serve`"
+)
+
+
+def shared(engine: sa.Engine) -> bool:
+    """Whether instances share the sending here: on PostgreSQL. SQLite is one process's."""
+    return engine.dialect.name == "postgresql"
+
+
+def work(config: Config) -> int:
+    """``digest work``: a sending worker of the fleet, no web app, no scheduler, until
+    SIGTERM or Ctrl-C (it finishes the batch in flight first). Returns the exit code."""
+    if sa.engine.make_url(config.storage_url).get_backend_name() != "postgresql":
+        raise UsageError(WORK_ON_SQLITE)
+    stop = threading.Event()
+    services = pipeline.build(config, should_stop=stop.is_set)
+    instance = Instance(services.engine, Role.WORK, services.clock)
+    services = replace(services, instance=instance)
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        name = signal.Signals(number).name
+        if stop.is_set():
+            log.warning("%s again: still finishing the batch in flight", name)
+        else:
+            log.info("%s: stopping after the batch in flight", name)
+        stop.set()
+
+    instance.start()
+    before = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    log.info("digest work: instance %s sends the editions of %s", instance.id, config.path)
+    try:
+        Sending(services, stop).run()
+    finally:
+        instance.stop()
+        services.engine.dispose()
+        for number, handler in before.items():
+            signal.signal(number, handler)
+    log.info("digest work stopped: %s recipient(s) sent to", instance.sent)
+    return 0

@@ -854,17 +854,34 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_schedule: b
     from ..web.server import serve as run_server
 
     state: State = ctx.obj
+    _service_logging()
+    config = state.config
+    for warning in warnings_for(config):
+        logging.getLogger("digest.serve").warning("%s", warning)
+    sys.exit(run_server(config, host=host, port=port, scheduler_on=not no_schedule))
+
+
+@main.command()
+@click.pass_obj
+@handled
+def work(state: State) -> None:
+    """Send editions beside the other instances on the same PostgreSQL database (no web
+    app, no scheduler) until SIGTERM or Ctrl-C."""
+    from ..scheduler import work as run_worker
+
+    _service_logging()
+    sys.exit(run_worker(state.config))
+
+
+def _service_logging() -> None:
+    """A service says what it does (-v adds more), each line with its time."""
     root = logging.getLogger()
-    if root.level > logging.INFO:  # a service says what it does; -v adds more
+    if root.level > logging.INFO:
         root.setLevel(logging.INFO)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
     for h in root.handlers:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    config = state.config
-    for warning in warnings_for(config):
-        logging.getLogger("digest.serve").warning("%s", warning)
-    sys.exit(run_server(config, host=host, port=port, scheduler_on=not no_schedule))
 
 
 @main.command(name="schedule")

@@ -1,7 +1,8 @@
 """Drive an edition's pending batches through a backend, writing the ledger as they go.
 
-The calling thread streams pending batches from the database a page at a time (memory
-does not grow with the list) into a short queue; ``workers`` threads take them, each
+The calling thread claims pending batches in the database a page at a time (memory
+does not grow with the list; other instances sending the same edition claim other
+batches: ``record.claim``) into a short queue; ``workers`` threads take them, each
 with its own sender (one SMTP connection, one SendGrid client) kept for the edition.
 For each batch a worker:
 
@@ -45,12 +46,17 @@ from .. import faults
 from ..clock import utcnow
 from ..errors import PermanentDeliveryError, TransientDeliveryError, UnansweredError
 from ..model import Batch, BatchResult, BatchStatus, Composed
-from ..state import record, throttle
+from ..state import fleet, record, throttle
+from ..state.lease import holder_name
 from .base import Backend, Sender
 
 log = logging.getLogger(__name__)
-#: Recipients loaded from the database at a time (at least one batch).
+#: Recipients claimed and loaded from the database at a time (at least one batch)...
 PAGE_RECIPIENTS = 2000
+#: ...and at most this many batches: what one instance holds and others cannot take
+#: stays small (a page of 2,000 one-message SMTP batches would keep the other instances
+#: of a fleet waiting at the end of an edition).
+PAGE_BATCHES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,10 @@ class DispatchSettings:
     #: A provider's "wait until" shared with every instance on the database (a 429
     #: met by one holds all); None: this process's workers only.
     hold: throttle.Hold | None = field(default=None, compare=False)
+    #: Who claims the batches and is recorded as their sender (``batches.sent_by``): the
+    #: ``fleet.Instance`` id, whose heartbeat renews the claims. None: a name of this
+    #: dispatch's own, its claims renewed by a thread of its own.
+    holder: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +148,19 @@ def dispatch(
     variants: Mapping[int, Composed] | None = None,
 ) -> Dispatched:
     """Send the edition's pending batches: ``composed`` to batches of variant 0, and
-    ``variants[n]`` to those of variant n."""
+    ``variants[n]`` to those of variant n. The batches are claimed a page at a time
+    (``record.claim``) as ``settings.holder``, so other instances sending the same
+    edition take other batches; the claims not started when it stops are given back."""
     edition_id = composed.edition_id
     contents = {**(variants or {}), 0: composed}
     shared = _Shared(settings)
+    holder = settings.holder or holder_name()
     workers = max(1, settings.workers)
     jobs: queue.Queue[Batch | None] = queue.Queue(maxsize=workers * 2)
     threads = [
         threading.Thread(
             target=_work,
-            args=(engine, backend, contents, shared, jobs),
+            args=(engine, backend, contents, shared, jobs, holder),
             name=f"digest-send-{i}",
             daemon=True,
         )
@@ -156,10 +169,11 @@ def dispatch(
     started = False
     left = settings.limit
     capped = False
-    with _fewer_collections():
+    renewing = _renewing(engine, holder, settings) if settings.holder is None else None
+    with _fewer_collections(), renewing or contextlib.nullcontext():
         try:
-            page = max(workers * 2, PAGE_RECIPIENTS // max(1, backend.batch_size))
-            for batch in stream(engine, edition_id, page):
+            page = max(workers * 2, min(PAGE_RECIPIENTS // backend.batch_size, PAGE_BATCHES))
+            for batch in claimed(engine, edition_id, holder, page, settings.clock):
                 if left is not None:
                     if len(batch.recipients) > left:
                         capped = True  # this one and the rest wait for the next day
@@ -185,6 +199,7 @@ def dispatch(
                     jobs.put(None)
                 for thread in threads:
                     thread.join()
+            _give_back(engine, edition_id, holder)
     if shared.bug is not None:
         raise shared.bug
     return Dispatched(shared.done, shared.stopped, capped)
@@ -203,17 +218,63 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def stream(engine: sa.Engine, edition_id: int, page: int) -> Iterator[Batch]:
-    """The edition's pending batches, in order, loaded ``page`` batches at a time."""
-    after = -1
+def claimed(
+    engine: sa.Engine, edition_id: int, holder: str, page: int, clock: Callable[[], datetime]
+) -> Iterator[Batch]:
+    """The edition's pending batches that ``holder`` claims, in order, ``page`` at a time,
+    until none is left to claim. What gone instances left is swept first, and again
+    whenever nothing is left to claim (one may have died since)."""
+    sweep = True
     while True:
-        with engine.connect() as conn:
-            numbers = record.pending_batches(conn, edition_id, after=after, limit=page)
-            if not numbers:
-                return
+        with engine.begin() as conn:
+            if sweep:
+                _swept(record.sweep(conn, edition_id, clock(), mine=holder), edition_id)
+            numbers = record.claim(conn, edition_id, holder, page, clock())
             batches = record.load_batches(conn, edition_id, numbers)
+        if not batches:
+            if sweep:
+                return
+            sweep = True
+            continue
+        sweep = False
         yield from batches
-        after = numbers[-1]
+
+
+def _swept(unknown: int, edition_id: int) -> None:
+    if unknown:
+        log.warning(
+            "edition %s: %s recipients in batches interrupted mid-send (their sender is "
+            "gone) are marked unknown, not re-sent",
+            edition_id,
+            unknown,
+        )
+
+
+def _give_back(engine: sa.Engine, edition_id: int, holder: str) -> None:
+    try:
+        with engine.begin() as conn:
+            record.give_back(conn, edition_id, holder)
+    except Exception:  # the claims expire by themselves
+        log.warning("edition %s: could not give back the claims of %s", edition_id, holder)
+
+
+@contextlib.contextmanager
+def _renewing(engine: sa.Engine, holder: str, settings: DispatchSettings) -> Iterator[None]:
+    """Renew ``holder``'s claims while sending, when no ``fleet.Instance`` beats for it."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(fleet.BEAT.total_seconds()):
+            with contextlib.suppress(Exception), engine.begin() as conn:  # next beat
+                fleet.renew_claims(conn, holder, settings.clock())
+
+    thread = threading.Thread(target=beat, name="digest-claims", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _work(
@@ -222,6 +283,7 @@ def _work(
     contents: Mapping[int, Composed],
     shared: _Shared,
     jobs: queue.Queue[Batch | None],
+    holder: str,
 ) -> None:
     settings = shared.settings
     sender: Sender | None = None
@@ -244,8 +306,8 @@ def _work(
                     sender = backend.open(contents[variant])
                 prepared = sender.prepare(batch)
                 with engine.begin() as conn:
-                    record.mark(
-                        conn, batch.edition_id, batch.number, BatchStatus.SENDING, settings.clock()
+                    mine = record.start(
+                        conn, batch.edition_id, batch.number, holder, settings.clock()
                     )
             except PermanentDeliveryError as exc:  # from open(): nothing was sent
                 shared.stop(f"stopped: {exc}")
@@ -253,6 +315,14 @@ def _work(
                 continue
             except BaseException as exc:  # a bug, or the database failed: nothing was sent
                 shared.fail(exc)
+                continue
+            if not mine:  # the claim lapsed and another instance took the batch
+                log.warning(
+                    "edition %s: batch %s was taken over by another instance (this one's "
+                    "claim lapsed): not sent here",
+                    batch.edition_id,
+                    batch.number,
+                )
                 continue
             faults.point("batch-marked-sending")
             try:
@@ -263,7 +333,7 @@ def _work(
                 )
                 shared.fail(exc)
             try:
-                _record(engine, result, settings)
+                _record(engine, result, settings, holder)
             except BaseException as exc:  # left "sending": the next run reports it unknown
                 shared.fail(exc)
                 continue
@@ -286,7 +356,9 @@ def _close(sender: Sender) -> None:
         log.debug("closing the sender failed", exc_info=True)
 
 
-def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) -> None:
+def _record(
+    engine: sa.Engine, result: BatchResult, settings: DispatchSettings, holder: str
+) -> None:
     batch = result.batch
     with engine.begin() as conn:
         record.mark(
@@ -299,6 +371,7 @@ def _record(engine: sa.Engine, result: BatchResult, settings: DispatchSettings) 
             detail=result.detail,
             attempts=result.attempts,
             relay=result.relay,
+            holder=holder,
         )
         if result.rejected:
             record.reject(conn, batch.edition_id, result.rejected)

@@ -5,16 +5,17 @@ The order of writes is what makes delivery exactly-once through crashes:
 1. In **one transaction**: the edition (its rendered content, and the variants some
    subscribers' preferences call for), its entries, and its recipients frozen into
    ``deliveries`` and ``batches`` (all ``pending``; a batch holds one variant).
-2. Per batch: marked ``sending`` and **committed before** the request goes out; then
+2. Per batch: claimed by one sender (``claim``: several instances may send one
+   edition), marked ``sending`` and **committed before** the request goes out; then
    ``sent`` (with the provider's id) or ``failed`` (with the reason) as it settles.
 3. When no batch is pending, the edition is settled: ``done``, or ``abandoned`` when
    nothing at all went out (its entries are then forgotten, so they count as new again).
 
-After a crash, a batch still ``sending`` may or may not have gone out: it becomes
-``unknown``, is never re-sent automatically (a duplicate digest is worse than a
-missing one) and is reported; ``pending`` batches are sent by the next run before any
-new edition. Entries count as seen once their edition exists; an abandoned edition
-gives them back.
+After a crash, a batch still ``sending`` (whose sender is gone: ``sweep``) may or may
+not have gone out: it becomes ``unknown``, is never re-sent automatically (a duplicate
+digest is worse than a missing one) and is reported; ``pending`` batches are sent by
+the next run before any new edition. Entries count as seen once their edition exists;
+an abandoned edition gives them back.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from ..model import (
     SubscriberStatus,
     Variants,
 )
+from . import lease
 from .db import schema
 from .db.bulk import chunks, insert_new
+from .fleet import CLAIM_TTL
 
 E, B, D, N = schema.editions, schema.batches, schema.deliveries, schema.entries
 V = schema.variants
@@ -730,9 +733,9 @@ DEPARTED = "unsubscribed or removed before this edition reached them: not sent"
 
 def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     """Before an unfinished edition goes on (after a crash, a fatal error, or for
-    ``digest resend``): batches caught ``sending`` become ``unknown``; recipients of the
-    batches still to send who are no longer active subscribers are left out. Returns the
-    recipients now unknown."""
+    ``digest resend``): batches caught ``sending`` by a holder that is gone become
+    ``unknown`` (``sweep``); recipients of the batches still to send who are no longer
+    active subscribers are left out. Returns the recipients now unknown."""
     S = schema.subscribers
     pending = sa.select(B.c.number).where(
         (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING)
@@ -748,19 +751,133 @@ def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
         )
         .values(error=DEPARTED)
     )
-    where = (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.SENDING)
+    return sweep(conn, edition_id, now)
+
+
+INTERRUPTED = (
+    "the run stopped while this batch was being sent: it may or may not have gone out, "
+    "so it is not sent again (check the provider's log)"
+)
+
+
+def orphaned(
+    conn: sa.Connection, edition_id: int, now: datetime, mine: str | None = None
+) -> sa.ColumnElement[bool]:
+    """The edition's batches no live holder keeps: never claimed (or claimed before
+    0013), claim expired (its holder stopped renewing it), or held by a process of this
+    machine that no longer exists (``lease._dead``: no need to wait for the expiry).
+    Never those of ``mine``: a sender does not sweep its own batches in flight."""
+    holders = conn.execute(
+        sa.select(B.c.claimed_by)
+        .where(
+            (B.c.edition_id == edition_id)
+            & B.c.status.in_([BatchStatus.PENDING, BatchStatus.SENDING])
+            & B.c.claimed_by.is_not(None)
+            & (B.c.claim_expires > now)
+        )
+        .distinct()
+    ).scalars()
+    dead = [h for h in holders if lease._dead(h)]
+    gone = B.c.claimed_by.is_(None) | B.c.claim_expires.is_(None) | (B.c.claim_expires <= now)
+    if dead:
+        gone = gone | B.c.claimed_by.in_(dead)
+    if mine is not None:
+        gone = gone & (B.c.claimed_by.is_(None) | (B.c.claimed_by != mine))
+    return gone
+
+
+def sweep(conn: sa.Connection, edition_id: int, now: datetime, mine: str | None = None) -> int:
+    """What gone holders left of the edition: a batch caught ``sending`` becomes
+    ``unknown`` (it may have gone out: never re-sent blindly); a ``pending`` one they had
+    claimed is free to claim at once. Any worker runs this before claiming; a batch in
+    flight at a live instance is never touched, nor any of ``mine`` (the sweeper's own).
+    Returns the recipients now unknown."""
+    edition = B.c.edition_id == edition_id
+    left = orphaned(conn, edition_id, now, mine)
+    where = edition & (B.c.status == BatchStatus.SENDING) & left
     count = _recipients(conn, where)
     conn.execute(
         sa.update(B)
         .where(where)
-        .values(
-            status=BatchStatus.UNKNOWN,
-            updated_at=now,
-            detail="the run stopped while this batch was being sent: it may or may not have "
-            "gone out, so it is not sent again (check the provider's log)",
-        )
+        .values(status=BatchStatus.UNKNOWN, updated_at=now, detail=INTERRUPTED)
+    )
+    conn.execute(
+        sa.update(B)
+        .where(edition & (B.c.status == BatchStatus.PENDING) & B.c.claimed_by.is_not(None) & left)
+        .values(claimed_by=None, claim_expires=None)
     )
     return count
+
+
+def claim(
+    conn: sa.Connection, edition_id: int, holder: str, limit: int, now: datetime
+) -> list[int]:
+    """Claim up to ``limit`` of the edition's pending batches nobody holds (unclaimed, or
+    the claim expired), the lowest numbers first, for ``CLAIM_TTL`` (the holder's beat
+    renews it). One statement: on PostgreSQL the rows are picked ``FOR UPDATE SKIP
+    LOCKED``, so workers claiming at once each get other batches without waiting for one
+    another; SQLite's single writer serializes them. (A ``pending`` batch is released
+    already: zone groups wait as ``waiting`` until ``release``.)"""
+    free = (
+        (B.c.edition_id == edition_id)
+        & (B.c.status == BatchStatus.PENDING)
+        & (B.c.claimed_by.is_(None) | B.c.claim_expires.is_(None) | (B.c.claim_expires <= now))
+    )
+    pick = sa.select(B.c.number).where(free).order_by(B.c.number).limit(limit)
+    chosen: sa.ColumnElement[bool]
+    if conn.dialect.name == "postgresql":
+        # A CTE, MATERIALIZED: picked once. As a plain IN (subquery) PostgreSQL may run the
+        # subquery again as it updates, each run locking the next rows past the limit.
+        picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        chosen = B.c.number.in_(sa.select(picked.c.number))
+    else:
+        chosen = B.c.number.in_(pick.scalar_subquery())
+    numbers = conn.execute(
+        sa.update(B)
+        .where((B.c.edition_id == edition_id) & chosen)
+        .values(claimed_by=holder, claim_expires=now + CLAIM_TTL)
+        .returning(B.c.number)
+    ).scalars()
+    return sorted(int(n) for n in numbers)
+
+
+def start(conn: sa.Connection, edition_id: int, number: int, holder: str, now: datetime) -> bool:
+    """Mark a claimed batch ``sending`` (committed before its request goes out), if it is
+    still ``holder``'s: False when its claim lapsed and another sender claimed it
+    meanwhile (then this one must not send it). The row lock makes the two exclusive."""
+    result = conn.execute(
+        sa.update(B)
+        .where(
+            (B.c.edition_id == edition_id)
+            & (B.c.number == number)
+            & (B.c.status == BatchStatus.PENDING)
+            & (B.c.claimed_by == holder)
+        )
+        .values(
+            status=BatchStatus.SENDING,
+            updated_at=now,
+            detail=None,
+            sent_by=holder[:200],
+            claim_expires=now + CLAIM_TTL,
+        )
+    )
+    return bool(result.rowcount)
+
+
+def give_back(conn: sa.Connection, edition_id: int, holder: str) -> int:
+    """The holder stops: its claims on batches it did not start are freed for the others
+    at once; one it left ``sending`` (its outcome could not be recorded) is left to the
+    next ``sweep``. Returns the batches freed."""
+    mine = (B.c.edition_id == edition_id) & (B.c.claimed_by == holder)
+    freed = conn.execute(
+        sa.update(B)
+        .where(mine & (B.c.status == BatchStatus.PENDING))
+        .values(claimed_by=None, claim_expires=None)
+    ).rowcount
+    conn.execute(
+        sa.update(B).where(mine & (B.c.status == BatchStatus.SENDING)).values(claimed_by=None)
+    )
+    return int(freed or 0)
 
 
 def pending_batches(
@@ -846,8 +963,15 @@ def mark(
     detail: str | None = None,
     attempts: int | None = None,
     relay: str | None = None,
+    holder: str | None = None,
 ) -> None:
+    """Record a batch's state. ``holder``: the instance sending it (``sent_by``); a batch
+    put back to ``pending`` is nobody's any more."""
     values: dict[str, Any] = {"status": status, "updated_at": now, "detail": detail}
+    if status is BatchStatus.PENDING:
+        values |= {"claimed_by": None, "claim_expires": None, "sent_by": None}
+    elif holder is not None:
+        values["sent_by"] = holder[:200]
     if provider_id is not None:
         values["provider_id"] = provider_id[:200]
     if relay is not None:  # the SMTP relay(s) it went through (several: "a:25,b:25")
@@ -881,7 +1005,17 @@ def requeue(
     Returns how many recipients they hold. ``digest resend`` does this."""
     where = (B.c.edition_id == edition_id) & B.c.status.in_(list(statuses))
     count = _recipients(conn, where)
-    conn.execute(sa.update(B).where(where).values(status=BatchStatus.PENDING, updated_at=now))
+    conn.execute(
+        sa.update(B)
+        .where(where)
+        .values(
+            status=BatchStatus.PENDING,
+            updated_at=now,
+            claimed_by=None,
+            claim_expires=None,
+            sent_by=None,
+        )
+    )
     if count:
         conn.execute(sa.update(E).where(E.c.id == edition_id).values(status=EditionStatus.SENDING))
     return count
@@ -933,17 +1067,19 @@ def tally(conn: sa.Connection, edition_id: int) -> Tally:
 
 
 def settle(conn: sa.Connection, edition_id: int, now: datetime) -> Tally:
-    """Close the edition if nothing is pending: done, or abandoned if nothing went out
-    to any of its recipients. An edition with none (every subscriber unticked all that
-    was new in it) is done: its entries reached everyone who wanted them."""
+    """Close the edition if nothing is pending (nor being sent, nor waiting for its zone
+    group): done, or abandoned if nothing went out to any of its recipients. An edition
+    with none (every subscriber unticked all that was new in it) is done: its entries
+    reached everyone who wanted them. Idempotent: any worker that finds nothing left to
+    claim settles, and only the first one to do so closes it."""
     t = tally(conn, edition_id)
-    if t.pending:
+    if t.pending or t.status is not EditionStatus.SENDING:
         return t
     went_out = t.delivered + t.unknown > 0 or t.recipients == 0
     status = EditionStatus.DONE if went_out else EditionStatus.ABANDONED
-    conn.execute(
+    closed = conn.execute(
         sa.update(E)
-        .where(E.c.id == edition_id)
+        .where((E.c.id == edition_id) & (E.c.status == EditionStatus.SENDING))
         .values(
             status=status,
             finished_at=now,
@@ -952,6 +1088,8 @@ def settle(conn: sa.Connection, edition_id: int, now: datetime) -> Tally:
             unknown=t.unknown,
         )
     )
+    if not closed.rowcount:  # another worker settled it just now
+        return tally(conn, edition_id)
     if status is EditionStatus.ABANDONED:
         # Its entries count as new again. Their feeds may answer "not modified" next
         # time, so forget the validators too: the next run reads them in full.

@@ -24,7 +24,7 @@ from .. import pipeline, schedule
 from ..clock import utcnow
 from ..config import Config
 from ..errors import DigestError
-from ..scheduler import Runner, Scheduler
+from ..scheduler import Runner, Scheduler, Sending, shared
 from ..state import fleet
 from . import build, create_app
 
@@ -128,7 +128,9 @@ def serve(
     instance = fleet.Instance(services.engine, fleet.Role.SERVE, services.clock)
     services = replace(services, instance=instance)
     plan = schedule.schedule_of(config)
-    scheduler = Scheduler(Runner(services, plan)) if scheduler_on else None
+    # On PostgreSQL every instance sends (docs/deploy.md, "Running a fleet").
+    sending = Sending(services, stop) if scheduler_on and shared(services.engine) else None
+    scheduler = Scheduler(Runner(services, plan, sending=sending)) if scheduler_on else None
 
     web = build(config, services, health_of(scheduler, stop.is_set, instance))
     app = create_app(web)
@@ -155,6 +157,8 @@ def serve(
         config.digest.base_url,
     )
     instance.start()
+    if sending is not None:
+        sending.start()
     if scheduler is not None:
         scheduler.start()
     else:
@@ -166,6 +170,8 @@ def serve(
         stop.set()
         if scheduler is not None:
             scheduler.shutdown()
+        if sending is not None:
+            sending.join()
         instance.stop()
         web.followups.close()  # sign-up mails already promised
         services.engine.dispose()
