@@ -34,6 +34,7 @@ from digest.state.db import schema
 from .helpers import NOW, SAMPLES, Clock, Project
 from .live import free_port
 from .sendgrid_server import DEFAULT_API_KEY, SendGridServer
+from .test_relays import Relays
 
 B, E = schema.batches, schema.editions
 KEY_ENV = "FLEET_TEST_SENDGRID_KEY"
@@ -508,4 +509,102 @@ def test_three_instances_share_an_edition_and_survive_one_killed(
         else:
             assert now_status == "unknown" and f":{victim.pid}:" in by
     assert all(f":{victim.pid}:" in by for s, by in batches.values() if s == "unknown")
+    project.close()
+
+
+# -- the same with SMTP: three instances, three relays, one refusing halfway ------------------
+
+SMTP_SUBSCRIBERS = 900
+
+
+def _smtp_fleet_project(tmp_path: Path, url: str, relays: Relays) -> Project:
+    project = Project(tmp_path)
+    project.feed(str(SAMPLES / "field-notes.atom"), first_run_window="all")
+    project.data["storage"] = {"url": url}
+    project.data["schedule"] = {"cron": "* * * * *", "timezone": "UTC"}  # due now
+    project.data["delivery"] = {
+        "backend": "smtp",
+        "workers": 2,
+        "retry_backoff": "1ms",
+        # A message cut off by the relay going away may have arrived: never retry it
+        # blindly, so that "nobody twice" holds whatever the timing of the stop.
+        "retry_unanswered": False,
+        "smtp": {
+            "timeout": "5s",
+            "relays": [
+                {"host": "127.0.0.1", "port": s.port, "security": "none"} for s in relays.servers
+            ],
+        },
+    }
+    project.write()
+    with project.engine().begin() as conn:
+        rows = [
+            {"email": f"reader{i}@example.org", "email_key": f"reader{i}@example.org",
+             "status": "active", "source": "cli", "created_at": NOW, "updated_at": NOW}
+            for i in range(SMTP_SUBSCRIBERS)
+        ]  # fmt: skip
+        conn.execute(sa.insert(schema.subscribers), rows)
+    return project
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_three_instances_over_three_relays_one_refusing_halfway(
+    fresh_postgres: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    with Relays(tmp_path) as relays:
+        project = _smtp_fleet_project(tmp_path, fresh_postgres, relays)
+        engine = project.engine()
+        fleet_ = Fleet(project, {**cli_env, "NO_PROXY": "127.0.0.1"})
+        try:
+            procs = [fleet_.start() for _ in range(3)]
+            _until(lambda: sum(relays.counts().values()) >= SMTP_SUBSCRIBERS // 3, fleet_, 3000)
+            relays.stop(1)  # from now on its port refuses connections
+            at_stop = relays.counts()[relays.name(1)]
+            total = sum(relays.counts().values())
+            assert total < SMTP_SUBSCRIBERS - 100, "over before the stop: nothing was proven"
+
+            def settled() -> bool:
+                with engine.connect() as conn:
+                    status = conn.execute(sa.select(E.c.status)).scalar()
+                return status is not None and status != "sending"
+
+            _until(settled, fleet_, 3000)
+            assert fleet_.stop() == [0, 0, 0], fleet_.text()
+        finally:
+            if any(p.poll() is None for p in fleet_.procs):
+                fleet_.stop()
+        counts = relays.counts()
+        got = Counter(relays.recipients())
+
+    with engine.connect() as conn:
+        ((status, delivered, unknown),) = conn.execute(
+            sa.select(E.c.status, E.c.delivered, E.c.unknown)
+        ).all()  # exactly one edition
+        rows = conn.execute(sa.select(B.c.status, B.c.relay, B.c.sent_by)).all()
+        D = schema.deliveries
+        in_unknown = {
+            str(a)
+            for (a,) in conn.execute(
+                sa.select(D.c.email)
+                .select_from(
+                    D.join(B, (D.c.edition_id == B.c.edition_id) & (D.c.batch == B.c.number))
+                )
+                .where(B.c.status == BatchStatus.UNKNOWN)
+            )
+        }
+    everyone = {f"reader{i}@example.org" for i in range(SMTP_SUBSCRIBERS)}
+    assert not {a for a, n in got.items() if n > 1}, "someone got the edition twice"
+    assert set(got) <= everyone and everyone - set(got) <= in_unknown  # nobody lost silently
+    # at most the messages on the stopped relay's connections (3 instances × 2) are unknown
+    assert status == "done" and unknown == len(in_unknown) <= 6
+    assert delivered + unknown == SMTP_SUBSCRIBERS
+    assert counts[relays.name(1)] == at_stop  # nothing reached it after it went away
+    assert counts[relays.name(0)] > 0 and counts[relays.name(2)] > 0
+    sent = [r for r in rows if r.status == BatchStatus.SENT]
+    by_relay = Counter(r.relay for r in sent)  # one message a batch: one relay each
+    assert by_relay[relays.name(0)] == counts[relays.name(0)]  # the ledger agrees with
+    assert by_relay[relays.name(2)] == counts[relays.name(2)]  # the relays' own counts
+    assert 0 <= counts[relays.name(1)] - by_relay[relays.name(1)] <= unknown  # cut off
+    assert {r.sent_by.split(":")[1] for r in sent} == {str(p.pid) for p in procs}  # all three
     project.close()
