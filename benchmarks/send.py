@@ -569,13 +569,15 @@ def start_relays(count: int, delay: float) -> tuple[list[subprocess.Popen[str]],
 
 
 def smtp_delivery(relays: list[int], workers: int) -> dict[str, Any]:
-    """The fleet's SMTP delivery settings: the switch point for several relays. Today one
-    ``[delivery.smtp]`` host, the first relay; with ``[[delivery.smtp.relays]]`` this
-    returns every relay in ``relays`` instead, and the rest of the benchmark is the same."""
+    """The fleet's SMTP delivery settings: every relay in ``relays``, as
+    ``[[delivery.smtp.relays]]`` of equal weight (each instance spreads its connections
+    over them)."""
     return {
         "backend": "smtp",
         "workers": workers,
-        "smtp": {"host": "127.0.0.1", "port": relays[0], "security": "none"},
+        "smtp": {
+            "relays": [{"host": "127.0.0.1", "port": port, "security": "none"} for port in relays]
+        },
     }
 
 
