@@ -156,7 +156,7 @@ def parse_new(
     lowered.setdefault("content-location", url)
     parts = None
     if not jsonfeed.looks_like_json(body, lowered.get("content-type", "")):
-        parts = scan.split(body, url, lowered)
+        parts = scan.split(body, url, lowered, seen)
     if parts is None or len(parts.prints) > limits.max_entries:
         parsed = parse(body, url, headers, limits)
         return Fresh(parsed, len(parsed.entries))
