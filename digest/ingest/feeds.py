@@ -10,7 +10,10 @@ lock one of them holds, and the worker would hang on it). A body identical
 to the last one (or a 304) is not parsed at all; in a changed one, the entries with
 the same bytes as last time (``prints``: fingerprints per feed URL) are not parsed
 either (``parse.parse_new``), and entries the ledger already knows (``known``:
-identities per feed URL) are not cleaned: only their identity is computed.
+identities per feed URL) are not cleaned: only their identity is computed. A body
+reaches the parser as sent (gzip or deflate: 34 KB to pipe where the inflated feed is
+200 KB) and is inflated there, under ``fetch.max_bytes``, failing as the fetcher would
+have failed it (``fetch.decoded``).
 """
 
 from __future__ import annotations
