@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import timedelta
@@ -20,6 +21,7 @@ from pytest_httpserver import HTTPServer
 
 from digest.ingest import fetch as fetch_module
 from digest.ingest import parse as parse_module
+from digest.ingest.feeds import digest_feed, ingest
 from digest.ingest.fetch import FetchSettings, fetch_all, run_sync
 from digest.model import FeedSource, Fetched, FetchStatus, Validators
 from digest.state import db, health
@@ -227,3 +229,62 @@ def test_a_gzip_bomb_is_still_refused_at_the_limit(httpserver: HTTPServer) -> No
     got = run_sync(fetch_all([source], {}, settings))[0]
     assert got.status is FetchStatus.FAILED and got.error is not None
     assert "fetch.max_bytes" in got.error.message
+
+
+# -- bodies inflated by the parser (``ingest`` leaves them compressed) ------------------------
+
+
+def _served(httpserver: HTTPServer, bodies: dict[str, bytes], coding: str) -> list[FeedSource]:
+    for path, raw in bodies.items():
+        sent = gzip.compress(raw) if coding == "gzip" else zlib.compress(raw)
+        httpserver.expect_request(path).respond_with_data(
+            sent, headers={"Content-Encoding": coding, "Content-Type": "application/rss+xml"}
+        )
+    return [FeedSource(httpserver.url_for(p)) for p in bodies]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_ingest_reads_compressed_bodies_as_fetch_all_inflates_them(
+    httpserver: HTTPServer, workers: int, coding: str
+) -> None:
+    """``ingest`` hands bodies to the parser as sent (34 KB piped instead of 200 KB): the
+    entries are those of the inflated body, and a bomb or a corrupt body fails its feed
+    as it did while fetching: the same error, no validators kept."""
+    bodies = {f"/feed{i}": feed(i, 3) for i in range(8)}
+    sources = _served(httpserver, bodies, coding)
+    httpserver.expect_request("/bomb").respond_with_data(
+        gzip.compress(b" " * 5_000_000), headers={"Content-Encoding": "gzip"}
+    )
+    httpserver.expect_request("/corrupt").respond_with_data(
+        b"\x1f\x8b\x08\x00not gzip at all", headers={"Content-Encoding": "gzip"}
+    )
+    sources += [FeedSource(httpserver.url_for("/bomb")), FeedSource(httpserver.url_for("/corrupt"))]
+    settings = FetchSettings(timeout=5, max_bytes=1_000_000)
+    got = ingest(sources, {}, settings, NOW, 300, workers=workers)
+    inflated = run_sync(fetch_all(sources, {}, settings))
+    for i, (ours, theirs) in enumerate(zip(got[:8], inflated[:8], strict=True)):
+        assert ours.status is FetchStatus.OK, ours.error
+        expected = digest_feed(theirs, NOW, 300)
+        assert ours.entries == expected.entries and len(ours.entries) == 3, i
+        assert ours.prints == expected.prints and ours.prints
+        assert ours.fetched.validators == theirs.validators
+    for ours, theirs in zip(got[8:], inflated[8:], strict=True):
+        assert theirs.status is FetchStatus.FAILED and theirs.error is not None
+        assert ours.status is FetchStatus.FAILED and ours.error is ours.fetched.error
+        assert type(ours.error) is type(theirs.error)
+        assert ours.error.message == theirs.error.message and ours.error.url == theirs.error.url
+        assert ours.fetched.status is FetchStatus.FAILED
+        assert ours.fetched.validators == theirs.validators == Validators()
+        assert ours.fetched.url == theirs.url and ours.prints is None
+    assert "fetch.max_bytes" in got[8].error.message  # type: ignore[union-attr]
+    assert "corrupt" in got[9].error.message  # type: ignore[union-attr]
+
+
+def test_a_body_left_compressed_is_inflated_only_by_the_parser(httpserver: HTTPServer) -> None:
+    (source,) = _served(httpserver, {"/feed": feed(0, 3)}, "gzip")
+    (sent,) = run_sync(fetch_all([source], {}, FetchSettings(timeout=5), decode=False))
+    assert sent.headers["content-encoding"] == "gzip" and sent.body[:2] == b"\x1f\x8b"
+    inflated = fetch_module.decoded(sent, 1_000_000)
+    assert inflated.body == feed(0, 3) and "content-encoding" not in inflated.headers
+    assert fetch_module.decoded(inflated, 1_000_000) is inflated

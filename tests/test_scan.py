@@ -113,6 +113,73 @@ def test_a_feed_with_two_new_entries_costs_two_entries(calls: Calls) -> None:
     assert set(today.prints) & set(yesterday.prints) == set(yesterday.prints[:48])
 
 
+@pytest.fixture
+def scanned(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every document the scanner runs expat over (whole or in part)."""
+    sizes: list[int] = []
+    real = scan._Scanner.__init__
+
+    def counting(self: scan._Scanner, body: bytes, *args: object, **kwargs: object) -> None:
+        sizes.append(len(body))
+        real(self, body, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan._Scanner, "__init__", counting)
+    return sizes
+
+
+def test_the_seen_entries_are_not_scanned_again(scanned: list[int]) -> None:
+    """The next day, expat reads the envelope and the new entries, with a stand-in for
+    each seen one: the 48 seen entries' bytes are only searched and hashed."""
+    yesterday = parse_new(feed(2, 50), URL, HEADERS)
+    today_body = feed(0, 50)
+    scanned.clear()
+    today = parse_new(today_body, URL, HEADERS, seen=set(yesterday.prints))
+    sizes = list(scanned)
+    assert [e.guid for e in today.parsed.entries] == ["post-0", "post-1"]
+    assert today.prints == parse_new(today_body, URL, HEADERS).prints
+    # two scanners: one stopped at the first entry, one over the document with stand-ins
+    assert len(sizes) == 2 and sizes[0] == len(today_body) and sizes[1] < len(today_body) // 3
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "<description><![CDATA[{seen}]]></description>",  # quoted in a new entry's CDATA
+        "<!-- {seen} -->",  # in a comment between entries
+        "<dc:extra>{seen}</dc:extra>",  # one level too deep
+        "<item><title>New</title><guid>new</guid><description>x</description>{seen}</item>",
+    ],
+)
+def test_seen_bytes_out_of_place_are_not_taken_for_the_entry(where: str) -> None:
+    """An entry's bytes seen before but now somewhere an entry is not (quoted in a CDATA
+    section, commented out, nested): the stand-in is not read as an entry there, so the
+    bytes are scanned as they are now, and the reading is the whole one's."""
+    seen_item = item(7)
+    first = parse_new(rss([seen_item, item(8)]).encode(), URL, HEADERS)
+    body = rss([item(6), where.format(seen=seen_item), item(8)]).encode()
+    headers = {**HEADERS, "content-location": URL}
+    assert scan._split_seen(body, URL, headers, set(first.prints)) is None
+    whole = parse(body, URL, HEADERS)
+    careful = parse_new(body, URL, HEADERS).prints  # nothing seen: the whole document scanned
+    fresh = parse_new(body, URL, HEADERS, seen=set(first.prints))
+    want = whole.entries
+    if careful:
+        want = tuple(
+            e for e, p in zip(whole.entries, careful, strict=True) if p not in first.prints
+        )
+    assert fresh.parsed.entries == want and fresh.total == len(whole.entries)
+
+
+def test_seen_entries_in_another_order_are_still_seen(scanned: list[int]) -> None:
+    first = parse_new(feed(0, 6), URL, HEADERS)
+    body = rss([item(n) for n in (9, 5, 3, 4, 1, 2, 0)]).encode()
+    headers = {**HEADERS, "content-location": URL}
+    quick = scan._split_seen(body, URL, headers, set(first.prints))
+    assert quick is not None and quick == scan.split(body, URL, headers)
+    fresh = parse_new(body, URL, HEADERS, seen=set(first.prints))
+    assert [e.guid for e in fresh.parsed.entries] == ["post-9"] and fresh.total == 7
+
+
 def test_nothing_seen_is_one_whole_parse(calls: Calls) -> None:
     fresh = parse_new(feed(0, 20), URL, HEADERS, seen={b"x" * 16})
     assert len(fresh.parsed.entries) == 20 and calls.entries() == [20]
@@ -261,8 +328,8 @@ def test_a_mis_split_is_caught(calls: Calls, monkeypatch: pytest.MonkeyPatch) ->
     first = parse_new(body, URL, HEADERS)
     real = scan.split
 
-    def off_by_some(body: bytes, url: str, headers: object) -> scan.Split | None:
-        parts = real(body, url, headers)  # type: ignore[arg-type]
+    def off_by_some(body: bytes, url: str, headers: object, *seen: object) -> scan.Split | None:
+        parts = real(body, url, headers, *seen)  # type: ignore[arg-type]
         assert parts is not None
         spans = tuple((s + 7, e + 7) for s, e in parts.spans)
         return scan.Split(spans, parts.prints)
@@ -401,6 +468,9 @@ def test_reading_without_the_seen_entries_is_reading_it_whole(
     first, again, want = both_ways(body, headers, mask)
     assert again.parsed.entries == want
     parts = scan.split(body, URL, {**headers, "content-location": URL})
+    seen = {p for p, hide in zip(first.prints, mask, strict=False) if hide}
+    quick = scan._split_seen(body, URL, {**headers, "content-location": URL}, seen)
+    assert quick is None or quick == parts
     if parts is not None:  # each span is one whole entry element
         for start, end in parts.spans:
             piece = body[start:end]
@@ -431,7 +501,7 @@ def test_every_corpus_feed_reads_the_same_both_ways() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but the corpus is missing at {CORPUS}")
         pytest.skip(f"no corpus at {CORPUS}")
-    split = compared = 0
+    split = compared = quicks = 0
     for rel, body, headers in corpus_documents():
         url = f"https://corpus.example/{rel}"
         try:
@@ -447,13 +517,19 @@ def test_every_corpus_feed_reads_the_same_both_ways() -> None:
             continue
         split += 1
         masks = [{p} for p in prints[:5]] + [set(prints[1:]), set(prints[::2]), set(prints)]
+        lowered = {**headers, "content-location": url}
+        careful = scan.split(body, url, lowered)
         for seen in masks:
+            quick = scan._split_seen(body, url, lowered, seen)
+            assert quick is None or quick == careful, rel
+            quicks += quick is not None
             again = parse_new(body, url, headers, seen=seen)
             want = tuple(e for e, p in zip(whole.entries, prints, strict=True) if p not in seen)
             assert again.parsed.entries == want, (rel, len(seen))
             assert (again.parsed.title, again.total) == (whole.title, len(whole.entries)), rel
             compared += 1
     assert split > 500 and compared > 2000  # the corpus was really split, not all parsed whole
+    assert quicks > 1000  # and most of those the seen entries unscanned
 
 
 def test_corpus_real_feeds_are_split() -> None:

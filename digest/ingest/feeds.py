@@ -10,7 +10,10 @@ lock one of them holds, and the worker would hang on it). A body identical
 to the last one (or a 304) is not parsed at all; in a changed one, the entries with
 the same bytes as last time (``prints``: fingerprints per feed URL) are not parsed
 either (``parse.parse_new``), and entries the ledger already knows (``known``:
-identities per feed URL) are not cleaned: only their identity is computed.
+identities per feed URL) are not cleaned: only their identity is computed. A body
+reaches the parser as sent (gzip or deflate: 34 KB to pipe where the inflated feed is
+200 KB) and is inflated there, under ``fetch.max_bytes``, failing as the fetcher would
+have failed it (``fetch.decoded``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from datetime import datetime
 from ..errors import FeedError, ParseError
 from ..model import Entry, FeedSource, Fetched, FetchStatus, Validators
 from .clean import MAX_TITLE_CHARS, clean, identity, plain_text, stand_ins, truncate
-from .fetch import FetchSettings, fetch_all, run_sync
+from .fetch import FetchSettings, decoded, fetch_all, run_sync
 from .parse import DEFAULT_LIMITS, ParseLimits, parse_new
 from .scan import pack, unpack
 
@@ -84,6 +87,7 @@ def digest_feed(
     and recorded before (``parse.parse_new``). Top-level so a process pool can run it.
     Never raises for the feed: whatever goes wrong (a bug, a library's surprise on
     hostile input) becomes this feed's error, with a reason."""
+    fetched = decoded(fetched, limits.max_bytes)  # a body left compressed by ``ingest``
     if fetched.status is not FetchStatus.OK or fetched.unchanged:
         return Digested(fetched, error=fetched.error)
     url = fetched.url or fetched.source.url
@@ -133,10 +137,16 @@ def digest_apart(
     caller has it, and piping a 200 KB feed back costs as much as parsing 2 entries);
     the caller puts its own ``fetched`` back (``_rejoined``)."""
     digested = digest_feed(fetched, now, summary_length, known, limits, seen)
-    return replace(digested, fetched=replace(fetched, body=b""))
+    return replace(digested, fetched=replace(digested.fetched, body=b""))
 
 
 def _rejoined(digested: Digested, fetched: Fetched) -> Digested:
+    """The worker's result with the caller's ``fetched`` (its body as fetched: still
+    compressed, as its headers say, when ``ingest`` left it so); unless the worker found
+    that body too big or corrupt once inflated: the feed failed then, as it would have
+    while fetching."""
+    if digested.fetched.status is FetchStatus.FAILED and fetched.status is FetchStatus.OK:
+        return digested
     return replace(digested, fetched=fetched)
 
 
@@ -251,7 +261,10 @@ def ingest(
     known = known or {}
     prints = prints or {}
     limits = ParseLimits(
-        settings.max_entity_expansion, settings.max_entries, settings.parse_timeout
+        settings.max_entity_expansion,
+        settings.max_entries,
+        settings.parse_timeout,
+        settings.max_bytes,
     )
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
@@ -292,7 +305,9 @@ def ingest(
         return _isolated(result, now, summary_length, ids(url), limits, seen(url), quiet_threads)
 
     try:
-        fetched = run_sync(fetch_all(sources, validators, settings, fetched_one))
+        # Bodies stay compressed until a parser inflates them (``digest_feed``): 34 KB
+        # piped to a worker instead of 200 KB, and this process spends its time fetching.
+        fetched = run_sync(fetch_all(sources, validators, settings, fetched_one, decode=False))
         return [finish(r) for r in fetched]
     finally:
         if pool is not None:

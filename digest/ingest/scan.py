@@ -32,8 +32,9 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from xml.parsers import expat
 
 import feedparser
@@ -61,6 +62,10 @@ _DECLARED = re.compile(
 )
 _START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/?>""")
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+#: An element's name as written (with its prefix), and what may follow it in a tag.
+_NAME = re.compile(rb"[^\s/>]+")
+_AFTER = frozenset((b" ", b"\t", b"\r", b"\n", b">", b"/"))
+_CLOSE_REST = re.compile(rb"\s*>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +90,36 @@ class _Unsure(Exception):
     """The document is not one the scanner splits: it goes to feedparser whole."""
 
 
-def split(body: bytes, url: str, headers: Mapping[str, str]) -> Split | None:
+class _FirstEntry(Exception):
+    """The head of the document is read: the first entry starts here."""
+
+
+def split(
+    body: bytes, url: str, headers: Mapping[str, str], seen: Collection[bytes] = frozenset()
+) -> Split | None:
     """The entries of ``body`` (served from ``url`` with lower-case ``headers``), or
-    None when the scanner is not sure of them."""
+    None when the scanner is not sure of them. ``seen``: the fingerprints of the feed's
+    last document; entries with those bytes are placed without reading them again
+    (``_split_seen``), whenever that gives the same answer as reading them all."""
     if not _ascii_markup(body, headers.get("content-type", "")):
         return None
+    if seen:
+        quick = _split_seen(body, url, headers, seen)
+        if quick is not None:
+            return quick
     scanner = _Scanner(body)
     try:
         scanner.run()
     except (_Unsure, expat.ExpatError, ValueError, UnicodeError, LookupError):
         return None
+    context = _context(body, url, headers, scanner.root, scanner.ancestors)
+    return Split(tuple(scanner.spans), tuple(_print(context, body, s) for s in scanner.spans))
+
+
+def _context(
+    body: bytes, url: str, headers: Mapping[str, str], root: int, ancestors: Sequence[int]
+) -> Any:
+    """The hash of what around an entry changes how feedparser reads it."""
     context = hashlib.sha256(VERSION)  # faster than BLAKE2b where the CPU has SHA-NI
     for part in (
         feedparser.__version__,
@@ -103,15 +128,87 @@ def split(body: bytes, url: str, headers: Mapping[str, str]) -> Split | None:
         headers.get("content-location", ""),
     ):
         context.update(part.encode("utf-8", "surrogatepass") + b"\0")
-    context.update(body[: scanner.root])
-    for start in scanner.ancestors:
+    context.update(body[:root])
+    for start in ancestors:
         context.update(body[start : _tag_end(body, start)])
-    prints = []
-    for start, end in scanner.spans:
-        h = context.copy()
-        h.update(body[start:end])
-        prints.append(h.digest()[:PRINT_SIZE])
-    return Split(tuple(scanner.spans), tuple(prints))
+    return context
+
+
+def _print(context: Any, body: bytes, span: tuple[int, int]) -> bytes:
+    h = context.copy()
+    h.update(body[span[0] : span[1]])
+    return bytes(h.digest()[:PRINT_SIZE])
+
+
+def _split_seen(
+    body: bytes, url: str, headers: Mapping[str, str], seen: Collection[bytes]
+) -> Split | None:
+    """``split`` without running expat over the entries seen before, or None (then the
+    whole document is scanned). The entries are looked for as bytes (``<item`` ...
+    ``</item>``, with the name the first entry has); those whose fingerprint is in
+    ``seen`` are replaced by an empty element of that name, and the scanner reads that
+    document, which must place every entry exactly there. That proves the rest: a
+    fingerprint covers an entry's bytes and all that decides how they read (the
+    prolog, the ancestors' start tags, the URL and headers), and one is only
+    remembered for an entry this scanner placed, in a document it read whole or so."""
+    head = _Scanner(body, stop_at_entry=True)
+    try:
+        head.run()
+    except _FirstEntry:
+        pass
+    except (_Unsure, expat.ExpatError, ValueError, UnicodeError, LookupError):
+        return None
+    if head.first < 0:
+        return None
+    name = _NAME.match(body, head.first + 1)
+    if name is None:
+        return None
+    spans = _candidates(body, head.first, name.group())
+    if not spans:
+        return None
+    context = _context(body, url, headers, head.root, head.ancestors)
+    prints = tuple(_print(context, body, span) for span in spans)
+    if not any(p in seen for p in prints):
+        return None
+    stand_in = b"<" + name.group() + b"></" + name.group() + b">"
+    pieces, expected, at, shift = [], [], 0, 0
+    for (start, end), fingerprint in zip(spans, prints, strict=True):
+        if fingerprint in seen:
+            pieces += [body[at:start], stand_in]
+            expected.append((start - shift, start - shift + len(stand_in)))
+            shift += end - start - len(stand_in)
+            at = end
+        else:
+            expected.append((start - shift, end - shift))
+    pieces.append(body[at:])
+    check = _Scanner(b"".join(pieces))
+    try:
+        check.run()
+    except (_Unsure, expat.ExpatError, ValueError, UnicodeError, LookupError):
+        return None
+    if check.spans != expected or (check.root, check.ancestors) != (head.root, head.ancestors):
+        return None
+    return Split(tuple(spans), prints)
+
+
+def _candidates(body: bytes, first: int, name: bytes) -> list[tuple[int, int]]:
+    """Where the entries named ``name`` seem to be, from ``first`` on, by their bytes
+    alone (checked by the caller)."""
+    spans: list[tuple[int, int]] = []
+    start = first
+    opening, closing = b"<" + name, b"</" + name
+    while start >= 0:
+        close = body.find(closing, start)
+        if close < 0:
+            return []
+        end = _CLOSE_REST.match(body, close + len(closing))
+        if end is None:
+            return []
+        spans.append((start, end.end()))
+        start = body.find(opening, end.end())
+        while start >= 0 and body[start + len(opening) : start + len(opening) + 1] not in _AFTER:
+            start = body.find(opening, start + 1)
+    return spans
 
 
 def pack(prints: Collection[bytes]) -> bytes:
@@ -162,8 +259,10 @@ def _tag_end(body: bytes, start: int) -> int:
 class _Scanner:
     """One pass of expat over the document, noting where the entries are."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, stop_at_entry: bool = False) -> None:
         self.body = body
+        self.stop_at_entry = stop_at_entry
+        self.first = -1  # where the first entry starts
         self.root = -1
         self.layout: tuple[str, ...] = ()
         self.path: list[str] = []
@@ -202,6 +301,10 @@ class _Scanner:
         if place and depth < len(self.layout):
             self.ancestors.append(at)
         elif place:  # an entry: inside it, only its end and misplaced entries matter
+            if self.first < 0:
+                self.first = at
+                if self.stop_at_entry:
+                    raise _FirstEntry
             self._entry_start, self._inside = at, 0
             self.parser.StartElementHandler = self._inner_start
             self.parser.EndElementHandler = self._inner_end
