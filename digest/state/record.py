@@ -747,15 +747,18 @@ def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     pending = sa.select(B.c.number).where(
         (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING)
     )
-    # looked up by key for each recipient still to send (a released zone group's), not
-    # a list of every active subscriber built for each run
-    active = sa.exists().where(
-        (S.c.id == D.c.subscriber_id) & (S.c.status == SubscriberStatus.ACTIVE)
-    )
+    # Those who left, found through the status index: a list of every active subscriber
+    # for each zone group's release would be the whole list each time. (A subscriber
+    # erased takes their deliveries along: every recipient has a row.)
+    gone = [s for s in SubscriberStatus if s is not SubscriberStatus.ACTIVE]
+    departed = sa.select(S.c.id).where(S.c.status.in_(gone))
     conn.execute(
         sa.update(D)
         .where(
-            (D.c.edition_id == edition_id) & D.c.error.is_(None) & D.c.batch.in_(pending) & ~active
+            (D.c.edition_id == edition_id)
+            & D.c.error.is_(None)
+            & D.c.batch.in_(pending)
+            & D.c.subscriber_id.in_(departed)
         )
         .values(error=DEPARTED)
     )
