@@ -166,7 +166,7 @@ subscribers = Table(
     Column("covered_through", Integer),
     # (0014) The zone groups of active subscribers, read as a few index seeks by each
     # scheduled run; and the config's own subscribers, found without a scan.
-    Index("ix_subscribers_zone", "status", "timezone"),
+    Index("ix_subscribers_zone", "timezone", "status"),
     Index("ix_subscribers_source", "source", "status"),
 )
 

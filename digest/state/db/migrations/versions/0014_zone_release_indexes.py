@@ -26,7 +26,7 @@ FAILED_ALONE = sa.text("error IS NOT NULL")
 
 def upgrade() -> None:
     with op.batch_alter_table("subscribers") as batch:
-        batch.create_index("ix_subscribers_zone", ["status", "timezone"], unique=False)
+        batch.create_index("ix_subscribers_zone", ["timezone", "status"], unique=False)
         batch.create_index("ix_subscribers_source", ["source", "status"], unique=False)
     op.create_index(
         "ix_deliveries_error",
