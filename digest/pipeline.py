@@ -503,11 +503,11 @@ def _weekly_has_news(services: Services, cycle: datetime) -> bool:
     if schedule.WEEKLY not in cadence.frequencies:
         return False
     with services.engine.connect() as conn:
-        if not subscribers.weekly_readers(conn, schedule.DAILY in cadence.frequencies):
-            return False
         earlier = record.cycles(conn, schedule.cycle_key(cycle - schedule.WEEK))
         previous = schedule.parse_cycle(earlier[-1].cycle) if earlier else None
-        if not cadence.weekly(cycle, previous):
+        if not cadence.weekly(cycle, previous):  # asked first: it reads no subscriber
+            return False
+        if not subscribers.weekly_readers(conn, schedule.DAILY in cadence.frequencies):
             return False
         stories = record.load_stories(conn, [c.id for c in earlier])
     return any(stories.values())

@@ -279,6 +279,7 @@ def wall(when: datetime, zone: str) -> datetime:
     return when.astimezone(ZoneInfo(zone)).replace(tzinfo=None, second=0, microsecond=0)
 
 
+@functools.lru_cache(maxsize=4096)  # each run's decision asks for every zone group's
 def release_at(cycle: datetime, zone: str) -> datetime:
     """The instant (UTC) a cycle comes in ``zone``. A wall time that does not exist
     there that day (clocks springing forward) comes when it would without the jump; one

@@ -341,8 +341,9 @@ def freeze_recipients(
     """
     S, EV = schema.subscribers, schema.events
     groups, members, by_choice = _groups(variants or Variants(), grouping)
-    T = _member_table(conn, members)
-    C = _choice_table(conn, by_choice, grouping.caught_up if grouping else frozenset())
+    variant_of = {g: v for g, (_, v) in groups.items()}
+    T = _member_table(conn, members, variant_of)
+    C = _choice_table(conn, by_choice, variant_of, grouping.caught_up if grouping else frozenset())
     order: list[sa.ColumnElement[Any]] = [S.c.id]
     if engaged_first:
         bounced = sa.exists().where((EV.c.subscriber_id == S.c.id) & (EV.c.kind == "bounce"))
@@ -352,10 +353,9 @@ def freeze_recipients(
     active = sa.select(sa.func.count()).where(S.c.status == SubscriberStatus.ACTIVE)
     stride = int(conn.execute(active).scalar_one()) // batch_size + 1  # batches a group may fill
     number = sa.func.row_number().over(partition_by=group, order_by=order) - 1
-    numbers = {g: v for g, (_, v) in groups.items() if v}
-    variant: sa.ColumnElement[Any] = (
-        sa.case(numbers, value=group, else_=0) if numbers else sa.literal(0)
-    )
+    # each group's variant is a column of the small tables, not a CASE over every group
+    # evaluated for each subscriber
+    variant = sa.func.coalesce(T.c.variant, C.c.variant, 0)
     same = sa.and_(  # C's own columns, unwrapped: its primary key finds the row
         *(a == b for a, b in zip(_choice_key(S), list(C.c)[:4], strict=True))
     )
@@ -429,27 +429,35 @@ def _groups(
     return {n: key for key, n in numbered.items()}, members, by_choice
 
 
-def _member_table(conn: sa.Connection, members: Mapping[int, int]) -> sa.Table:
-    """A temporary table of ``members`` (subscriber → group)."""
+def _member_table(
+    conn: sa.Connection, members: Mapping[int, int], variant_of: Mapping[int, int]
+) -> sa.Table:
+    """A temporary table of ``members`` (subscriber → group, and its variant)."""
     T = sa.Table(
         "freeze_members",
         sa.MetaData(),
         sa.Column("subscriber_id", sa.Integer, primary_key=True),
         sa.Column("grp", sa.Integer, nullable=False),
+        sa.Column("variant", sa.Integer, nullable=False),
         prefixes=["TEMPORARY"],
     )
     T.create(conn)
-    rows = [{"subscriber_id": s, "grp": g} for s, g in members.items()]
+    rows = [
+        {"subscriber_id": s, "grp": g, "variant": variant_of.get(g, 0)} for s, g in members.items()
+    ]
     for chunk in chunks(rows, 10_000):
         conn.execute(sa.insert(T), list(chunk))
     return T
 
 
 def _choice_table(
-    conn: sa.Connection, by_choice: Mapping[Choice, int], caught_up: frozenset[Choice]
+    conn: sa.Connection,
+    by_choice: Mapping[Choice, int],
+    variant_of: Mapping[int, int],
+    caught_up: frozenset[Choice],
 ) -> sa.Table:
-    """A temporary table of choices (→ group, and whether they are in step again), keyed
-    by the values ``_choice_key`` makes of a subscriber's columns."""
+    """A temporary table of choices (→ group, its variant, and whether they are in step
+    again), keyed by the values ``_choice_key`` makes of a subscriber's columns."""
     C = sa.Table(
         "freeze_choices",
         sa.MetaData(),
@@ -458,6 +466,7 @@ def _choice_table(
         sa.Column("covered_through", sa.Integer, nullable=False),
         sa.Column("preferences", sa.Text, nullable=False),
         sa.Column("grp", sa.Integer, nullable=False),
+        sa.Column("variant", sa.Integer, nullable=False),
         sa.Column("caught_up", sa.Boolean, nullable=False),
         sa.PrimaryKeyConstraint("frequency", "timezone", "covered_through", "preferences"),
         prefixes=["TEMPORARY"],
@@ -470,6 +479,7 @@ def _choice_table(
             "covered_through": -1 if c.covered_through is None else c.covered_through,
             "preferences": c.preferences or "",
             "grp": g,
+            "variant": variant_of.get(g, 0),
             "caught_up": c in caught_up,
         }
         for c, g in by_choice.items()
@@ -740,14 +750,18 @@ def recover(conn: sa.Connection, edition_id: int, now: datetime) -> int:
     pending = sa.select(B.c.number).where(
         (B.c.edition_id == edition_id) & (B.c.status == BatchStatus.PENDING)
     )
-    active = sa.select(S.c.id).where(S.c.status == SubscriberStatus.ACTIVE)
+    # Those who left, found through the status index: a list of every active subscriber
+    # for each zone group's release would be the whole list each time. (A subscriber
+    # erased takes their deliveries along: every recipient has a row.)
+    gone = [s for s in SubscriberStatus if s is not SubscriberStatus.ACTIVE]
+    departed = sa.select(S.c.id).where(S.c.status.in_(gone))
     conn.execute(
         sa.update(D)
         .where(
             (D.c.edition_id == edition_id)
             & D.c.error.is_(None)
             & D.c.batch.in_(pending)
-            & D.c.subscriber_id.not_in(active)
+            & D.c.subscriber_id.in_(departed)
         )
         .values(error=DEPARTED)
     )

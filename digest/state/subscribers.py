@@ -368,8 +368,33 @@ def stored_preferences(stored: str | None) -> dict[str, object]:
 
 
 def zones_of_active(conn: sa.Connection, default_zone: str) -> set[str]:
-    """The zone groups active subscribers are in."""
-    return set(zone_groups(conn, default_zone))
+    """The zone groups active subscribers are in. Each scheduled run asks, so it is one
+    index seek per zone group (``ix_subscribers_zone``, ``(timezone, status)``: the next
+    zone after the last one found, a recursive query), never a scan of the list."""
+
+    def active(table: sa.FromClause) -> sa.ColumnElement[bool]:
+        # The status as an expression, not the bare column: SQLite (without statistics)
+        # would otherwise take the status index and read every active subscriber for
+        # each zone; the zone index holds the status too.
+        return sa.func.coalesce(table.c.status, "") == SubscriberStatus.ACTIVE.value
+
+    found = (
+        sa.select(sa.func.min(S.c.timezone).label("zone"))
+        .where(active(S) & S.c.timezone.is_not(None))
+        .cte("zones", recursive=True)
+    )
+    later = S.alias("later")
+    following = sa.select(sa.func.min(later.c.timezone)).where(
+        active(later) & (later.c.timezone > found.c.zone)
+    )
+    zones = found.union_all(sa.select(following.scalar_subquery()).where(found.c.zone.is_not(None)))
+    named = {
+        str(z) for (z,) in conn.execute(sa.select(zones.c.zone).where(zones.c.zone.is_not(None)))
+    }
+    zoneless = sa.select(S.c.id).where(active(S) & S.c.timezone.is_(None)).limit(1)
+    if conn.execute(zoneless).first() is not None:
+        named.add(default_zone)
+    return named
 
 
 def zone_groups(conn: sa.Connection, default_zone: str) -> dict[str, int]:

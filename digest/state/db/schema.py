@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -163,6 +164,10 @@ subscribers = Table(
     Column("timezone", String(64)),  # IANA zone (NULL: schedule.timezone)
     # The ledger's cursor: the last edition (cycle) whose stories they have been given.
     Column("covered_through", Integer),
+    # (0014) The zone groups of active subscribers, read as a few index seeks by each
+    # scheduled run; and the config's own subscribers, found without a scan.
+    Index("ix_subscribers_zone", "timezone", "status"),
+    Index("ix_subscribers_source", "source", "status"),
 )
 
 batches = Table(
@@ -218,6 +223,14 @@ deliveries = Table(
     Column("since", Integer),  # their ledger cursor before this edition (see subscribers)
     PrimaryKeyConstraint("edition_id", "subscriber_id", name="pk_deliveries"),
     Index("ix_deliveries_batch", "edition_id", "batch"),
+    # (0014) Only the recipients who failed alone: an edition's tally and problems read
+    # these few rows, never the edition's million others.
+    Index(
+        "ix_deliveries_error",
+        "edition_id",
+        sqlite_where=text("error IS NOT NULL"),
+        postgresql_where=text("error IS NOT NULL"),
+    ),
 )
 
 leases = Table(
