@@ -125,31 +125,24 @@ def four_feeds(folder: Path) -> list[tuple[str, str]]:
 def write_config(
     folder: Path, backend: dict[str, Any], feeds: list[tuple[str, str]] | None = None
 ) -> Path:
-    lines = [
-        "[digest]",
-        'title = "Bench"',
-        'from = "Bench <digest@example.org>"',
-        'base_url = "https://digest.example.org"',
-        'postal_address = "1 Bench Street"',
-        "[storage]",
-        'url = "sqlite:///bench.db"',
-        "[delivery]",
-    ]
-    tables: dict[str, dict[str, Any]] = {}
-    for key, value in backend.items():
-        if isinstance(value, dict):
-            tables[key] = value
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    for name, table in tables.items():
-        lines.append(f"[delivery.{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    for url, category in feeds or [(str(FEED), "")]:
-        lines += ["[[feeds]]", f"url = {json.dumps(url)}", 'first_run_window = "all"']
-        if category:
-            lines.append(f"category = {json.dumps(category)}")
+    import tomlkit
+
+    config: dict[str, Any] = {
+        "digest": {
+            "title": "Bench",
+            "from": "Bench <digest@example.org>",
+            "base_url": "https://digest.example.org",
+            "postal_address": "1 Bench Street",
+        },
+        "storage": {"url": "sqlite:///bench.db"},
+        "delivery": backend,
+        "feeds": [
+            {"url": url, "first_run_window": "all", **({"category": category} if category else {})}
+            for url, category in feeds or [(str(FEED), "")]
+        ],
+    }
     path = folder / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(tomlkit.dumps(config))
     return path
 
 

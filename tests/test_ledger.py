@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from digest import pipeline
 from digest.cli import main
 from digest.deliver import dispatch as dispatch_module
-from digest.model import EditionStatus
+from digest.model import BatchStatus, EditionStatus
 from digest.state import record, retention, subscribers
 from digest.state.db import schema
 
@@ -90,7 +90,7 @@ def test_resend_unknown_after_a_crash(project: Project, sendgrid_server: SendGri
     gathered = pipeline.gather(services, pipeline.NoProgress())
     composed = pipeline.commit_edition(services, gathered)
     with services.engine.begin() as conn:  # as a crash mid-request leaves it
-        record.mark(conn, composed.edition_id, 1, record.BatchStatus.SENDING, NOW)
+        record.mark(conn, composed.edition_id, 1, BatchStatus.SENDING, NOW)
     report = pipeline.run(services)
     (edition,) = report.editions
     assert edition.resumed and (edition.recipients_delivered, edition.recipients_unknown) == (
