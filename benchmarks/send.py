@@ -196,15 +196,19 @@ def edition_child(config_path: str, zoned: bool = False) -> None:
     that group sent), then at each later zone group's hour (that group released)."""
     from digest import pipeline, schedule, scheduler
     from digest.config import load_config
+    from digest.state import subscribers
 
     os.environ.setdefault("BENCH_SENDGRID_KEY", KEY)
     config = load_config(config_path)
     cycle = schedule.parse_cycle(CYCLE)
-    hours = sorted({schedule.release_at(cycle, z) for z in ZONES})
-    if not zoned:
-        hours = [schedule.release_at(cycle, "UTC")]  # the schedule's zone, everyone's
-    now = [hours[0]]
+    now = [schedule.release_at(cycle, "UTC")]  # the schedule's zone, everyone's
     services = pipeline.build(config, clock=lambda: now[0])
+    hours = now[:]
+    if zoned:  # each zone group the subscribers are in (--zones of the ZONES)
+        with services.engine.connect() as conn:
+            zones = subscribers.zones_of_active(conn, "UTC")
+        hours = sorted({schedule.release_at(cycle, z) for z in zones})
+        now[0] = hours[0]
     runner = scheduler.Runner(services, schedule.schedule_of(config))
     started, cpu = time.perf_counter(), time.process_time()
     reports, walls = [], []
