@@ -22,6 +22,7 @@ builder dies, its lease expires and another instance's next try builds the slot,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -193,18 +194,21 @@ class Runner:
                     log.info("nothing to do: %s", decision.reason)
                     return None
                 log.info("run: %s", decision.reason)
-                if instance is not None:
+                if instance is not None and self.sending is None:  # builds, then sends
                     instance.now_doing(State.BUILDING)
-                report = pipeline.run(
-                    self.services,
-                    progress,
-                    slot=decision.slot,
-                    cycle=decision.cycle,
-                    grace=self.schedule.grace,
-                    hold_lease=False,
-                    resume_only=decision.action is Action.RESUME,
-                    send=self.sending is None,
-                )
+                fleet = instance is not None and self.sending is not None
+                # in a fleet the sending loop, another thread, says what it does meanwhile
+                with instance.building() if fleet and instance else contextlib.nullcontext():
+                    report = pipeline.run(
+                        self.services,
+                        progress,
+                        slot=decision.slot,
+                        cycle=decision.cycle,
+                        grace=self.schedule.grace,
+                        hold_lease=False,
+                        resume_only=decision.action is Action.RESUME,
+                        send=self.sending is None,
+                    )
                 if decision.action is Action.RUN and decision.slot is not None:
                     with engine.begin() as conn:
                         mark_handled(conn, decision.slot)

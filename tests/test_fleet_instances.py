@@ -106,3 +106,24 @@ def test_old_rows_are_forgotten_at_start(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         ids = [s.id for s in fleet.seen(conn, clock(), within=timedelta(days=30))]
     assert ids == [new.id]
+
+
+def test_building_shows_whatever_the_sending_thread_says_meanwhile(engine: sa.Engine) -> None:
+    clock = Clock(NOW)
+    me = fleet.Instance(engine, fleet.Role.SERVE, clock, beat=timedelta(hours=1)).start()
+
+    def seen_state() -> str:
+        with engine.connect() as conn:
+            [row] = fleet.seen(conn, clock())
+        return row.state
+
+    try:
+        with me.building():
+            me.now_doing(fleet.State.STANDBY)  # the sending loop, idle meanwhile
+            assert me.state is fleet.State.BUILDING and seen_state() == "building"
+            me.now_doing(fleet.State.SENDING, edition_id=3)
+            assert seen_state() == "building"
+        assert me.state is fleet.State.SENDING and seen_state() == "sending"
+    finally:
+        me.stop()
+    assert seen_state() == "stopped"

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -98,7 +98,8 @@ class Instance:
         self.clock = clock
         self.beat = beat
         self.id = holder_name()
-        self.state = State.STANDBY
+        self._doing = State.STANDBY  # what its sending does (``now_doing``)
+        self._building = False  # its scheduler builds an edition (``building``)
         self.edition_id: int | None = None
         self.detail: str | None = None
         self.sent = 0  # recipients sent to since start
@@ -129,13 +130,34 @@ class Instance:
         self._thread.start()
         return self
 
+    @property
+    def state(self) -> State:
+        """What it does: building while its scheduler builds, whatever its sending loop
+        (another thread) says meanwhile; else what the sending says."""
+        return State.BUILDING if self._building else self._doing
+
     def now_doing(
         self, state: State, edition_id: int | None = None, detail: str | None = None
     ) -> None:
-        """Say what this instance does now; written at once (best effort) and each beat."""
+        """Say what this instance's sending does now (``SENDING``, ``STANDBY``); written
+        at once (best effort) and each beat."""
         with self._lock:
-            self.state, self.edition_id, self.detail = state, edition_id, detail
+            self._doing, self.edition_id, self.detail = state, edition_id, detail
         self.beat_once()
+
+    @contextlib.contextmanager
+    def building(self) -> Iterator[None]:
+        """While the block runs, this instance is ``BUILDING`` (an edition, under the
+        lease), even as its sending loop stands by or sends."""
+        with self._lock:
+            self._building = True
+        self.beat_once()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._building = False
+            self.beat_once()
 
     def count_sent(self, recipients: int) -> None:
         with self._lock:
@@ -174,7 +196,7 @@ class Instance:
             self._thread.join()
             self._thread = None
         with self._lock:
-            self.state, self.edition_id = State.STOPPED, None
+            self._doing, self._building, self.edition_id = State.STOPPED, False, None
         with contextlib.suppress(StoreError, sa.exc.SQLAlchemyError):
             self.beat_once()
 
