@@ -40,16 +40,32 @@ PERSONAL = Personalizer(Signer(b"k" * 32), "https://d.example")
 
 
 @given(weights=st.lists(st.integers(1, 20), min_size=1, max_size=6), n=st.integers(1, 300))
-def test_each_relays_share_is_within_one_of_its_weight_over_any_prefix(
+def test_each_relay_gets_its_share_each_round_and_strays_little_between(
     weights: list[int], n: int
 ) -> None:
+    """Exactly its weight in every full round (the sum of the weights); in between,
+    within one message of its share for up to four relays, and within half the number
+    of relays beyond (smooth WRR is not within one for more: with weights 1, 1, 1, 19,
+    19, 19 a relay strays 1.13 from its share)."""
     scores = [0] * len(weights)
     counts = [0] * len(weights)
     total = sum(weights)
+    stray = 1.0 if len(weights) <= 4 else len(weights) / 2
     for k in range(1, n + 1):
         counts[smooth_pick(weights, scores, range(len(weights)))] += 1
         for i, w in enumerate(weights):
-            assert abs(counts[i] - w * k / total) <= 1 + 1e-9
+            assert abs(counts[i] - w * k / total) <= stray + 1e-9
+        if k % total == 0:
+            assert counts == [w * k // total for w in weights]
+
+
+def test_six_relays_can_stray_more_than_one_message_from_their_share() -> None:
+    weights = [1, 1, 1, 19, 19, 19]
+    scores, counts, worst = [0] * 6, [0] * 6, 0.0
+    for k in range(1, 121):
+        counts[smooth_pick(weights, scores, range(6))] += 1
+        worst = max(worst, *(abs(c - w * k / 60) for c, w in zip(counts, weights, strict=True)))
+    assert 1 < worst < 1.2  # why the bound above is not one for more than four relays
 
 
 def test_the_order_is_smooth_not_in_runs() -> None:
