@@ -285,16 +285,19 @@ def run_cycle(config_path: Path, zoned: bool = False) -> dict[str, Any]:
     first run and one at each later zone group's hour."""
     env = {**os.environ, "BENCH_SENDGRID_KEY": KEY, "NO_PROXY": "127.0.0.1,localhost"}
     zone_flag = ["--zoned"] if zoned else []
+    out = child("the edition", env, "--edition-child", str(config_path), *zone_flag)
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def child(what: str, env: dict[str, str], *args: str) -> str:
+    """Run this script again with ``args`` in a fresh process; its standard output, or
+    stop the benchmark with the end of its errors."""
     out = subprocess.run(
-        [sys.executable, __file__, "--edition-child", str(config_path), *zone_flag],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False
     )
     if out.returncode != 0:
-        raise SystemExit(f"the edition failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+        raise SystemExit(f"{what} failed:\n{out.stderr[-3000:]}")
+    return out.stdout
 
 
 def run_edition(config_path: Path) -> dict[str, Any]:
@@ -688,15 +691,7 @@ def fleet_edition(config_path: Path, url: str, instances: int) -> dict[str, Any]
         "NO_PROXY": "127.0.0.1,localhost",
         "PYTHONPATH": str(ROOT),
     }
-    built = subprocess.run(
-        [sys.executable, __file__, "--build-child", str(config_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if built.returncode != 0:
-        raise SystemExit(f"the build failed:\n{built.stderr[-3000:]}")
+    child("the build", env, "--build-child", str(config_path))
     engine = db.connect(url)
     E, B = schema.editions, schema.batches
     logs = [config_path.with_name(f"work-{instances}-{i}.log").open("wb") for i in range(instances)]

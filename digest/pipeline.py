@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from . import faults, personal, reputation, schedule
-from .deliver.dispatch import Dispatched, dispatch
+from .deliver.dispatch import Dispatched, dispatch, swept
 from .errors import LeaseError
 from .ingest.clean import finish
 from .ingest.feeds import Digested, ingest, unexpected
@@ -565,6 +565,8 @@ def share(
     lease of its own): the allowance is counted from what went out, so instances
     sending at once could each spend the rest of it."""
     progress = progress or NoProgress()
+    if not first and not _claimable(services, edition_id):  # an idle round: no content
+        return Share(standing(services, edition_id, resumed=True), 0, None, False)
     if services.ramp is None:
         report, outcome = _deliver(services, edition_id, progress, resumed=first)
         return Share(report, outcome.batches, outcome.stopped, outcome.capped)
@@ -574,6 +576,17 @@ def share(
     except LeaseError:  # another instance spends today's allowance
         return Share(standing(services, edition_id, resumed=True), 0, None, False)
     return Share(report, outcome.batches, outcome.stopped, outcome.capped)
+
+
+def _claimable(services: Services, edition_id: int) -> bool:
+    """Sweep what gone instances left and settle the edition if nothing is left, as a
+    dispatch would, then say whether a batch is there to claim: an instance standing by
+    looks every few seconds, without loading the edition's content each time."""
+    now, mine = services.clock(), services.instance.id if services.instance else None
+    with services.engine.begin() as conn:
+        swept(record.sweep(conn, edition_id, now, mine=mine), edition_id)
+        record.settle(conn, edition_id, now)
+        return record.claimable(conn, edition_id, now)
 
 
 #: The lease one instance of a fleet holds to send while the warm-up counts the day.

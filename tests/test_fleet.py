@@ -251,6 +251,25 @@ def test_the_builder_builds_under_the_lease_and_the_sending_loop_sends(
     assert len(holders) == 1 and None not in holders
 
 
+def test_a_round_with_nothing_to_claim_loads_no_content(
+    builder: tuple[Runner, Sending, Clock], project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, sending, clock = builder
+    assert runner.tick() is Outcome.RAN
+    engine = runner.services.engine
+    with engine.begin() as conn:  # another instance, alive elsewhere, holds every batch
+        assert record.claim(conn, 1, "elsewhere:1:abc", 100, clock())
+    loaded: list[int] = []
+    load = record.load_composed
+    monkeypatch.setattr(record, "load_composed", lambda c, e: loaded.append(e) or load(c, e))
+    assert not sending.once() and loaded == [1]  # the first round takes the departed out
+    assert not sending.once() and not sending.once() and loaded == [1]  # then: one probe
+    assert _editions(engine) == [(1, "sending", 0)]
+    clock.now += fleet.CLAIM_TTL  # the other instance went quiet: its claims lapse
+    assert sending.once() and loaded == [1, 1]
+    assert _editions(engine) == [(1, "done", 5)] and len(project.outbox()) == 5
+
+
 def test_before_a_new_edition_the_builder_waits_for_the_fleet_to_finish_the_last(
     builder: tuple[Runner, Sending, Clock],
 ) -> None:
@@ -395,15 +414,33 @@ def _fleet_project(tmp_path: Path, url: str, server: SendGridServer) -> Project:
         "sendgrid": {"api_key_env": KEY_ENV, "api_url": server.url, "batch_size": BATCH},
     }
     project.write()
-    engine = project.engine()
+    _add_readers(project.engine(), SUBSCRIBERS)
+    return project
+
+
+def _add_readers(engine: sa.Engine, n: int) -> None:
+    """``reader0@example.org`` … active subscribers, in one insert."""
     with engine.begin() as conn:
         rows = [
             {"email": f"reader{i}@example.org", "email_key": f"reader{i}@example.org",
              "status": "active", "source": "cli", "created_at": NOW, "updated_at": NOW}
-            for i in range(SUBSCRIBERS)
+            for i in range(n)
         ]  # fmt: skip
         conn.execute(sa.insert(schema.subscribers), rows)
-    return project
+
+
+def _in_unknown_batches(conn: sa.Connection) -> set[str]:
+    """The addresses of the recipients in batches reported ``unknown``."""
+    D = schema.deliveries
+    joined = D.join(B, (D.c.edition_id == B.c.edition_id) & (D.c.batch == B.c.number))
+    query = sa.select(D.c.email).select_from(joined).where(B.c.status == BatchStatus.UNKNOWN)
+    return {str(a) for a in conn.execute(query).scalars()}
+
+
+def _at_most_once(got: Counter[str], everyone: set[str], in_unknown: set[str]) -> None:
+    """Nobody got the edition twice, and whoever did not get it is reported unknown."""
+    assert not {a for a, n in got.items() if n > 1}, "someone got the edition twice"
+    assert set(got) <= everyone and everyone - set(got) <= in_unknown  # nobody lost silently
 
 
 def _senders(engine: sa.Engine) -> Counter[str]:
@@ -481,21 +518,10 @@ def test_three_instances_share_an_edition_and_survive_one_killed(
             int(n): (str(s), str(who))
             for n, s, who in conn.execute(sa.select(B.c.number, B.c.status, B.c.sent_by))
         }
-        D = schema.deliveries
-        in_unknown = {
-            str(a)
-            for (a,) in conn.execute(
-                sa.select(D.c.email)
-                .select_from(
-                    D.join(B, (D.c.edition_id == B.c.edition_id) & (D.c.batch == B.c.number))
-                )
-                .where(B.c.status == BatchStatus.UNKNOWN)
-            )
-        }
+        in_unknown = _in_unknown_batches(conn)
     everyone = {f"reader{i}@example.org" for i in range(SUBSCRIBERS)}
     got = Counter(server.recipients())
-    assert not {a for a, n in got.items() if n > 1}, "someone got the edition twice"
-    assert set(got) <= everyone and everyone - set(got) <= in_unknown  # nobody lost silently
+    _at_most_once(got, everyone, in_unknown)
     assert status == "done" and recipients == SUBSCRIBERS
     assert unknown == len(in_unknown) and delivered + unknown == SUBSCRIBERS
     assert delivered == len(set(got) - in_unknown)  # an unknown batch may have arrived
@@ -537,13 +563,7 @@ def _smtp_fleet_project(tmp_path: Path, url: str, relays: Relays) -> Project:
         },
     }
     project.write()
-    with project.engine().begin() as conn:
-        rows = [
-            {"email": f"reader{i}@example.org", "email_key": f"reader{i}@example.org",
-             "status": "active", "source": "cli", "created_at": NOW, "updated_at": NOW}
-            for i in range(SMTP_SUBSCRIBERS)
-        ]  # fmt: skip
-        conn.execute(sa.insert(schema.subscribers), rows)
+    _add_readers(project.engine(), SMTP_SUBSCRIBERS)
     return project
 
 
@@ -582,20 +602,9 @@ def test_three_instances_over_three_relays_one_refusing_halfway(
             sa.select(E.c.status, E.c.delivered, E.c.unknown)
         ).all()  # exactly one edition
         rows = conn.execute(sa.select(B.c.status, B.c.relay, B.c.sent_by)).all()
-        D = schema.deliveries
-        in_unknown = {
-            str(a)
-            for (a,) in conn.execute(
-                sa.select(D.c.email)
-                .select_from(
-                    D.join(B, (D.c.edition_id == B.c.edition_id) & (D.c.batch == B.c.number))
-                )
-                .where(B.c.status == BatchStatus.UNKNOWN)
-            )
-        }
+        in_unknown = _in_unknown_batches(conn)
     everyone = {f"reader{i}@example.org" for i in range(SMTP_SUBSCRIBERS)}
-    assert not {a for a, n in got.items() if n > 1}, "someone got the edition twice"
-    assert set(got) <= everyone and everyone - set(got) <= in_unknown  # nobody lost silently
+    _at_most_once(got, everyone, in_unknown)
     # at most the messages on the stopped relay's connections (3 instances × 2) are unknown
     assert status == "done" and unknown == len(in_unknown) <= 6
     assert delivered + unknown == SMTP_SUBSCRIBERS

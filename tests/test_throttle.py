@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -113,21 +113,39 @@ def test_takers_on_two_engines_never_get_the_same_tokens(fresh_postgres: str) ->
 # -- delivery.smtp.rate for the fleet ---------------------------------------------------------
 
 
+def rated_backends(
+    engines: list[sa.Engine], port: int, slept: list[list[float]]
+) -> list[SmtpBackend]:
+    """An SMTP backend per engine (an instance each), at 8 messages a second counted in
+    the database, the clock standing still: the waits asked for are recorded in ``slept``."""
+    backends = []
+    for i, engine in enumerate(engines):
+        limit = SharedRate(engine, 8.0, clock=lambda: 1000.0, sleep=slept[i].append)
+        limit.local = RateLimit(8.0, clock=lambda: 0.0, sleep=lambda s: None)
+        settings = SmtpSettings("127.0.0.1", port, security="none", rate=8.0)
+        backends.append(SmtpBackend(settings, HEAD, PERSONAL, limit=limit))
+    return backends
+
+
+def in_two_threads(work: Callable[[int], object]) -> None:
+    """``work(0)`` and ``work(1)`` at once, each in a thread of its own."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 @pytest.mark.postgres
 def test_two_senders_on_two_engines_share_one_rate(fresh_postgres: str, tmp_path: Path) -> None:
     """Two instances (each its own engine and backend) send 20 messages each in two
     threads, the clock standing still: the bucket counts all 40, so the last
     reservation waits for the other instance's tokens too."""
     engines = [db.connect(fresh_postgres), db.connect(fresh_postgres)]
-    slept: dict[int, list[float]] = {0: [], 1: []}
+    slept: list[list[float]] = [[], []]
     try:
         with SmtpServer(tmp_path) as server:
-            backends = []
-            for i, engine in enumerate(engines):
-                limit = SharedRate(engine, 8.0, clock=lambda: 1000.0, sleep=slept[i].append)
-                limit.local = RateLimit(8.0, clock=lambda: 0.0, sleep=lambda s: None)
-                settings = SmtpSettings("127.0.0.1", server.port, security="none", rate=8.0)
-                backends.append(SmtpBackend(settings, HEAD, PERSONAL, limit=limit))
+            backends = rated_backends(engines, server.port, slept)
 
             def send(i: int) -> None:
                 sender = backends[i].open(composed())
@@ -138,11 +156,7 @@ def test_two_senders_on_two_engines_share_one_rate(fresh_postgres: str, tmp_path
                 finally:
                     sender.close()
 
-            threads = [threading.Thread(target=send, args=(i,)) for i in (0, 1)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            in_two_threads(send)
             assert len(server.received) == 40
         chunk = 2  # a quarter second's worth of 8 a second
         with engines[0].connect() as conn:
@@ -239,24 +253,10 @@ def test_two_dispatchers_on_two_engines_share_one_smtp_rate(
     try:
         editions = two_editions(engines[0], [f"r{i}@example.org" for i in range(20)], 1)
         with SmtpServer(tmp_path) as server:
-            backends = []
-            for i, engine in enumerate(engines):
-                limit = SharedRate(engine, 8.0, clock=lambda: 1000.0, sleep=slept[i].append)
-                limit.local = RateLimit(8.0, clock=lambda: 0.0, sleep=lambda s: None)
-                settings = SmtpSettings("127.0.0.1", server.port, security="none", rate=8.0)
-                backends.append(SmtpBackend(settings, HEAD, PERSONAL, limit=limit))
+            backends = rated_backends(engines, server.port, slept)
             time = FakeTime()
             plain = DispatchSettings(sleep=time.sleep, monotonic=time.monotonic)
-            threads = [
-                threading.Thread(
-                    target=dispatch, args=(engines[i], backends[i], editions[i], plain)
-                )
-                for i in (0, 1)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            in_two_threads(lambda i: dispatch(engines[i], backends[i], editions[i], plain))
             assert len(server.received) == 40
         with engines[0].connect() as conn:
             tokens = conn.execute(sa.select(schema.throttles.c.tokens)).scalar_one()

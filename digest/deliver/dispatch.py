@@ -228,7 +228,7 @@ def claimed(
     while True:
         with engine.begin() as conn:
             if sweep:
-                _swept(record.sweep(conn, edition_id, clock(), mine=holder), edition_id)
+                swept(record.sweep(conn, edition_id, clock(), mine=holder), edition_id)
             numbers = record.claim(conn, edition_id, holder, page, clock())
             batches = record.load_batches(conn, edition_id, numbers)
         if not batches:
@@ -240,7 +240,8 @@ def claimed(
         yield from batches
 
 
-def _swept(unknown: int, edition_id: int) -> None:
+def swept(unknown: int, edition_id: int) -> None:
+    """Log the recipients a sweep made unknown, if any."""
     if unknown:
         log.warning(
             "edition %s: %s recipients in batches interrupted mid-send (their sender is "

@@ -36,7 +36,7 @@ from ._batches import (
     settle,
     tally,
 )
-from ._claims import claim, give_back, orphaned, recover, start, sweep
+from ._claims import claim, claimable, give_back, orphaned, recover, start, sweep
 from ._editions import (
     CycleRow,
     begin_edition,
@@ -66,6 +66,7 @@ __all__ = [
     "begin_edition",
     "choices",
     "claim",
+    "claimable",
     "cycles",
     "edition_entry_count",
     "freeze_recipients",

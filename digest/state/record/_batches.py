@@ -100,6 +100,10 @@ def load_batch(conn: sa.Connection, edition_id: int, number: int) -> Batch:
     return Batch(edition_id=edition_id, number=number, recipients=recipients, variant=variant)
 
 
+#: A batch back to ``pending`` is nobody's: unclaimed, and sent by no one yet.
+NOBODYS: dict[str, Any] = {"claimed_by": None, "claim_expires": None, "sent_by": None}
+
+
 def mark(
     conn: sa.Connection,
     edition_id: int,
@@ -117,7 +121,7 @@ def mark(
     put back to ``pending`` is nobody's any more."""
     values: dict[str, Any] = {"status": status, "updated_at": now, "detail": detail}
     if status is BatchStatus.PENDING:
-        values |= {"claimed_by": None, "claim_expires": None, "sent_by": None}
+        values |= NOBODYS
     elif holder is not None:
         values["sent_by"] = holder[:200]
     if provider_id is not None:
@@ -154,15 +158,7 @@ def requeue(
     where = (B.c.edition_id == edition_id) & B.c.status.in_(list(statuses))
     count = _recipients(conn, where)
     conn.execute(
-        sa.update(B)
-        .where(where)
-        .values(
-            status=BatchStatus.PENDING,
-            updated_at=now,
-            claimed_by=None,
-            claim_expires=None,
-            sent_by=None,
-        )
+        sa.update(B).where(where).values(status=BatchStatus.PENDING, updated_at=now, **NOBODYS)
     )
     if count:
         conn.execute(sa.update(E).where(E.c.id == edition_id).values(status=EditionStatus.SENDING))

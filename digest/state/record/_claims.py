@@ -116,12 +116,7 @@ def claim(
     LOCKED``, so workers claiming at once each get other batches without waiting for one
     another; SQLite's single writer serializes them. (A ``pending`` batch is released
     already: zone groups wait as ``waiting`` until ``release``.)"""
-    free = (
-        (B.c.edition_id == edition_id)
-        & (B.c.status == BatchStatus.PENDING)
-        & (B.c.claimed_by.is_(None) | B.c.claim_expires.is_(None) | (B.c.claim_expires <= now))
-    )
-    pick = sa.select(B.c.number).where(free).order_by(B.c.number).limit(limit)
+    pick = sa.select(B.c.number).where(_free(edition_id, now)).order_by(B.c.number).limit(limit)
     chosen: sa.ColumnElement[bool]
     if conn.dialect.name == "postgresql":
         # A CTE, MATERIALIZED: picked once. As a plain IN (subquery) PostgreSQL may run the
@@ -137,6 +132,21 @@ def claim(
         .returning(B.c.number)
     ).scalars()
     return sorted(int(n) for n in numbers)
+
+
+def _free(edition_id: int, now: datetime) -> sa.ColumnElement[bool]:
+    """The edition's pending batches nobody holds: unclaimed, or the claim expired."""
+    return (
+        (B.c.edition_id == edition_id)
+        & (B.c.status == BatchStatus.PENDING)
+        & (B.c.claimed_by.is_(None) | B.c.claim_expires.is_(None) | (B.c.claim_expires <= now))
+    )
+
+
+def claimable(conn: sa.Connection, edition_id: int, now: datetime) -> bool:
+    """Whether ``claim`` would find a batch of the edition now (one index probe)."""
+    query = sa.select(B.c.number).where(_free(edition_id, now)).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def start(conn: sa.Connection, edition_id: int, number: int, holder: str, now: datetime) -> bool:
