@@ -119,3 +119,57 @@ def test_insert_new_on_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.postgres
 def test_insert_new_on_postgres(postgres_url: str) -> None:
     _insert_new_skips_what_is_there_and_says_what_is_new(postgres_url)
+
+
+def _0015_moves_the_stories_and_back(url: str) -> None:
+    """An edition's stories leave its row for ``edition_stories`` and come back on a
+    downgrade, with the foreign keys on and the edition referenced."""
+    from alembic import command
+
+    engine = db.open_engine(url)
+    try:
+        db.upgrade(engine, "0014")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO editions (id, created_at, status, subject, html, text, nonce,"
+                    " item_count, more_count, recipients, delivered, failed, unknown,"
+                    " compacted, weekly, stories) VALUES (:id, :at, 'done', 's', 'h', 't',"
+                    " 'n', 1, 0, 1, 1, 0, 0, false, false, :stories)"
+                ),
+                [
+                    {"id": 1, "at": "2026-12-01 07:00:00", "stories": '[{"title": "é"}]'},
+                    {"id": 2, "at": "2026-12-02 07:00:00", "stories": None},
+                ],
+            )
+            conn.execute(
+                sa.text("INSERT INTO feeds (id, url, consecutive_failures) VALUES (1, 'u', 0)")
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO entries (feed_id, identity, title, published_at,"
+                    " first_seen_at, edition_id) VALUES (1, 'i', 't', :at, :at, 1)"
+                ),
+                {"at": "2026-12-01 07:00:00"},
+            )
+        db.upgrade(engine)
+        with engine.connect() as conn:
+            moved = conn.execute(sa.text("SELECT edition_id, stories FROM edition_stories")).all()
+        assert [tuple(r) for r in moved] == [(1, '[{"title": "é"}]')]
+        assert diff(engine) == []
+        with engine.begin() as conn:
+            command.downgrade(db.alembic_config(conn), "0014")
+        with engine.connect() as conn:
+            back = conn.execute(sa.text("SELECT id, stories FROM editions ORDER BY id")).all()
+        assert [tuple(r) for r in back] == [(1, '[{"title": "é"}]'), (2, None)]
+    finally:
+        engine.dispose()
+
+
+def test_0015_moves_the_stories_on_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _0015_moves_the_stories_and_back(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+@pytest.mark.postgres
+def test_0015_moves_the_stories_on_postgres(postgres_url: str) -> None:
+    _0015_moves_the_stories_and_back(postgres_url)

@@ -19,6 +19,7 @@ have failed it (``fetch.decoded``).
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import logging
 import multiprocessing
 import os
@@ -226,6 +227,9 @@ def _start_pool(
     """A process pool with its workers already running (forked before the event loop
     and its threads start), or None where processes cannot be started: parse inline."""
     pool = _pool(processes, quiet)
+    # Forked workers inherit this process's objects: frozen, their collector never walks
+    # them (nor copies the pages it would touch); here they are collectable again after.
+    gc.freeze()
     try:
         for started in [pool.submit(_ready) for _ in range(processes)]:
             started.result()
@@ -233,6 +237,8 @@ def _start_pool(
         log.warning("cannot start parser processes (%s): parsing in this one", exc)
         pool.shutdown(wait=False, cancel_futures=True)
         return None
+    finally:
+        gc.unfreeze()
     return pool
 
 

@@ -121,7 +121,22 @@ editions = Table(
     # every zone group (each gets it at that time in its own zone); NULL before 0009.
     Column("cycle", String(16), index=True),
     Column("weekly", Boolean, nullable=False, server_default="0"),  # weekly readers' cycle
-    Column("stories", Text),  # JSON: its new entries, for the weekly and catch-up variants
+)
+
+# An edition's new entries (JSON), for the weekly and catch-up variants that rank them
+# again: megabytes on a heavy day, so not in the edition's row, which each change of
+# its status rewrites whole on SQLite (before 0015 they were, as ``editions.stories``).
+edition_stories = Table(
+    "edition_stories",
+    metadata,
+    Column(
+        "edition_id",
+        Integer,
+        ForeignKey("editions.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("stories", Text, nullable=False),
 )
 
 entries = Table(

@@ -22,6 +22,7 @@ from ..db import schema
 from ..db.bulk import chunks
 
 E, B, V = schema.editions, schema.batches, schema.variants
+S = schema.edition_stories
 
 
 # -- editions -----------------------------------------------------------------------------
@@ -219,13 +220,13 @@ def save_stories(conn: sa.Connection, edition_id: int, entries: Sequence[Entry])
     """Keep the edition's new stories, for the weekly and catch-up editions that rank
     them again (``load_stories``)."""
     data = json.dumps([_story(e) for e in entries], ensure_ascii=False)
-    conn.execute(sa.update(E).where(E.c.id == edition_id).values(stories=data))
+    conn.execute(sa.insert(S).values(edition_id=edition_id, stories=data))
 
 
 def load_stories(conn: sa.Connection, edition_ids: Iterable[int]) -> dict[int, list[Entry]]:
     out: dict[int, list[Entry]] = {}
     for chunk in chunks(sorted(set(edition_ids))):
-        rows = conn.execute(sa.select(E.c.id, E.c.stories).where(E.c.id.in_(chunk)))
+        rows = conn.execute(sa.select(S.c.edition_id, S.c.stories).where(S.c.edition_id.in_(chunk)))
         for edition_id, data in rows:
             out[int(edition_id)] = [_entry(d) for d in json.loads(data)] if data else []
     return out
