@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -24,10 +26,59 @@ def diff(engine: sa.Engine) -> list[object]:
 
 
 def test_sqlite_upgrade_head_matches_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    engine = db.connect(f"sqlite:///{tmp_path / 'x.db'}")
+    engine = db.open_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    db.upgrade(engine)  # every migration in turn, as an existing database gets them
     assert db.current_revision(engine) == db.head_revision()
     assert diff(engine) == []
     engine.dispose()
+
+
+def _sqlite_schema(path: Path) -> dict[str, object]:
+    """Everything SQLite knows of a database's tables: columns (type, NOT NULL, default,
+    key), indexes (unique, partial, columns), foreign keys, and the version row."""
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        out: dict[str, object] = {}
+        for t in sorted(tables):
+            indexes = {}
+            for _seq, name, unique, origin, partial in conn.execute(f"PRAGMA index_list('{t}')"):
+                columns = [r[2] for r in conn.execute(f"PRAGMA index_info('{name}')")]
+                sql = conn.execute("SELECT sql FROM sqlite_master WHERE name=?", (name,)).fetchone()
+                where = " ".join(sql[0].split(" WHERE ", 1)[1].split()) if partial else None
+                key = name if origin == "c" else (origin, tuple(columns))
+                indexes[str(key)] = (unique, columns, where)
+            out[t] = (
+                sorted(r[1:] for r in conn.execute(f"PRAGMA table_info('{t}')")),  # by name
+                indexes,
+                sorted(r[2:] for r in conn.execute(f"PRAGMA foreign_key_list('{t}')")),
+            )
+        out["version"] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    return out
+
+
+def test_a_new_sqlite_database_is_made_at_head_as_the_migrations_make_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    made = db.connect(f"sqlite:///{tmp_path / 'new.db'}")  # made from the models
+    assert db.current_revision(made) == db.head_revision()
+    assert diff(made) == []
+    made.dispose()
+    migrated = db.open_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    db.upgrade(migrated)
+    migrated.dispose()
+    assert _sqlite_schema(tmp_path / "new.db") == _sqlite_schema(tmp_path / "migrated.db")
+    again = db.connect(f"sqlite:///{tmp_path / 'new.db'}")  # at head: nothing to do
+    assert db.current_revision(again) == db.head_revision()
+    again.dispose()
+
+
+def test_a_database_with_tables_is_never_made_anew(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    engine = db.connect(f"sqlite:///{path}")  # alembic's way: the migrations, over it
+    engine.dispose()
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"notes", "editions", "alembic_version"} <= names
 
 
 def test_connect_twice_is_idempotent(tmp_path) -> None:  # type: ignore[no-untyped-def]
