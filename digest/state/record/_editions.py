@@ -224,11 +224,13 @@ def save_stories(conn: sa.Connection, edition_id: int, entries: Sequence[Entry])
 
 
 def load_stories(conn: sa.Connection, edition_ids: Iterable[int]) -> dict[int, list[Entry]]:
+    """The stories kept for each of ``edition_ids``; an edition with none kept (made
+    before 0009) is left out."""
     out: dict[int, list[Entry]] = {}
     for chunk in chunks(sorted(set(edition_ids))):
         rows = conn.execute(sa.select(S.c.edition_id, S.c.stories).where(S.c.edition_id.in_(chunk)))
         for edition_id, data in rows:
-            out[int(edition_id)] = [_entry(d) for d in json.loads(data)] if data else []
+            out[int(edition_id)] = [_entry(d) for d in json.loads(data)]
     return out
 
 
