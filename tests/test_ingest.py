@@ -42,10 +42,12 @@ def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
 # -- known entries are recognised, not cleaned ----------------------------------------------
 
 
-def local_feeds(folder: Path, odd: Mapping[int, bytes] | None = None) -> list[FeedSource]:
+def local_feeds(
+    folder: Path, odd: Mapping[int, bytes] | None = None, count: int = 9
+) -> list[FeedSource]:
     """Nine feeds on disk (enough for the parser pool), RSS unless ``odd`` says otherwise."""
     sources = []
-    for i in range(9):
+    for i in range(count):
         path = folder / f"feed{i}.rss"
         path.write_bytes((odd or {}).get(i, RSS))
         sources.append(FeedSource(path.as_uri()))
@@ -180,6 +182,103 @@ def test_a_dying_parser_process_fails_only_its_feed(
     bad = results[4]
     assert bad.status is FetchStatus.FAILED and bad.error
     assert "the parser process died reading this feed" in bad.error.message
+
+
+#: Where the workers' gate and marks are (``gated_batch``); set before they fork.
+GATE: list[Path] = []
+REAL_BATCH = ingest_module.digest_batch
+REAL_APART = ingest_module.digest_apart
+
+
+def gated_batch(jobs: list[object], *args: object) -> object:
+    """``digest_batch`` once the gate opens (every feed fetched): the pool is behind from
+    the first feed on, whatever the machine's speed. Marks how many feeds each task held."""
+    gate = GATE[0]
+    for _ in range(2000):
+        if gate.exists():
+            break
+        time.sleep(0.005)
+    (gate.parent / f"batch-{os.getpid()}-{time.monotonic_ns()}-{len(jobs)}").touch()
+    return REAL_BATCH(jobs, *args)  # type: ignore[arg-type]
+
+
+def poisoning_apart(fetched: Fetched, *args: object) -> object:
+    """``digest_apart``, but a feed saying POISON gets a result that cannot be pickled."""
+    if b"POISON" in fetched.body:
+        error = ingest_module.ParseError(fetched.source.url, "poisoned")
+        error.hook = lambda: None  # type: ignore[attr-defined]
+        return ingest_module.Digested(fetched, error=error)
+    return REAL_APART(fetched, *args)  # type: ignore[arg-type]
+
+
+def gated_ingest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: list[FeedSource]
+) -> tuple[list[ingest_module.Digested], list[int]]:
+    """``ingest`` with two workers held at the gate until every feed is fetched; the
+    results, and the size of each task the pool ran."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
+    monkeypatch.setattr(ingest_module, "digest_batch", gated_batch)
+    monkeypatch.setattr(sys.modules[__name__], "GATE", [marks / "gate"])
+    seen = []
+
+    def fetched_one(result: Fetched) -> None:
+        seen.append(result)
+        if len(seen) == len(sources):
+            (marks / "gate").touch()
+
+    results = ingest(sources, {}, FetchSettings(), NOW, 300, workers=2, on_fetched=fetched_one)
+    sizes = [int(m.name.rsplit("-", 1)[1]) for m in marks.glob("batch-*")]
+    return results, sizes
+
+
+def test_feeds_wait_for_a_busy_pool_and_go_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the workers are behind, fetched feeds gather and go as one task (a task
+    costs the same in both processes whatever it holds); each feed parsed once."""
+    sources = local_feeds(tmp_path, count=40)
+    results, sizes = gated_ingest(tmp_path, monkeypatch, sources)
+    assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
+    assert [r.source for r in results] == sources
+    assert sum(sizes) == 40
+    assert len(sizes) <= 40 // 3
+    assert max(sizes) <= ingest_module.MAX_BATCH
+
+
+def test_a_dying_parser_process_in_a_batch_fails_only_its_feed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest_module.parse_new
+
+    def fragile(body: bytes, url: str, *rest: object) -> Fresh:
+        if b"KILL" in body:
+            os._exit(1)
+        return real(body, url, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_module, "parse_new", fragile)
+    kill = RSS.replace(b"<channel>", b"<channel><!-- KILL -->")
+    sources = local_feeds(tmp_path, {12: kill}, count=24)
+    results, sizes = gated_ingest(tmp_path, monkeypatch, sources)
+    assert max(sizes) > 1  # it died in a batch
+    assert [r.status for r in results].count(FetchStatus.OK) == 23
+    assert results[12].error and "parser process died" in results[12].error.message
+
+
+def test_a_result_that_cannot_come_back_fails_only_its_feed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One result in a batch that cannot be pickled fails the batch's task as a whole:
+    its feeds are read again one by one, and only the one that did it fails."""
+    monkeypatch.setattr(ingest_module, "digest_apart", poisoning_apart)
+    poison = RSS.replace(b"<channel>", b"<channel><!-- POISON -->")
+    sources = local_feeds(tmp_path, {12: poison}, count=24)
+    results, sizes = gated_ingest(tmp_path, monkeypatch, sources)
+    assert max(sizes) > 1
+    assert [r.status for r in results].count(FetchStatus.OK) == 23
+    assert all(len(r.entries) == 4 for i, r in enumerate(results) if i != 12)
+    assert results[12].error and "unexpected error while parsing" in results[12].error.message
 
 
 def test_ingest_works_inside_a_running_event_loop(tmp_path: Path) -> None:

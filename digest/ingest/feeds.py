@@ -1,8 +1,10 @@
 """Read every feed: fetch (concurrently) → parse → clean, with each feed's outcome a value.
 
 Parsing runs in a process pool over all cores when there are enough feeds to pay for
-it, overlapping with the fetching still under way: each feed is handed to the pool the
-moment its body has arrived. With a handful of feeds it runs inline. The workers are
+it, overlapping with the fetching still under way: a feed is handed to the pool the
+moment its body has arrived while a worker may be idle, and feeds that arrive while
+the pool is behind go together as one task (``_Batches``). With a handful of feeds it
+runs inline. The workers are
 forked while this process runs no other thread than our own lease keeper (``digest
 run``: fast, and safe then), and come from a fork server otherwise (``digest serve``,
 where the scheduler and the web app have threads of their own: a fork could copy a
@@ -275,8 +277,7 @@ def ingest(
     processes = workers or os.cpu_count() or 1
     use_pool = processes > 1 and len(sources) >= POOL_THRESHOLD
     pool = _start_pool(processes, quiet_threads) if use_pool else None
-    #: Feeds handed to the pool; None when the pool had broken before it could take one.
-    futures: dict[str, concurrent.futures.Future[Digested] | None] = {}
+    batches = _Batches(pool, processes, now, summary_length, limits) if pool else None
 
     def ids(url: str) -> frozenset[str]:
         return frozenset(known.get(url, ()))
@@ -285,39 +286,123 @@ def ingest(
         return unpack(prints.get(url))
 
     def fetched_one(result: Fetched) -> None:
-        if pool is not None and result.status is FetchStatus.OK and not result.unchanged:
+        if batches is not None and result.status is FetchStatus.OK and not result.unchanged:
             url = result.source.url
-            try:
-                futures[url] = pool.submit(
-                    digest_apart, result, now, summary_length, ids(url), limits, seen(url)
-                )
-            except BrokenProcessPool:
-                futures[url] = None
+            batches.add(url, (result, ids(url), seen(url)))
         if on_fetched is not None:
             on_fetched(result)
 
     def finish(result: Fetched) -> Digested:
         url = result.source.url
-        if url not in futures:
+        try:
+            digested = batches.result(result) if batches is not None else None
+        except _Again as again:
+            args = (now, summary_length, ids(url), limits, seen(url))
+            return _isolated(result, *args, why=str(again), quiet=quiet_threads)
+        if digested is None:
             return digest_feed(result, now, summary_length, ids(url), limits, seen(url))
-        future = futures[url]
-        if future is not None:
-            try:
-                return _rejoined(future.result(), result)
-            except BrokenProcessPool:
-                pass
-            except Exception as exc:  # the result could not come back (pickling...)
-                return Digested(result, error=unexpected(result, "parsing", exc))
-        return _isolated(result, now, summary_length, ids(url), limits, seen(url), quiet_threads)
+        return digested
 
     try:
         # Bodies stay compressed until a parser inflates them (``digest_feed``): 34 KB
         # piped to a worker instead of 200 KB, and this process spends its time fetching.
         fetched = run_sync(fetch_all(sources, validators, settings, fetched_one, decode=False))
+        if batches is not None:
+            batches.flush()
         return [finish(r) for r in fetched]
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+#: A job for a worker: a fetched feed, the identities and the fingerprints it knows.
+_Job = tuple[Fetched, frozenset[str], frozenset[bytes]]
+#: At most this many feeds wait for a busy pool before they go as one batch.
+MAX_BATCH = 16
+
+
+class _Again(Exception):
+    """The feed's worker died or its batch's results could not come back: read it again
+    in a process of its own, where it fails alone if it is the one that did it."""
+
+
+def digest_batch(
+    jobs: Sequence[_Job], now: datetime, summary_length: int, limits: ParseLimits
+) -> list[Digested]:
+    """``digest_apart`` for each job, in a pool's worker (each within its CPU limit)."""
+    return [digest_apart(f, now, summary_length, known, limits, seen) for f, known, seen in jobs]
+
+
+class _Batches:
+    """Feeds handed to the pool as they arrive: at once while a worker may be idle (two
+    tasks per worker in flight: one running, one queued), gathered while the pool is
+    behind and sent as one task when it catches up (or ``MAX_BATCH`` wait). A pool
+    pays per task, in both processes (a future, pickling, pipe writes, wakeups, a
+    selector in its manager thread): a daily run's feeds parse in a few milliseconds,
+    and that cost was a fifth of it. Called from one thread (the fetching loop's, then
+    the caller's)."""
+
+    def __init__(
+        self,
+        pool: concurrent.futures.ProcessPoolExecutor,
+        processes: int,
+        now: datetime,
+        summary_length: int,
+        limits: ParseLimits,
+    ) -> None:
+        self.pool, self.processes = pool, processes
+        self.args = (now, summary_length, limits)
+        self.waiting: list[tuple[str, _Job]] = []
+        self.running: list[concurrent.futures.Future[list[Digested]]] = []
+        #: Feed URL → its batch (None: the pool had broken before it could take it),
+        #: its place in it, and the batch's size.
+        self.placed: dict[
+            str, tuple[concurrent.futures.Future[list[Digested]] | None, int, int]
+        ] = {}
+
+    def add(self, url: str, job: _Job) -> None:
+        self.waiting.append((url, job))
+        self.running = [f for f in self.running if not f.done()]
+        if len(self.running) < 2 * self.processes or len(self.waiting) >= MAX_BATCH:
+            self._send(self.waiting)
+            self.waiting = []
+
+    def flush(self) -> None:
+        """Send what waits (the fetching is over), in batches small enough that the
+        workers finish together."""
+        rest, self.waiting = self.waiting, []
+        size = max(1, min(MAX_BATCH, -(-len(rest) // (4 * self.processes))))
+        for start in range(0, len(rest), size):
+            self._send(rest[start : start + size])
+
+    def _send(self, batch: list[tuple[str, _Job]]) -> None:
+        future: concurrent.futures.Future[list[Digested]] | None
+        try:
+            future = self.pool.submit(digest_batch, [job for _, job in batch], *self.args)
+            self.running.append(future)
+        except BrokenProcessPool:
+            future = None
+        for index, (url, _) in enumerate(batch):
+            self.placed[url] = (future, index, len(batch))
+
+    def result(self, fetched: Fetched) -> Digested | None:
+        """The feed's outcome, or None when it was not handed to the pool (parse it
+        here). Raises ``_Again`` when its worker died (killed for memory, or a library
+        crashed on hostile input) or its batch's results could not come back."""
+        place = self.placed.get(fetched.source.url)
+        if place is None:
+            return None
+        future, index, size = place
+        if future is None:
+            raise _Again("the parser processes had stopped")
+        try:
+            return _rejoined(future.result()[index], fetched)
+        except BrokenProcessPool as exc:
+            raise _Again("a parser process died") from exc
+        except Exception as exc:  # a result could not come back (pickling...)
+            if size > 1:
+                raise _Again("a batch of results could not come back") from exc
+            return Digested(fetched, error=unexpected(fetched, "parsing", exc))
 
 
 def _isolated(
@@ -327,11 +412,13 @@ def _isolated(
     known: frozenset[str],
     limits: ParseLimits,
     seen: frozenset[bytes],
+    why: str = "a parser process died",
     quiet: Collection[str] = (),
 ) -> Digested:
     """Parse one feed in a process of its own, after a worker died (killed for memory,
-    or a library crashed on hostile input): the feed that did it fails alone."""
-    log.warning("a parser process died; reading %s again on its own", fetched.source.url)
+    or a library crashed on hostile input) or its batch failed as a whole: the feed
+    that did it fails alone."""
+    log.warning("%s; reading %s again on its own", why, fetched.source.url)
     with _pool(1, quiet) as solo:
         try:
             digested = solo.submit(
@@ -345,3 +432,5 @@ def _isolated(
                 "in a parsing library): skipped",
             )
             return Digested(fetched, error=error)
+        except Exception as exc:  # its result could not come back (pickling...)
+            return Digested(fetched, error=unexpected(fetched, "parsing", exc))
