@@ -1,9 +1,10 @@
 """``digest run`` from cron: it follows ``[schedule]``, whatever the cron line's rhythm.
 
 Every run here is the real command (in this process), at a time the test sets: the
-CLI's clock (``digest.cli._now``) is replaced, and the feed is a local file rewritten
-before each run with the posts published by then (one an hour), so something is new
-at every run and only the schedule decides whether an edition goes out.
+CLI's clocks (``digest.cli._now``, and ``digest.cli.subscribers._now`` for the
+subscriber commands) are replaced, and the feed is a local file rewritten before each
+run with the posts published by then (one an hour), so something is new at every run
+and only the schedule decides whether an edition goes out.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Cron:
         self.project = project
         self.clock = Clock(FIRST)
         monkeypatch.setattr("digest.cli._now", self.clock)
+        monkeypatch.setattr("digest.cli.subscribers._now", self.clock)
         project.feed("news.xml", first_run_window="all")
         project.data["schedule"] = {"cron": "0 7 * * *", "timezone": "UTC"}
         project.subscriber("ada@example.org")

@@ -19,7 +19,9 @@ from ..model import FeedSource, ParsedFeed
 if TYPE_CHECKING:
     from ..ingest.discover import Candidate
     from .configfile import ConfigFile
-from . import State, console, feeds, handled
+from . import console
+from .base import State, handled
+from .feeds import feeds
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ import click
 
 from ..config import http_url, mailbox
 from ..errors import UsageError
-from . import console, handled, main
+from . import console
+from .base import handled
 
 TEMPLATE = """\
 # The config of {title}, written by `digest init`. Every key is in the README's
@@ -88,7 +89,7 @@ def _nonempty(value: str) -> str:
     return value.strip()
 
 
-@main.command()
+@click.command()
 @click.argument("folder", metavar="[DIR]", default=".", type=click.Path(path_type=Path))
 @click.option("--from", "sender", metavar="ADDRESS", help='The sender: "Name <address>".')
 @click.option("--base-url", metavar="URL", help="The public address of `digest serve`.")

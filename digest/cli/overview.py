@@ -20,14 +20,15 @@ from rich.markup import escape
 from rich.text import Text
 
 from ..clock import utcnow as _now
-from . import EXIT_FAILED, EXIT_OK, State, console, handled, main
+from . import console
+from .base import EXIT_FAILED, EXIT_OK, State, handled
 
 if TYPE_CHECKING:
     from ..scheduler import Outlook
     from ..state.overview import Count, Current, Member, Overview, Past, Share
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: README).")
 @click.pass_obj
 @handled
