@@ -247,6 +247,16 @@ def test_feeds_wait_for_a_busy_pool_and_go_in_batches(
     assert max(sizes) <= ingest_module.MAX_BATCH
 
 
+def test_big_bodies_make_small_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is one pickle: it holds at most ``MAX_BATCH_BYTES`` of bodies (or one)."""
+    monkeypatch.setattr(ingest_module, "MAX_BATCH_BYTES", 2 * len(RSS))
+    sources = local_feeds(tmp_path, count=40)
+    results, sizes = gated_ingest(tmp_path, monkeypatch, sources)
+    assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
+    assert sum(sizes) == 40
+    assert max(sizes) == 2
+
+
 def test_a_dying_parser_process_in_a_batch_fails_only_its_feed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -317,8 +317,10 @@ def ingest(
 
 #: A job for a worker: a fetched feed, the identities and the fingerprints it knows.
 _Job = tuple[Fetched, frozenset[str], frozenset[bytes]]
-#: At most this many feeds wait for a busy pool before they go as one batch.
+#: At most this many feeds wait for a busy pool before they go as one batch, or as
+#: many as have this many bytes of bodies (as sent: one pickle holds them all).
 MAX_BATCH = 16
+MAX_BATCH_BYTES = 4_000_000
 
 
 class _Again(Exception):
@@ -335,12 +337,13 @@ def digest_batch(
 
 class _Batches:
     """Feeds handed to the pool as they arrive: at once while a worker may be idle (two
-    tasks per worker in flight: one running, one queued), gathered while the pool is
-    behind and sent as one task when it catches up (or ``MAX_BATCH`` wait). A pool
-    pays per task, in both processes (a future, pickling, pipe writes, wakeups, a
-    selector in its manager thread): a daily run's feeds parse in a few milliseconds,
-    and that cost was a fifth of it. Called from one thread (the fetching loop's, then
-    the caller's)."""
+        tasks per worker in flight: one running, one queued), gathered while the pool is
+        behind and sent as one task when it catches up (or a batch is full: ``MAX_BATCH``
+    feeds, or ``MAX_BATCH_BYTES`` of bodies). A pool
+        pays per task, in both processes (a future, pickling, pipe writes, wakeups, a
+        selector in its manager thread): a daily run's feeds parse in a few milliseconds,
+        and that cost was a fifth of it. Called from one thread (the fetching loop's, then
+        the caller's)."""
 
     def __init__(
         self,
@@ -363,7 +366,7 @@ class _Batches:
     def add(self, url: str, job: _Job) -> None:
         self.waiting.append((url, job))
         self.running = [f for f in self.running if not f.done()]
-        if len(self.running) < 2 * self.processes or len(self.waiting) >= MAX_BATCH:
+        if len(self.running) < 2 * self.processes or _full(self.waiting, MAX_BATCH):
             self._send(self.waiting)
             self.waiting = []
 
@@ -372,8 +375,14 @@ class _Batches:
         workers finish together."""
         rest, self.waiting = self.waiting, []
         size = max(1, min(MAX_BATCH, -(-len(rest) // (4 * self.processes))))
-        for start in range(0, len(rest), size):
-            self._send(rest[start : start + size])
+        batch: list[tuple[str, _Job]] = []
+        for item in rest:
+            batch.append(item)
+            if _full(batch, size):
+                self._send(batch)
+                batch = []
+        if batch:
+            self._send(batch)
 
     def _send(self, batch: list[tuple[str, _Job]]) -> None:
         future: concurrent.futures.Future[list[Digested]] | None
@@ -403,6 +412,10 @@ class _Batches:
             if size > 1:
                 raise _Again("a batch of results could not come back") from exc
             return Digested(fetched, error=unexpected(fetched, "parsing", exc))
+
+
+def _full(batch: Sequence[tuple[str, _Job]], size: int) -> bool:
+    return len(batch) >= size or sum(len(job[0].body) for _, job in batch) >= MAX_BATCH_BYTES
 
 
 def _isolated(
