@@ -4,18 +4,17 @@ Parsing runs in a process pool over all cores when there are enough feeds to pay
 it, overlapping with the fetching still under way: a feed is handed to the pool the
 moment its body has arrived while a worker may be idle, and feeds that arrive while
 the pool is behind go together as one task (``_Batches``). With a handful of feeds it
-runs inline. The workers are
-forked while this process runs no other thread than our own lease keeper (``digest
-run``: fast, and safe then), and come from a fork server otherwise (``digest serve``,
-where the scheduler and the web app have threads of their own: a fork could copy a
-lock one of them holds, and the worker would hang on it). A body identical
-to the last one (or a 304) is not parsed at all; in a changed one, the entries with
-the same bytes as last time (``prints``: fingerprints per feed URL) are not parsed
-either (``parse.parse_new``), and entries the ledger already knows (``known``:
-identities per feed URL) are not cleaned: only their identity is computed. A body
-reaches the parser as sent (gzip or deflate: 34 KB to pipe where the inflated feed is
-200 KB) and is inflated there, under ``fetch.max_bytes``, failing as the fetcher would
-have failed it (``fetch.decoded``).
+runs inline. The workers are forked while this process runs no other thread than our
+own lease keeper (``digest run``: fast, and safe then), and come from a fork server
+otherwise (``digest serve``, where the scheduler and the web app have threads of their
+own: a fork could copy a lock one of them holds, and the worker would hang on it). A
+body identical to the last one (or a 304) is not parsed at all; in a changed one, the
+entries with the same bytes as last time (``prints``: fingerprints per feed URL) are
+not parsed either (``parse.parse_new``), and entries the ledger already knows
+(``known``: identities per feed URL) are not cleaned: only their identity is computed.
+A body reaches the parser as sent (gzip or deflate: 34 KB to pipe where the inflated
+feed is 200 KB) and is inflated there, under ``fetch.max_bytes``, failing as the
+fetcher would have failed it (``fetch.decoded``).
 """
 
 from __future__ import annotations
@@ -337,13 +336,12 @@ def digest_batch(
 
 class _Batches:
     """Feeds handed to the pool as they arrive: at once while a worker may be idle (two
-        tasks per worker in flight: one running, one queued), gathered while the pool is
-        behind and sent as one task when it catches up (or a batch is full: ``MAX_BATCH``
-    feeds, or ``MAX_BATCH_BYTES`` of bodies). A pool
-        pays per task, in both processes (a future, pickling, pipe writes, wakeups, a
-        selector in its manager thread): a daily run's feeds parse in a few milliseconds,
-        and that cost was a fifth of it. Called from one thread (the fetching loop's, then
-        the caller's)."""
+    tasks per worker in flight: one running, one queued), gathered while the pool is
+    behind and sent as one task when it catches up, or when a batch is full
+    (``MAX_BATCH`` feeds, or ``MAX_BATCH_BYTES`` of bodies). A pool pays per task, in
+    both processes (a future, pickling, pipe writes, wakeups, a selector in its manager
+    thread): a daily run's feeds parse in a few milliseconds, and that cost was a fifth
+    of it. Called from one thread (the fetching loop's, then the caller's)."""
 
     def __init__(
         self,
