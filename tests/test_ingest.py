@@ -120,7 +120,10 @@ def threaded() -> Iterator[HTTPServer]:
 def test_parsing_overlaps_fetching(
     threaded: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Feeds that arrived are parsed (in the pool) while a slow one is still coming."""
+    """Feeds that arrived are parsed (in the pool) while a slow one is still coming: the
+    slow one answers once the eight others are parsed (or after 10 s, and the test
+    fails), so none of them may wait for the fetching to end, even when they arrived
+    while both workers were busy."""
     marks = tmp_path / "marks"
     marks.mkdir()
     real = ingest_module.parse_new
@@ -134,7 +137,10 @@ def test_parsing_overlaps_fetching(
     monkeypatch.setattr(ingest_module, "parse_new", noting)  # inherited by the forked workers
 
     def slow(request: Request) -> Response:
-        time.sleep(1.0)
+        for _ in range(1000):
+            if len(list(marks.glob("parsed-*"))) >= 8:
+                break
+            time.sleep(0.01)
         (marks / f"slow-{time.monotonic_ns()}").write_text("")
         return Response(RSS)
 
@@ -245,6 +251,49 @@ def test_feeds_wait_for_a_busy_pool_and_go_in_batches(
     assert sum(sizes) == 40
     assert len(sizes) <= 40 // 3
     assert max(sizes) <= ingest_module.MAX_BATCH
+
+
+def test_feeds_that_wait_for_busy_workers_go_when_one_is_free(
+    threaded: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feeds that arrived while both workers were busy go to the pool as soon as a task
+    ends, not when the fetching does: the last feed here answers only once the eight
+    others are in a worker's hands (or after 10 s: then the test fails)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setattr(ingest_module, "START_METHOD", "fork")
+    monkeypatch.setattr(ingest_module, "digest_batch", gated_batch)
+    monkeypatch.setattr(sys.modules[__name__], "GATE", [marks / "gate"])
+    answered = []
+
+    def handed() -> int:
+        return sum(int(m.name.rsplit("-", 1)[1]) for m in marks.glob("batch-*"))
+
+    def last(request: Request) -> Response:
+        for _ in range(1000):
+            if handed() >= 8:
+                break
+            time.sleep(0.01)
+        answered.append(handed())
+        return Response(RSS)
+
+    threaded.expect_request("/last").respond_with_handler(last)
+    for i in range(8):
+        threaded.expect_request(f"/fast{i}").respond_with_data(RSS)
+    sources = [FeedSource(threaded.url_for(f"/fast{i}")) for i in range(8)]
+    sources.append(FeedSource(threaded.url_for("/last")))
+    fast = []
+
+    def fetched_one(result: Fetched) -> None:  # the workers start once all 8 are here
+        fast.append(result)
+        if len(fast) == 8:
+            (marks / "gate").touch()
+
+    results = ingest(
+        sources, {}, FetchSettings(timeout=30), NOW, 300, workers=2, on_fetched=fetched_one
+    )
+    assert all(r.status is FetchStatus.OK and len(r.entries) == 4 for r in results)
+    assert answered == [8]
 
 
 def test_big_bodies_make_small_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ fetcher would have failed it (``fetch.decoded``).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import gc
 import logging
@@ -28,7 +29,7 @@ import signal
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -341,7 +342,9 @@ class _Batches:
     (``MAX_BATCH`` feeds, or ``MAX_BATCH_BYTES`` of bodies). A pool pays per task, in
     both processes (a future, pickling, pipe writes, wakeups, a selector in its manager
     thread): a daily run's feeds parse in a few milliseconds, and that cost was a fifth
-    of it. Called from one thread (the fetching loop's, then the caller's)."""
+    of it. Called from the fetching loop's thread (``add``; a finished task wakes it to
+    send what waits, so no feed waits for an idle worker), then from the caller's once
+    the loop is closed (``flush``, ``result``)."""
 
     def __init__(
         self,
@@ -355,6 +358,7 @@ class _Batches:
         self.args = (now, summary_length, limits)
         self.waiting: list[tuple[str, _Job]] = []
         self.running: list[concurrent.futures.Future[list[Digested]]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
         #: Feed URL → its batch (None: the pool had broken before it could take it),
         #: its place in it, and the batch's size.
         self.placed: dict[
@@ -362,11 +366,23 @@ class _Batches:
         ] = {}
 
     def add(self, url: str, job: _Job) -> None:
+        """Called in the fetching loop: the loop a finished task wakes (``_pump``)."""
+        self.loop = asyncio.get_running_loop()
         self.waiting.append((url, job))
+        self._pump(full=_full(self.waiting, MAX_BATCH))
+
+    def _pump(self, full: bool = False) -> None:
+        """Send what waits if a worker may be idle (or the batch is full)."""
         self.running = [f for f in self.running if not f.done()]
-        if len(self.running) < 2 * self.processes or _full(self.waiting, MAX_BATCH):
+        if self.waiting and (full or len(self.running) < 2 * self.processes):
             self._send(self.waiting)
             self.waiting = []
+
+    def _finished(self, _: object) -> None:
+        """A task ended (in the pool's thread): the loop sends what waits, if it runs."""
+        if self.loop is not None:
+            with suppress(RuntimeError):  # the loop is closed: ``flush`` sends the rest
+                self.loop.call_soon_threadsafe(self._pump)
 
     def flush(self) -> None:
         """Send what waits (the fetching is over), in batches small enough that the
@@ -387,6 +403,7 @@ class _Batches:
         try:
             future = self.pool.submit(digest_batch, [job for _, job in batch], *self.args)
             self.running.append(future)
+            future.add_done_callback(self._finished)
         except BrokenProcessPool:
             future = None
         for index, (url, _) in enumerate(batch):
