@@ -45,7 +45,8 @@ def run(project: Project, now: datetime = NOW) -> pipeline.RunReport:
 def local_feeds(
     folder: Path, odd: Mapping[int, bytes] | None = None, count: int = 9
 ) -> list[FeedSource]:
-    """Nine feeds on disk (enough for the parser pool), RSS unless ``odd`` says otherwise."""
+    """``count`` feeds on disk (nine: enough for the parser pool), RSS unless ``odd``
+    says otherwise."""
     sources = []
     for i in range(count):
         path = folder / f"feed{i}.rss"
@@ -122,8 +123,7 @@ def test_parsing_overlaps_fetching(
 ) -> None:
     """Feeds that arrived are parsed (in the pool) while a slow one is still coming: the
     slow one answers once the eight others are parsed (or after 10 s, and the test
-    fails), so none of them may wait for the fetching to end, even when they arrived
-    while both workers were busy."""
+    fails), so none of them may wait for the fetching to end."""
     marks = tmp_path / "marks"
     marks.mkdir()
     real = ingest_module.parse_new
