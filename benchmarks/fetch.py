@@ -39,7 +39,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import feedparser
 from feedgen import feed_xml
 from feedserver import Server, prepare, serving
+from parse_floor import chunk as _floor_chunk
+from parse_floor import cpu
 from rss2email_baseline import Measured, installed, measure
 
 from digest import pipeline
@@ -63,21 +64,6 @@ from digest.model import FeedSource, FetchStatus
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 RSS2EMAIL_SECONDS = 54.7  # rss2email 3.14, 100 local feeds × 50 new entries (the issue)
-
-
-def cpu() -> float:
-    """CPU seconds used so far by this process and its finished children."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def _floor_chunk(bodies: list[bytes]) -> int:
-    count = 0
-    for body in bodies:
-        result = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
-        count += len(result.entries)
-    return count
 
 
 def stock_floor(feeds: int, entries: int, cores: int) -> tuple[float, float, int]:

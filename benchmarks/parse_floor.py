@@ -26,12 +26,14 @@ from feedgen import feed_xml
 
 
 def cpu() -> float:
+    """CPU seconds used so far by this process and its finished children."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def chunk(bodies: list[bytes]) -> int:
+    """Entries feedparser finds in ``bodies``, its sanitizer off (a pool's task)."""
     count = 0
     for body in bodies:
         result = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)

@@ -14,6 +14,13 @@ from ..model import SubscriberStatus
 from . import console
 from .base import EXIT_FAILED, EXIT_OK, Group, State, handled
 
+#: ``--status``, for the commands that show or write the list.
+only_status = click.option(
+    "--status",
+    type=click.Choice([s.value for s in SubscriberStatus]),
+    help="Only the subscribers with this status.",
+)
+
 
 @click.group(name="subscribers", cls=Group)
 def subscribers_group() -> None:
@@ -97,11 +104,7 @@ def subscribers_set(state: State, email: str, frequency: str | None, timezone: s
 
 @subscribers_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: README).")
-@click.option(
-    "--status",
-    type=click.Choice([s.value for s in SubscriberStatus]),
-    help="Only the subscribers with this status.",
-)
+@only_status
 @click.pass_obj
 @handled
 def subscribers_list(state: State, as_json: bool, status: str | None) -> None:
@@ -163,11 +166,7 @@ def subscribers_import(state: State, file: Path, resubscribe: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to a file instead of stdout.",
 )
-@click.option(
-    "--status",
-    type=click.Choice([s.value for s in SubscriberStatus]),
-    help="Only the subscribers with this status.",
-)
+@only_status
 @click.pass_obj
 @handled
 def subscribers_export(state: State, out_path: Path | None, status: str | None) -> None:
