@@ -36,7 +36,6 @@ The machine is shared: every ratio is between numbers measured in this same run.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import subprocess
@@ -52,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import feedparser
 from feedgen import feed_xml
 from feedserver import Server, prepare, serving
-from parse_floor import chunk as _floor_chunk
 from parse_floor import cpu
+from parse_floor import measure as sped_up_floor  # forked from here: digest's feedparser
 from rss2email_baseline import Measured, installed, measure
 
 from digest import pipeline
@@ -67,27 +66,13 @@ RSS2EMAIL_SECONDS = 54.7  # rss2email 3.14, 100 local feeds × 50 new entries (t
 
 
 def stock_floor(feeds: int, entries: int, cores: int) -> tuple[float, float, int]:
-    """``parse_floor`` of feedparser as installed, in a process that imports no digest
+    """The parse floor of feedparser as installed, in a process that imports no digest
     module (``parse_floor.py``, over the same generated feeds)."""
     script = Path(__file__).with_name("parse_floor.py")
     args = ["--feeds", str(feeds), "--entries", str(entries), "--cores", str(cores)]
     out = subprocess.run([sys.executable, str(script), *args], capture_output=True, check=True)
     got = json.loads(out.stdout)
     return got["wall"], got["cpu"], got["entries"]
-
-
-def parse_floor(bodies: Sequence[bytes], cores: int) -> tuple[float, float, int]:
-    """feedparser without its sanitizer over ``bodies``, in a pool of ``cores`` processes
-    forked from this one (so with digest's speed-ups of feedparser): (wall seconds, CPU
-    seconds, entries)."""
-    chunks = [list(bodies[i :: cores * 4]) for i in range(cores * 4)]
-    before = cpu()
-    with concurrent.futures.ProcessPoolExecutor(cores) as pool:
-        list(pool.map(_floor_chunk, [[] for _ in range(cores)]))  # workers up first
-        started = time.perf_counter()
-        entries = sum(pool.map(_floor_chunk, chunks))
-        wall = time.perf_counter() - started
-    return wall, cpu() - before, entries
 
 
 def rss2email_way(urls: Sequence[str]) -> tuple[float, float, int]:
@@ -309,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         floor_parse, floor_cpu, floor_entries = stock_floor(n, per, cores)
         assert floor_entries == n * per
-        sped_parse, sped_cpu, sped_entries = parse_floor(list(bodies.values()), cores)
+        sped_parse, sped_cpu, sped_entries = sped_up_floor(list(bodies.values()), cores)
         assert sped_entries == n * per
         floor_latency = args.latency * n / in_flight
 
